@@ -1,0 +1,33 @@
+"""The HTTP API: a thin Flask app that validates requests, writes the run
+registry and publishes messages.  It never trains in-process."""
+
+from flask import Flask
+
+from tasks.settings import get_settings
+
+#: Largest request body accepted (413 beyond).
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def create_app(test_config=None):
+    app = Flask(__name__)
+    settings = get_settings()
+    app.config.from_mapping(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        SYNC_TIMEOUT_S=settings.sync_timeout_s,
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    app.json.sort_keys = False
+
+    from . import catalog, db, errors, health, observability, runs
+
+    db.init_app(app)
+    errors.init_app(app)
+    observability.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(catalog.bp)
+    app.register_blueprint(runs.bp)
+    return app

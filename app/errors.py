@@ -1,0 +1,79 @@
+"""Every error leaves the API as ``{"error": {"code", "message", "fields"}}``."""
+
+import logging
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+from tasks import db
+from tasks.errors import DatabaseUnavailable, InvalidTransition, PublishFailed, RunNotFound, TunixError
+
+logger = logging.getLogger(__name__)
+
+#: Status code of each error the platform raises on purpose.
+STATUS = {
+    RunNotFound: 404,
+    InvalidTransition: 409,
+    DatabaseUnavailable: 503,
+    PublishFailed: 503,
+}
+
+
+class ApiError(Exception):
+    """An error a view answers with directly."""
+
+    def __init__(self, status, code, message, fields=None, extra=None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields or []
+        self.extra = extra or {}
+
+
+def error_response(status, code, message, fields=None, **extra):
+    body = {"error": {"code": code, "message": message, "fields": fields or []}}
+    body["error"].update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = "5"
+    return response
+
+
+def _api_error(exc):
+    return error_response(exc.status, exc.code, exc.message, exc.fields, **exc.extra)
+
+
+def _tunix_error(exc):
+    status = next((code for cls, code in STATUS.items() if isinstance(exc, cls)), 500)
+    extra = {}
+    if isinstance(exc, InvalidTransition):
+        extra = {"status": exc.current}
+    if status >= 500:
+        logger.error("%s: %s", type(exc).__name__, exc)
+    return error_response(status, exc.code, str(exc), **extra)
+
+
+def _http_error(exc):
+    code = (exc.name or "error").lower().replace(" ", "_")
+    return error_response(exc.code or 500, code, exc.description or exc.name)
+
+
+def _db_error(exc):
+    logger.error("database unavailable: %s", exc)
+    return error_response(503, DatabaseUnavailable.code, "database unavailable; retry later")
+
+
+def _unexpected(exc):
+    logger.exception("unhandled error")
+    return error_response(500, "internal_error", "internal error; see the API log")
+
+
+def init_app(app):
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(TunixError, _tunix_error)
+    app.register_error_handler(HTTPException, _http_error)
+    for cls in db.DISCONNECTS:
+        app.register_error_handler(cls, _db_error)
+    app.register_error_handler(Exception, _unexpected)

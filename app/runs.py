@@ -1,0 +1,168 @@
+"""Runs: submit, read, list."""
+
+import logging
+import time
+import uuid
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+
+from tasks import actors, catalog, lifecycle, registry
+from tasks.errors import PublishFailed, RunNotFound
+from tasks.metrics import RUNS_TOTAL
+from tasks.run_config import MODES, RunConfig, ValidationError, field_errors
+
+from .db import close_db, get_db
+from .errors import ApiError
+from .serialize import run_json, status_json
+from .waiter import StatusWaiter
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("runs", __name__, url_prefix="/api/tunix")
+
+#: Filters the history accepts, each an exact match on a column.
+LIST_FILTERS = ("status", "mode", "dataset_key", "model_id")
+
+_waiter = None
+
+
+def waiter():
+    global _waiter
+    if _waiter is None:
+        _waiter = StatusWaiter(current_app.config["SETTINGS"].database_url)
+    return _waiter
+
+
+def parse_run_id(raw):
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise RunNotFound(raw) from None
+
+
+def _json_body():
+    """The request's JSON object, or the right 4xx."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ApiError(422, "validation_error", "the body must be a JSON object",
+                       [{"field": "body", "message": "expected an object"}])
+    return body
+
+
+def _validated(body):
+    try:
+        config = RunConfig.model_validate(body)
+    except ValidationError as exc:
+        fields = field_errors(exc)
+        raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None
+    if catalog.get_dataset(config.dataset_key) is None:
+        raise ApiError(422, "validation_error", "unknown dataset",
+                       [{"field": "dataset_key", "message": f"unknown dataset {config.dataset_key!r}; "
+                                                            "see GET /api/tunix/datasets"}])
+    return config.resolved()
+
+
+def _mode():
+    mode = request.args.get("mode", "sync")
+    if mode not in MODES:
+        raise ApiError(422, "validation_error", "mode must be sync or async",
+                       [{"field": "mode", "message": f"expected one of {', '.join(MODES)}"}])
+    return mode
+
+
+def _publish(run):
+    """Publish a committed run; if that fails, the run is failed, not left pending."""
+    try:
+        actors.publish(run["id"], run["dry_run"])
+    except Exception as exc:
+        logger.error("publishing run %s failed: %s", run["id"], exc)
+        error = {"type": "PublishFailed", "message": f"the run could not be queued: {exc}"}
+        registry.transition(get_db(), run["id"], lifecycle.RunStatus.FAILED, operation="publish_failed",
+                            error=error)
+        RUNS_TOTAL.labels(lifecycle.RunStatus.FAILED.value, run["mode"]).inc()
+        raise PublishFailed(error["message"]) from exc
+
+
+def _wait_until_final(run_id, watch, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        row = registry.get_run(get_db(), run_id)
+        if row["status"] in lifecycle.FINAL:
+            return row
+        # Give the connection back while we wait: waiting costs none.
+        close_db()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not watch.wait(remaining):
+            return registry.get_run(get_db(), run_id)
+
+
+@bp.post("/run")
+def submit():
+    mode = _mode()
+    config = _validated(_json_body())
+    run_id = uuid.uuid4()
+    run = registry.insert_run(get_db(), run_id=run_id, mode=mode, dry_run=config["dry_run"],
+                              dataset_key=config["dataset_key"], model_id=config["model_id"], config=config)
+    RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, mode).inc()
+    location = url_for("runs.get_run", run_id=str(run_id))
+    if mode == "async":
+        _publish(run)
+        return jsonify(run_json(run)), 202, {"Location": location}
+    # Watch before publishing, so a fast worker cannot finish unseen.
+    with waiter().watch(run_id) as watch:
+        _publish(run)
+        run = _wait_until_final(run_id, watch, current_app.config["SYNC_TIMEOUT_S"])
+    if run["status"] in lifecycle.FINAL:
+        return jsonify(run_json(run)), 200
+    return jsonify(run_json(run)), 202, {"Location": location}
+
+
+@bp.get("/runs/<run_id>")
+def get_run(run_id):
+    row = registry.get_run(get_db(), parse_run_id(run_id))
+    if row is None:
+        raise RunNotFound(run_id)
+    return jsonify(run_json(row))
+
+
+@bp.get("/runs/<run_id>/status")
+def get_status(run_id):
+    row = registry.get_status(get_db(), parse_run_id(run_id))
+    if row is None:
+        raise RunNotFound(run_id)
+    return jsonify(status_json(row))
+
+
+def _int_arg(name, default, low, high):
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise ApiError(422, "validation_error", f"{name} must be an integer from {low} to {high}",
+                       [{"field": name, "message": f"expected an integer from {low} to {high}"}])
+    return value
+
+
+@bp.get("/runs")
+def list_runs():
+    limit = _int_arg("limit", 20, 1, 100)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    filters = {name: request.args.get(name) or None for name in LIST_FILTERS}
+    if filters["status"] is not None and filters["status"] not in lifecycle.ALL:
+        raise ApiError(422, "validation_error", "unknown status",
+                       [{"field": "status", "message": f"expected one of {', '.join(lifecycle.ALL)}"}])
+    if filters["mode"] is not None and filters["mode"] not in MODES:
+        raise ApiError(422, "validation_error", "unknown mode",
+                       [{"field": "mode", "message": f"expected one of {', '.join(MODES)}"}])
+    rows, total = registry.list_runs(get_db(), limit=limit, offset=offset, **filters)
+    next_offset = offset + len(rows) if offset + len(rows) < total else None
+    return jsonify(data=[run_json(r) for r in rows],
+                   pagination={"limit": limit, "offset": offset, "next_offset": next_offset, "total": total})

@@ -1,0 +1,33 @@
+"""The actors.  A message carries a run id only: the run's configuration is
+in the registry, where the worker middleware claims it before the actor runs.
+"""
+
+import dramatiq
+
+from .broker import DRY_QUEUE, TRAIN_QUEUE, broker
+
+
+def _execute(run_id):
+    # NOTE: imported at call time so the API process, which only sends these
+    # messages, never loads worker code (subprocess runner, JAX plumbing).
+    from workers import runner
+
+    return runner.execute(run_id)
+
+
+@dramatiq.actor(queue_name=DRY_QUEUE, max_retries=0, broker=broker)
+def execute_dry_run(run_id):
+    return _execute(run_id)
+
+
+@dramatiq.actor(queue_name=TRAIN_QUEUE, max_retries=0, broker=broker)
+def execute_training(run_id):
+    return _execute(run_id)
+
+
+def publish(run_id, dry_run):
+    """Send the run's message; its message id is the run id, so publishing
+    the same run again replaces its message instead of adding a second one."""
+    actor = execute_dry_run if dry_run else execute_training
+    message = actor.message(str(run_id)).copy(message_id=str(run_id))
+    return broker.enqueue(message)

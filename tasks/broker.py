@@ -1,0 +1,96 @@
+"""The Dramatiq broker: dramatiq-pg on the registry's PostgreSQL.
+
+Importing this module sets the global broker, as dramatiq's actor decorator
+needs one at import time.  It opens no connection until one is used.
+
+Fixes to dramatiq-pg 0.12, each measured on this project's machine:
+
+* Prefetch is per queue (``consume``): dry runs take hundreds at a time, so a
+  backlog drains at hundreds per second; trainings take only as many as a
+  process may run, so a busy process does not sit on runs another could start.
+* The consumer's back-off counter is reset once it has room again: upstream
+  never resets it, so after its first full prefetch every poll slept up to 1 s
+  (~24 msg/s).
+* Each acked message's advisory lock is released on the consumer's next turn:
+  upstream releases them only when the queue is empty, so a long backlog piled
+  up one lock per message until PostgreSQL's lock table was full and every new
+  connection failed.
+* The pool is bounded and blocking (``tasks.db.BlockingPool``): more threads
+  than connections wait instead of failing their acks.
+* No delay queues: actors never retry or delay (``max_retries=0``), and each
+  delay queue would cost a consumer and two connections per process.
+* ``enqueue`` tries once: upstream retries for minutes, and an HTTP request
+  must answer promptly (the API marks the run failed instead).
+"""
+
+import dramatiq
+from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
+from dramatiq_pg import PostgresBroker
+from dramatiq_pg.broker import PostgresConsumer
+
+from . import db
+from .settings import get_settings
+
+#: Queue of dry runs: short, many.
+DRY_QUEUE = "tunix-dry"
+#: Queue of real trainings: long, one JAX subprocess each.
+TRAIN_QUEUE = "tunix-train"
+
+
+class TunixConsumer(PostgresConsumer):
+    def __next__(self):
+        # Release the locks of messages acked since the last turn (see module doc).
+        if not self.unlock_q.empty() and self._consume_conn is not None:
+            self.purge_locks()
+        if len(self.in_processing) < self.prefetch:
+            self.misses = 0
+        return super().__next__()
+
+
+class TunixBroker(PostgresBroker):
+    def __init__(self, *, settings, **kwargs):
+        self.settings = settings
+        super().__init__(**kwargs)
+
+    def consume(self, queue_name, prefetch=1, timeout=30000):
+        if queue_name == TRAIN_QUEUE:
+            prefetch = self.settings.train_concurrency
+        elif queue_name == DRY_QUEUE:
+            prefetch = self.settings.dry_prefetch
+        return TunixConsumer(pool=self.pool, queue_name=queue_name, prefetch=prefetch, timeout=timeout)
+
+    def declare_queue(self, queue_name):
+        if queue_name not in self.queues:
+            self.emit_before("declare_queue", queue_name)
+            self.queues[queue_name] = True
+            self.emit_after("declare_queue", queue_name)
+
+    def enqueue(self, message, *, delay=None):
+        if delay:
+            raise ValueError("tunix-rt queues have no delay queues")
+        return PostgresBroker.enqueue.__wrapped__(self, message)
+
+
+def base_middleware(settings):
+    """Middleware both the API and the workers need (actor options are
+    validated against it).  Workers add theirs in ``workers.boot``."""
+    return [
+        # Training runs last hours; dramatiq's default would kill them at 10 min.
+        TimeLimit(time_limit=settings.run_time_limit_s * 1000),
+        ShutdownNotifications(),
+        # A failed run stays failed: a retry would be a second execution.
+        Retries(max_retries=0),
+    ]
+
+
+def make_broker(settings=None):
+    settings = settings or get_settings()
+    pool = db.make_pool(settings.database_url, settings.db_pool_max)
+    return TunixBroker(settings=settings, pool=pool, results=False, middleware=base_middleware(settings))
+
+
+broker = make_broker()
+dramatiq.set_broker(broker)
+
+#: The process' connection pool, shared by the broker and the registry.
+pool = broker.pool

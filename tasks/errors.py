@@ -1,0 +1,79 @@
+"""Every error the platform raises on purpose, in one tree.
+
+The API maps them to status codes in one handler (``app/errors.py``); the
+worker middleware records them on the run.
+"""
+
+
+class TunixError(Exception):
+    """Base class for all Tunix RT errors."""
+
+    #: Machine-readable code, also the ``error.code`` of an API response.
+    code = "tunix_error"
+
+
+class RunNotFound(TunixError):
+    """Raised when a run id names no run."""
+
+    code = "run_not_found"
+
+    def __init__(self, run_id):
+        super().__init__(f"run {run_id} not found")
+        self.run_id = run_id
+
+
+class InvalidTransition(TunixError):
+    """Raised when a run is not in a status it may leave for ``target``."""
+
+    code = "invalid_transition"
+
+    def __init__(self, run_id, current, target):
+        super().__init__(f"run {run_id} is {current}; it cannot become {target}")
+        self.run_id = run_id
+        self.current = current
+        self.target = target
+
+
+class PublishFailed(TunixError):
+    """Raised when a committed run's message could not reach the broker."""
+
+    code = "publish_failed"
+
+
+class DatabaseUnavailable(TunixError):
+    """Raised when PostgreSQL cannot be reached."""
+
+    code = "database_unavailable"
+
+
+class RunFailed(TunixError):
+    """Raised inside a worker when a run cannot complete.
+
+    ``details`` are stored beside the type and message in the run's ``error``;
+    ``exit_code`` is the training subprocess' exit status, when there was one.
+    """
+
+    code = "run_failed"
+
+    def __init__(self, message, *, exit_code=None, **details):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.details = details
+
+
+class UnknownDataset(RunFailed):
+    """Raised when a run names a dataset this installation does not have."""
+
+    code = "unknown_dataset"
+
+
+class UnknownModel(RunFailed):
+    """Raised when a run names a model this installation does not have."""
+
+    code = "unknown_model"
+
+
+class TrainingFailed(RunFailed):
+    """Raised when the training subprocess exits non-zero."""
+
+    code = "training_failed"

@@ -1,0 +1,64 @@
+"""Configuration shared by the API, the workers and `make run`.
+
+Every setting comes from the environment, under the names the README
+documents, so docker-compose, `make run` and the tests configure both sides
+alike.  Read once, at import: a process that needs other values is started
+with another environment.
+"""
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+
+def _int(name, default):
+    return int(os.environ.get(name, default))
+
+
+def _float(name, default):
+    return float(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: PostgreSQL URL for the registry and the broker.  Empty means "start an
+    #: embedded server" (only `make run` and the tests do that).
+    database_url: str = field(default_factory=lambda: os.environ.get("DATABASE_URL", ""))
+    #: Where run directories, manifests and the embedded database live.
+    data_dir: str = field(default_factory=lambda: os.path.abspath(os.environ.get("DATA_DIR", "./var")))
+    #: HTTP port of the API.
+    port: int = field(default_factory=lambda: _int("PORT", 8000))
+    #: Worker processes in one `workers` launch.
+    workers: int = field(default_factory=lambda: _int("WORKERS", 2))
+    #: Threads per worker process.
+    worker_threads: int = field(default_factory=lambda: _int("WORKER_THREADS", 8))
+    #: Port where one worker launch serves the metrics of all its processes.
+    metrics_port: int = field(default_factory=lambda: _int("METRICS_PORT", 9191))
+    #: Seconds a sync submit waits before answering 202 with the run as it stands.
+    sync_timeout_s: float = field(default_factory=lambda: _float("SYNC_TIMEOUT_S", 300))
+    #: Hard limit dramatiq puts on one run (TimeLimit).  Training runs are long.
+    run_time_limit_s: int = field(default_factory=lambda: _int("RUN_TIME_LIMIT_S", 6 * 3600))
+    #: Messages one worker process may hold from the dry-run queue.  dramatiq's
+    #: default (2 x threads) drains a backlog at ~24 msg/s with dramatiq-pg.
+    dry_prefetch: int = field(default_factory=lambda: _int("DRY_PREFETCH", 200))
+    #: Trainings one worker process runs at once (each is a JAX subprocess).
+    train_concurrency: int = field(default_factory=lambda: _int("TRAIN_CONCURRENCY", 1))
+    #: Threads serving HTTP in the API process.
+    api_threads: int = field(default_factory=lambda: _int("API_THREADS", 32))
+    #: Connections one process (API or worker) may hold at once, whatever its
+    #: thread count.  A worker's two queue consumers keep 4 of them.
+    db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 16))
+    #: Name this process writes into `tunix_runs.worker_id`.
+    hostname: str = field(default_factory=lambda: os.environ.get("WORKER_HOSTNAME", socket.gethostname()))
+
+    @property
+    def runs_dir(self):
+        return os.path.join(self.data_dir, "runs")
+
+    @property
+    def datasets_dir(self):
+        return os.path.join(self.data_dir, "datasets")
+
+
+def get_settings():
+    return Settings()

@@ -1,0 +1,70 @@
+"""One worker launch: ``python -m workers`` (console script ``tunix-worker``).
+
+Applies migrations, starts ``WORKERS`` dramatiq processes of
+``WORKER_THREADS`` threads each, and serves the metrics of all of them on
+``METRICS_PORT``.  Several launches may share a host if each has its own
+``METRICS_PORT``.  When dramatiq exits (it stops the whole launch if one of
+its processes dies) this exits with its status, and the supervisor
+(``make run``, or compose's restart policy) starts a new launch.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+from tasks.settings import get_settings
+
+logger = logging.getLogger("tunix.workers")
+
+
+def fresh_metrics_dir(settings):
+    """A clean multiprocess folder for this launch: counters from an earlier
+    launch, and live values of processes that died, must not survive it."""
+    path = os.path.join(settings.data_dir, "prometheus", f"workers-{settings.metrics_port}")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
+
+
+def serve_metrics(path, port):
+    # NOTE: imported here, after PROMETHEUS_MULTIPROC_DIR is set, as
+    # prometheus_client picks its value store at import.
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)
+    start_http_server(port, addr=os.environ.get("METRICS_ADDR", "0.0.0.0"), registry=registry)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    if not settings.database_url:
+        logger.error("DATABASE_URL is not set")
+        return 2
+    from tasks.migrate import migrate
+
+    migrate(settings.database_url)
+    metrics_dir = fresh_metrics_dir(settings)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    serve_metrics(metrics_dir, settings.metrics_port)
+    cmd = [sys.executable, "-m", "dramatiq", "workers.boot",
+           "--processes", str(settings.workers), "--threads", str(settings.worker_threads)]
+    logger.info("starting %d worker process(es) x %d threads; metrics on :%d",
+                settings.workers, settings.worker_threads, settings.metrics_port)
+    proc = subprocess.Popen(cmd)
+
+    def forward(signum, frame):
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

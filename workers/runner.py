@@ -1,0 +1,188 @@
+"""Execute one claimed run: a dry run in-process, a training in a subprocess.
+
+The training runs as ``python -m workers.train CONFIG`` so JAX state (and
+tunix's process-wide metric listeners) never live in the worker.  It reports
+on stdout in lines ``@@tunix {json}``; everything else it prints is log.
+"""
+
+import collections
+from dataclasses import asdict
+import json
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from tasks import catalog, db, registry
+from tasks.errors import RunFailed, TrainingFailed, UnknownDataset, UnknownModel
+from tasks.settings import get_settings
+
+from .context import current_run
+
+logger = logging.getLogger(__name__)
+
+#: Prefix of the training program's machine-readable lines.
+EVENT_PREFIX = "@@tunix "
+#: Lines of stdout and stderr kept in a run's result or error.
+TAIL_LINES = 50
+#: Seconds a training gets to exit after SIGTERM before SIGKILL.
+KILL_GRACE_S = 10
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def execute(run_id):
+    run = current_run()
+    if run is None or str(run["id"]) != str(run_id):
+        # Called outside the middleware (a test, a script): read it.
+        from tasks.broker import pool
+
+        with db.connection(pool) as conn:
+            run = registry.get_run(conn, run_id)
+    settings = get_settings()
+    dataset, model = resolve(run["config"], settings)
+    run_dir = run_directory(settings, run["id"])
+    if run["dry_run"]:
+        return dry_run(run, dataset, model, run_dir)
+    return train(run, dataset, model, run_dir, settings)
+
+
+def resolve(config, settings):
+    dataset = catalog.get_dataset(config["dataset_key"], settings)
+    if dataset is None:
+        raise UnknownDataset(f"unknown dataset {config['dataset_key']!r}", field="dataset_key")
+    model = catalog.get_model(config["model_id"])
+    if model is None:
+        known = ", ".join(catalog.models())
+        raise UnknownModel(f"unknown model {config['model_id']!r}; known models: {known}", field="model_id")
+    return dataset, model
+
+
+def run_directory(settings, run_id):
+    """The run's folder, always inside ``DATA_DIR/runs``."""
+    root = pathlib.Path(settings.runs_dir).resolve()
+    path = (root / str(run_id)).resolve()
+    if root not in path.parents:
+        raise RunFailed(f"run directory escapes {root}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def training_config(run, dataset, model, run_dir):
+    config = dict(run["config"])
+    config.update(
+        run_id=str(run["id"]),
+        dataset_kind=dataset.kind,
+        dataset_path=dataset.path,
+        run_dir=str(run_dir),
+        checkpoint_every_steps=config.get("checkpoint_every_steps"),
+        effective_max_seq_length=min(config["max_seq_length"], model.max_seq_length),
+    )
+    return config
+
+
+def _write_json(path, data):
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def dry_run(run, dataset, model, run_dir):
+    """Validate and resolve everything a training would use; train nothing."""
+    config = training_config(run, dataset, model, run_dir)
+    manifest = {"run_id": str(run["id"]), "dry_run": True, "training": config,
+                "dataset": dataset.to_json(), "model": asdict(model)}
+    path = run_dir / "manifest.json"
+    _write_json(path, manifest)
+    return {"kind": "dry_run", "manifest": str(path), "dataset_key": dataset.key, "model_id": model.model_id,
+            "param_count": model.param_count, "effective_max_seq_length": config["effective_max_seq_length"]}
+
+
+class _Stream(threading.Thread):
+    """Drain one pipe of the training: log file, tail, and event callback."""
+
+    def __init__(self, pipe, log_path, on_event=None):
+        super().__init__(daemon=True)
+        self.pipe, self.log_path, self.on_event = pipe, log_path, on_event
+        self.tail = collections.deque(maxlen=TAIL_LINES)
+
+    def run(self):
+        with open(self.log_path, "a", encoding="utf-8") as log:
+            for line in self.pipe:
+                line = line.rstrip("\n")
+                if self.on_event is not None and line.startswith(EVENT_PREFIX):
+                    try:
+                        self.on_event(json.loads(line[len(EVENT_PREFIX):]))
+                        continue
+                    except ValueError:
+                        pass
+                self.tail.append(line)
+                log.write(line + "\n")
+                log.flush()
+
+
+def training_env(settings):
+    env = dict(os.environ)
+    env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(settings.data_dir, "jax-cache"))
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    # The training must not write into the worker's metrics files.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
+def stop_process_group(proc, grace_s=KILL_GRACE_S):
+    """SIGTERM the training's process group; SIGKILL it after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def train(run, dataset, model, run_dir, settings):
+    config = training_config(run, dataset, model, run_dir)
+    config_path = run_dir / "training.json"
+    _write_json(config_path, config)
+    events = {}
+
+    def on_event(event):
+        events[event.get("event")] = event
+
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.train", str(config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+        cwd=str(PROJECT_ROOT), env=training_env(settings), start_new_session=True,
+    )
+    out = _Stream(proc.stdout, run_dir / "stdout.log", on_event)
+    err = _Stream(proc.stderr, run_dir / "stderr.log")
+    out.start(), err.start()
+    try:
+        # Wait in short slices: dramatiq's TimeLimit interrupts this thread
+        # with an exception, which must reach the finally below.
+        while proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        stop_process_group(proc)
+        out.join(5), err.join(5)
+    tails = {"stdout_tail": list(out.tail), "stderr_tail": list(err.tail)}
+    if proc.returncode != 0:
+        message = next((line for line in reversed(err.tail) if line.startswith("error:")), None)
+        message = message[len("error:"):].strip() if message else f"training exited with status {proc.returncode}"
+        raise TrainingFailed(message, exit_code=proc.returncode, **tails)
+    result = dict(events.get("result") or {})
+    if not result:
+        raise TrainingFailed("training exited 0 without reporting a result", exit_code=0, **tails)
+    result.update(kind="training", exit_code=0, wall_s=round(time.monotonic() - started, 3), **tails)
+    return result
