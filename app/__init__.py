@@ -22,7 +22,7 @@ def create_app(test_config=None):
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from . import catalog, db, errors, health, observability, runs
+    from . import catalog, checkpoints, db, errors, health, observability, runs, streams
 
     db.init_app(app)
     errors.init_app(app)
@@ -30,4 +30,6 @@ def create_app(test_config=None):
     app.register_blueprint(health.bp)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(runs.bp)
+    app.register_blueprint(streams.bp)
+    app.register_blueprint(checkpoints.bp)
     return app

@@ -7,14 +7,14 @@ import uuid
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from tasks import actors, catalog, lifecycle, registry
-from tasks.errors import PublishFailed, RunNotFound
+from tasks.errors import InvalidTransition, PublishFailed, RunNotFound
 from tasks.metrics import RUNS_TOTAL
 from tasks.run_config import MODES, RunConfig, ValidationError, field_errors
 
 from .db import close_db, get_db
 from .errors import ApiError
 from .serialize import run_json, status_json
-from .waiter import StatusWaiter
+from .waiter import get_waiter
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +22,6 @@ bp = Blueprint("runs", __name__, url_prefix="/api/tunix")
 
 #: Filters the history accepts, each an exact match on a column.
 LIST_FILTERS = ("status", "mode", "dataset_key", "model_id")
-
-_waiter = None
-
-
-def waiter():
-    global _waiter
-    if _waiter is None:
-        _waiter = StatusWaiter(current_app.config["SETTINGS"].database_url)
-    return _waiter
-
 
 def parse_run_id(raw):
     try:
@@ -63,7 +53,11 @@ def _validated(body):
         raise ApiError(422, "validation_error", "unknown dataset",
                        [{"field": "dataset_key", "message": f"unknown dataset {config.dataset_key!r}; "
                                                             "see GET /api/tunix/datasets"}])
-    return config.resolved()
+    try:
+        return config.resolved(current_app.config["SETTINGS"])
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", "1 invalid field(s)",
+                       [{"field": "time_limit_s", "message": str(exc)}]) from None
 
 
 def _mode():
@@ -113,7 +107,7 @@ def submit():
         _publish(run)
         return jsonify(run_json(run)), 202, {"Location": location}
     # Watch before publishing, so a fast worker cannot finish unseen.
-    with waiter().watch(run_id) as watch:
+    with get_waiter().watch(run_id) as watch:
         _publish(run)
         run = _wait_until_final(run_id, watch, current_app.config["SYNC_TIMEOUT_S"])
     if run["status"] in lifecycle.FINAL:
@@ -166,3 +160,48 @@ def list_runs():
     next_offset = offset + len(rows) if offset + len(rows) < total else None
     return jsonify(data=[run_json(r) for r in rows],
                    pagination={"limit": limit, "offset": offset, "next_offset": next_offset, "total": total})
+
+
+@bp.post("/runs/<run_id>/cancel")
+def cancel(run_id):
+    """A pending run is cancelled at once; a running one is asked to stop
+    (the worker saves a checkpoint and ends it ``cancelled``)."""
+    run_id = parse_run_id(run_id)
+    conn = get_db()
+    row = registry.get_status(conn, run_id)
+    if row is None:
+        raise RunNotFound(run_id)
+    S = lifecycle.RunStatus
+    if row["status"] == S.PENDING:
+        try:
+            row = registry.transition(conn, run_id, S.CANCELLED, only_from={S.PENDING}, operation="cancel")
+            RUNS_TOTAL.labels(S.CANCELLED.value, row["mode"]).inc()
+            return jsonify(run_json(row)), 200
+        except InvalidTransition:
+            row = registry.get_status(conn, run_id)  # claimed meanwhile: stop it instead
+    if row["status"] == S.CANCEL_REQUESTED:
+        return jsonify(run_json(registry.get_run(conn, run_id))), 202
+    row = registry.transition(conn, run_id, S.CANCEL_REQUESTED, operation="cancel")
+    return jsonify(run_json(row)), 202
+
+
+@bp.post("/runs/<run_id>/resume")
+def resume(run_id):
+    """Queue a failed, cancelled or timed-out run again; the training goes
+    on from its latest checkpoint."""
+    run_id = parse_run_id(run_id)
+    run = registry.transition(get_db(), run_id, lifecycle.RunStatus.PENDING, operation="resume")
+    RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, run["mode"]).inc()
+    _publish(run)
+    return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
+
+
+@bp.get("/runs/<run_id>/metrics")
+def get_metrics(run_id):
+    run_id = parse_run_id(run_id)
+    conn = get_db()
+    if registry.get_status(conn, run_id) is None:
+        raise RunNotFound(run_id)
+    rows = registry.get_metrics(conn, run_id)
+    return jsonify(data=[{"step": r["step"], "loss": r["loss"], "learning_rate": r["learning_rate"],
+                          "grad_norm": r["grad_norm"], "attempt": r["attempt"]} for r in rows])

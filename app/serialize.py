@@ -27,6 +27,8 @@ def run_json(row):
         "completed_at": _ts(row["completed_at"]),
         "queue_wait_seconds": queue_wait,
         "duration_seconds": row["duration_seconds"],
+        "progress": row.get("progress"),
+        "heartbeat_at": _ts(row.get("heartbeat_at")),
     }
 
 
@@ -39,4 +41,5 @@ def status_json(row):
         "completed_at": _ts(row["completed_at"]),
         "exit_code": row["exit_code"],
         "attempts": row["attempts"],
+        "progress": row.get("progress"),
     }

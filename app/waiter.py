@@ -1,20 +1,23 @@
 """Wait for runs to change status without polling.
 
 One thread per API process LISTENs on ``tunix_run_status`` (a trigger on
-``tunix_runs`` notifies every status change) and wakes the requests waiting
-on that run.  So a sync submit costs no connection while it waits, and any
-number of them share one.
+``tunix_runs`` notifies every status change) and ``tunix_run_activity`` (a
+worker stored log lines or progress) and wakes the requests waiting on that
+run.  So a sync submit or a log stream costs no connection while it waits,
+and any number of them share one.
 """
 
 import logging
 import select
 import threading
 
+from flask import current_app
+
 from tasks import db
 
 logger = logging.getLogger(__name__)
 
-CHANNEL = "tunix_run_status"
+CHANNELS = ("tunix_run_status", "tunix_run_activity")
 
 #: Seconds between reconnect attempts when the database is gone.
 RECONNECT_S = 1.0
@@ -90,7 +93,8 @@ class StatusWaiter:
                 conn = db.connect(self.url, application_name="tunix-rt-waiter")
                 conn.autocommit = True
                 with conn.cursor() as cur:
-                    cur.execute(f"LISTEN {CHANNEL}")
+                    for channel in CHANNELS:
+                        cur.execute(f"LISTEN {channel}")
                 # Whatever happened while we were not listening is unknown:
                 # every waiter looks at the registry again.
                 self._fire()
@@ -107,3 +111,12 @@ class StatusWaiter:
             finally:
                 if conn is not None:
                     conn.close()
+
+
+def get_waiter():
+    """The app's waiter, started on first use (not in ``create_app``, which
+    must stay free of I/O and threads: gunicorn forks after it)."""
+    ext = current_app.extensions
+    if "tunix_waiter" not in ext:
+        ext["tunix_waiter"] = StatusWaiter(current_app.config["SETTINGS"].database_url)
+    return ext["tunix_waiter"]

@@ -31,6 +31,10 @@ from dramatiq_pg.broker import PostgresConsumer
 from . import db
 from .settings import get_settings
 
+#: Seconds dramatiq's TimeLimit allows past the operator's maximum, so the
+#: worker's own, graceful limit (checkpoint, then ``timeout``) fires first.
+TIME_LIMIT_GRACE_S = 300
+
 #: Queue of dry runs: short, many.
 DRY_QUEUE = "tunix-dry"
 #: Queue of real trainings: long, one JAX subprocess each.
@@ -76,7 +80,7 @@ def base_middleware(settings):
     validated against it).  Workers add theirs in ``workers.boot``."""
     return [
         # Training runs last hours; dramatiq's default would kill them at 10 min.
-        TimeLimit(time_limit=settings.run_time_limit_s * 1000),
+        TimeLimit(time_limit=(settings.run_time_limit_s + TIME_LIMIT_GRACE_S) * 1000),
         ShutdownNotifications(),
         # A failed run stays failed: a retry would be a second execution.
         Retries(max_retries=0),

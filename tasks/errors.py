@@ -77,3 +77,24 @@ class TrainingFailed(RunFailed):
     """Raised when the training subprocess exits non-zero."""
 
     code = "training_failed"
+
+
+class RunStopped(RunFailed):
+    """Raised inside a worker when a run was stopped on purpose; ``status``
+    is the final status it ends in."""
+
+    status = "failed"
+
+
+class RunCancelled(RunStopped):
+    """Raised when a user cancelled the run while it was executing."""
+
+    code = "cancelled"
+    status = "cancelled"
+
+
+class RunTimedOut(RunStopped):
+    """Raised when the run went past its ``time_limit_s``."""
+
+    code = "timeout"
+    status = "timeout"

@@ -6,9 +6,12 @@ list (``tasks/sql/migrations``) and every status change goes through
 ``TRANSITIONS`` below, so two workers racing on one run get a clean
 ``InvalidTransition`` instead of both winning.
 
-    pending ──claim──▶ running ──▶ completed
-       │                  │
-       └──▶ failed ◀──────┘
+    pending ──claim──▶ running ──────────────▶ completed | failed | timeout
+       │  ▲               │ cancel                 ▲
+       │  │ resume        ▼                        │ (finished anyway)
+       │  │        cancel_requested ──▶ cancelled ─┘
+       ▼  │                                  ▲
+    cancelled / failed / timeout ────────────┘
 """
 
 import enum
@@ -19,32 +22,50 @@ class RunStatus(str, enum.Enum):
     PENDING = "pending"
     #: A worker claimed it and is executing it.
     RUNNING = "running"
+    #: A user asked to stop it; the worker is stopping the training.
+    CANCEL_REQUESTED = "cancel_requested"
     #: Finished; ``result`` holds the summary.
     COMPLETED = "completed"
     #: Finished unsuccessfully; ``error`` holds the type and message.
     FAILED = "failed"
+    #: Stopped by a user, before or during its execution.
+    CANCELLED = "cancelled"
+    #: Stopped because it ran past its ``time_limit_s``.
+    TIMEOUT = "timeout"
 
     def __str__(self):
         return self.value
 
 
+_S = RunStatus
+
 #: target status -> the statuses a run may move to it from.
 TRANSITIONS = {
-    RunStatus.PENDING: frozenset(),
+    # Resume: a run that stopped early goes back to the queue and continues
+    # from its latest checkpoint.
+    _S.PENDING: frozenset({_S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
     # Claiming: only a pending run can start, so a message delivered twice
     # executes once.
-    RunStatus.RUNNING: frozenset({RunStatus.PENDING}),
-    RunStatus.COMPLETED: frozenset({RunStatus.RUNNING}),
+    _S.RUNNING: frozenset({_S.PENDING}),
+    _S.CANCEL_REQUESTED: frozenset({_S.RUNNING}),
+    # A run may finish while its cancel is being delivered: what happened wins.
+    _S.COMPLETED: frozenset({_S.RUNNING, _S.CANCEL_REQUESTED}),
     # A pending run fails when its message could not be published or when
     # dramatiq gives the message up before it ever ran.
-    RunStatus.FAILED: frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
+    _S.FAILED: frozenset({_S.PENDING, _S.RUNNING, _S.CANCEL_REQUESTED}),
+    # A pending run is cancelled at once and never starts.
+    _S.CANCELLED: frozenset({_S.PENDING, _S.RUNNING, _S.CANCEL_REQUESTED}),
+    _S.TIMEOUT: frozenset({_S.RUNNING, _S.CANCEL_REQUESTED}),
 }
 
-#: Statuses a run never leaves.
-FINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED})
+#: Statuses a run stays in unless a user resumes it.
+FINAL = frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.TIMEOUT})
 
 #: Statuses of a run that is still in the system's hands.
 ACTIVE = frozenset(RunStatus) - FINAL
+
+#: Final statuses a run can be resumed from.
+RESUMABLE = TRANSITIONS[_S.PENDING]
 
 ALL = tuple(s.value for s in RunStatus)
 

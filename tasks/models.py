@@ -63,6 +63,10 @@ class ModelSpec:
     tied_embeddings: bool = False
     #: Gemma3 only: local attention window.
     sliding_window_size: int = None
+    #: A learning rate that makes this model learn visibly in a few dozen
+    #: steps (tiny, randomly initialised models need ~1e-3..3e-3; 2e-5 barely
+    #: moves their loss).  A hint for clients; training uses the run's value.
+    suggested_learning_rate: float = 3e-3
     #: Real presets: the tunix ModelConfig classmethod to build the config with.
     tunix_preset: str = None
     #: Real presets: folder under $WEIGHTS_DIR holding the weights.
@@ -79,7 +83,7 @@ _SPECS = (
         model_id="llama3-tiny",
         family="llama3",
         description="Tiny Llama 3 (2 layers, width 64, byte vocabulary), randomly initialised; CPU-friendly.",
-        param_count=131_200,
+        param_count=155_968,
         num_layers=2,
         vocab_size=256,
         embed_dim=64,
@@ -95,7 +99,7 @@ _SPECS = (
         model_id="qwen3-tiny",
         family="qwen3",
         description="Tiny Qwen 3 (2 layers, width 64, byte vocabulary, QK-norm), randomly initialised; CPU-friendly.",
-        param_count=131_264,
+        param_count=156_032,
         num_layers=2,
         vocab_size=256,
         embed_dim=64,
@@ -109,8 +113,9 @@ _SPECS = (
     ModelSpec(
         model_id="gemma3-tiny",
         family="gemma3",
-        description="Tiny Gemma 3 (2 layers, width 64, byte vocabulary, tied embeddings), randomly initialised; float32.",
-        param_count=99_072,
+        description=("Tiny Gemma 3 (2 layers, width 64, byte vocabulary, tied embeddings), randomly initialised; "
+                     "float32."),
+        param_count=135_808,
         num_layers=2,
         vocab_size=256,
         embed_dim=64,
@@ -145,6 +150,7 @@ _SPECS = (
         rope_theta=1_000_000,
         tied_embeddings=True,
         sliding_window_size=512,
+        suggested_learning_rate=2e-5,
         tunix_preset="gemma3_270m",
         weights_subdir="gemma3-270m",
         tokenizer_file="tokenizer.model",

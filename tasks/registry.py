@@ -6,7 +6,7 @@ through ``transition``, whose allowed "from" statuses come from
 """
 
 import psycopg2.extras
-from psycopg2.extras import Json
+from psycopg2.extras import Json, execute_values
 
 from . import lifecycle
 from .errors import InvalidTransition, RunNotFound
@@ -38,9 +38,10 @@ def insert_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config):
         return cur.fetchone()
 
 
-def transition(conn, run_id, target, *, operation=None, worker_id=None, result=None, error=None,
-               exit_code=None):
-    """Move a run to ``target`` if its current status allows it.
+def transition(conn, run_id, target, *, only_from=None, operation=None, worker_id=None, result=None,
+               error=None, exit_code=None):
+    """Move a run to ``target`` if its current status allows it (and is one
+    of ``only_from``, when given: a caller may be stricter than the lifecycle).
 
     Returns the updated run.
 
@@ -49,12 +50,16 @@ def transition(conn, run_id, target, *, operation=None, worker_id=None, result=N
       InvalidTransition: the run is in a status that may not become ``target``.
     """
     target = lifecycle.RunStatus(target)
+    allowed = lifecycle.allowed_from(target)
+    if only_from is not None:
+        allowed = allowed & {lifecycle.RunStatus(s) for s in only_from}
     params = dict(
         run_id=run_id,
         target=target.value,
-        from_statuses=[s.value for s in lifecycle.allowed_from(target)],
+        from_statuses=[s.value for s in allowed],
         claim=target is lifecycle.RunStatus.RUNNING,
         final=target in lifecycle.FINAL,
+        requeue=target is lifecycle.RunStatus.PENDING,
         worker_id=worker_id,
         result=_json(result),
         error=_json(error),
@@ -97,3 +102,42 @@ def list_runs(conn, *, limit, offset, status=None, mode=None, dataset_key=None, 
         cur.execute(QUERIES["count_runs"], filters)
         total = cur.fetchone()["count"]
     return rows, total
+
+
+def heartbeat(conn, run_id, progress=None):
+    """Stamp the run as alive (with its latest progress); return its status."""
+    with timed_write("heartbeat"), conn.cursor() as cur:
+        cur.execute(QUERIES["heartbeat"], dict(run_id=run_id, progress=_json(progress)))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def record_activity(conn, run_id, *, metrics=(), logs=()):
+    """Store a batch of step metrics ``(step, loss, lr, grad_norm, attempt)``
+    and log lines ``(seq, stream, line)``, and wake the run's log streams."""
+    with conn.cursor() as cur:
+        if metrics:
+            with timed_write("progress"):
+                execute_values(cur, QUERIES["upsert_metrics"], [(run_id, *m) for m in metrics])
+        if logs:
+            with timed_write("log_batch"):
+                execute_values(cur, QUERIES["append_logs"], [(run_id, *line) for line in logs])
+        cur.execute(QUERIES["notify_activity"], dict(run_id=run_id))
+
+
+def last_log_seq(conn, run_id):
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["last_log_seq"], dict(run_id=run_id))
+        return cur.fetchone()[0]
+
+
+def get_metrics(conn, run_id):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["get_metrics"], dict(run_id=run_id))
+        return cur.fetchall()
+
+
+def get_logs(conn, run_id, after=0, limit=1000):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["get_logs"], dict(run_id=run_id, after=after, limit=limit))
+        return cur.fetchall()

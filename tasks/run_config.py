@@ -30,12 +30,25 @@ class RunConfig(BaseModel):
     #: Chosen at submit when absent, so a resumed or repeated run is the same run.
     seed: Optional[int] = Field(None, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    #: Seconds the run may execute before it is stopped and ends ``timeout``;
+    #: default ``DEFAULT_TIME_LIMIT_S``, at most ``RUN_TIME_LIMIT_S``.
+    time_limit_s: Optional[int] = Field(None, ge=1)
+    #: Save an orbax checkpoint every this many steps (and when stopped).
+    checkpoint_every_steps: int = Field(10, ge=1, le=10_000_000)
 
-    def resolved(self):
-        """The config as stored: every default filled in, including the seed."""
+    def resolved(self, settings):
+        """The config as stored: every default filled in, including the seed.
+
+        Raises:
+          ValueError: ``time_limit_s`` is over the operator's maximum.
+        """
         data = self.model_dump()
         if data["seed"] is None:
             data["seed"] = secrets.randbelow(2**31)
+        if data["time_limit_s"] is None:
+            data["time_limit_s"] = min(settings.default_time_limit_s, settings.run_time_limit_s)
+        if data["time_limit_s"] > settings.run_time_limit_s:
+            raise ValueError(f"at most {settings.run_time_limit_s} (the operator's maximum)")
         return data
 
 

@@ -36,15 +36,21 @@ class Settings:
     metrics_port: int = field(default_factory=lambda: _int("METRICS_PORT", 9191))
     #: Seconds a sync submit waits before answering 202 with the run as it stands.
     sync_timeout_s: float = field(default_factory=lambda: _float("SYNC_TIMEOUT_S", 300))
-    #: Hard limit dramatiq puts on one run (TimeLimit).  Training runs are long.
+    #: The operator's maximum for a run's ``time_limit_s``.  dramatiq's own
+    #: TimeLimit is set a little above it (its 10-minute default would kill
+    #: trainings); the worker stops a run at its own limit first.
     run_time_limit_s: int = field(default_factory=lambda: _int("RUN_TIME_LIMIT_S", 6 * 3600))
+    #: ``time_limit_s`` of a run that does not set one.
+    default_time_limit_s: int = field(default_factory=lambda: _int("DEFAULT_TIME_LIMIT_S", 3600))
     #: Messages one worker process may hold from the dry-run queue.  dramatiq's
     #: default (2 x threads) drains a backlog at ~24 msg/s with dramatiq-pg.
     dry_prefetch: int = field(default_factory=lambda: _int("DRY_PREFETCH", 200))
     #: Trainings one worker process runs at once (each is a JAX subprocess).
     train_concurrency: int = field(default_factory=lambda: _int("TRAIN_CONCURRENCY", 1))
-    #: Threads serving HTTP in the API process.
-    api_threads: int = field(default_factory=lambda: _int("API_THREADS", 32))
+    #: Threads serving HTTP in the API process (each open log stream holds one).
+    api_threads: int = field(default_factory=lambda: _int("API_THREADS", 256))
+    #: Log streams (SSE) one API process serves at once.
+    sse_max_streams: int = field(default_factory=lambda: _int("SSE_MAX_STREAMS", 200))
     #: Connections one process (API or worker) may hold at once, whatever its
     #: thread count.  A worker's two queue consumers keep 4 of them.
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 16))

@@ -6,7 +6,6 @@ on stdout in lines ``@@tunix {json}``; everything else it prints is log.
 """
 
 import collections
-from dataclasses import asdict
 import json
 import logging
 import os
@@ -16,12 +15,15 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import asdict
 
 from tasks import catalog, db, registry
-from tasks.errors import RunFailed, TrainingFailed, UnknownDataset, UnknownModel
+from tasks.errors import RunCancelled, RunFailed, RunTimedOut, TrainingFailed, UnknownDataset, UnknownModel
+from tasks.lifecycle import RunStatus
 from tasks.settings import get_settings
 
 from .context import current_run
+from .monitor import FLUSH_INTERVAL_S, RunMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -103,11 +105,11 @@ def dry_run(run, dataset, model, run_dir):
 
 
 class _Stream(threading.Thread):
-    """Drain one pipe of the training: log file, tail, and event callback."""
+    """Drain one pipe of the training: log file, tail, registry, events."""
 
-    def __init__(self, pipe, log_path, on_event=None):
+    def __init__(self, pipe, log_path, on_line, on_event=None):
         super().__init__(daemon=True)
-        self.pipe, self.log_path, self.on_event = pipe, log_path, on_event
+        self.pipe, self.log_path, self.on_line, self.on_event = pipe, log_path, on_line, on_event
         self.tail = collections.deque(maxlen=TAIL_LINES)
 
     def run(self):
@@ -121,6 +123,7 @@ class _Stream(threading.Thread):
                     except ValueError:
                         pass
                 self.tail.append(line)
+                self.on_line(line)
                 log.write(line + "\n")
                 log.flush()
 
@@ -151,32 +154,55 @@ def stop_process_group(proc, grace_s=KILL_GRACE_S):
 
 
 def train(run, dataset, model, run_dir, settings):
+    """Run the training subprocess to its end, a cancel, or its time limit."""
+    from tasks.broker import pool
+
     config = training_config(run, dataset, model, run_dir)
     config_path = run_dir / "training.json"
     _write_json(config_path, config)
+    monitor = RunMonitor(pool, run)
     events = {}
 
     def on_event(event):
         events[event.get("event")] = event
+        monitor.event(event)
 
     started = time.monotonic()
+    time_limit_s = config.get("time_limit_s") or settings.default_time_limit_s
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.train", str(config_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
         cwd=str(PROJECT_ROOT), env=training_env(settings), start_new_session=True,
     )
-    out = _Stream(proc.stdout, run_dir / "stdout.log", on_event)
-    err = _Stream(proc.stderr, run_dir / "stderr.log")
+    out = _Stream(proc.stdout, run_dir / "stdout.log", lambda line: monitor.line("stdout", line), on_event)
+    err = _Stream(proc.stderr, run_dir / "stderr.log", lambda line: monitor.line("stderr", line))
     out.start(), err.start()
+    stopped = None
     try:
         # Wait in short slices: dramatiq's TimeLimit interrupts this thread
         # with an exception, which must reach the finally below.
+        next_flush = 0.0
         while proc.poll() is None:
-            time.sleep(0.2)
+            now = time.monotonic()
+            if now >= next_flush:
+                next_flush = now + FLUSH_INTERVAL_S
+                if monitor.flush() == RunStatus.CANCEL_REQUESTED:
+                    stopped = RunCancelled("cancelled by request while training")
+                    break
+            if now - started > time_limit_s:
+                stopped = RunTimedOut(f"time limit of {time_limit_s}s exceeded")
+                break
+            time.sleep(0.1)
     finally:
+        # SIGTERM first: the training saves a checkpoint and exits.
         stop_process_group(proc)
         out.join(5), err.join(5)
+        monitor.close()
     tails = {"stdout_tail": list(out.tail), "stderr_tail": list(err.tail)}
+    if stopped is not None:
+        stopped.exit_code = proc.returncode
+        stopped.details = dict(tails, progress=monitor.progress)
+        raise stopped
     if proc.returncode != 0:
         message = next((line for line in reversed(err.tail) if line.startswith("error:")), None)
         message = message[len("error:"):].strip() if message else f"training exited with status {proc.returncode}"

@@ -14,7 +14,7 @@ Config (JSON object; unknown keys are ignored):
     dataset_kind            "synthetic" | "jsonl"                       (required)
     dataset_path            str, the JSONL file (jsonl only)
     learning_rate           float > 0          (default 1e-3)
-    batch_size              int 1..512         (default 8)
+    batch_size              int 1..4096        (default 8)
     max_seq_length          int >= 1           (default 64; clamped, see below)
     num_epochs              int 1..10000       (default 1)
     max_steps               int >= 1 or null   (default null)
@@ -45,7 +45,11 @@ between prompt and completion, 0xFF = EOS.  A JSONL record becomes
 ``BOS prompt SEP completion EOS``; the loss covers ``completion EOS`` only.
 
 Sizes: the effective sequence length is ``max_seq_length`` clamped to
-[8, spec.max_seq_length] (128 for the tiny models); the total number of steps
+[8, spec.max_seq_length] (128 for the tiny models), reported as
+``effective_max_seq_length``; for a JSONL dataset the batches are further cut
+to the longest tokenised example rounded up to a multiple of 8 (reported as
+``batch_seq_length``; the synthetic set always fills the window); the total
+number of steps
 is ``max_steps`` when given, else ``num_epochs * ceil(examples / batch_size)``
 (a short last batch is filled from the start of the epoch's order, so every
 batch has the same shape and XLA compiles once); either way it is capped at
@@ -84,7 +88,7 @@ MIN_SEQ_LENGTH = 8
 SYNTHETIC_EXAMPLES = 256
 #: Linear warm-up: min(MAX_WARMUP_STEPS, total_steps // 10) steps, then constant.
 MAX_WARMUP_STEPS = 10
-MAX_BATCH_SIZE = 512
+MAX_BATCH_SIZE = 4096  # the API allows as much; memory grows with batch x seq
 MAX_EPOCHS = 10_000
 
 # Byte tokenizer specials (0xFD-0xFF never occur in UTF-8).
@@ -98,6 +102,26 @@ class InputError(Exception):
     """Bad input: config, model, dataset, weights, device.  Exit status 2."""
 
     exit_code = 2
+
+
+class ConfigError(InputError):
+    pass
+
+
+class UnknownModel(InputError):
+    pass
+
+
+class DatasetError(InputError):
+    pass
+
+
+class WeightsNotFound(InputError):
+    pass
+
+
+class DeviceUnavailable(InputError):
+    pass
 
 
 # --------------------------------------------------------------------------
@@ -129,10 +153,10 @@ def _is_int(value):
 def parse_config(obj):
     """A validated TrainConfig from the decoded JSON object (InputError if bad)."""
     if not isinstance(obj, dict):
-        raise InputError(f"config must be a JSON object, got {type(obj).__name__}")
+        raise ConfigError(f"config must be a JSON object, got {type(obj).__name__}")
     for key in ("model_id", "dataset_kind", "run_dir"):
         if obj.get(key) in (None, ""):
-            raise InputError(f"config: missing {key!r}")
+            raise ConfigError(f"config: missing {key!r}")
     values = {}
     for key in TrainConfig.__dataclass_fields__:
         if key in obj and obj[key] is not None:
@@ -140,7 +164,7 @@ def parse_config(obj):
 
     def need(cond, message):
         if not cond:
-            raise InputError(f"config: {message}")
+            raise ConfigError(f"config: {message}")
 
     for key in ("model_id", "dataset_kind", "run_dir", "run_id", "dataset_key", "dataset_path", "device"):
         if key in values:
@@ -176,9 +200,9 @@ def load_config(path):
         with open(path, encoding="utf-8") as fh:
             obj = json.load(fh)
     except OSError as exc:
-        raise InputError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"config {path} is not valid JSON: {exc}") from None
+        raise ConfigError(f"config {path} is not valid JSON: {exc}") from None
     return parse_config(obj)
 
 
@@ -191,7 +215,7 @@ def resolve_model(model_id):
 
     spec = get_model(model_id)
     if spec is None:
-        raise InputError(f"unknown model {model_id!r} (known: {', '.join(MODELS)})")
+        raise UnknownModel(f"unknown model {model_id!r} (known: {', '.join(MODELS)})")
     return spec
 
 
@@ -200,16 +224,16 @@ def weights_dir(spec):
     root = os.environ.get("WEIGHTS_DIR", "")
     where = f"$WEIGHTS_DIR/{spec.weights_subdir}"
     if not root:
-        raise InputError(f"model {spec.model_id!r} needs pre-downloaded weights in {where}, "
+        raise WeightsNotFound(f"model {spec.model_id!r} needs pre-downloaded weights in {where}, "
                          "but WEIGHTS_DIR is not set (weights are never downloaded)")
     folder = os.path.join(root, spec.weights_subdir)
     if not os.path.isdir(folder):
-        raise InputError(f"model {spec.model_id!r} needs its weights in {folder} (= {where}), "
+        raise WeightsNotFound(f"model {spec.model_id!r} needs its weights in {folder} (= {where}), "
                          "which does not exist (weights are never downloaded)")
     if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
-        raise InputError(f"model {spec.model_id!r}: no *.safetensors file in {folder}")
+        raise WeightsNotFound(f"model {spec.model_id!r}: no *.safetensors file in {folder}")
     if spec.tokenizer_file and not os.path.isfile(os.path.join(folder, spec.tokenizer_file)):
-        raise InputError(f"model {spec.model_id!r}: tokenizer {spec.tokenizer_file} missing from {folder}")
+        raise WeightsNotFound(f"model {spec.model_id!r}: tokenizer {spec.tokenizer_file} missing from {folder}")
     return folder
 
 
@@ -311,16 +335,23 @@ def build_examples(config, tokenizer, seq_len):
         try:
             records = [(r.prompt, r.completion) for r in load_jsonl(config.dataset_path)]
         except OSError as exc:
-            raise InputError(f"cannot read dataset {config.dataset_path}: {exc.strerror or exc}") from None
+            raise DatasetError(f"cannot read dataset {config.dataset_path}: {exc.strerror or exc}") from None
         except ValueError as exc:
-            raise InputError(f"dataset {config.dataset_path}: {exc}") from None
+            raise DatasetError(f"dataset {config.dataset_path}: {exc}") from None
     tokens, mask, truncated = [], [], 0
     for prompt, completion in records:
         ids, m, cut = encode_example(tokenizer, prompt, completion, seq_len)
         tokens.append(ids)
         mask.append(m)
         truncated += cut and config.dataset_kind == "jsonl"
-    return Examples(np.asarray(tokens, np.int32), np.asarray(mask, np.int32), truncated)
+    tokens, mask = np.asarray(tokens, np.int32), np.asarray(mask, np.int32)
+    if config.dataset_kind == "jsonl":
+        # No need to pad every batch to the window: cut it to the longest
+        # example, rounded up to a multiple of 8.
+        longest = int((tokens != tokenizer.pad_id).sum(axis=1).max())
+        width = min(seq_len, max(MIN_SEQ_LENGTH, -(-longest // 8) * 8))
+        tokens, mask = tokens[:, :width], mask[:, :width]
+    return Examples(np.ascontiguousarray(tokens), np.ascontiguousarray(mask), truncated)
 
 
 def batch_indices(num_examples, batch_size, seed, total_steps):
@@ -382,9 +413,9 @@ def configure_jax(device):
     try:
         platform = jax.default_backend()
     except RuntimeError as exc:
-        raise InputError(f"JAX found no usable backend: {exc}") from None
+        raise DeviceUnavailable(f"JAX found no usable backend: {exc}") from None
     if device == "gpu" and platform != "gpu":
-        raise InputError(f"device 'gpu' requested but JAX found no GPU (backend: {platform})")
+        raise DeviceUnavailable(f"device 'gpu' requested but JAX found no GPU (backend: {platform})")
     return platform
 
 
@@ -496,12 +527,16 @@ def train(config, on_event, log=print):
         tokenizer = ByteTokenizer()
     else:
         tokenizer = SentencePieceTokenizer(os.path.join(weights, spec.tokenizer_file))
+    if tokenizer.vocab_size > spec.vocab_size:
+        raise WeightsNotFound(f"model {spec.model_id!r}: tokenizer has {tokenizer.vocab_size} ids, "
+                              f"the model only {spec.vocab_size}")
     seq_len = max(MIN_SEQ_LENGTH, min(config.max_seq_length, spec.max_seq_length))
     examples = build_examples(config, tokenizer, seq_len)
+    batch_seq_len = int(examples.tokens.shape[1])  # <= seq_len (JSONL: cut to the longest example)
     num_examples = len(examples.tokens)
     total_steps, per_epoch, capped = plan_steps(config, num_examples)
     log(f"run {config.run_id or '-'}: model {spec.model_id}, dataset {config.dataset_key or config.dataset_kind} "
-        f"({num_examples} examples, {examples.truncated} truncated), seq_len {seq_len}, "
+        f"({num_examples} examples, {examples.truncated} truncated), seq_len {seq_len} (batches {batch_seq_len}), "
         f"batch {config.batch_size}, {total_steps} steps{' (capped)' if capped else ''}")
     os.makedirs(config.run_dir, exist_ok=True)
 
@@ -610,14 +645,15 @@ def train(config, on_event, log=print):
 
     on_event({"event": "start", "total_steps": total_steps, "param_count": param_count, "device": platform,
               "model_id": spec.model_id, "start_step": start_step, "batches_per_epoch": per_epoch,
-              "num_examples": num_examples, "effective_max_seq_length": seq_len,
+              "num_examples": num_examples, "effective_max_seq_length": seq_len, "batch_seq_length": batch_seq_len,
               "batch_size": config.batch_size, "steps_capped": capped})
     if start_step:
         log(f"resumed from the checkpoint of step {start_step}")
     trainer.train(batches())
     result = {"event": "result", "final_loss": state["last_loss"], "steps": int(trainer.train_steps),
               "total_steps": total_steps, "duration_s": round(time.monotonic() - t0, 3),
-              "effective_max_seq_length": seq_len, "param_count": param_count, "start_step": start_step}
+              "effective_max_seq_length": seq_len, "batch_seq_length": batch_seq_len, "param_count": param_count,
+              "start_step": start_step}
     on_event(result)
     return result
 

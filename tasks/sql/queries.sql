@@ -9,20 +9,23 @@ RETURNING *;
 -- name: transition
 -- The one status change: guarded by the statuses the lifecycle allows, so a
 -- racing worker updates no row.  Claiming (-> running) stamps the worker and
--- the start; a final status stamps the end and the duration.
+-- the start; a final status stamps the end and the duration; requeueing
+-- (resume) clears the outcome of the previous attempt.
 UPDATE tunix_runs SET
     status = %(target)s,
     started_at = CASE WHEN %(claim)s THEN clock_timestamp() ELSE started_at END,
+    heartbeat_at = CASE WHEN %(claim)s THEN clock_timestamp() ELSE heartbeat_at END,
     worker_id = CASE WHEN %(claim)s THEN %(worker_id)s ELSE worker_id END,
     attempts = attempts + CASE WHEN %(claim)s THEN 1 ELSE 0 END,
-    completed_at = CASE WHEN %(final)s THEN clock_timestamp() ELSE completed_at END,
+    completed_at = CASE WHEN %(final)s THEN clock_timestamp() WHEN %(requeue)s THEN NULL ELSE completed_at END,
     duration_seconds = CASE
         WHEN %(final)s AND started_at IS NOT NULL
         THEN extract(epoch FROM clock_timestamp() - started_at)
+        WHEN %(requeue)s THEN NULL
         ELSE duration_seconds END,
-    result = COALESCE(%(result)s, result),
-    error = COALESCE(%(error)s, error),
-    exit_code = COALESCE(%(exit_code)s, exit_code),
+    result = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(result)s, result) END,
+    error = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(error)s, error) END,
+    exit_code = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(exit_code)s, exit_code) END,
     updated_at = clock_timestamp()
 WHERE id = %(run_id)s AND status = ANY(%(from_statuses)s)
 RETURNING *;
@@ -33,7 +36,7 @@ SELECT * FROM tunix_runs WHERE id = %(run_id)s;
 
 -- name: get_status
 -- What a poller needs, from the primary key alone.
-SELECT id, status, created_at, started_at, completed_at, exit_code, attempts
+SELECT id, status, created_at, started_at, completed_at, exit_code, attempts, progress
 FROM tunix_runs WHERE id = %(run_id)s;
 
 -- name: list_runs
@@ -53,3 +56,42 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(mode)s::text IS NULL OR mode = %(mode)s)
   AND (%(dataset_key)s::text IS NULL OR dataset_key = %(dataset_key)s)
   AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s);
+
+-- name: heartbeat
+-- The worker holding a running run says it is alive, with the latest
+-- progress; the answer carries the status, so a cancel is seen within a beat.
+UPDATE tunix_runs SET heartbeat_at = clock_timestamp(), progress = COALESCE(%(progress)s, progress)
+WHERE id = %(run_id)s
+RETURNING status;
+
+-- name: upsert_metrics
+-- A batch of per-step values (psycopg2 execute_values).
+INSERT INTO tunix_run_metrics (run_id, step, loss, learning_rate, grad_norm, attempt)
+VALUES %s
+ON CONFLICT (run_id, step) DO UPDATE SET
+    loss = EXCLUDED.loss, learning_rate = EXCLUDED.learning_rate,
+    grad_norm = EXCLUDED.grad_norm, attempt = EXCLUDED.attempt, recorded_at = clock_timestamp();
+
+-- name: append_logs
+-- A batch of log lines (psycopg2 execute_values).
+INSERT INTO tunix_run_logs (run_id, seq, stream, line) VALUES %s
+ON CONFLICT (run_id, seq) DO NOTHING;
+
+-- name: last_log_seq
+-- Where a new attempt of a run continues numbering its log.
+SELECT COALESCE(max(seq), 0) AS seq FROM tunix_run_logs WHERE run_id = %(run_id)s;
+
+-- name: notify_activity
+-- Wake the log streams of a run: new lines or progress.
+SELECT pg_notify('tunix_run_activity', %(run_id)s::text);
+
+-- name: get_metrics
+-- The run's per-step series.
+SELECT step, loss, learning_rate, grad_norm, attempt, recorded_at
+FROM tunix_run_metrics WHERE run_id = %(run_id)s ORDER BY step;
+
+-- name: get_logs
+-- Log lines after a sequence number, in order.
+SELECT seq, stream, line, created_at FROM tunix_run_logs
+WHERE run_id = %(run_id)s AND seq > %(after)s
+ORDER BY seq LIMIT %(limit)s;

@@ -14,7 +14,7 @@ import traceback
 from dramatiq.middleware import Middleware, SkipMessage
 
 from tasks import db, lifecycle, registry
-from tasks.errors import InvalidTransition, RunNotFound
+from tasks.errors import InvalidTransition, RunNotFound, RunStopped
 
 from ..context import clear_current_run, set_current_run
 
@@ -61,7 +61,8 @@ class RunRegistry(Middleware):
         if exception is None:
             target, fields = lifecycle.RunStatus.COMPLETED, {"result": result, "exit_code": _exit_code(result)}
         else:
-            target = lifecycle.RunStatus.FAILED
+            # A stopped run names its own final status (cancelled, timeout).
+            target = lifecycle.RunStatus(exception.status if isinstance(exception, RunStopped) else "failed")
             fields = {"error": describe(exception), "exit_code": getattr(exception, "exit_code", None)}
         message.tunix_run = self._finish(run_id, target, fields)
 

@@ -1,0 +1,112 @@
+"""Live logs: ``GET /api/tunix/runs/<id>/logs`` as Server-Sent Events.
+
+Events: ``log`` (``id:`` is the line's sequence number, so a client resumes
+with ``Last-Event-ID`` or ``?since=``), ``progress`` as steps complete, and a
+final ``status`` when the run ends, after which the stream closes.  A run that
+already ended replays its log and closes.
+
+Costs: a stream holds a gunicorn thread while it is open, but no database
+connection while it waits: it sleeps on the process' shared LISTEN
+(``app/waiter.py``) and borrows a pooled connection only to read new lines.
+One API process serves at most ``SSE_MAX_STREAMS`` streams at once (one more
+gets 503 and ``Retry-After``); ``API_THREADS`` must stay above it so other
+requests always find a thread.
+"""
+
+import json
+import threading
+
+from flask import Blueprint, Response, current_app, request
+
+from tasks import db, lifecycle, registry
+from tasks.errors import RunNotFound
+
+from .db import close_db, get_db, get_pool
+from .errors import ApiError
+from .runs import parse_run_id
+from .waiter import get_waiter
+
+bp = Blueprint("streams", __name__, url_prefix="/api/tunix")
+
+#: Seconds between keep-alive comments on an idle stream (also how soon a
+#: vanished client is noticed).
+KEEPALIVE_S = 15
+#: Lines read per query.
+BATCH = 500
+
+_slots = None
+_slots_lock = threading.Lock()
+
+
+def _stream_slots():
+    global _slots
+    with _slots_lock:
+        if _slots is None:
+            _slots = threading.BoundedSemaphore(current_app.config["SETTINGS"].sse_max_streams)
+    return _slots
+
+
+def _since():
+    raw = request.headers.get("Last-Event-ID") or request.args.get("since") or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ApiError(422, "validation_error", "since / Last-Event-ID must be a non-negative integer",
+                       [{"field": "since", "message": "expected a non-negative integer"}])
+    return value
+
+
+def sse(event, data, event_id=None):
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+def _events(pool, watch, run_id, after):
+    progress = None
+    while True:
+        # Status first, then lines: once a final status is seen, every
+        # line the training wrote is already stored.
+        with db.connection(pool) as conn:
+            status = registry.get_status(conn, run_id)
+            lines = registry.get_logs(conn, run_id, after, BATCH)
+        for line in lines:
+            after = line["seq"]
+            yield sse("log", {"seq": line["seq"], "stream": line["stream"], "line": line["line"],
+                              "at": line["created_at"].isoformat()}, event_id=line["seq"])
+        if status["progress"] and status["progress"] != progress:
+            progress = status["progress"]
+            yield sse("progress", progress)
+        if len(lines) == BATCH:
+            continue
+        if status["status"] in lifecycle.FINAL:
+            yield sse("status", {"run_id": str(run_id), "status": status["status"],
+                                 "exit_code": status["exit_code"]})
+            return
+        if not watch.wait(KEEPALIVE_S):
+            yield ": keep-alive\n\n"
+
+
+@bp.get("/runs/<run_id>/logs")
+def stream_logs(run_id):
+    run_id = parse_run_id(run_id)
+    after = _since()
+    if registry.get_status(get_db(), run_id) is None:
+        raise RunNotFound(run_id)
+    close_db()  # the stream must not keep the request's connection
+    slots = _stream_slots()
+    if not slots.acquire(blocking=False):
+        raise ApiError(503, "too_many_streams", "this API process serves its maximum of log streams; retry")
+    watch = get_waiter().watch(run_id).__enter__()
+    response = Response(_events(get_pool(), watch, run_id, after), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # The server closes the response however the stream ends (finished,
+    # client gone, never started), so the slot and the watch are freed here.
+    def release():
+        watch.__exit__(None, None, None)
+        slots.release()
+
+    response.call_on_close(release)
+    return response

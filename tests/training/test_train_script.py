@@ -1,0 +1,293 @@
+"""``python -m workers.train``: real (tiny) Tunix trainings in a subprocess.
+
+Every run shares one JAX compilation cache (a session tmp dir), so only the
+first run of each model compiles; the whole file takes ~30-40 s on 2 cores.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tasks.models import MODELS
+from workers import train as train_mod
+
+pytestmark = pytest.mark.training
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+PREFIX = "@@tunix "
+SHIPPED = ROOT / "tasks" / "data" / "text-sft.jsonl"
+
+
+@pytest.fixture(scope="session")
+def jax_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jax-cache"))
+
+
+def base_config(run_dir, **overrides):
+    config = {
+        "run_id": "test", "model_id": "llama3-tiny", "dataset_key": "synthetic", "dataset_kind": "synthetic",
+        "dataset_path": None, "learning_rate": 3e-3, "batch_size": 8, "max_seq_length": 64, "num_epochs": 1,
+        "max_steps": 24, "seed": 1, "device": "cpu", "run_dir": str(run_dir), "checkpoint_every_steps": None,
+    }
+    config.update(overrides)
+    return config
+
+
+class Run:
+    def __init__(self, proc):
+        self.returncode = proc.returncode
+        self.stdout, self.stderr = proc.stdout, proc.stderr
+        self.events = [json.loads(line[len(PREFIX):]) for line in proc.stdout.splitlines()
+                       if line.startswith(PREFIX)]
+
+    def of(self, kind):
+        return [e for e in self.events if e["event"] == kind]
+
+    @property
+    def losses(self):
+        return [e["loss"] for e in self.of("progress")]
+
+    @property
+    def error_line(self):
+        lines = self.stderr.strip().splitlines()
+        return lines[-1] if lines else ""
+
+
+def run_train(tmp_path, jax_cache, name="run", env=None, **overrides):
+    folder = tmp_path / name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = base_config(folder / "rundir", **overrides)
+    path = folder / "config.json"
+    path.write_text(json.dumps(config))
+    full_env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax_cache, PYTHONPATH=str(ROOT))
+    full_env.pop("WEIGHTS_DIR", None)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "workers.train", str(path)], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=180)
+    return Run(proc)
+
+
+@pytest.fixture(scope="module")
+def llama_run(tmp_path_factory, jax_cache):
+    return run_train(tmp_path_factory.mktemp("llama"), jax_cache)
+
+
+def test_llama3_synthetic_trains_and_loss_falls(llama_run):
+    run = llama_run
+    assert run.returncode == 0, run.stderr
+    assert run.events[0]["event"] == "start"
+    assert run.events[-1]["event"] == "result"
+    start = run.events[0]
+    assert start["total_steps"] == 24
+    assert start["param_count"] == MODELS["llama3-tiny"].param_count
+    assert start["device"] == "cpu"
+    progress = run.of("progress")
+    assert [e["step"] for e in progress] == list(range(1, 25))
+    assert all(e["total_steps"] == 24 and e["learning_rate"] > 0 and e["grad_norm"] > 0 for e in progress)
+    assert progress[-1]["learning_rate"] == pytest.approx(3e-3)
+    losses = run.losses
+    assert losses[0] > 5.0  # ~ln(256): random init
+    assert losses[-1] < 0.7 * losses[0], losses
+    result = run.events[-1]
+    assert result["final_loss"] == losses[-1]
+    assert result["steps"] == result["total_steps"] == 24
+    assert result["effective_max_seq_length"] == 64
+    assert result["duration_s"] > 0
+
+
+def test_same_seed_gives_identical_losses(tmp_path, jax_cache, llama_run):
+    again = run_train(tmp_path, jax_cache, name="again")
+    assert again.returncode == 0, again.stderr
+    assert again.losses == llama_run.losses  # bit-identical
+    other = run_train(tmp_path, jax_cache, name="other-seed", seed=2, max_steps=3)
+    assert other.returncode == 0, other.stderr
+    assert other.losses != llama_run.losses[:3]
+
+
+def test_qwen3_jsonl_short_run(tmp_path, jax_cache):
+    run = run_train(tmp_path, jax_cache, model_id="qwen3-tiny", dataset_key="text-sft", dataset_kind="jsonl",
+                    dataset_path=str(SHIPPED), max_steps=6, max_seq_length=2048)
+    assert run.returncode == 0, run.stderr
+    start, result = run.of("start")[0], run.of("result")[0]
+    assert start["param_count"] == MODELS["qwen3-tiny"].param_count
+    assert [e["step"] for e in run.of("progress")] == [1, 2, 3, 4, 5, 6]
+    assert result["steps"] == 6
+    assert result["effective_max_seq_length"] == MODELS["qwen3-tiny"].max_seq_length  # 2048 clamped
+    assert result["batch_seq_length"] % 8 == 0 and result["batch_seq_length"] <= 64
+
+
+def test_epochs_decide_the_steps_without_max_steps(tmp_path, jax_cache):
+    data = tmp_path / "small.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"Q{i}?", "completion": f" A{i}."}) for i in range(10)) + "\n")
+    run = run_train(tmp_path, jax_cache, dataset_kind="jsonl", dataset_path=str(data), batch_size=4,
+                    num_epochs=2, max_steps=None)
+    assert run.returncode == 0, run.stderr
+    assert run.of("start")[0]["batches_per_epoch"] == 3  # ceil(10 / 4)
+    assert run.of("result")[0]["steps"] == 6
+
+
+def test_checkpoint_then_resume_is_exact(tmp_path, jax_cache, llama_run):
+    first = run_train(tmp_path, jax_cache, name="ck", checkpoint_every_steps=12)
+    assert first.returncode == 0, first.stderr
+    assert first.losses == llama_run.losses  # checkpointing changes nothing
+    assert {12, 24} <= {e["step"] for e in first.of("checkpoint")}
+    ckpt = tmp_path / "ck" / "rundir" / "checkpoints"
+    assert (ckpt / "24").is_dir()
+    shutil.rmtree(ckpt / "24")  # as if the process had died between steps 12 and 24
+    second = run_train(tmp_path, jax_cache, name="ck", checkpoint_every_steps=12)
+    assert second.returncode == 0, second.stderr
+    assert second.of("start")[0]["start_step"] == 12
+    assert [e["step"] for e in second.of("progress")] == list(range(13, 25))
+    assert second.losses == first.losses[12:]
+    assert second.of("result")[0]["steps"] == 24
+
+
+# A real preset's path (safetensors + SentencePiece from $WEIGHTS_DIR), with
+# made-up weights: a gemma3-tiny-shaped checkpoint in Hugging Face naming.
+FAKE_PRESET = r"""
+import dataclasses, json, os, sys
+import numpy as np
+import sentencepiece as spm
+from safetensors.numpy import save_file
+from tasks.models import MODELS
+import workers.train as T
+
+root, data, config_path = sys.argv[1:4]
+folder = os.path.join(root, "gemma3-fake")
+os.makedirs(folder)
+texts = [json.loads(l)["prompt"] + json.loads(l)["completion"] for l in open(data)]
+with open(os.path.join(root, "corpus.txt"), "w") as fh:
+    fh.write("\n".join(texts * 3))
+spm.SentencePieceTrainer.Train(input=os.path.join(root, "corpus.txt"), model_prefix=folder + "/tokenizer",
+                               vocab_size=200, pad_id=0, eos_id=1, bos_id=2, unk_id=3, model_type="bpe",
+                               minloglevel=2)
+spec = dataclasses.replace(MODELS["gemma3-tiny"], model_id="gemma3-fake", requires_weights=True,
+                           tokenizer="sentencepiece", weights_subdir="gemma3-fake",
+                           tokenizer_file="tokenizer.model", vocab_size=200)
+D, F, N, K, H, V = spec.embed_dim, spec.hidden_dim, spec.num_heads, spec.num_kv_heads, spec.head_dim, 200
+rng = np.random.default_rng(0)
+def w(*shape):
+    return (rng.standard_normal(shape) * 0.02).astype(np.float32)
+def z(n):
+    return np.zeros(n, np.float32)
+t = {"model.embed_tokens.weight": w(V, D), "model.norm.weight": z(D)}
+for i in range(spec.num_layers):
+    p = f"model.layers.{i}."
+    t.update({p + "self_attn.q_proj.weight": w(N * H, D), p + "self_attn.k_proj.weight": w(K * H, D),
+              p + "self_attn.v_proj.weight": w(K * H, D), p + "self_attn.o_proj.weight": w(D, N * H),
+              p + "mlp.gate_proj.weight": w(F, D), p + "mlp.up_proj.weight": w(F, D),
+              p + "mlp.down_proj.weight": w(D, F), p + "input_layernorm.weight": z(D),
+              p + "post_attention_layernorm.weight": z(D), p + "pre_feedforward_layernorm.weight": z(D),
+              p + "post_feedforward_layernorm.weight": z(D), p + "self_attn.q_norm.weight": z(H),
+              p + "self_attn.k_norm.weight": z(H)})
+save_file(t, os.path.join(folder, "model.safetensors"))
+T.resolve_model = lambda model_id: spec
+sys.exit(T.main([config_path]))
+"""
+
+
+def test_real_preset_path_loads_safetensors_and_tokenizer(tmp_path, jax_cache):
+    script = tmp_path / "fake_preset.py"
+    script.write_text(FAKE_PRESET)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(base_config(tmp_path / "rundir", model_id="gemma3-fake", dataset_kind="jsonl",
+                                             dataset_path=str(SHIPPED), max_steps=4)))
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax_cache, PYTHONPATH=str(ROOT), WEIGHTS_DIR=str(weights))
+    proc = subprocess.run([sys.executable, str(script), str(weights), str(SHIPPED), str(config)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=180)
+    run = Run(proc)
+    assert run.returncode == 0, run.stderr
+    assert [e["step"] for e in run.of("progress")] == [1, 2, 3, 4]
+    assert all(5.0 > loss > 0 for loss in run.losses)  # ~ln(200) at most: the loaded weights are used
+    assert run.of("result")[0]["steps"] == 4
+
+
+def test_malformed_dataset_line_exits_2_naming_the_line(tmp_path, jax_cache):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n{"prompt": "e"\n')
+    run = run_train(tmp_path, jax_cache, dataset_kind="jsonl", dataset_path=str(data))
+    assert run.returncode == 2
+    assert run.error_line.startswith("error: DatasetError: ")
+    assert "line 3" in run.error_line
+    assert run.events == []
+
+
+def test_unknown_model_exits_2(tmp_path, jax_cache):
+    run = run_train(tmp_path, jax_cache, model_id="no-such-model")
+    assert run.returncode == 2
+    assert run.error_line.startswith("error: UnknownModel: ")
+    assert "no-such-model" in run.error_line
+
+
+def test_missing_weights_exit_2_without_download(tmp_path, jax_cache):
+    run = run_train(tmp_path, jax_cache, model_id="gemma3-270m", env={"WEIGHTS_DIR": str(tmp_path)})
+    assert run.returncode == 2
+    assert run.error_line.startswith("error: WeightsNotFound: ")
+    assert "gemma3-270m" in run.error_line
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"batch_size": 0}, "'batch_size'"),
+    ({"dataset_kind": "csv"}, "'dataset_kind'"),
+    ({"learning_rate": -1.0}, "'learning_rate'"),
+    ({"device": "tpu"}, "'device'"),
+])
+def test_bad_config_exits_2(tmp_path, jax_cache, overrides, fragment):
+    run = run_train(tmp_path, jax_cache, **overrides)
+    assert run.returncode == 2
+    assert run.error_line.startswith("error: ConfigError: ")
+    assert fragment in run.error_line
+
+
+def test_catalog_param_counts_are_exact():
+    proc = subprocess.run([sys.executable, "-m", "workers.train", "--param-counts"], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    counts = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines() if line.strip()}
+    assert counts == {model_id: spec.param_count for model_id, spec in MODELS.items()}
+
+
+# In-process checks of the pure helpers (no JAX import).
+
+
+def test_parse_config_defaults_and_errors():
+    config = train_mod.parse_config({"model_id": "llama3-tiny", "dataset_kind": "synthetic", "run_dir": "/x",
+                                     "learning_rate": 1, "max_steps": None, "extra": "ignored"})
+    assert config.learning_rate == 1.0 and config.max_steps is None and config.batch_size == 8
+    for bad in ({}, {"model_id": "m", "dataset_kind": "jsonl", "run_dir": "/x"},
+                {"model_id": "m", "dataset_kind": "synthetic", "run_dir": "/x", "seed": True},
+                {"model_id": "m", "dataset_kind": "synthetic", "run_dir": "/x", "max_steps": 0}):
+        with pytest.raises(train_mod.ConfigError):
+            train_mod.parse_config(bad)
+
+
+def test_encode_example_masks_the_completion_only():
+    tok = train_mod.ByteTokenizer()
+    ids, mask, cut = train_mod.encode_example(tok, "ab", "c", 8)
+    assert ids == [train_mod.BOS_ID, 97, 98, train_mod.SEP_ID, 99, train_mod.EOS_ID, 0, 0]
+    assert mask == [0, 0, 0, 0, 1, 1, 0, 0]
+    assert not cut
+    ids, mask, cut = train_mod.encode_example(tok, "x" * 100, "yz", 16)
+    assert cut and len(ids) == 16 and ids[0] == train_mod.BOS_ID and ids[-1] == train_mod.EOS_ID
+    assert sum(mask) == 3
+
+
+def test_batches_are_full_and_seeded():
+    a = list(train_mod.batch_indices(10, 4, seed=3, total_steps=7))
+    b = list(train_mod.batch_indices(10, 4, seed=3, total_steps=7))
+    assert len(a) == 7 and all(len(x) == 4 for x in a)
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert sorted(set(int(i) for x in a[:3] for i in x)) == list(range(10))  # one epoch sees every example
+
+
+def test_steps_are_capped():
+    config = train_mod.parse_config({"model_id": "m", "dataset_kind": "synthetic", "run_dir": "/x",
+                                     "max_steps": 10**7})
+    assert train_mod.plan_steps(config, 256) == (train_mod.MAX_TOTAL_STEPS, 32, True)

@@ -1,0 +1,81 @@
+"""What a running training reports, batched into the registry.
+
+The training's output threads hand lines and step events to a ``RunMonitor``;
+the runner calls ``flush`` about twice a second, which writes everything
+gathered since in one transaction (metrics, log lines, heartbeat with the
+latest progress, one NOTIFY for the log streams) and returns the run's status,
+so a cancel is seen within a beat without a query of its own.
+"""
+
+import logging
+import threading
+
+from tasks import db, registry
+
+logger = logging.getLogger(__name__)
+
+#: Log lines stored per run, all attempts together; later lines are counted, not stored.
+MAX_LOG_LINES = 10_000
+#: Characters kept of one log line.
+MAX_LINE_CHARS = 4_096
+#: Seconds between flushes.
+FLUSH_INTERVAL_S = 0.5
+
+
+class RunMonitor:
+    def __init__(self, pool, run):
+        self.pool = pool
+        self.run_id = run["id"]
+        self.attempt = run["attempts"]
+        self._lock = threading.Lock()
+        self._metrics = []
+        self._logs = []
+        self.progress = None
+        self.dropped = 0
+        with db.connection(pool) as conn:
+            self._seq = registry.last_log_seq(conn, self.run_id)
+
+    def line(self, stream, text):
+        with self._lock:
+            if self._seq >= MAX_LOG_LINES:
+                self.dropped += 1
+                return
+            self._seq += 1
+            self._logs.append((self._seq, stream, text[:MAX_LINE_CHARS]))
+
+    def event(self, event):
+        if event.get("event") != "progress":
+            return
+        with self._lock:
+            self._metrics.append((event["step"], event.get("loss"), event.get("learning_rate"),
+                                  event.get("grad_norm"), self.attempt))
+            self.progress = {"step": event["step"], "total_steps": event.get("total_steps"),
+                             "loss": event.get("loss")}
+
+    def flush(self):
+        """Write what was gathered; return the run's status (None if unknown)."""
+        with self._lock:
+            metrics, self._metrics = self._metrics, []
+            logs, self._logs = self._logs, []
+            progress = self.progress
+        try:
+            with db.connection(self.pool) as conn:
+                if metrics or logs:
+                    registry.record_activity(conn, self.run_id, metrics=metrics, logs=logs)
+                return registry.heartbeat(conn, self.run_id, progress)
+        except Exception:
+            # The training goes on; what was not written is retried next beat.
+            logger.exception("could not record progress of run %s", self.run_id)
+            with self._lock:
+                self._metrics[:0] = metrics
+                self._logs[:0] = logs
+            return None
+
+    def close(self):
+        if self.dropped:
+            with self._lock:
+                # One line over the bound says how many were not kept.
+                self._logs.append((self._seq + 1, "system", f"{self.dropped} log lines not stored "
+                                                            f"(bound: {MAX_LOG_LINES} per run)"))
+                self._seq += 1
+        self.flush()
