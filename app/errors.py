@@ -31,7 +31,8 @@ class ApiError(Exception):
         self.extra = extra or {}
 
 
-def error_response(status, code, message, fields=None, **extra):
+def error_response(status, code, message, fields=None, /, **extra):
+    # Positional-only: `extra` may hold a key named `status` (InvalidTransition).
     body = {"error": {"code": code, "message": message, "fields": fields or []}}
     body["error"].update(extra)
     response = jsonify(body)

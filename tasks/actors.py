@@ -20,7 +20,9 @@ def execute_dry_run(run_id):
     return _execute(run_id)
 
 
-@dramatiq.actor(queue_name=TRAIN_QUEUE, max_retries=0, broker=broker)
+# notify_shutdown: a worker told to stop interrupts the training (which
+# checkpoints) and hands the run back instead of waiting hours for it.
+@dramatiq.actor(queue_name=TRAIN_QUEUE, max_retries=0, notify_shutdown=True, broker=broker)
 def execute_training(run_id):
     return _execute(run_id)
 

@@ -98,3 +98,11 @@ class RunTimedOut(RunStopped):
 
     code = "timeout"
     status = "timeout"
+
+
+class RunLost(RunStopped):
+    """Raised when a worker finds its attempt was recovered by the reaper and
+    given to another worker: it stops and records nothing."""
+
+    code = "lost"
+    status = None

@@ -41,9 +41,10 @@ _S = RunStatus
 
 #: target status -> the statuses a run may move to it from.
 TRANSITIONS = {
-    # Resume: a run that stopped early goes back to the queue and continues
-    # from its latest checkpoint.
-    _S.PENDING: frozenset({_S.FAILED, _S.CANCELLED, _S.TIMEOUT}),
+    # Back to the queue: a user resumes a run that stopped early, a worker
+    # shutting down hands its run back, the reaper recovers a run whose worker
+    # stopped heartbeating.  It continues from its latest checkpoint.
+    _S.PENDING: frozenset({_S.FAILED, _S.CANCELLED, _S.TIMEOUT, _S.RUNNING}),
     # Claiming: only a pending run can start, so a message delivered twice
     # executes once.
     _S.RUNNING: frozenset({_S.PENDING}),
@@ -64,8 +65,8 @@ FINAL = frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.TIMEOUT})
 #: Statuses of a run that is still in the system's hands.
 ACTIVE = frozenset(RunStatus) - FINAL
 
-#: Final statuses a run can be resumed from.
-RESUMABLE = TRANSITIONS[_S.PENDING]
+#: Final statuses a user can resume a run from.
+RESUMABLE = TRANSITIONS[_S.PENDING] & FINAL
 
 ALL = tuple(s.value for s in RunStatus)
 

@@ -38,10 +38,11 @@ def insert_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config):
         return cur.fetchone()
 
 
-def transition(conn, run_id, target, *, only_from=None, operation=None, worker_id=None, result=None,
-               error=None, exit_code=None):
+def transition(conn, run_id, target, *, only_from=None, attempt=None, operation=None, worker_id=None,
+               result=None, error=None, exit_code=None):
     """Move a run to ``target`` if its current status allows it (and is one
-    of ``only_from``, when given: a caller may be stricter than the lifecycle).
+    of ``only_from``, when given: a caller may be stricter than the lifecycle),
+    and, when ``attempt`` is given, only if that is still the run's attempt.
 
     Returns the updated run.
 
@@ -64,6 +65,7 @@ def transition(conn, run_id, target, *, only_from=None, operation=None, worker_i
         result=_json(result),
         error=_json(error),
         exit_code=exit_code,
+        attempt=attempt,
     )
     with timed_write(operation or target.value), _cursor(conn) as cur:
         cur.execute(QUERIES["transition"], params)
@@ -104,10 +106,11 @@ def list_runs(conn, *, limit, offset, status=None, mode=None, dataset_key=None, 
     return rows, total
 
 
-def heartbeat(conn, run_id, progress=None):
-    """Stamp the run as alive (with its latest progress); return its status."""
+def heartbeat(conn, run_id, attempt, progress=None):
+    """Stamp the run's attempt as alive (with its latest progress); return its
+    status, or None when that attempt is no longer the run's."""
     with timed_write("heartbeat"), conn.cursor() as cur:
-        cur.execute(QUERIES["heartbeat"], dict(run_id=run_id, progress=_json(progress)))
+        cur.execute(QUERIES["heartbeat"], dict(run_id=run_id, attempt=attempt, progress=_json(progress)))
         row = cur.fetchone()
     return row[0] if row else None
 
@@ -141,3 +144,22 @@ def get_logs(conn, run_id, after=0, limit=1000):
     with _cursor(conn) as cur:
         cur.execute(QUERIES["get_logs"], dict(run_id=run_id, after=after, limit=limit))
         return cur.fetchall()
+
+
+def lost_runs(conn, timeout_s, limit=100):
+    """Runs whose worker went silent, row-locked until ``conn`` commits."""
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["lost_runs"], dict(timeout_s=timeout_s, limit=limit))
+        return cur.fetchall()
+
+
+def unqueued_pending_runs(conn, min_age_s, limit=500):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["unqueued_pending_runs"], dict(min_age_s=min_age_s, limit=limit))
+        return cur.fetchall()
+
+
+def held_advisory_locks(conn, keys):
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["held_advisory_locks"], dict(keys=list(keys)))
+        return {row[0] for row in cur.fetchall()}

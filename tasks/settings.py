@@ -47,6 +47,14 @@ class Settings:
     dry_prefetch: int = field(default_factory=lambda: _int("DRY_PREFETCH", 200))
     #: Trainings one worker process runs at once (each is a JAX subprocess).
     train_concurrency: int = field(default_factory=lambda: _int("TRAIN_CONCURRENCY", 1))
+    #: Seconds without a heartbeat after which a running run's worker is lost.
+    heartbeat_timeout_s: float = field(default_factory=lambda: _float("HEARTBEAT_TIMEOUT_S", 30))
+    #: Attempts a run gets before a lost worker fails it for good.
+    max_attempts: int = field(default_factory=lambda: _int("MAX_ATTEMPTS", 3))
+    #: Seconds between reaper passes (each worker launch runs one).
+    reaper_interval_s: float = field(default_factory=lambda: _float("REAPER_INTERVAL_S", 5))
+    #: Age after which a pending run with no live message is published again.
+    orphan_age_s: float = field(default_factory=lambda: _float("ORPHAN_AGE_S", 30))
     #: Threads serving HTTP in the API process (each open log stream holds one).
     api_threads: int = field(default_factory=lambda: _int("API_THREADS", 256))
     #: Log streams (SSE) one API process serves at once.

@@ -19,6 +19,22 @@ from tasks.settings import get_settings
 
 logger = logging.getLogger("tunix.workers")
 
+#: How long dramatiq waits for in-flight messages when told to stop.
+SHUTDOWN_TIMEOUT_MS = 30_000
+
+
+def start_reaper(settings):
+    # NOTE: imported here, after PROMETHEUS_MULTIPROC_DIR is set (the
+    # registry records metrics).
+    from tasks.actors import publish
+    from tasks.broker import pool
+
+    from .reaper import Reaper
+
+    reaper = Reaper(pool, settings, publish)
+    reaper.start()
+    return reaper
+
 
 def fresh_metrics_dir(settings):
     """A clean multiprocess folder for this launch: counters from an earlier
@@ -52,8 +68,12 @@ def main(argv=None):
     metrics_dir = fresh_metrics_dir(settings)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     serve_metrics(metrics_dir, settings.metrics_port)
+    start_reaper(settings)
     cmd = [sys.executable, "-m", "dramatiq", "workers.boot",
-           "--processes", str(settings.workers), "--threads", str(settings.worker_threads)]
+           "--processes", str(settings.workers), "--threads", str(settings.worker_threads),
+           # Bounded stop: trainings are interrupted at once (they checkpoint
+           # and are handed back); dry runs have this long to finish.
+           "--worker-shutdown-timeout", str(SHUTDOWN_TIMEOUT_MS)]
     logger.info("starting %d worker process(es) x %d threads; metrics on :%d",
                 settings.workers, settings.worker_threads, settings.metrics_port)
     proc = subprocess.Popen(cmd)

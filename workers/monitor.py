@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 MAX_LOG_LINES = 10_000
 #: Characters kept of one log line.
 MAX_LINE_CHARS = 4_096
+#: What ``flush`` returns when the run was recovered from this worker.
+LOST = "lost"
+
 #: Seconds between flushes.
 FLUSH_INTERVAL_S = 0.5
 
@@ -53,7 +56,9 @@ class RunMonitor:
                              "loss": event.get("loss")}
 
     def flush(self):
-        """Write what was gathered; return the run's status (None if unknown)."""
+        """Write what was gathered; return the run's status, ``LOST`` when
+        this attempt is not the run's any more, None when the database could
+        not be reached."""
         with self._lock:
             metrics, self._metrics = self._metrics, []
             logs, self._logs = self._logs, []
@@ -62,7 +67,8 @@ class RunMonitor:
             with db.connection(self.pool) as conn:
                 if metrics or logs:
                     registry.record_activity(conn, self.run_id, metrics=metrics, logs=logs)
-                return registry.heartbeat(conn, self.run_id, progress)
+                status = registry.heartbeat(conn, self.run_id, self.attempt, progress)
+                return LOST if status is None else status
         except Exception:
             # The training goes on; what was not written is retried next beat.
             logger.exception("could not record progress of run %s", self.run_id)

@@ -6,6 +6,7 @@ on stdout in lines ``@@tunix {json}``; everything else it prints is log.
 """
 
 import collections
+import ctypes
 import json
 import logging
 import os
@@ -18,12 +19,13 @@ import time
 from dataclasses import asdict
 
 from tasks import catalog, db, registry
-from tasks.errors import RunCancelled, RunFailed, RunTimedOut, TrainingFailed, UnknownDataset, UnknownModel
+from tasks.errors import (RunCancelled, RunFailed, RunLost, RunTimedOut, TrainingFailed, UnknownDataset,
+                          UnknownModel)
 from tasks.lifecycle import RunStatus
 from tasks.settings import get_settings
 
 from .context import current_run
-from .monitor import FLUSH_INTERVAL_S, RunMonitor
+from .monitor import FLUSH_INTERVAL_S, LOST, RunMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ EVENT_PREFIX = "@@tunix "
 TAIL_LINES = 50
 #: Seconds a training gets to exit after SIGTERM before SIGKILL.
 KILL_GRACE_S = 10
+
+#: prctl option: a signal for the child when its parent thread dies (Linux).
+PR_SET_PDEATHSIG = 1
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -139,6 +144,16 @@ def training_env(settings):
     return env
 
 
+def _die_with_parent():
+    # In the child, before exec: if the worker dies (even SIGKILL), the
+    # training gets SIGTERM, checkpoints and exits instead of running on
+    # unowned while the reaper gives the run to another worker.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 def stop_process_group(proc, grace_s=KILL_GRACE_S):
     """SIGTERM the training's process group; SIGKILL it after ``grace_s``."""
     if proc.poll() is not None:
@@ -173,6 +188,7 @@ def train(run, dataset, model, run_dir, settings):
         [sys.executable, "-m", "workers.train", str(config_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
         cwd=str(PROJECT_ROOT), env=training_env(settings), start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     out = _Stream(proc.stdout, run_dir / "stdout.log", lambda line: monitor.line("stdout", line), on_event)
     err = _Stream(proc.stderr, run_dir / "stderr.log", lambda line: monitor.line("stderr", line))
@@ -186,8 +202,12 @@ def train(run, dataset, model, run_dir, settings):
             now = time.monotonic()
             if now >= next_flush:
                 next_flush = now + FLUSH_INTERVAL_S
-                if monitor.flush() == RunStatus.CANCEL_REQUESTED:
+                status = monitor.flush()
+                if status == RunStatus.CANCEL_REQUESTED:
                     stopped = RunCancelled("cancelled by request while training")
+                    break
+                if status == LOST:
+                    stopped = RunLost("this attempt was recovered by the reaper; another worker runs the run")
                     break
             if now - started > time_limit_s:
                 stopped = RunTimedOut(f"time limit of {time_limit_s}s exceeded")

@@ -28,6 +28,9 @@ UPDATE tunix_runs SET
     exit_code = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(exit_code)s, exit_code) END,
     updated_at = clock_timestamp()
 WHERE id = %(run_id)s AND status = ANY(%(from_statuses)s)
+  -- Fencing: a worker finishes only the attempt it claimed, never the next
+  -- attempt of a run recovered from it.
+  AND (%(attempt)s::integer IS NULL OR attempts = %(attempt)s)
 RETURNING *;
 
 -- name: get_run
@@ -60,8 +63,9 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
 -- name: heartbeat
 -- The worker holding a running run says it is alive, with the latest
 -- progress; the answer carries the status, so a cancel is seen within a beat.
+-- No row: the attempt is not this worker's any more (it was recovered).
 UPDATE tunix_runs SET heartbeat_at = clock_timestamp(), progress = COALESCE(%(progress)s, progress)
-WHERE id = %(run_id)s
+WHERE id = %(run_id)s AND attempts = %(attempt)s
 RETURNING status;
 
 -- name: upsert_metrics
@@ -95,3 +99,34 @@ FROM tunix_run_metrics WHERE run_id = %(run_id)s ORDER BY step;
 SELECT seq, stream, line, created_at FROM tunix_run_logs
 WHERE run_id = %(run_id)s AND seq > %(after)s
 ORDER BY seq LIMIT %(limit)s;
+
+-- name: lost_runs
+-- Runs whose worker stopped heartbeating, locked for this reaper alone.
+SELECT * FROM tunix_runs
+WHERE status IN ('running', 'cancel_requested')
+  AND heartbeat_at < clock_timestamp() - make_interval(secs => %(timeout_s)s)
+ORDER BY heartbeat_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: unqueued_pending_runs
+-- Pending runs with no live message: the API died between commit and
+-- publish, or the message was acked without the run starting.  A message
+-- still 'consumed' is returned with its lock key, for the caller to check
+-- whether a live consumer holds it.
+SELECT r.id, r.dry_run, q.state::text AS message_state
+FROM tunix_runs r
+LEFT JOIN dramatiq.queue q ON q.message_id = r.id
+WHERE r.status = 'pending'
+  AND r.updated_at < clock_timestamp() - make_interval(secs => %(min_age_s)s)
+  AND (q.message_id IS NULL OR q.state <> 'queued')
+ORDER BY r.created_at
+LIMIT %(limit)s;
+
+-- name: held_advisory_locks
+-- Which of these advisory lock keys (int8, as dramatiq-pg takes them) some
+-- session holds.
+SELECT ((classid::bigint << 32) | objid::bigint) AS key
+FROM pg_locks
+WHERE locktype = 'advisory' AND objsubid = 1 AND granted
+  AND ((classid::bigint << 32) | objid::bigint) = ANY(%(keys)s);

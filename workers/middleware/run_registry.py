@@ -11,10 +11,10 @@
 import logging
 import traceback
 
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Middleware, Shutdown, SkipMessage
 
 from tasks import db, lifecycle, registry
-from tasks.errors import InvalidTransition, RunNotFound, RunStopped
+from tasks.errors import DatabaseUnavailable, InvalidTransition, RunLost, RunNotFound, RunStopped
 
 from ..context import clear_current_run, set_current_run
 
@@ -50,35 +50,68 @@ class RunRegistry(Middleware):
         except (InvalidTransition, RunNotFound) as exc:
             logger.info("skipping message %s: %s", message.message_id, exc)
             raise SkipMessage(str(exc)) from None
+        except DatabaseUnavailable as exc:
+            # The run stays pending; the reaper republishes it once the
+            # database is back (failing it would lose a run that never ran).
+            logger.warning("cannot claim run %s, database unavailable: %s", run_id, exc)
+            raise SkipMessage(str(exc)) from None
         message.tunix_run = run
         set_current_run(run)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         clear_current_run()
-        if getattr(message, "tunix_run", None) is None:
+        run = getattr(message, "tunix_run", None)
+        if run is None:
             return
-        run_id = self._run_id(message)
+        # Recorded here, whatever the outcome: the nack that follows a
+        # failure must not record it a second time.
+        message.tunix_recorded = True
+        S = lifecycle.RunStatus
+        fence = dict(attempt=run["attempts"])
         if exception is None:
-            target, fields = lifecycle.RunStatus.COMPLETED, {"result": result, "exit_code": _exit_code(result)}
+            message.tunix_run = self._finish(run["id"], S.COMPLETED, result=result, exit_code=_exit_code(result),
+                                             **fence)
+        elif isinstance(exception, RunLost):
+            # The reaper gave this attempt to another worker: not ours to record.
+            message.tunix_run = None
+        elif isinstance(exception, Shutdown):
+            # This worker is stopping: hand the run back (the training saved a
+            # checkpoint on SIGTERM) unless it was being cancelled anyway.
+            message.tunix_run = self._hand_back(run, fence)
         else:
             # A stopped run names its own final status (cancelled, timeout).
-            target = lifecycle.RunStatus(exception.status if isinstance(exception, RunStopped) else "failed")
-            fields = {"error": describe(exception), "exit_code": getattr(exception, "exit_code", None)}
-        message.tunix_run = self._finish(run_id, target, fields)
+            target = S(exception.status) if isinstance(exception, RunStopped) else S.FAILED
+            message.tunix_run = self._finish(run["id"], target, error=describe(exception),
+                                             exit_code=getattr(exception, "exit_code", None), **fence)
+
+    def _hand_back(self, run, fence):
+        S = lifecycle.RunStatus
+        requeued = self._finish(run["id"], S.PENDING, only_from={S.RUNNING}, operation="hand_back", **fence)
+        if requeued is None:
+            return self._finish(run["id"], S.CANCELLED, **fence)
+        # NOTE: imported here: the actors module imports the broker, which
+        # this middleware is being added to.
+        from tasks.actors import publish
+
+        try:
+            publish(run["id"], run["dry_run"])
+        except Exception:
+            logger.exception("run %s handed back but not republished; the reaper will", run["id"])
+        return None
 
     def after_nack(self, broker, message):
         # dramatiq gave the message up.  Whatever the run was doing, it will
         # not go on: it must not stay pending or running.
         run_id = self._run_id(message)
-        if run_id is None:
+        if run_id is None or getattr(message, "tunix_recorded", False):
             return
         error = {"type": "MessageRejected", "message": "the broker gave the run's message up"}
-        self._finish(run_id, lifecycle.RunStatus.FAILED, {"error": error}, quiet=True)
+        self._finish(run_id, lifecycle.RunStatus.FAILED, error=error, quiet=True)
 
-    def _finish(self, run_id, target, fields, quiet=False):
+    def _finish(self, run_id, target, quiet=False, operation="finish", **fields):
         try:
             with db.connection(self.pool) as conn:
-                return registry.transition(conn, run_id, target, operation="finish", **fields)
+                return registry.transition(conn, run_id, target, operation=operation, **fields)
         except InvalidTransition as exc:
             if not quiet:
                 logger.warning("run %s not finished as %s: %s", run_id, target, exc)

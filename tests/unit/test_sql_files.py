@@ -1,0 +1,80 @@
+"""Named queries and migrations, as parsed from ``tasks/sql``."""
+
+import re
+
+from tasks import sql
+from tasks.sql import QUERIES, _parse, migrations
+
+
+def test_a_query_runs_from_its_name_line_to_the_next_without_its_description():
+    # Given two named queries, each with a description and a multi-line body
+    text = (
+        "-- A file comment, before any name.\n"
+        "\n"
+        "-- name: first\n"
+        "-- Says what the first one does.\n"
+        "-- over two lines.\n"
+        "SELECT 1\n"
+        "FROM t;\n"
+        "\n"
+        "-- name: second\n"
+        "-- Second.\n"
+        "UPDATE t SET x = %(x)s;\n"
+    )
+    # When the text is parsed
+    queries = _parse(text)
+    # Then each name maps to its statement alone, comments and blank ends stripped
+    assert queries == {"first": "SELECT 1\nFROM t;", "second": "UPDATE t SET x = %(x)s;"}
+
+
+def test_text_before_the_first_name_is_no_query():
+    assert _parse("-- header\nSELECT 'orphan';\n") == {}
+
+
+def test_a_name_line_needs_the_exact_form():
+    # Given lines that look like names but are not ("--name:", trailing words)
+    queries = _parse("--name: a\nSELECT 1;\n-- name: b c\nSELECT 2;\n-- name: real\nSELECT 3;\n")
+    # Then only the well-formed one starts a query
+    assert list(queries) == ["real"]
+
+
+def test_the_shipped_queries_include_every_query_the_registry_calls():
+    # Given the registry's source
+    source = open(sql.HERE.parent / "registry.py").read()
+    called = set(re.findall(r'QUERIES\["(\w+)"\]', source))
+    # Then every name it uses is parsed, with a non-empty statement and no comment left in
+    assert called, "the registry calls no named query?"
+    assert called <= set(QUERIES)
+    for name, statement in QUERIES.items():
+        assert statement, name
+        assert not any(line.startswith("--") for line in statement.splitlines()), name
+
+
+def test_the_transition_query_is_guarded_by_the_allowed_from_statuses():
+    statement = QUERIES["transition"]
+    assert statement.startswith("UPDATE tunix_runs")
+    assert "status = ANY(%(from_statuses)s)" in statement
+    assert statement.rstrip().endswith("RETURNING *;")
+
+
+def test_migrations_apply_in_version_order_with_unique_versions_from_one():
+    # Given the shipped migrations
+    found = migrations()
+    versions = [version for version, _, _ in found]
+    # Then versions are 1, 2, 3, ... in order, and each name is its file's stem
+    assert versions == list(range(1, len(found) + 1))
+    for version, name, text in found:
+        assert name.startswith(f"{version:04d}_")
+        assert (sql.MIGRATIONS_DIR / f"{name}.sql").read_text() == text
+        assert text.strip()
+
+
+def test_the_status_constraint_of_the_latest_migration_lists_every_lifecycle_status():
+    # Given the last migration that defines the status CHECK constraint
+    from tasks import lifecycle
+
+    texts = [text for _, _, text in migrations() if "tunix_runs_status_check" in text]
+    assert texts
+    listed = re.findall(r"'(\w+)'", texts[-1].split("tunix_runs_status_check")[-1].split(")")[0])
+    # Then it names exactly the lifecycle's statuses
+    assert sorted(listed) == sorted(lifecycle.ALL)

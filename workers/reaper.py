@@ -1,0 +1,112 @@
+"""Recover runs whose worker died, and pending runs whose message is gone.
+
+Runs in every worker launch (a thread of ``python -m workers``); any number
+of reapers may run at once: lost runs are taken with ``FOR UPDATE SKIP
+LOCKED`` and every change is a guarded transition, so each run is recovered
+once.  It does not wait for dramatiq-pg's random rescan (measured: 78 s to
+5 minutes before a killed worker's message came back).
+
+* A ``running`` run whose heartbeat is older than ``HEARTBEAT_TIMEOUT_S`` goes
+  back to ``pending`` and is published again (it resumes from its latest
+  checkpoint); after ``MAX_ATTEMPTS`` attempts it ends ``failed`` (worker
+  lost), so a run that kills its worker cannot loop for ever.  A
+  ``cancel_requested`` one ends ``cancelled``.
+* A ``pending`` run older than ``ORPHAN_AGE_S`` with no queued message (the
+  API died between commit and publish, or a consumer died holding it) is
+  published again.  Publishing is idempotent: the message id is the run id.
+"""
+
+import logging
+import threading
+from hashlib import sha256
+
+from tasks import db, lifecycle, registry
+from tasks.errors import InvalidTransition
+
+logger = logging.getLogger(__name__)
+
+_S = lifecycle.RunStatus
+
+
+def message_lock_key(queue_name, message_id):
+    """The advisory lock key dramatiq-pg takes for a message (its
+    ``dramatiq_pg.broker.message_lock``, for a queue and id)."""
+    digest = sha256((queue_name + str(message_id)).encode("utf-8")).hexdigest()
+    return int(digest[24:40], 16) - 2**63
+
+
+class Reaper:
+    def __init__(self, pool, settings, publish):
+        self.pool = pool
+        self.settings = settings
+        self.publish = publish
+        self._stop = threading.Event()
+
+    def recover_lost(self):
+        """One pass over silent runs; returns ``{"requeued", "failed", "cancelled"}`` counts."""
+        counts = {"requeued": 0, "failed": 0, "cancelled": 0}
+        requeued = []
+        with db.connection(self.pool) as conn:
+            for run in registry.lost_runs(conn, self.settings.heartbeat_timeout_s):
+                fence = dict(attempt=run["attempts"], operation="recover")
+                lost = {"type": "WorkerLost",
+                        "message": f"worker {run['worker_id']} stopped heartbeating "
+                                   f"(attempt {run['attempts']} of {self.settings.max_attempts})"}
+                try:
+                    if run["status"] == _S.CANCEL_REQUESTED:
+                        registry.transition(conn, run["id"], _S.CANCELLED, error=lost, **fence)
+                        counts["cancelled"] += 1
+                    elif run["attempts"] >= self.settings.max_attempts:
+                        registry.transition(conn, run["id"], _S.FAILED, error=lost, **fence)
+                        counts["failed"] += 1
+                    else:
+                        registry.transition(conn, run["id"], _S.PENDING, **fence)
+                        requeued.append(run)
+                except InvalidTransition:
+                    continue  # finished meanwhile
+        # Published after the commit: a worker must find the run pending.
+        for run in requeued:
+            self._publish(run)
+            counts["requeued"] += 1
+            logger.warning("recovered run %s from lost worker %s", run["id"], run["worker_id"])
+        return counts
+
+    def republish_orphans(self):
+        """Publish pending runs that have no live message; returns how many."""
+        from tasks.broker import DRY_QUEUE, TRAIN_QUEUE
+
+        with db.connection(self.pool) as conn:
+            runs = registry.unqueued_pending_runs(conn, self.settings.orphan_age_s)
+            consumed = {run["id"]: message_lock_key(DRY_QUEUE if run["dry_run"] else TRAIN_QUEUE, run["id"])
+                        for run in runs if run["message_state"] == "consumed"}
+            held = registry.held_advisory_locks(conn, consumed.values()) if consumed else set()
+        orphans = [run for run in runs if consumed.get(run["id"]) not in held]
+        for run in orphans:
+            self._publish(run)
+        if orphans:
+            logger.warning("republished %d pending run(s) that had no live message", len(orphans))
+        return len(orphans)
+
+    def _publish(self, run):
+        try:
+            self.publish(run["id"], run["dry_run"])
+        except Exception:
+            logger.exception("could not publish run %s; next pass retries", run["id"])
+
+    def run_once(self):
+        return self.recover_lost(), self.republish_orphans()
+
+    def run_forever(self):
+        while not self._stop.wait(self.settings.reaper_interval_s):
+            try:
+                self.run_once()
+            except Exception as exc:  # the database may be down: try again next pass
+                logger.warning("reaper pass failed: %s", exc)
+
+    def start(self):
+        thread = threading.Thread(target=self.run_forever, name="reaper", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self):
+        self._stop.set()
