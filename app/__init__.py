@@ -22,14 +22,16 @@ def create_app(test_config=None):
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from . import catalog, checkpoints, db, errors, health, observability, runs, streams
+    from . import auth, catalog, checkpoints, db, errors, health, observability, openapi, runs, streams
 
     db.init_app(app)
     errors.init_app(app)
+    auth.init_app(app)
     observability.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(runs.bp)
     app.register_blueprint(streams.bp)
     app.register_blueprint(checkpoints.bp)
+    app.register_blueprint(openapi.bp)
     return app

@@ -39,6 +39,8 @@ def error_response(status, code, message, fields=None, /, **extra):
     response.status_code = status
     if status == 503:
         response.headers["Retry-After"] = "5"
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tunix-rt"'
     return response
 
 

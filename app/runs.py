@@ -1,5 +1,7 @@
 """Runs: submit, read, list."""
 
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -19,6 +21,11 @@ from .waiter import get_waiter
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("runs", __name__, url_prefix="/api/tunix")
+
+#: Longest accepted Idempotency-Key header.
+MAX_IDEMPOTENCY_KEY = 255
+#: Most runs one batch submit may carry.
+MAX_BATCH = 1000
 
 #: Filters the history accepts, each an exact match on a column.
 LIST_FILTERS = ("status", "mode", "dataset_key", "model_id")
@@ -43,21 +50,26 @@ def _json_body():
     return body
 
 
-def _validated(body):
+def _field_problems(body, datasets, prefix=""):
+    """``(resolved config, [])`` or ``(None, [{"field", "message"}])``."""
     try:
         config = RunConfig.model_validate(body)
     except ValidationError as exc:
-        fields = field_errors(exc)
-        raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None
-    if catalog.get_dataset(config.dataset_key) is None:
-        raise ApiError(422, "validation_error", "unknown dataset",
-                       [{"field": "dataset_key", "message": f"unknown dataset {config.dataset_key!r}; "
-                                                            "see GET /api/tunix/datasets"}])
+        return None, [dict(e, field=prefix + e["field"]) for e in field_errors(exc)]
+    if config.dataset_key not in datasets:
+        return None, [{"field": prefix + "dataset_key",
+                       "message": f"unknown dataset {config.dataset_key!r}; see GET /api/tunix/datasets"}]
     try:
-        return config.resolved(current_app.config["SETTINGS"])
+        return config.resolved(current_app.config["SETTINGS"]), []
     except ValueError as exc:
-        raise ApiError(422, "validation_error", "1 invalid field(s)",
-                       [{"field": "time_limit_s", "message": str(exc)}]) from None
+        return None, [{"field": prefix + "time_limit_s", "message": str(exc)}]
+
+
+def _validated(body):
+    config, fields = _field_problems(body, catalog.datasets())
+    if fields:
+        raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields)
+    return config
 
 
 def _mode():
@@ -94,13 +106,47 @@ def _wait_until_final(run_id, watch, timeout):
             return registry.get_run(get_db(), run_id)
 
 
+def _idempotency_key():
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
+        raise ApiError(422, "validation_error", "invalid Idempotency-Key header",
+                       [{"field": "Idempotency-Key",
+                         "message": f"1 to {MAX_IDEMPOTENCY_KEY} printable characters"}])
+    return key
+
+
+def _request_hash(mode, body):
+    canonical = json.dumps({"mode": mode, "body": body}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(key, request_hash):
+    """The answer to a retried submit: the run its first try created."""
+    run = registry.get_run_by_idempotency_key(get_db(), key)
+    if run is None:  # the first try's row is gone (cannot happen: rows are kept)
+        raise ApiError(409, "idempotency_conflict", "Idempotency-Key was used and its run is gone")
+    if run["request_hash"] != request_hash:
+        raise ApiError(409, "idempotency_conflict",
+                       "Idempotency-Key was already used with a different request",
+                       extra={"run_id": str(run["id"])})
+    return jsonify(run_json(run)), 200, {"Location": url_for("runs.get_run", run_id=str(run["id"]))}
+
+
 @bp.post("/run")
 def submit():
     mode = _mode()
-    config = _validated(_json_body())
+    key = _idempotency_key()
+    body = _json_body()
+    config = _validated(body)
+    request_hash = _request_hash(mode, body) if key else None
     run_id = uuid.uuid4()
     run = registry.insert_run(get_db(), run_id=run_id, mode=mode, dry_run=config["dry_run"],
-                              dataset_key=config["dataset_key"], model_id=config["model_id"], config=config)
+                              dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
+                              idempotency_key=key, request_hash=request_hash)
+    if run is None:
+        return _replay(key, request_hash)
     RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, mode).inc()
     location = url_for("runs.get_run", run_id=str(run_id))
     if mode == "async":
@@ -205,3 +251,38 @@ def get_metrics(run_id):
     rows = registry.get_metrics(conn, run_id)
     return jsonify(data=[{"step": r["step"], "loss": r["loss"], "learning_rate": r["learning_rate"],
                           "grad_norm": r["grad_norm"], "attempt": r["attempt"]} for r in rows])
+
+
+@bp.post("/runs/batch")
+def submit_batch():
+    """Up to ``MAX_BATCH`` async runs in one call: all valid or none written.
+    The runs and their messages are written in one transaction."""
+    body = _json_body()
+    runs_in = body.get("runs")
+    if set(body) != {"runs"} or not isinstance(runs_in, list) or not 1 <= len(runs_in) <= MAX_BATCH:
+        raise ApiError(422, "validation_error", f"the body must be {{\"runs\": [1 to {MAX_BATCH} run requests]}}",
+                       [{"field": "runs", "message": f"expected a list of 1 to {MAX_BATCH} objects"}])
+    datasets = catalog.datasets()
+    runs, fields = [], []
+    for i, item in enumerate(runs_in):
+        if not isinstance(item, dict):
+            fields.append({"field": f"runs.{i}", "message": "expected an object"})
+            continue
+        config, problems = _field_problems(item, datasets, prefix=f"runs.{i}.")
+        fields += problems
+        if config is not None:
+            runs.append(dict(run_id=uuid.uuid4(), mode="async", dry_run=config["dry_run"],
+                             dataset_key=config["dataset_key"], model_id=config["model_id"], config=config))
+    if fields:
+        raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields)
+    conn = get_db()
+    conn.autocommit = False
+    try:
+        rows = registry.insert_runs_with_messages(conn, runs, actors.outbox_rows(runs))
+        conn.commit()
+    finally:
+        if not conn.closed:
+            conn.rollback()
+            conn.autocommit = True
+    RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, "async").inc(len(rows))
+    return jsonify(data=[run_json(r) for r in rows]), 202

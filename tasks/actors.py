@@ -27,9 +27,26 @@ def execute_training(run_id):
     return _execute(run_id)
 
 
-def publish(run_id, dry_run):
-    """Send the run's message; its message id is the run id, so publishing
-    the same run again replaces its message instead of adding a second one."""
+def message_for(run_id, dry_run):
+    """The run's message.  Its message id is the run id, so publishing the
+    same run again replaces its message instead of adding a second one."""
     actor = execute_dry_run if dry_run else execute_training
-    message = actor.message(str(run_id)).copy(message_id=str(run_id))
-    return broker.enqueue(message)
+    return actor.message(str(run_id)).copy(message_id=str(run_id))
+
+
+def publish(run_id, dry_run):
+    """Send the run's message (one transaction of its own)."""
+    return broker.enqueue(message_for(run_id, dry_run))
+
+
+def outbox_rows(runs):
+    """``(queue_name, message_id, message)`` rows to write the messages of
+    ``runs`` in the caller's transaction (``registry.insert_runs_with_messages``)."""
+    from dramatiq_pg.utils import tidy4json
+
+    rows = []
+    for run in runs:
+        message = message_for(run["run_id"], run["dry_run"])
+        broker.emit_before("enqueue", message, None)
+        rows.append((message.queue_name, message.message_id, tidy4json(message)))
+    return rows

@@ -22,7 +22,9 @@ def _json(value):
     return None if value is None else Json(value)
 
 
-def insert_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config):
+def insert_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, idempotency_key=None,
+               request_hash=None):
+    """The new pending run, or None when ``idempotency_key`` is taken."""
     with timed_write("insert"), _cursor(conn) as cur:
         cur.execute(
             QUERIES["insert_run"],
@@ -33,9 +35,32 @@ def insert_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config):
                 dataset_key=dataset_key,
                 model_id=model_id,
                 config=Json(config),
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
             ),
         )
         return cur.fetchone()
+
+
+def get_run_by_idempotency_key(conn, key):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["get_run_by_idempotency_key"], dict(idempotency_key=key))
+        return cur.fetchone()
+
+
+def insert_runs_with_messages(conn, runs, messages):
+    """Insert ``runs`` (dicts as for ``insert_run``) and their dramatiq
+    ``messages`` ``(queue_name, message_id, message_json)`` in ``conn``'s
+    transaction."""
+    with timed_write("insert_batch"), _cursor(conn) as cur:
+        rows = execute_values(
+            cur, QUERIES["insert_runs"],
+            [(r["run_id"], r["mode"], r["dry_run"], r["dataset_key"], r["model_id"], Json(r["config"]))
+             for r in runs],
+            fetch=True, page_size=len(runs) or 1)
+        execute_values(cur, QUERIES["enqueue_messages"], [(q, mid, Json(m), ) for q, mid, m in messages],
+                       template="(%s, %s, 'queued', %s)", page_size=len(messages) or 1)
+    return rows
 
 
 def transition(conn, run_id, target, *, only_from=None, attempt=None, operation=None, worker_id=None,

@@ -1,9 +1,9 @@
-"""Fixtures shared by every tier.
+"""Fixtures shared by every tier (helpers live in ``tests/support.py``).
 
 * A real PostgreSQL: the server in ``DATABASE_URL`` when set, otherwise an
   embedded one (``workers.pgembed``) the session starts and stops itself.  A
   template database is migrated once; each session database (and any test
-  that needs its own) is cloned from it, and dropped at the end.
+  that needs its own) is cloned from it, and all are dropped at the end.
 * Real processes for the end-to-end tier: the API under gunicorn and worker
   launches (``python -m workers``), each in its own process group, stopped
   with SIGTERM (so coverage data is written) and SIGKILL as a fallback.  At
@@ -18,137 +18,15 @@ import contextlib
 import os
 import pathlib
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import uuid
 import warnings
-from urllib.parse import urlparse
 
-import psycopg2
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-#: Seconds a process gets to exit after SIGTERM before SIGKILL.
-STOP_GRACE_S = 15
-#: Seconds a started process gets to answer on its port.
-START_TIMEOUT_S = 60
-
-#: Every DATA_DIR handed to a process this session (see ``_no_process_left_behind``).
-_DATA_DIRS = []
-
-
-# --------------------------------------------------------------------------
-# Small helpers
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def with_dbname(url, name):
-    return urlparse(url)._replace(path="/" + name).geturl()
-
-
-def connect(url):
-    from tasks import db
-
-    conn = db.connect(url)
-    conn.autocommit = True
-    return conn
-
-
-def scalar(conn, sql, params=None):
-    with conn.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchone()[0]
-
-
-def count_runs(conn):
-    return scalar(conn, "SELECT count(*) FROM tunix_runs")
-
-
-def truncate(conn):
-    """Empty the registry and the broker's queue (the tables tests count)."""
-    with conn.cursor() as cur:
-        cur.execute("TRUNCATE tunix_runs, dramatiq.queue CASCADE")
-
-
-def wait_for(predicate, timeout, interval=0.05, message="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not reached within {timeout}s")
-        time.sleep(interval)
-
-
-def metric_samples(text):
-    """``{(name, frozenset(labels.items())): value}`` of a Prometheus text page."""
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def metric(samples, name, **labels):
-    """The value of one sample (0 when absent: a counter not yet incremented)."""
-    wanted = {k: str(v) for k, v in labels.items()}
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted.items() <= dict(ls).items())
-
+from support import DATA_DIRS, DRY, ApiClient, Databases, Launch, connect, start_api, truncate
 
 # --------------------------------------------------------------------------
 # PostgreSQL
-
-
-class Databases:
-    """Creates databases on one server: clones of a migrated template, or blank ones."""
-
-    def __init__(self, server_url):
-        self.server_url = server_url
-        self.prefix = f"tunix_test_{uuid.uuid4().hex[:8]}"
-        self.created = []
-        self._template = None
-        self._admin = connect(server_url)
-
-    def _create(self, name, template=None):
-        with self._admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
-        self.created.append(name)
-        return with_dbname(self.server_url, name)
-
-    @property
-    def template(self):
-        """The migrated template's name (migrated on first use)."""
-        if self._template is None:
-            from tasks.migrate import migrate
-
-            name = f"{self.prefix}_template"
-            migrate(self._create(name))
-            self._template = name
-        return self._template
-
-    def create(self, migrated=True):
-        """A new database's URL: a clone of the migrated template, or blank."""
-        name = f"{self.prefix}_{len(self.created)}"
-        return self._create(name, template=self.template if migrated else None)
-
-    def drop_all(self):
-        with self._admin.cursor() as cur:
-            for name in reversed(self.created):
-                with contextlib.suppress(psycopg2.Error):
-                    cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self._admin.close()
 
 
 @pytest.fixture(scope="session")
@@ -160,9 +38,8 @@ def pg_server():
         return
     from workers.pgembed import EmbeddedPostgres
 
-    # Short path: PostgreSQL's unix socket path has a ~100-byte limit.
     root = tempfile.mkdtemp(prefix="tunix-pg-")
-    server = EmbeddedPostgres(os.path.join(root, "data"))
+    server = EmbeddedPostgres(os.path.join(root, "pg"))
     url = server.start()
     try:
         yield url
@@ -172,6 +49,7 @@ def pg_server():
 
 @pytest.fixture(scope="session")
 def databases(pg_server):
+    """Creates databases on the server; drops them all at the end."""
     dbs = Databases(pg_server)
     yield dbs
     dbs.drop_all()
@@ -179,7 +57,7 @@ def databases(pg_server):
 
 @pytest.fixture(scope="session")
 def database_url(databases):
-    """A migrated database for the session, cloned from the template."""
+    """The end-to-end tier's database (API and worker launch), cloned from the template."""
     return databases.create()
 
 
@@ -202,112 +80,6 @@ def clean_db(db_conn):
 # Processes
 
 
-def _stop_group(proc, grace=STOP_GRACE_S):
-    """SIGTERM the group leader (it stops its children), SIGKILL the group after ``grace``."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    # Whatever is left of the group (the leader included) goes now.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
-
-
-def _log_tail(path, lines=40):
-    try:
-        return "\n".join(pathlib.Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _wait_http(url, proc, log_path, timeout=START_TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered:\n"
-                               f"{_log_tail(log_path)}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout}s:\n{_log_tail(log_path)}")
-
-
-def process_env(database_url, data_dir, **extra):
-    env = dict(os.environ, DATABASE_URL=database_url, DATA_DIR=str(data_dir),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    # The API must keep its own registry; a worker launch sets its own folder.
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env.update({k: str(v) for k, v in extra.items()})
-    _DATA_DIRS.append(str(data_dir))
-    return env
-
-
-class Process:
-    """A service started in its own process group, logging to a file."""
-
-    def __init__(self, cmd, env, log_path):
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def log(self):
-        return _log_tail(self.log_path, 200)
-
-    def stop(self):
-        _stop_group(self.proc)
-        self._log.close()
-        return self.proc.returncode
-
-
-def start_api(database_url, data_dir, log_dir, **env):
-    """The API as in production: gunicorn, one gthread process."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "16",
-           "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--graceful-timeout", "10",
-           "app:create_app()"]
-    env.setdefault("SYNC_TIMEOUT_S", 30)
-    process = Process(cmd, process_env(database_url, data_dir, **env), os.path.join(log_dir, f"api-{port}.log"))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(base + "/readyz", process.proc, process.log_path)
-    except BaseException:
-        process.stop()
-        raise
-    process.url = base
-    return process
-
-
-class Launch(Process):
-    """One worker launch (``python -m workers``) and its metrics endpoint."""
-
-    def __init__(self, database_url, data_dir, log_dir, workers=2, threads=8, **env):
-        self.metrics_port = free_port()
-        env = process_env(database_url, data_dir, WORKERS=workers, WORKER_THREADS=threads,
-                          METRICS_PORT=self.metrics_port, METRICS_ADDR="127.0.0.1", **env)
-        super().__init__([sys.executable, "-m", "workers"], env,
-                         os.path.join(log_dir, f"workers-{self.metrics_port}.log"))
-        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        try:
-            _wait_http(self.metrics_url, self.proc, self.log_path)
-        except BaseException:
-            self.stop()
-            raise
-
-    def metrics(self):
-        return metric_samples(requests.get(self.metrics_url, timeout=5).text)
-
-
 @pytest.fixture(scope="session")
 def log_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("logs"))
@@ -326,7 +98,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def live_api(database_url, data_dir, log_dir):
     """Base URL of the session's API process (gunicorn, SYNC_TIMEOUT_S=30)."""
-    process = start_api(database_url, data_dir, log_dir)
+    process = start_api(database_url, data_dir, log_dir, SYNC_TIMEOUT_S=30)
     yield process.url
     process.stop()
 
@@ -341,9 +113,10 @@ def _launches():
 
 @pytest.fixture(scope="session")
 def worker_launch(_launches, database_url, data_dir, log_dir):
-    """Factory: ``worker_launch(workers=2, threads=8, url=..., **env)`` starts a
-    worker launch and returns it once its metrics port answers.  Every launch
-    is stopped at the end of the session, or earlier with ``.stop()``."""
+    """Factory: ``worker_launch(workers=2, threads=8, url=None, **env)`` starts
+    ``python -m workers`` and returns the ``Launch`` once its metrics port
+    answers.  Every launch is stopped at the end of the session, or earlier
+    with ``.stop()``."""
 
     def start(workers=2, threads=8, url=None, **env):
         launch = Launch(url or database_url, data_dir, log_dir, workers=workers, threads=threads, **env)
@@ -370,7 +143,7 @@ def _no_process_left_behind():
             environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(f"DATA_DIR={d}".encode() in environ for d in _DATA_DIRS):
+        if any(f"DATA_DIR={d}".encode() in environ for d in DATA_DIRS):
             leftovers.append(pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -382,45 +155,9 @@ def _no_process_left_behind():
 # HTTP
 
 
-class ApiClient:
-    """The live API over HTTP, with the few moves every e2e test makes."""
-
-    def __init__(self, base):
-        self.base = base
-        self.http = requests.Session()
-
-    def url(self, path):
-        return self.base + path
-
-    def submit(self, body=None, mode="async", *, data=None, headers=None, params=None):
-        params = dict(params or {})
-        if mode is not None:
-            params["mode"] = mode
-        if data is not None:
-            return self.http.post(self.url("/api/tunix/run"), params=params, data=data, headers=headers, timeout=60)
-        return self.http.post(self.url("/api/tunix/run"), params=params, json=body, timeout=60)
-
-    def get(self, path, **params):
-        return self.http.get(self.url(path), params=params, timeout=30)
-
-    def run(self, run_id):
-        response = self.get(f"/api/tunix/runs/{run_id}")
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    def wait_final(self, run_id, timeout=60):
-        from tasks import lifecycle
-
-        final = {s.value for s in lifecycle.FINAL}
-        return wait_for(lambda: (lambda r: r if r["status"] in final else None)(self.run(run_id)), timeout,
-                        message=f"run {run_id} final")
-
-    def metrics(self):
-        return metric_samples(self.get("/metrics").text)
-
-
 @pytest.fixture(scope="session")
 def api(live_api):
+    """The session's API as an ``ApiClient``."""
     return ApiClient(live_api)
 
 
@@ -430,10 +167,7 @@ def submit(api):
     return api.submit
 
 
-#: The smallest valid request: a dry run of the tiny model on the synthetic set.
-DRY = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
-
-
 @pytest.fixture
 def dry_body():
+    """A fresh copy of the smallest valid request (a dry run)."""
     return dict(DRY)

@@ -32,11 +32,23 @@ logs)::
     {"event":"checkpoint","step":S,"path":"<run_dir>/checkpoints"}   (only with checkpoint_every_steps)
     {"event":"result","final_loss":L,"steps":S,"total_steps":N,"duration_s":T,"effective_max_seq_length":M,...}
 
-``step`` is 1-based (the number of optimizer updates done).  Exit status: 0 on
-success; 2 for bad input (config, unknown model, malformed dataset, missing
-weights, GPU asked for but absent); 1 for any other failure.  On failure the
-last line of stderr is ``error: <Type>: <message>`` (one line), and the
-traceback of an unexpected error goes to ``<run_dir>/traceback.txt``.
+``step`` is 1-based (the number of optimizer updates done); ``loss`` is the
+batch's mean token cross-entropy; ``learning_rate`` is the rate of that update
+(linear warm-up, then constant); ``grad_norm`` is the global norm before
+clipping to 1.0.  The start event also carries ``model_id``, ``start_step``
+(> 0 after a resume), ``batches_per_epoch``, ``num_examples``,
+``effective_max_seq_length``, ``batch_seq_length``, ``batch_size`` and
+``steps_capped``; the result event ``batch_seq_length``, ``param_count`` and
+``start_step``.  ``python -m workers.train --param-counts`` prints the exact
+parameter count of every catalog model.
+
+Exit status: 0 on success; 2 for bad input (config, unknown model, malformed
+dataset, missing weights, GPU asked for but absent); 1 for any other failure
+(130 on Ctrl-C; SIGTERM is not handled yet: the process dies with the default
+action).  On failure the last line of stderr is ``error: <Type>: <message>``
+(one line; Type is ConfigError, UnknownModel, DatasetError, WeightsNotFound,
+DeviceUnavailable or the unexpected exception's class), and the traceback of
+an unexpected error goes to ``<run_dir>/traceback.txt``.
 
 Tokenisation is byte-level for the tiny models (256 ids, nothing to download):
 id = UTF-8 byte, 0 = padding (NUL bytes are dropped from the text), and three
@@ -48,9 +60,8 @@ Sizes: the effective sequence length is ``max_seq_length`` clamped to
 [8, spec.max_seq_length] (128 for the tiny models), reported as
 ``effective_max_seq_length``; for a JSONL dataset the batches are further cut
 to the longest tokenised example rounded up to a multiple of 8 (reported as
-``batch_seq_length``; the synthetic set always fills the window); the total
-number of steps
-is ``max_steps`` when given, else ``num_epochs * ceil(examples / batch_size)``
+``batch_seq_length``; the synthetic set always fills the window).  The total
+number of steps is ``max_steps`` when given, else ``num_epochs * ceil(examples / batch_size)``
 (a short last batch is filled from the start of the epoch's order, so every
 batch has the same shape and XLA compiles once); either way it is capped at
 ``MAX_TOTAL_STEPS`` (10,000: ~2-4 minutes for a tiny model on 2 CPU cores),
@@ -62,8 +73,11 @@ same losses, bit for bit, on the same machine and JAX build.
 
 Checkpoints: with ``checkpoint_every_steps`` the tunix trainer saves model and
 optimizer state (orbax) under ``<run_dir>/checkpoints`` every that many steps
-and at the end; a process started again on the same run_dir restores the
-latest checkpoint and goes on from it (tunix skips the batches already
+(orbax also saves step 1) and at the end, keeping the last two; saving is
+asynchronous, so a checkpoint event may come before its files are final.  The
+event of step S may also come before the progress event of step S (tunix
+reports a step's metrics one step late).  A process started again on the
+same run_dir restores the latest checkpoint and goes on from it (tunix skips the batches already
 trained; the data order is a function of the seed, so the resumed run sees
 the same batches it would have).
 """
@@ -310,7 +324,7 @@ def encode_example(tokenizer, prompt, completion, seq_len):
     truncated = prefix_len + len(target) > seq_len
     if truncated:
         room = max(seq_len // 2, seq_len - len(target)) - 1 - len(tail)
-        prompt_ids = prompt_ids[len(prompt_ids) - room:] if room > 0 else []
+        prompt_ids = prompt_ids[max(0, len(prompt_ids) - room):] if room > 0 else []
     prefix = [tokenizer.bos_id] + prompt_ids + tail
     target = target[: seq_len - len(prefix)]
     ids = prefix + target

@@ -1,10 +1,38 @@
 -- Every query the registry runs, by name (see tasks/sql/__init__.py).
 
 -- name: insert_run
--- Record a submitted run as pending.
-INSERT INTO tunix_runs (id, mode, dry_run, dataset_key, model_id, config)
-VALUES (%(run_id)s, %(mode)s, %(dry_run)s, %(dataset_key)s, %(model_id)s, %(config)s)
+-- Record a submitted run as pending.  With an idempotency key already used,
+-- nothing is inserted and no row returns (see get_run_by_idempotency_key).
+INSERT INTO tunix_runs (id, mode, dry_run, dataset_key, model_id, config, idempotency_key, request_hash)
+VALUES (%(run_id)s, %(mode)s, %(dry_run)s, %(dataset_key)s, %(model_id)s, %(config)s,
+        %(idempotency_key)s, %(request_hash)s)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
+
+-- name: get_run_by_idempotency_key
+-- The run an earlier submit with this key created.
+SELECT * FROM tunix_runs WHERE idempotency_key = %(idempotency_key)s;
+
+-- name: insert_runs
+-- A batch of submitted runs (psycopg2 execute_values).
+INSERT INTO tunix_runs (id, mode, dry_run, dataset_key, model_id, config) VALUES %s
+RETURNING *;
+
+-- name: enqueue_messages
+-- A batch of dramatiq-pg messages, as its ENQUEUE query writes one, with
+-- the NOTIFY its consumers listen for (psycopg2 execute_values).  Run in the
+-- transaction that inserts the runs: they are queued together or not at all.
+WITH enqueued AS (
+    INSERT INTO dramatiq.queue (queue_name, message_id, "state", message) VALUES %s
+    ON CONFLICT (message_id) DO UPDATE SET "state" = 'queued', message = EXCLUDED.message,
+        queue_name = EXCLUDED.queue_name
+    RETURNING queue_name, message_id, message
+)
+SELECT pg_notify('dramatiq.' || queue_name || '.enqueue',
+                 CASE WHEN octet_length(message::text) >= 8000
+                      THEN jsonb_build_object('message_id', message_id)::text
+                      ELSE message::text END)
+FROM enqueued;
 
 -- name: transition
 -- The one status change: guarded by the statuses the lifecycle allows, so a

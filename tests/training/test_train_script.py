@@ -277,6 +277,10 @@ def test_encode_example_masks_the_completion_only():
     ids, mask, cut = train_mod.encode_example(tok, "x" * 100, "yz", 16)
     assert cut and len(ids) == 16 and ids[0] == train_mod.BOS_ID and ids[-1] == train_mod.EOS_ID
     assert sum(mask) == 3
+    # a short prompt before a long completion is kept whole
+    ids, mask, cut = train_mod.encode_example(tok, "abcde", "z" * 100, 32)
+    assert cut and ids[:7] == [train_mod.BOS_ID, 97, 98, 99, 100, 101, train_mod.SEP_ID]
+    assert len(ids) == 32 and sum(mask) == 25
 
 
 def test_batches_are_full_and_seeded():

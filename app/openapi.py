@@ -1,0 +1,122 @@
+"""``GET /openapi.json``: the API described for clients and for the fuzzing
+pass (schemathesis).  The request schema comes from ``RunConfig`` itself, so
+the document cannot drift from the validator."""
+
+from flask import Blueprint, jsonify
+
+from tasks import lifecycle
+from tasks.run_config import MODES, RunConfig
+
+bp = Blueprint("openapi", __name__)
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_RUN = {"$ref": "#/components/schemas/Run"}
+
+
+def _json(schema, description="OK"):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes):
+    text = {400: "malformed JSON", 401: "missing or wrong bearer token", 404: "unknown run",
+            409: "not allowed in the run's status", 413: "body over 1 MiB", 415: "not JSON",
+            422: "invalid fields", 503: "database unavailable"}
+    return {str(code): _json(_ERROR, text[code]) for code in codes}
+
+
+_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def document():
+    run_config = RunConfig.model_json_schema()
+    statuses = list(lifecycle.ALL)
+    nullable_obj = {"type": ["object", "null"]}
+    run = {
+        "type": "object",
+        "properties": {
+            "run_id": {"type": "string", "format": "uuid"},
+            "status": {"type": "string", "enum": statuses},
+            "mode": {"type": "string", "enum": list(MODES)},
+            "dry_run": {"type": "boolean"},
+            "dataset_key": {"type": "string"},
+            "model_id": {"type": "string"},
+            "config": {"type": "object"},
+            "attempts": {"type": "integer"},
+            "error": nullable_obj,
+            "result": nullable_obj,
+            "progress": nullable_obj,
+            "queued_at": {"type": "string"},
+        },
+        "required": ["run_id", "status", "mode", "config", "attempts"],
+    }
+    error = {
+        "type": "object",
+        "properties": {"error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                           "fields": {"type": "array", "items": {"type": "object"}}},
+            "required": ["code", "message", "fields"]}},
+        "required": ["error"],
+    }
+    list_params = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": statuses}},
+        {"name": "mode", "in": "query", "schema": {"type": "string", "enum": list(MODES)}},
+        {"name": "dataset_key", "in": "query", "schema": {"type": "string"}},
+        {"name": "model_id", "in": "query", "schema": {"type": "string"}},
+    ]
+    body = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunConfig"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Tunix RT", "version": "0.1.0",
+                 "description": "Submit, watch, stop and resume Tunix training runs."},
+        "components": {
+            "schemas": {"RunConfig": run_config, "Run": run, "Error": error},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "paths": {
+            "/api/tunix/run": {"post": {
+                "summary": "Submit a run (sync waits for it; async answers at once).",
+                "parameters": [
+                    {"name": "mode", "in": "query", "schema": {"type": "string", "enum": list(MODES)}},
+                    {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}},
+                ],
+                "requestBody": body,
+                "responses": {"200": _json(_RUN), "202": _json(_RUN),
+                              **_errors(400, 401, 409, 413, 415, 422, 503)}}},
+            "/api/tunix/runs/batch": {"post": {
+                "summary": "Submit up to 1000 async runs at once.",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"runs": {"type": "array", "minItems": 1, "maxItems": 1000,
+                                                              "items": {"$ref": "#/components/schemas/RunConfig"}}},
+                    "required": ["runs"], "additionalProperties": False}}}},
+                "responses": {"202": _json({"type": "object"}), **_errors(400, 401, 413, 415, 422, 503)}}},
+            "/api/tunix/runs": {"get": {
+                "summary": "Run history, newest first.", "parameters": list_params,
+                "responses": {"200": _json({"type": "object"}), **_errors(422, 503)}}},
+            "/api/tunix/runs/{run_id}": {"get": {
+                "parameters": [_RUN_ID], "responses": {"200": _json(_RUN), **_errors(404, 503)}}},
+            "/api/tunix/runs/{run_id}/status": {"get": {
+                "parameters": [_RUN_ID], "responses": {"200": _json({"type": "object"}), **_errors(404, 503)}}},
+            "/api/tunix/runs/{run_id}/metrics": {"get": {
+                "parameters": [_RUN_ID], "responses": {"200": _json({"type": "object"}), **_errors(404, 503)}}},
+            "/api/tunix/runs/{run_id}/checkpoints": {"get": {
+                "parameters": [_RUN_ID], "responses": {"200": _json({"type": "object"}), **_errors(404, 503)}}},
+            "/api/tunix/runs/{run_id}/cancel": {"post": {
+                "parameters": [_RUN_ID],
+                "responses": {"200": _json(_RUN), "202": _json(_RUN), **_errors(401, 404, 409, 503)}}},
+            "/api/tunix/runs/{run_id}/resume": {"post": {
+                "parameters": [_RUN_ID],
+                "responses": {"202": _json(_RUN), **_errors(401, 404, 409, 503)}}},
+            "/api/tunix/datasets": {"get": {"responses": {"200": _json({"type": "object"})}}},
+            "/api/tunix/models": {"get": {"responses": {"200": _json({"type": "object"})}}},
+            "/healthz": {"get": {"responses": {"200": _json({"type": "object"})}}},
+            "/readyz": {"get": {"responses": {"200": _json({"type": "object"}), **_errors(503)}}},
+        },
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(document())

@@ -1,0 +1,34 @@
+"""The integration tier: real PostgreSQL, no API or worker process.
+
+It gets its own database, apart from the end-to-end tier's (whose worker
+launch and reaper act on every pending run and queued message they see).
+"""
+
+import pytest
+
+from tasks import db
+
+from support import connect, truncate
+
+
+@pytest.fixture(scope="session")
+def registry_url(databases):
+    """A migrated database for the integration tier."""
+    return databases.create()
+
+
+@pytest.fixture
+def conn(registry_url):
+    """An autocommit connection to an empty registry (no runs, no messages)."""
+    conn = connect(registry_url)
+    truncate(conn)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def pool(registry_url):
+    """A small blocking pool on the integration database."""
+    pool = db.make_pool(registry_url, 8)
+    yield pool
+    pool.closeall()

@@ -1,0 +1,144 @@
+"""``tasks.db.BlockingPool``: more threads than connections wait, never fail."""
+
+import threading
+import time
+
+import pytest
+from psycopg2.pool import PoolError, ThreadedConnectionPool
+
+from tasks import db
+from tasks.errors import DatabaseUnavailable
+
+from support import free_port
+
+THREADS = 32
+MAXCONN = 4
+ROUNDS = 5
+
+
+def hammer(pool, threads=THREADS, rounds=ROUNDS):
+    """Every thread borrows a connection `rounds` times; returns (errors, peak concurrent)."""
+    errors, lock = [], threading.Lock()
+    state = {"out": 0, "peak": 0}
+    barrier = threading.Barrier(threads)
+
+    def work():
+        barrier.wait()
+        for _ in range(rounds):
+            try:
+                conn = pool.getconn()
+            except Exception as exc:  # noqa: BLE001 - collected and asserted on
+                errors.append(exc)
+                continue
+            with lock:
+                state["out"] += 1
+                state["peak"] = max(state["peak"], state["out"])
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_sleep(0.005)")
+                conn.rollback()
+            finally:
+                with lock:
+                    state["out"] -= 1
+                pool.putconn(conn)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(60)
+    return errors, state["peak"]
+
+
+def test_thirty_two_threads_on_four_connections_all_get_one_in_turn(registry_url):
+    # Given a blocking pool of 4 connections
+    pool = db.make_pool(registry_url, MAXCONN)
+    try:
+        # When 32 threads borrow connections as fast as they can
+        errors, peak = hammer(pool)
+        # Then none fails, and never more than 4 are out at once
+        assert errors == []
+        assert peak <= MAXCONN
+        assert len(pool._used) == 0
+    finally:
+        pool.closeall()
+
+
+def test_psycopg2s_own_pool_fails_under_the_same_load(registry_url):
+    # Given psycopg2's pool with the same bound (what BlockingPool fixes)
+    pool = ThreadedConnectionPool(0, MAXCONN, **db.connect_kwargs(registry_url))
+    try:
+        # When the same 32 threads hammer it
+        errors, _ = hammer(pool)
+        # Then some of them get PoolError at once
+        assert errors and all(isinstance(e, PoolError) for e in errors)
+    finally:
+        pool.closeall()
+
+
+def test_a_thread_gives_up_after_the_pool_wait(registry_url, monkeypatch):
+    # Given a pool whose one connection is out, and a short wait
+    monkeypatch.setattr(db, "POOL_WAIT_S", 0.2)
+    pool = db.make_pool(registry_url, 1)
+    held = pool.getconn()
+    try:
+        # When another thread asks for one
+        started = time.monotonic()
+        with pytest.raises(PoolError, match="no free connection"):
+            pool.getconn()
+        # Then it waited, then failed
+        assert 0.15 < time.monotonic() - started < 5
+        # And `connection()` turns that into DatabaseUnavailable
+        with pytest.raises(DatabaseUnavailable):
+            with db.connection(pool):
+                pass
+    finally:
+        pool.putconn(held)
+        pool.closeall()
+
+
+def test_a_broken_connection_is_dropped_and_its_slot_freed(registry_url):
+    # Given a pool of one whose connection dies while out
+    pool = db.make_pool(registry_url, 1)
+    try:
+        conn = pool.getconn()
+        conn.close()
+        # When it is given back
+        pool.putconn(conn)
+        # Then the next borrower gets a fresh, working connection at once
+        fresh = pool.getconn()
+        assert fresh is not conn and not fresh.closed
+        with fresh.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        pool.putconn(fresh)
+    finally:
+        pool.closeall()
+
+
+def test_a_disconnect_inside_a_transaction_is_database_unavailable_and_frees_the_slot(registry_url):
+    # Given a pool of one
+    pool = db.make_pool(registry_url, 1)
+    try:
+        # When the server ends the session mid-transaction
+        with pytest.raises(DatabaseUnavailable):
+            with db.connection(pool) as conn, conn.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        # Then the slot is free again and the next transaction works
+        with db.connection(pool) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 2")
+            assert cur.fetchone() == (2,)
+    finally:
+        pool.closeall()
+
+
+def test_an_unreachable_server_is_database_unavailable_quickly():
+    # Given a pool on a port where nothing listens
+    pool = db.make_pool(f"postgresql://nobody@127.0.0.1:{free_port()}/none", 2)
+    started = time.monotonic()
+    # Then each use fails as DatabaseUnavailable at once: no retrying, and no
+    # leaked slot (a third try on a pool of two would wait POOL_WAIT_S)
+    for _ in range(3):
+        with pytest.raises(DatabaseUnavailable):
+            db.ping(pool)
+    assert time.monotonic() - started < 5

@@ -1,0 +1,250 @@
+"""The run registry against real PostgreSQL: inserts, guarded transitions,
+races, history pages."""
+
+import itertools
+import threading
+import uuid
+
+import pytest
+
+from tasks import lifecycle, registry
+from tasks.errors import InvalidTransition, RunNotFound
+from tasks.lifecycle import RunStatus as S
+
+from support import connect
+
+CONFIG = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True, "seed": 7}
+
+
+def new_run(conn, *, mode="async", dry_run=True, dataset_key="synthetic", model_id="llama3-tiny", config=None):
+    return registry.insert_run(conn, run_id=uuid.uuid4(), mode=mode, dry_run=dry_run, dataset_key=dataset_key,
+                               model_id=model_id, config=config or dict(CONFIG, dataset_key=dataset_key,
+                                                                        model_id=model_id))
+
+
+def force_status(conn, run_id, status):
+    with conn.cursor() as cur:
+        cur.execute("UPDATE tunix_runs SET status = %s WHERE id = %s", (status, run_id))
+
+
+def test_a_run_is_inserted_pending_with_its_config_and_nothing_else_stamped(conn):
+    # Given a submitted run
+    run = new_run(conn, mode="sync")
+    # Then it is pending, not yet started, never attempted, with its config stored as JSON
+    assert run["status"] == "pending"
+    assert run["mode"] == "sync" and run["dry_run"] is True
+    assert run["config"] == CONFIG
+    assert run["attempts"] == 0
+    assert run["started_at"] is None and run["completed_at"] is None and run["worker_id"] is None
+    assert registry.get_run(conn, run["id"]) == run
+
+
+def test_claiming_then_finishing_stamps_worker_attempt_start_end_and_result(conn):
+    # Given a pending run
+    run = new_run(conn)
+    # When a worker claims it
+    claimed = registry.claim(conn, run["id"], "host:42")
+    # Then it is running on that worker, attempt 1, started
+    assert claimed["status"] == "running"
+    assert claimed["worker_id"] == "host:42"
+    assert claimed["attempts"] == 1
+    assert claimed["started_at"] is not None and claimed["started_at"] >= run["created_at"]
+    # When it finishes
+    done = registry.transition(conn, run["id"], S.COMPLETED, result={"kind": "dry_run"}, exit_code=0)
+    # Then it is completed with its result, end time and a duration
+    assert done["status"] == "completed"
+    assert done["result"] == {"kind": "dry_run"} and done["exit_code"] == 0
+    assert done["completed_at"] >= done["started_at"]
+    assert done["duration_seconds"] == pytest.approx(
+        (done["completed_at"] - done["started_at"]).total_seconds(), abs=0.01)
+    assert done["attempts"] == 1 and done["worker_id"] == "host:42"
+
+
+def test_a_failed_run_keeps_its_error(conn):
+    run = new_run(conn)
+    registry.claim(conn, run["id"], "w")
+    failed = registry.transition(conn, run["id"], S.FAILED, error={"type": "Boom", "message": "m"}, exit_code=3)
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"type": "Boom", "message": "m"} and failed["exit_code"] == 3
+    assert failed["result"] is None
+
+
+def test_claiming_a_run_twice_raises_invalid_transition_and_changes_nothing(conn):
+    # Given a run claimed by one worker
+    run = new_run(conn)
+    first = registry.claim(conn, run["id"], "w1")
+    # When a second worker claims it
+    with pytest.raises(InvalidTransition) as info:
+        registry.claim(conn, run["id"], "w2")
+    # Then it is refused, naming the current and target statuses, and the first claim stands
+    assert (info.value.current, info.value.target) == ("running", "running")
+    assert registry.get_run(conn, run["id"]) == first
+
+
+def test_finishing_a_run_twice_raises_invalid_transition_on_the_second(conn):
+    # Given a completed run
+    run = new_run(conn)
+    registry.claim(conn, run["id"], "w1")
+    done = registry.transition(conn, run["id"], S.COMPLETED, result={"n": 1})
+    # When it is finished again, either way
+    for target in (S.COMPLETED, S.FAILED):
+        with pytest.raises(InvalidTransition) as info:
+            registry.transition(conn, run["id"], target, result={"n": 2}, error={"type": "x"})
+        assert info.value.current == "completed"
+    # Then the first outcome stands untouched
+    assert registry.get_run(conn, run["id"]) == done
+
+
+def test_a_transition_of_an_unknown_run_raises_run_not_found(conn):
+    with pytest.raises(RunNotFound):
+        registry.claim(conn, uuid.uuid4(), "w")
+    assert registry.get_run(conn, uuid.uuid4()) is None
+    assert registry.get_status(conn, uuid.uuid4()) is None
+
+
+def test_twenty_threads_racing_to_claim_one_run_leave_exactly_one_winner(conn, registry_url):
+    # Given one pending run and twenty workers, each with its own connection
+    run = new_run(conn)
+    conns = [connect(registry_url) for _ in range(20)]
+    barrier = threading.Barrier(20)
+    wins, losses, other = [], [], []
+
+    def race(i):
+        barrier.wait()
+        try:
+            wins.append(registry.claim(conns[i], run["id"], f"worker-{i}"))
+        except InvalidTransition as exc:
+            losses.append(exc)
+        except Exception as exc:  # noqa: BLE001 - any other outcome is a failure
+            other.append(exc)
+
+    # When they all claim it at once
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for c in conns:
+        c.close()
+    # Then exactly one wins, nineteen get InvalidTransition, and the run was attempted once
+    assert other == []
+    assert len(wins) == 1 and len(losses) == 19
+    stored = registry.get_run(conn, run["id"])
+    assert stored["attempts"] == 1
+    assert stored["worker_id"] == wins[0]["worker_id"]
+
+
+def test_only_from_narrows_what_the_lifecycle_allows(conn):
+    # Given a running run, which the lifecycle lets become cancelled
+    run = new_run(conn)
+    registry.claim(conn, run["id"], "w")
+    # When a caller cancels it only if it is still pending
+    with pytest.raises(InvalidTransition):
+        registry.transition(conn, run["id"], S.CANCELLED, only_from={S.PENDING})
+    # Then it stays running
+    assert registry.get_status(conn, run["id"])["status"] == "running"
+
+
+def test_a_stale_attempt_cannot_finish_the_next_attempt_of_its_run(conn):
+    # Given a run claimed (attempt 1), handed back, and claimed again (attempt 2)
+    run = new_run(conn)
+    registry.claim(conn, run["id"], "old")
+    registry.transition(conn, run["id"], S.PENDING)
+    registry.claim(conn, run["id"], "new")
+    # When the first attempt's worker tries to finish it
+    with pytest.raises(InvalidTransition):
+        registry.transition(conn, run["id"], S.COMPLETED, attempt=1)
+    # Then only the current attempt may
+    assert registry.transition(conn, run["id"], S.COMPLETED, attempt=2)["worker_id"] == "new"
+
+
+def test_requeueing_a_run_clears_the_previous_attempts_outcome(conn):
+    run = new_run(conn)
+    registry.claim(conn, run["id"], "w")
+    registry.transition(conn, run["id"], S.FAILED, error={"type": "X"}, exit_code=1)
+    again = registry.transition(conn, run["id"], S.PENDING)
+    assert again["status"] == "pending"
+    assert (again["error"], again["result"], again["exit_code"], again["completed_at"]) == (None,) * 4
+    assert again["attempts"] == 1  # attempts count claims, not requeues
+
+
+STATUSES = [s.value for s in S]
+
+
+@pytest.mark.parametrize(("current", "target"), list(itertools.product(STATUSES, STATUSES)),
+                         ids=[f"{a}->{b}" for a, b in itertools.product(STATUSES, STATUSES)])
+def test_the_database_guard_enforces_the_lifecycle_table_for_every_pair(conn, current, target):
+    # Given a run stored in status `current` (the CHECK constraint must accept it)
+    run = new_run(conn)
+    force_status(conn, run["id"], current)
+    # When it is moved to `target`
+    if lifecycle.can_move(current, target):
+        # Then the update happens exactly when the lifecycle allows it
+        assert registry.transition(conn, run["id"], target)["status"] == target
+    else:
+        with pytest.raises(InvalidTransition):
+            registry.transition(conn, run["id"], target)
+        assert registry.get_status(conn, run["id"])["status"] == current
+
+
+def test_the_database_refuses_a_status_the_lifecycle_does_not_know(conn):
+    import psycopg2
+
+    run = new_run(conn)
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        force_status(conn, run["id"], "paused")
+
+
+class TestHistory:
+    @pytest.fixture
+    def runs(self, conn):
+        """Seven runs, oldest first, with a mix of modes, datasets, models and statuses."""
+        specs = [
+            ("async", "synthetic", "llama3-tiny", "completed"),
+            ("sync", "synthetic", "llama3-tiny", "failed"),
+            ("async", "text-sft", "llama3-tiny", "pending"),
+            ("async", "synthetic", "qwen3-tiny", "completed"),
+            ("sync", "text-sft", "qwen3-tiny", "completed"),
+            ("async", "synthetic", "llama3-tiny", "running"),
+            ("async", "synthetic", "gemma3-tiny", "pending"),
+        ]
+        out = []
+        for mode, dataset_key, model_id, status in specs:
+            run = new_run(conn, mode=mode, dataset_key=dataset_key, model_id=model_id)
+            force_status(conn, run["id"], status)
+            out.append(registry.get_run(conn, run["id"]))
+        return out
+
+    def test_the_history_is_newest_first_with_the_total(self, conn, runs):
+        rows, total = registry.list_runs(conn, limit=100, offset=0)
+        assert total == 7
+        assert [r["id"] for r in rows] == [r["id"] for r in reversed(runs)]
+
+    def test_pages_cover_the_history_once_in_order(self, conn, runs):
+        # When the history is read three at a time
+        seen = []
+        for offset in range(0, 9, 3):
+            rows, total = registry.list_runs(conn, limit=3, offset=offset)
+            assert total == 7
+            assert len(rows) == min(3, 7 - offset)
+            seen += [r["id"] for r in rows]
+        # Then every run appears once, newest first
+        assert seen == [r["id"] for r in reversed(runs)]
+
+    def test_an_offset_past_the_end_is_an_empty_page_with_the_total(self, conn, runs):
+        assert registry.list_runs(conn, limit=10, offset=50) == ([], 7)
+
+    @pytest.mark.parametrize(("filters", "expected"), [
+        ({"status": "completed"}, [0, 3, 4]),
+        ({"status": "pending"}, [2, 6]),
+        ({"mode": "sync"}, [1, 4]),
+        ({"dataset_key": "text-sft"}, [2, 4]),
+        ({"model_id": "qwen3-tiny"}, [3, 4]),
+        ({"status": "completed", "mode": "async", "model_id": "llama3-tiny"}, [0]),
+        ({"status": "cancelled"}, []),
+    ])
+    def test_filters_match_exactly_and_the_total_counts_the_filtered_runs(self, conn, runs, filters, expected):
+        rows, total = registry.list_runs(conn, limit=2, offset=0, **filters)
+        want = [runs[i]["id"] for i in reversed(expected)]
+        assert total == len(expected)
+        assert [r["id"] for r in rows] == want[:2]

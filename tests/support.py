@@ -1,0 +1,291 @@
+"""Helpers the tiers share: databases, processes, the API over HTTP, metrics.
+
+Fixtures in ``tests/conftest.py`` build on these; tests import them as
+``from support import ...`` (pytest puts ``tests/`` on the path).
+"""
+
+import contextlib
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from urllib.parse import urlparse
+
+import psycopg2
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+#: Seconds a process gets to exit after SIGTERM before SIGKILL.
+STOP_GRACE_S = 15
+#: Seconds a started process gets to answer on its port.
+START_TIMEOUT_S = 60
+
+#: Every DATA_DIR handed to a process this session (see ``_no_process_left_behind``).
+DATA_DIRS = []
+
+#: The smallest valid request: a dry run of the tiny model on the synthetic set.
+DRY = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
+
+
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_dbname(url, name):
+    return urlparse(url)._replace(path="/" + name).geturl()
+
+
+def connect(url):
+    from tasks import db
+
+    conn = db.connect(url)
+    conn.autocommit = True
+    return conn
+
+
+def scalar(conn, sql, params=None):
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchone()[0]
+
+
+def count_runs(conn):
+    return scalar(conn, "SELECT count(*) FROM tunix_runs")
+
+
+def truncate(conn):
+    """Empty the registry and the broker's queue (the tables tests count)."""
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE tunix_runs, dramatiq.queue CASCADE")
+
+
+def wait_for(predicate, timeout, interval=0.05, message="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} not reached within {timeout}s")
+        time.sleep(interval)
+
+
+def metric_samples(text):
+    """``{(name, frozenset(labels.items())): value}`` of a Prometheus text page."""
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def metric(samples, name, **labels):
+    """The value of one sample (0 when absent: a counter not yet incremented)."""
+    wanted = {k: str(v) for k, v in labels.items()}
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted.items() <= dict(ls).items())
+
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+
+
+class Databases:
+    """Creates databases on one server: clones of a migrated template, or blank ones."""
+
+    def __init__(self, server_url):
+        self.server_url = server_url
+        self.prefix = f"tunix_test_{uuid.uuid4().hex[:8]}"
+        self.created = []
+        self._template = None
+        self._admin = connect(server_url)
+
+    def _create(self, name, template=None):
+        with self._admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        self.created.append(name)
+        return with_dbname(self.server_url, name)
+
+    @property
+    def template(self):
+        """The migrated template's name (migrated on first use)."""
+        if self._template is None:
+            from tasks.migrate import migrate
+
+            name = f"{self.prefix}_template"
+            migrate(self._create(name))
+            self._template = name
+        return self._template
+
+    def create(self, migrated=True):
+        """A new database's URL: a clone of the migrated template, or blank."""
+        name = f"{self.prefix}_{len(self.created)}"
+        return self._create(name, template=self.template if migrated else None)
+
+    def drop_all(self):
+        with self._admin.cursor() as cur:
+            for name in reversed(self.created):
+                with contextlib.suppress(psycopg2.Error):
+                    cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._admin.close()
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+
+def _stop_group(proc, grace=STOP_GRACE_S):
+    """SIGTERM the group leader (it stops its children), SIGKILL the group after ``grace``."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # Whatever is left of the group (the leader included) goes now.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+
+
+def _log_tail(path, lines=40):
+    try:
+        return "\n".join(pathlib.Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _wait_http(url, proc, log_path, timeout=START_TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered:\n"
+                               f"{_log_tail(log_path)}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout}s:\n{_log_tail(log_path)}")
+
+
+def process_env(database_url, data_dir, **extra):
+    env = dict(os.environ, DATABASE_URL=database_url, DATA_DIR=str(data_dir),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    # The API must keep its own registry; a worker launch sets its own folder.
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update({k: str(v) for k, v in extra.items()})
+    DATA_DIRS.append(str(data_dir))
+    return env
+
+
+class Process:
+    """A service started in its own process group, logging to a file."""
+
+    def __init__(self, cmd, env, log_path):
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log(self):
+        return _log_tail(self.log_path, 200)
+
+    def stop(self):
+        _stop_group(self.proc)
+        self._log.close()
+        return self.proc.returncode
+
+
+def start_api(database_url, data_dir, log_dir, **env):
+    """The API as in production: gunicorn, one gthread process."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", "16",
+           "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--graceful-timeout", "10",
+           "app:create_app()"]
+    env.setdefault("SYNC_TIMEOUT_S", 30)
+    process = Process(cmd, process_env(database_url, data_dir, **env), os.path.join(log_dir, f"api-{port}.log"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(base + "/readyz", process.proc, process.log_path)
+    except BaseException:
+        process.stop()
+        raise
+    process.url = base
+    return process
+
+
+class Launch(Process):
+    """One worker launch (``python -m workers``) and its metrics endpoint."""
+
+    def __init__(self, database_url, data_dir, log_dir, workers=2, threads=8, **env):
+        self.metrics_port = free_port()
+        env = process_env(database_url, data_dir, WORKERS=workers, WORKER_THREADS=threads,
+                          METRICS_PORT=self.metrics_port, METRICS_ADDR="127.0.0.1", **env)
+        super().__init__([sys.executable, "-m", "workers"], env,
+                         os.path.join(log_dir, f"workers-{self.metrics_port}.log"))
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            _wait_http(self.metrics_url, self.proc, self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+
+    def metrics(self):
+        return metric_samples(requests.get(self.metrics_url, timeout=5).text)
+
+
+# --------------------------------------------------------------------------
+# HTTP
+
+
+class ApiClient:
+    """The live API over HTTP, with the few moves every e2e test makes."""
+
+    def __init__(self, base):
+        self.base = base
+        self.http = requests.Session()
+
+    def url(self, path):
+        return self.base + path
+
+    def submit(self, body=None, mode="async", *, data=None, headers=None, params=None):
+        params = dict(params or {})
+        if mode is not None:
+            params["mode"] = mode
+        if data is not None:
+            return self.http.post(self.url("/api/tunix/run"), params=params, data=data, headers=headers, timeout=60)
+        return self.http.post(self.url("/api/tunix/run"), params=params, json=body, timeout=60)
+
+    def get(self, path, **params):
+        return self.http.get(self.url(path), params=params, timeout=30)
+
+    def run(self, run_id):
+        response = self.get(f"/api/tunix/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def wait_final(self, run_id, timeout=60):
+        from tasks import lifecycle
+
+        final = {s.value for s in lifecycle.FINAL}
+        return wait_for(lambda: (lambda r: r if r["status"] in final else None)(self.run(run_id)), timeout,
+                        message=f"run {run_id} final")
+
+    def metrics(self):
+        return metric_samples(self.get("/metrics").text)
