@@ -8,8 +8,12 @@ worker launch on ``METRICS_PORT``; nothing here repeats them.
 
 import time
 
-from flask import Blueprint, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from flask import Blueprint, Response, current_app, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+
+from tasks import db
+
+from .db import get_pool
 
 bp = Blueprint("observability", __name__)
 
@@ -26,9 +30,32 @@ HTTP_LATENCY = Histogram(
 )
 
 
+_fleet = {}
+
+
+def _fleet_registry(app):
+    """A registry for this process' own series plus the fleet gauges, read
+    from PostgreSQL on each scrape (a failed read answers 503)."""
+    if "registry" not in _fleet:
+        from tasks import registry as runs_registry
+        from tasks.metrics import FleetCollector
+
+        timeout = app.config["SETTINGS"].heartbeat_timeout_s
+
+        def read():
+            with db.connection(get_pool()) as conn:
+                return runs_registry.fleet_gauges(conn, timeout)
+
+        fleet = CollectorRegistry(auto_describe=False)
+        fleet.register(FleetCollector(read))
+        _fleet["registry"] = fleet
+    return _fleet["registry"]
+
+
 @bp.get("/metrics")
 def metrics():
-    return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+    body = generate_latest(REGISTRY) + generate_latest(_fleet_registry(current_app))
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
 def _start():

@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from tasks import actors, catalog, lifecycle, registry
 from tasks.errors import InvalidTransition, PublishFailed, RunNotFound
-from tasks.metrics import RUNS_TOTAL
+from tasks.metrics import RUNS_RETRIED, RUNS_TOTAL
 from tasks.run_config import MODES, RunConfig, ValidationError, field_errors
 
 from .db import close_db, get_db
@@ -236,8 +236,10 @@ def resume(run_id):
     """Queue a failed, cancelled or timed-out run again; the training goes
     on from its latest checkpoint."""
     run_id = parse_run_id(run_id)
-    run = registry.transition(get_db(), run_id, lifecycle.RunStatus.PENDING, operation="resume")
+    run = registry.transition(get_db(), run_id, lifecycle.RunStatus.PENDING, only_from=lifecycle.RESUMABLE,
+                              operation="resume")
     RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, run["mode"]).inc()
+    RUNS_RETRIED.labels("resume").inc()
     _publish(run)
     return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
 

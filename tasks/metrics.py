@@ -47,6 +47,19 @@ DB_WRITE_LATENCY = Histogram(
     buckets=DB_WRITE_BUCKETS_MS,
 )
 
+RUNS_RECOVERED = Counter(
+    "tunix_runs_recovered_total",
+    "Runs a reaper took back from a lost worker or republished, by outcome "
+    "(requeued, failed, cancelled, republished).",
+    ("outcome",),
+)
+
+RUNS_RETRIED = Counter(
+    "tunix_runs_retried_total",
+    "Runs queued for another attempt, by reason (resume, hand_back, recovered).",
+    ("reason",),
+)
+
 
 @contextlib.contextmanager
 def timed_write(operation):
@@ -56,3 +69,31 @@ def timed_write(operation):
         yield
     finally:
         DB_WRITE_LATENCY.labels(operation).observe((time.perf_counter() - start) * 1000)
+
+
+class FleetCollector:
+    """Gauges read from PostgreSQL at scrape time, so they are right with any
+    number of workers, after crashes and across restarts.  Registered by the
+    API process only (every API replica reports the same values: aggregate
+    them with ``max``, not ``sum``)."""
+
+    def __init__(self, read):
+        #: ``read()`` -> ``registry.fleet_gauges(...)`` dict.
+        self.read = read
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        from .lifecycle import ALL
+
+        data = self.read()
+        in_state = GaugeMetricFamily("tunix_runs_in_state", "Runs currently in each status (from the registry).",
+                                     labels=("status",))
+        for status in ALL:
+            in_state.add_metric((status,), data["in_state"].get(status, 0))
+        yield in_state
+        yield GaugeMetricFamily("tunix_queue_oldest_pending_age_seconds",
+                                "Age of the oldest pending run (0 when none).",
+                                value=data["oldest_pending_age_s"] or 0)
+        yield GaugeMetricFamily("tunix_workers_alive", "Worker processes whose heartbeat is recent.",
+                                value=data["workers_alive"])

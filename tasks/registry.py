@@ -188,3 +188,31 @@ def held_advisory_locks(conn, keys):
     with conn.cursor() as cur:
         cur.execute(QUERIES["held_advisory_locks"], dict(keys=list(keys)))
         return {row[0] for row in cur.fetchall()}
+
+
+def worker_heartbeat(conn, worker_id, hostname, pid):
+    with timed_write("worker_heartbeat"), conn.cursor() as cur:
+        cur.execute(QUERIES["worker_heartbeat"], dict(worker_id=worker_id, hostname=hostname, pid=pid))
+
+
+def worker_gone(conn, worker_id):
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["worker_gone"], dict(worker_id=worker_id))
+
+
+def forget_dead_workers(conn, age_s):
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["forget_dead_workers"], dict(age_s=age_s))
+        return cur.rowcount
+
+
+def fleet_gauges(conn, heartbeat_timeout_s):
+    """``{"in_state": {status: n}, "oldest_pending_age_s", "workers_alive"}``."""
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["fleet_gauges"], dict(timeout_s=heartbeat_timeout_s))
+        row = cur.fetchone()
+        cur.execute(QUERIES["final_status_counts"])
+        in_state = dict(row["active"])
+        in_state.update({r["status"]: r["n"] for r in cur.fetchall()})
+    return {"in_state": in_state, "oldest_pending_age_s": row["oldest_pending_age_s"],
+            "workers_alive": row["workers_alive"]}

@@ -55,6 +55,8 @@ class Settings:
     reaper_interval_s: float = field(default_factory=lambda: _float("REAPER_INTERVAL_S", 5))
     #: Age after which a pending run with no live message is published again.
     orphan_age_s: float = field(default_factory=lambda: _float("ORPHAN_AGE_S", 30))
+    #: Record run metrics in workers (``0`` only to measure what they cost).
+    metrics_enabled: bool = field(default_factory=lambda: os.environ.get("TUNIX_METRICS", "1") != "0")
     #: Threads serving HTTP in the API process (each open log stream holds one).
     api_threads: int = field(default_factory=lambda: _int("API_THREADS", 256))
     #: Log streams (SSE) one API process serves at once.

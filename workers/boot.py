@@ -9,8 +9,10 @@ from tasks.settings import get_settings
 
 from .middleware import worker_middleware
 
-#: Recorded in ``tunix_runs.worker_id``: host and process.
-WORKER_ID = f"{get_settings().hostname}:{os.getpid()}"
+_settings = get_settings()
 
-for _middleware in worker_middleware(pool, WORKER_ID):
+#: Recorded in ``tunix_runs.worker_id``: host and process.
+WORKER_ID = f"{_settings.hostname}:{os.getpid()}"
+
+for _middleware in worker_middleware(pool, WORKER_ID, _settings.hostname, metrics=_settings.metrics_enabled):
     broker.add_middleware(_middleware)

@@ -22,6 +22,7 @@ from hashlib import sha256
 
 from tasks import db, lifecycle, registry
 from tasks.errors import InvalidTransition
+from tasks.metrics import RUNS_RECOVERED, RUNS_RETRIED
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ class Reaper:
             self._publish(run)
             counts["requeued"] += 1
             logger.warning("recovered run %s from lost worker %s", run["id"], run["worker_id"])
+        for outcome, n in counts.items():
+            if n:
+                RUNS_RECOVERED.labels(outcome).inc(n)
+        if counts["requeued"]:
+            RUNS_RETRIED.labels("recovered").inc(counts["requeued"])
         return counts
 
     def republish_orphans(self):
@@ -84,6 +90,7 @@ class Reaper:
         for run in orphans:
             self._publish(run)
         if orphans:
+            RUNS_RECOVERED.labels("republished").inc(len(orphans))
             logger.warning("republished %d pending run(s) that had no live message", len(orphans))
         return len(orphans)
 

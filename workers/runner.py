@@ -19,8 +19,7 @@ import time
 from dataclasses import asdict
 
 from tasks import catalog, db, registry
-from tasks.errors import (RunCancelled, RunFailed, RunLost, RunTimedOut, TrainingFailed, UnknownDataset,
-                          UnknownModel)
+from tasks.errors import RunCancelled, RunFailed, RunLost, RunTimedOut, TrainingFailed, UnknownDataset, UnknownModel
 from tasks.lifecycle import RunStatus
 from tasks.settings import get_settings
 

@@ -561,7 +561,8 @@ def train(config, on_event, log=print):
     import orbax.checkpoint as ocp
     from tunix.sft import hooks as tunix_hooks
     from tunix.sft import metrics_logger as tunix_metrics
-    from tunix.sft import peft_trainer, utils as sft_utils
+    from tunix.sft import peft_trainer
+    from tunix.sft import utils as sft_utils
 
     model = build_model(spec, config.seed, weights)
     param_count = count_params(model)

@@ -158,3 +158,33 @@ SELECT ((classid::bigint << 32) | objid::bigint) AS key
 FROM pg_locks
 WHERE locktype = 'advisory' AND objsubid = 1 AND granted
   AND ((classid::bigint << 32) | objid::bigint) = ANY(%(keys)s);
+
+-- name: worker_heartbeat
+-- A worker process is alive (insert on its first beat).
+INSERT INTO tunix_workers (worker_id, hostname, pid) VALUES (%(worker_id)s, %(hostname)s, %(pid)s)
+ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = clock_timestamp();
+
+-- name: worker_gone
+-- A worker process stopped cleanly.
+DELETE FROM tunix_workers WHERE worker_id = %(worker_id)s;
+
+-- name: forget_dead_workers
+-- Rows of workers silent for much longer than the heartbeat timeout.
+DELETE FROM tunix_workers WHERE heartbeat_at < clock_timestamp() - make_interval(secs => %(age_s)s);
+
+-- name: fleet_gauges
+-- Everything the scrape-time gauges need, in one round trip.
+SELECT
+    (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
+       FROM (SELECT status, count(*) AS n FROM tunix_runs
+             WHERE status IN ('pending', 'running', 'cancel_requested') GROUP BY status) s) AS active,
+    (SELECT extract(epoch FROM clock_timestamp() - min(created_at))
+       FROM tunix_runs WHERE status = 'pending') AS oldest_pending_age_s,
+    (SELECT count(*) FROM tunix_workers
+       WHERE heartbeat_at > clock_timestamp() - make_interval(secs => %(timeout_s)s)) AS workers_alive;
+
+-- name: final_status_counts
+-- Runs in final statuses (an estimate from the planner would not match the
+-- registry exactly; the status index keeps this a fast index-only count).
+SELECT status, count(*) AS n FROM tunix_runs
+WHERE status IN ('completed', 'failed', 'cancelled', 'timeout') GROUP BY status;

@@ -5,9 +5,13 @@
 status it recorded.
 """
 
+from .heartbeat import WorkerHeartbeat
 from .metrics import RunMetrics
 from .run_registry import RunRegistry
 
 
-def worker_middleware(pool, worker_id):
-    return [RunMetrics(), RunRegistry(pool, worker_id)]
+def worker_middleware(pool, worker_id, hostname, metrics=True):
+    """``metrics=False`` (``TUNIX_METRICS=0``) leaves run metrics out; the
+    benchmark compares the two."""
+    return [WorkerHeartbeat(pool, worker_id, hostname), *([RunMetrics()] if metrics else []),
+            RunRegistry(pool, worker_id)]

@@ -15,6 +15,7 @@ from dramatiq.middleware import Middleware, Shutdown, SkipMessage
 
 from tasks import db, lifecycle, registry
 from tasks.errors import DatabaseUnavailable, InvalidTransition, RunLost, RunNotFound, RunStopped
+from tasks.metrics import RUNS_RETRIED
 
 from ..context import clear_current_run, set_current_run
 
@@ -93,6 +94,7 @@ class RunRegistry(Middleware):
         # this middleware is being added to.
         from tasks.actors import publish
 
+        RUNS_RETRIED.labels("hand_back").inc()
         try:
             publish(run["id"], run["dry_run"])
         except Exception:

@@ -1,0 +1,200 @@
+"""dramatiq-pg with this project's fixes, on real PostgreSQL.
+
+Each test uses a queue of its own, so no other consumer ever sees its messages.
+"""
+
+import time
+import uuid
+
+import dramatiq
+import pytest
+from dramatiq_pg.broker import PostgresConsumer
+
+from tasks import db
+from tasks.broker import TunixBroker, TunixConsumer
+from tasks.settings import Settings
+
+from support import connect, free_port, scalar
+
+
+@pytest.fixture
+def queue():
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def broker(registry_url, pool):
+    return TunixBroker(settings=Settings(database_url=registry_url), pool=pool, results=False, middleware=[])
+
+
+def message(queue_name, message_id=None, arg="x"):
+    msg = dramatiq.Message(queue_name=queue_name, actor_name="noop", args=(arg,), kwargs={}, options={})
+    return msg.copy(message_id=message_id) if message_id else msg
+
+
+def next_message(consumer, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = next(consumer)
+        if msg is not None:
+            return msg
+    raise AssertionError(f"no message within {timeout}s")
+
+
+def states(conn, queue_name):
+    with conn.cursor() as cur:
+        cur.execute("SELECT state::text, count(*) FROM dramatiq.queue WHERE queue_name = %s GROUP BY 1",
+                    (queue_name,))
+        return dict(cur.fetchall())
+
+
+def advisory_locks_of(conn, backend_pid):
+    return scalar(conn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s",
+                  (backend_pid,))
+
+
+def test_enqueued_messages_are_consumed_then_acked_as_done(conn, broker, queue):
+    # Given three messages enqueued
+    sent = [broker.enqueue(message(queue, arg=str(i))) for i in range(3)]
+    assert states(conn, queue) == {"queued": 3}
+    # When a TunixConsumer takes them
+    consumer = broker.consume(queue, prefetch=10, timeout=0)
+    assert isinstance(consumer, TunixConsumer)
+    try:
+        got = [next_message(consumer) for _ in range(3)]
+        # Then it gets each once, as sent, and they are marked consumed
+        assert sorted(m.message_id for m in got) == sorted(m.message_id for m in sent)
+        assert sorted(m.args[0] for m in got) == ["0", "1", "2"]
+        assert states(conn, queue) == {"consumed": 3}
+        # When they are acked
+        for m in got:
+            consumer.ack(m)
+        # Then they are done and nothing is left in processing
+        assert states(conn, queue) == {"done": 3}
+        assert consumer.in_processing == set()
+    finally:
+        consumer.close()
+
+
+def test_a_nacked_message_is_rejected(conn, broker, queue):
+    broker.enqueue(message(queue))
+    consumer = broker.consume(queue, prefetch=1, timeout=0)
+    try:
+        consumer.nack(next_message(consumer))
+        assert states(conn, queue) == {"rejected": 1}
+    finally:
+        consumer.close()
+
+
+def test_enqueueing_the_same_message_id_again_replaces_it(conn, broker, queue):
+    # Given a message enqueued under a run's id
+    run_id = str(uuid.uuid4())
+    broker.enqueue(message(queue, run_id, arg="first"))
+    # When it is published again
+    broker.enqueue(message(queue, run_id, arg="second"))
+    # Then there is still one message, queued, with the newer content
+    assert states(conn, queue) == {"queued": 1}
+    assert scalar(conn, "SELECT message->'args'->>0 FROM dramatiq.queue WHERE message_id = %s", (run_id,)) == "second"
+
+
+def test_a_message_held_by_one_consumer_is_not_given_to_another(conn, broker, queue, registry_url):
+    # Given one message and two consumers, each with its own pool (as two processes)
+    broker.enqueue(message(queue))
+    other_pool = db.make_pool(registry_url, 4)
+    first = broker.consume(queue, prefetch=5, timeout=0)
+    second = TunixConsumer(pool=other_pool, queue_name=queue, prefetch=5, timeout=0)
+    try:
+        # When the first takes it
+        taken = next_message(first)
+        # Then the second finds nothing to take, before or after the ack
+        assert [next(second) for _ in range(3)] == [None, None, None]
+        first.ack(taken)
+        assert [next(second) for _ in range(3)] == [None, None, None]
+    finally:
+        first.close()
+        second.close()
+        other_pool.closeall()
+
+
+def test_enqueue_tries_once_so_a_request_is_answered_promptly(queue):
+    # Given a broker whose database is unreachable
+    dead = db.make_pool(f"postgresql://nobody@127.0.0.1:{free_port()}/none", 2)
+    broker = TunixBroker(settings=Settings(), pool=dead, results=False, middleware=[])
+    # When a message is enqueued
+    started = time.monotonic()
+    with pytest.raises(Exception):
+        broker.enqueue(message(queue))
+    # Then it fails at once, where upstream retries with back-off for minutes
+    assert time.monotonic() - started < 3
+
+
+def ack_while_queue_is_long(consumer_cls, url, queue_name, acked=12, queued=30):
+    """Enqueue `queued` messages, take and ack `acked` of them one at a time;
+    return (advisory locks the consumer's session holds, messages still queued)."""
+    pool = db.make_pool(url, 4)  # its own pool: session locks die with it
+    broker = TunixBroker(settings=Settings(database_url=url), pool=pool, results=False, middleware=[])
+    for i in range(queued):
+        broker.enqueue(message(queue_name, arg=str(i)))
+    consumer = consumer_cls(pool=pool, queue_name=queue_name, prefetch=queued, timeout=0)
+    observer = connect(url)
+    try:
+        for _ in range(acked):
+            consumer.ack(next_message(consumer))
+        pid = consumer._consume_conn.get_backend_pid()
+        return advisory_locks_of(observer, pid), states(observer, queue_name).get("queued", 0)
+    finally:
+        observer.close()
+        consumer.close()
+        pool.closeall()
+
+
+def test_acked_messages_release_their_advisory_locks_while_the_queue_is_still_long(registry_url):
+    # Given a long queue, of which 12 messages are taken and acked one after another
+    ours, ours_queued = ack_while_queue_is_long(TunixConsumer, registry_url, f"test-{uuid.uuid4().hex[:10]}")
+    upstream, upstream_queued = ack_while_queue_is_long(PostgresConsumer, registry_url,
+                                                        f"test-{uuid.uuid4().hex[:10]}")
+    # Then, with messages still queued, our consumer holds at most the last
+    # acked message's lock (released on its next turn) ...
+    assert ours_queued == upstream_queued == 18
+    assert ours <= 1
+    # ... where upstream's holds one per acked message until the queue is empty
+    # (a long backlog filled PostgreSQL's lock table)
+    assert upstream == 12
+
+
+def test_taking_the_next_message_releases_the_previous_acks_lock(conn, broker, queue):
+    # Given a consumer that took and acked one message of two
+    for i in range(2):
+        broker.enqueue(message(queue, arg=str(i)))
+    consumer = broker.consume(queue, prefetch=5, timeout=0)
+    try:
+        consumer.ack(next_message(consumer))
+        pid = consumer._consume_conn.get_backend_pid()
+        assert advisory_locks_of(conn, pid) == 1
+        # When it takes the next
+        next_message(consumer)
+        # Then the acked one's lock is gone; only the new message's is held
+        assert advisory_locks_of(conn, pid) == 1
+        assert consumer.unlock_q.empty()
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize(("consumer_cls", "misses_after"), [(TunixConsumer, 0), (PostgresConsumer, 3)],
+                         ids=["tunix", "upstream"])
+def test_the_back_off_counter_resets_once_the_consumer_has_room(pool, queue, consumer_cls, misses_after):
+    # Given a consumer that found itself full three times (each time it backs off)
+    consumer = consumer_cls(pool=pool, queue_name=queue, prefetch=1, timeout=0)
+    try:
+        consumer.in_processing.add("busy")
+        for _ in range(3):
+            assert next(consumer) is None
+        assert consumer.misses == 3
+        # When it has room again and polls
+        consumer.in_processing.clear()
+        next(consumer)
+        # Then ours forgets the back-off; upstream's keeps it, so every later
+        # full turn sleeps longer and longer (up to 1 s: ~24 msg/s)
+        assert consumer.misses == misses_after
+    finally:
+        consumer.close()
