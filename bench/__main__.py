@@ -45,7 +45,7 @@ def bench_submit(url, data_dir, n=1000):
 def _truncate(url):
     conn = db.connect(url)
     with conn, conn.cursor() as cur:
-        cur.execute("TRUNCATE tunix_runs; TRUNCATE dramatiq.queue")
+        cur.execute("TRUNCATE tunix_runs CASCADE; TRUNCATE dramatiq.queue")
     conn.close()
 
 
@@ -98,7 +98,129 @@ def bench_drain(url, data_dir, n=2000, processes=2):
           f"{executions} executions, {span:.2f} s from first claim to last finish -> {completed / span:.0f} runs/s")
 
 
-BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain}
+TRAINING = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False, "max_steps": 200,
+            "batch_size": 4, "max_seq_length": 32, "learning_rate": 0.01, "seed": 7, "checkpoint_every_steps": 50}
+
+
+def _rss_mb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            pass
+    return total / 1024
+
+
+def _pids(pattern):
+    import subprocess as sp
+
+    out = sp.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+def bench_training(url, data_dir, repeats=3):
+    """Platform overhead on a real tiny training, and worker memory."""
+    import json
+    import os
+    import pathlib
+    import subprocess as sp
+
+    _truncate(url)
+    with procs.workers(url, data_dir, processes=1), procs.api(url, data_dir) as base, \
+            requests.Session() as http:
+        time.sleep(2)
+        workers_idle = _rss_mb(_pids("dramatiq workers.boot"))
+        # Warm the compilation cache once, as a steady-state platform would have it.
+        http.post(base + "/api/tunix/run?mode=sync", json=TRAINING)
+        import threading
+
+        platform, peak = [], [0.0]
+        sampling = threading.Event()
+
+        def sample():  # training memory, 5 times a second, off the timed path
+            while not sampling.wait(0.2):
+                peak[0] = max(peak[0], _rss_mb(_pids("workers.train")))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        for _ in range(repeats):
+            t = time.perf_counter()
+            run = http.post(base + "/api/tunix/run?mode=sync", json=TRAINING).json()
+            platform.append(time.perf_counter() - t)
+            assert run["status"] == "completed", run
+            rid = run["run_id"]
+        sampling.set()
+        peak_training = peak[0]
+        workers_busy = _rss_mb(_pids("dramatiq workers.boot"))
+        config = json.loads((pathlib.Path(data_dir) / "runs" / rid / "training.json").read_text())
+    direct = []
+    for i in range(repeats):
+        run_dir = pathlib.Path(tempfile.mkdtemp(prefix="tunix-direct-"))
+        cfg = dict(config, run_dir=str(run_dir))
+        (run_dir / "config.json").write_text(json.dumps(cfg))
+        env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(data_dir, "jax-cache"),
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+        t = time.perf_counter()
+        sp.run([sys.executable, "-m", "workers.train", str(run_dir / "config.json")], check=True,
+               stdout=sp.DEVNULL, stderr=sp.DEVNULL, env=env, cwd=procs.ROOT)
+        direct.append(time.perf_counter() - t)
+    p, d = statistics.median(platform), statistics.median(direct)
+    print(f"real tiny training ({TRAINING['max_steps']} steps, warm compile cache, median of {repeats}): "
+          f"through the platform {p:.2f} s, directly {d:.2f} s -> overhead ratio {p / d:.3f}")
+    print(f"worker launch memory (dramatiq main + 1 worker process, RSS): idle {workers_idle:.0f} MB, after trainings "
+          f"{workers_busy:.0f} MB; training subprocess peak {peak_training:.0f} MB")
+
+
+def bench_streams(url, data_dir, streams=200, probes=200):
+    """Concurrent SSE log streams on one API process, and what they cost
+    other requests."""
+    import threading
+
+    _truncate(url)
+    with procs.api(url, data_dir, threads=256) as base, requests.Session() as http:
+        rid = http.post(base + "/api/tunix/run?mode=async", json=BODY).json()["run_id"]
+
+        def probe():
+            lat = []
+            for _ in range(probes):
+                t = time.perf_counter()
+                http.get(f"{base}/api/tunix/runs/{rid}/status").raise_for_status()
+                lat.append(time.perf_counter() - t)
+            return lat
+
+        before = probe()
+        opened, stop, sessions = [], threading.Event(), []
+
+        def hold():
+            s = requests.Session()
+            sessions.append(s)
+            r = s.get(f"{base}/api/tunix/runs/{rid}/logs", stream=True, timeout=120)
+            opened.append(r.status_code)
+            stop.wait()
+            r.close()
+
+        threads = [threading.Thread(target=hold, daemon=True) for _ in range(streams)]
+        for th in threads:
+            th.start()
+        deadline = time.monotonic() + 60
+        while len(opened) < streams and time.monotonic() < deadline:
+            time.sleep(0.1)
+        during = probe()
+        extra = requests.get(f"{base}/api/tunix/runs/{rid}/logs", stream=True, timeout=10)
+        stop.set()
+        for th in threads:
+            th.join(10)
+    ok = sum(1 for c in opened if c == 200)
+    print(f"SSE: {ok}/{streams} concurrent log streams open on one API process (256 threads); "
+          f"one more -> HTTP {extra.status_code}")
+    print(f"status request latency: p50 {ms(pct(before, 50))} / p99 {ms(pct(before, 99))} with no stream, "
+          f"p50 {ms(pct(during, 50))} / p99 {ms(pct(during, 99))} with {ok} streams open")
+
+
+BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain, "training": bench_training,
+           "streams": bench_streams}
 
 
 def main(argv):

@@ -8,9 +8,12 @@ Fixes to dramatiq-pg 0.12, each measured on this project's machine:
 * Prefetch is per queue (``consume``): dry runs take hundreds at a time, so a
   backlog drains at hundreds per second; trainings take only as many as a
   process may run, so a busy process does not sit on runs another could start.
-* The consumer's back-off counter is reset once it has room again: upstream
-  never resets it, so after its first full prefetch every poll slept up to 1 s
-  (~24 msg/s).
+* A consumer at its prefetch limit takes its next turn after 20 ms: upstream
+  backs off up to 1 s and never resets its counter, so after its first full
+  prefetch every poll slept up to 1 s (~24 msg/s), and an ack (which dramatiq
+  handles between turns) waited as long.
+* NOTIFYs already read off the socket by the listen connection's health
+  check are taken at once: upstream waited its full 1 s poll for them.
 * Each acked message's advisory lock is released on the consumer's next turn:
   upstream releases them only when the queue is empty, so a long backlog piled
   up one lock per message until PostgreSQL's lock table was full and every new
@@ -23,17 +26,27 @@ Fixes to dramatiq-pg 0.12, each measured on this project's machine:
   must answer promptly (the API marks the run failed instead).
 """
 
+import time
+
 import dramatiq
 from dramatiq.middleware import Retries, ShutdownNotifications, TimeLimit
 from dramatiq_pg import PostgresBroker
+from dramatiq_pg.broker import QUERIES as PG_QUERIES
 from dramatiq_pg.broker import PostgresConsumer
+from dramatiq_pg.utils import raise_connection_error, wait_for_notifies
+from dramatiq_pg.utils import tidy4json
+from psycopg2.extras import Json
 
 from . import db
+from .errors import DatabaseUnavailable
 from .settings import get_settings
 
 #: Seconds dramatiq's TimeLimit allows past the operator's maximum, so the
 #: worker's own, graceful limit (checkpoint, then ``timeout``) fires first.
 TIME_LIMIT_GRACE_S = 300
+
+#: Seconds a consumer at its prefetch limit waits before its next turn.
+FULL_POLL_S = 0.02
 
 #: Queue of dry runs: short, many.
 DRY_QUEUE = "tunix-dry"
@@ -46,9 +59,28 @@ class TunixConsumer(PostgresConsumer):
         # Release the locks of messages acked since the last turn (see module doc).
         if not self.unlock_q.empty() and self._consume_conn is not None:
             self.purge_locks()
-        if len(self.in_processing) < self.prefetch:
-            self.misses = 0
+        if len(self.in_processing) >= self.prefetch:
+            # Full: come back soon rather than after upstream's growing
+            # back-off (up to 1 s, and its counter never reset): dramatiq
+            # handles acks only between turns, so a long sleep here delays
+            # both the ack and the next message (measured: +1.2-1.6 s pickup
+            # for each training on a one-slot training queue).
+            time.sleep(FULL_POLL_S)
+            return None
+        self.misses = 0
         return super().__next__()
+
+    @raise_connection_error
+    def poll_for_notify(self):
+        conn = self.get_listen_conn()
+        # get_listen_conn's health check (conn.poll()) may already have read
+        # NOTIFYs off the socket; upstream then select()s on an empty socket
+        # for a full second before seeing them.
+        if conn.notifies:
+            self.notifies += conn.notifies[:]
+            conn.notifies[:] = []
+            return
+        self.notifies += wait_for_notifies(conn, self.timeout)
 
 
 class TunixBroker(PostgresBroker):
@@ -72,7 +104,22 @@ class TunixBroker(PostgresBroker):
     def enqueue(self, message, *, delay=None):
         if delay:
             raise ValueError("tunix-rt queues have no delay queues")
-        return PostgresBroker.enqueue.__wrapped__(self, message)
+        # NOTE: not upstream's body either: its connection helper
+        # (``dramatiq_pg.utils.getconn``) retries a failed connect 10 times
+        # with back-off (measured: ~100 s against a dead server).  One more
+        # try only for a broken pooled connection, which fails at once.
+        params = (message.queue_name, message.message_id, Json(tidy4json(message)), message.message_id)
+        self.emit_before("enqueue", message, delay)
+        for attempt in (1, 2):
+            try:
+                with db.connection(self.pool) as conn, conn.cursor() as cur:
+                    cur.execute(PG_QUERIES.ENQUEUE, params)
+                break
+            except DatabaseUnavailable:
+                if attempt == 2:
+                    raise
+        self.emit_after("enqueue", message, delay)
+        return message
 
 
 def base_middleware(settings):

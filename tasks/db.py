@@ -53,12 +53,26 @@ class BlockingPool(ThreadedConnectionPool):
 
     def putconn(self, conn, key=None, close=False):
         # Broken connections are dropped, not handed to the next thread.
-        close = close or bool(conn.closed)
+        broken = close or bool(conn.closed)
         try:
-            super().putconn(conn, key=key, close=close)
+            super().putconn(conn, key=key, close=broken)
         finally:
             if self._held.pop(id(conn), None):
                 self._slots.release()
+        if broken:
+            self.discard_idle()
+
+    def discard_idle(self):
+        """Close every idle connection: after one broke (a server restart,
+        a failover) the others are most likely broken too, and each would
+        fail one request before being noticed."""
+        with self._lock:
+            idle, self._pool = self._pool, []
+        for conn in idle:
+            try:
+                conn.close()
+            except Exception:
+                pass
 
 
 def connect_kwargs(url):
