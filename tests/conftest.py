@@ -17,6 +17,7 @@ starts neither.
 import contextlib
 import os
 import pathlib
+import shutil
 import signal
 import tempfile
 import warnings
@@ -45,6 +46,7 @@ def pg_server():
         yield url
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

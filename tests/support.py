@@ -185,6 +185,9 @@ def process_env(database_url, data_dir, **extra):
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     # The API must keep its own registry; a worker launch sets its own folder.
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    # Open API: tests that want a token set it themselves.
+    env.pop("API_TOKEN", None)
+    env.pop("API_TOKEN_READS", None)
     env.update({k: str(v) for k, v in extra.items()})
     DATA_DIRS.append(str(data_dir))
     return env
@@ -234,9 +237,11 @@ class Launch(Process):
     """One worker launch (``python -m workers``) and its metrics endpoint."""
 
     def __init__(self, database_url, data_dir, log_dir, workers=2, threads=8, **env):
-        self.metrics_port = free_port()
+        # A caller may pin the port (say, to restart a launch on the same one).
+        self.metrics_port = int(env.pop("METRICS_PORT", None) or free_port())
+        env.setdefault("METRICS_ADDR", "127.0.0.1")
         env = process_env(database_url, data_dir, WORKERS=workers, WORKER_THREADS=threads,
-                          METRICS_PORT=self.metrics_port, METRICS_ADDR="127.0.0.1", **env)
+                          METRICS_PORT=self.metrics_port, **env)
         super().__init__([sys.executable, "-m", "workers"], env,
                          os.path.join(log_dir, f"workers-{self.metrics_port}.log"))
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"

@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,9 @@ class EmbeddedPostgres:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
             _wait_gone(pid, 30)
+            socket_dir = self._socket_dir()
+            if socket_dir != self.data_dir:  # our own short folder under /tmp
+                shutil.rmtree(socket_dir, ignore_errors=True)
             logger.info("stopped the PostgreSQL server on %s", self.data_dir)
 
     def is_running(self):

@@ -25,11 +25,14 @@ Config (JSON object; unknown keys are ignored):
 
 Output protocol: machine-readable events on stdout, one per line, each
 ``@@tunix `` + compact JSON, flushed at once (other stdout lines are human
-logs)::
+logs: what is trained, ``step S/N loss L lr LR grad_norm G`` after each step,
+thinned to at most ``MAX_STEP_LOG_LINES`` per run plus the last, and how the
+run stopped)::
 
     {"event":"start","total_steps":N,"param_count":P,"device":"cpu",...}
     {"event":"progress","step":S,"total_steps":N,"loss":L,"learning_rate":LR,"grad_norm":G}
     {"event":"checkpoint","step":S,"path":"<run_dir>/checkpoints"}   (only with checkpoint_every_steps)
+    {"event":"checkpoint","step":S,"path":"<run_dir>/checkpoints","final":true,"reason":"sigterm"}
     {"event":"result","final_loss":L,"steps":S,"total_steps":N,"duration_s":T,"effective_max_seq_length":M,...}
 
 ``step`` is 1-based (the number of optimizer updates done); ``loss`` is the
@@ -39,16 +42,36 @@ clipping to 1.0.  The start event also carries ``model_id``, ``start_step``
 (> 0 after a resume), ``batches_per_epoch``, ``num_examples``,
 ``effective_max_seq_length``, ``batch_seq_length``, ``batch_size`` and
 ``steps_capped``; the result event ``batch_seq_length``, ``param_count`` and
-``start_step``.  ``python -m workers.train --param-counts`` prints the exact
-parameter count of every catalog model.
+``start_step``.  ``final_loss`` is the training loss of the last step (the
+loss of the batch that step trained on, before its update).  A run started
+again on a run_dir whose checkpoint is already at the last step trains
+nothing: it emits no progress event and reports the loss that was recorded
+with that checkpoint when it was saved (``final_loss_from: "checkpoint"``;
+null for a checkpoint written without that record).  ``python -m
+workers.train --param-counts`` prints the exact parameter count of every
+catalog model.
 
 Exit status: 0 on success; 2 for bad input (config, unknown model, malformed
-dataset, missing weights, GPU asked for but absent); 1 for any other failure
-(130 on Ctrl-C; SIGTERM is not handled yet: the process dies with the default
-action).  On failure the last line of stderr is ``error: <Type>: <message>``
-(one line; Type is ConfigError, UnknownModel, DatasetError, WeightsNotFound,
-DeviceUnavailable or the unexpected exception's class), and the traceback of
-an unexpected error goes to ``<run_dir>/traceback.txt``.
+dataset, missing weights, GPU asked for but absent); 143 (128 + SIGTERM) when
+stopped by SIGTERM (see below); 130 on Ctrl-C; 1 for any other failure.  On
+failure the last line of stderr is ``error: <Type>: <message>`` (one line;
+Type is ConfigError, UnknownModel, DatasetError, WeightsNotFound,
+DeviceUnavailable, Terminated or the unexpected exception's class), and the
+traceback of an unexpected error goes to ``<run_dir>/traceback.txt``.
+
+SIGTERM (what the worker sends to cancel a run or end it at its time limit,
+and what the process gets when its worker dies) stops the training after the
+step in flight: the handler only sets a flag; before the next step starts the
+trainer is stopped, the pending progress event of the last step is emitted,
+a checkpoint of that step is saved (forced, whatever the interval) and
+waited for, and then ``{"event":"checkpoint",...,"final":true,"reason":"sigterm"}``
+is printed: its files are complete when the event appears.  The process exits
+143 with ``error: Terminated: ...`` on stderr.  The stop costs one step plus
+one save (well under a second for the tiny models; the worker allows 10 s
+before SIGKILL).  A SIGTERM before the first step exits 143 at once without a
+new checkpoint; one that arrives after the last step lets the run finish
+normally (exit 0, result event).  Without ``checkpoint_every_steps`` nothing
+is saved: the process just stops after the step and exits 143.
 
 Tokenisation is byte-level for the tiny models (256 ids, nothing to download):
 id = UTF-8 byte, 0 = padding (NUL bytes are dropped from the text), and three
@@ -73,19 +96,25 @@ same losses, bit for bit, on the same machine and JAX build.
 
 Checkpoints: with ``checkpoint_every_steps`` the tunix trainer saves model and
 optimizer state (orbax) under ``<run_dir>/checkpoints`` every that many steps
-(orbax also saves step 1) and at the end, keeping the last two; saving is
-asynchronous, so a checkpoint event may come before its files are final.  The
-event of step S may also come before the progress event of step S (tunix
-reports a step's metrics one step late).  A process started again on the
-same run_dir restores the latest checkpoint and goes on from it (tunix skips the batches already
-trained; the data order is a function of the seed, so the resumed run sees
-the same batches it would have).
+(orbax also saves step 1), at the end and on SIGTERM, keeping the last two;
+periodic saving is asynchronous, so a periodic checkpoint event may come
+before its files are final (the SIGTERM one never does).  Each checkpoint's
+orbax custom metadata holds ``{"tunix_rt": {"step": S, "loss": L}}``, the
+training loss of its step.  A periodic checkpoint event of step S may come
+before the progress event of step S (tunix reports a step's metrics one step
+late).  A process started again on the same run_dir restores the latest
+checkpoint (model and optimizer state, so also the learning-rate schedule's
+position) and goes on from it: tunix skips the batches already trained, and
+the data order is a function of the seed, so the resumed run sees the same
+batches and reports the same losses, bit for bit, as an uninterrupted one.
 """
 
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -100,6 +129,8 @@ MAX_TOTAL_STEPS = 10_000
 MIN_SEQ_LENGTH = 8
 #: Examples the synthetic dataset holds (one epoch).
 SYNTHETIC_EXAMPLES = 256
+#: Human "step S/N ..." log lines one run prints at most (every step of a short run).
+MAX_STEP_LOG_LINES = 200
 #: Linear warm-up: min(MAX_WARMUP_STEPS, total_steps // 10) steps, then constant.
 MAX_WARMUP_STEPS = 10
 MAX_BATCH_SIZE = 4096  # the API allows as much; memory grows with batch x seq
@@ -136,6 +167,16 @@ class WeightsNotFound(InputError):
 
 class DeviceUnavailable(InputError):
     pass
+
+
+class Terminated(Exception):
+    """Stopped by SIGTERM (after the step in flight, with a checkpoint).  Exit status 143."""
+
+    exit_code = 128 + 15
+
+
+class _StopTraining(Exception):
+    """Raised from a training hook to leave tunix's loop between two steps."""
 
 
 # --------------------------------------------------------------------------
@@ -527,14 +568,19 @@ def _floats(value):
     return value if math.isfinite(value) else None
 
 
-def train(config, on_event, log=print):
+def train(config, on_event, log=print, stop=None):
     """Run one training described by ``config``; report through ``on_event``.
 
     ``on_event(dict)`` receives the start, progress, checkpoint and result
     events (see the module docstring).  Returns the result event.  Raises
     InputError for bad input, anything else for other failures.
+
+    ``stop`` (a ``threading.Event``; ``main`` sets it on SIGTERM) ends the
+    training after the step in flight: the last step is checkpointed (when
+    checkpointing is on) and ``Terminated`` is raised.
     """
     t0 = time.monotonic()
+    stop = stop if stop is not None else threading.Event()
     spec = resolve_model(config.model_id)
     weights = weights_dir(spec) if spec.requires_weights else None
     if spec.tokenizer == "byte":
@@ -554,6 +600,11 @@ def train(config, on_event, log=print):
         f"batch {config.batch_size}, {total_steps} steps{' (capped)' if capped else ''}")
     os.makedirs(config.run_dir, exist_ok=True)
 
+    def stop_if_asked():
+        if stop.is_set():
+            raise Terminated("SIGTERM before the training started; nothing trained, nothing saved")
+
+    stop_if_asked()
     setup_jax_env(config.device)
     platform = configure_jax(config.device)
 
@@ -564,8 +615,10 @@ def train(config, on_event, log=print):
     from tunix.sft import peft_trainer
     from tunix.sft import utils as sft_utils
 
+    stop_if_asked()
     model = build_model(spec, config.seed, weights)
     param_count = count_params(model)
+    stop_if_asked()
 
     warm = warmup_steps(total_steps)
     schedule = optax.join_schedules(
@@ -591,6 +644,8 @@ def train(config, on_event, log=print):
     )
     trainer = peft_trainer.PeftTrainer(model, optimizer, training_config)
     start_step = trainer.train_steps  # > 0 when a checkpoint was restored
+    # What this program recorded with the restored checkpoint (see save_and_report).
+    restored = (getattr(trainer, "_restored_custom_metadata", None) or {}).get("tunix_rt") or {}
 
     pad_id = tokenizer.pad_id
 
@@ -605,7 +660,8 @@ def train(config, on_event, log=print):
 
     trainer = trainer.with_gen_model_input_fn(gen_model_input)
 
-    state = {"last_loss": None, "last_step": start_step}
+    state = {"last_loss": None, "last_step": start_step, "stopping": False}
+    log_every = max(1, math.ceil(total_steps / MAX_STEP_LOG_LINES))
     train_mode = tunix_metrics.Mode.TRAIN
 
     class Hooks(tunix_hooks.TrainingHooks):
@@ -616,7 +672,10 @@ def train(config, on_event, log=print):
             pass
 
         def on_train_step_start(self, ctx):
-            pass
+            # Between two steps: the only place the loop can be left cleanly
+            # (the model and optimizer hold exactly ``ctx.train_steps`` updates).
+            if stop.is_set():
+                raise _StopTraining()
 
         def on_eval_step_start(self, ctx):
             pass
@@ -639,16 +698,40 @@ def train(config, on_event, log=print):
                 pass
             state["last_loss"], state["last_step"] = loss, int(train_step)
             on_event(event)
+            if event["step"] % log_every == 0 or event["step"] == total_steps:
+                grad_norm = event.get("grad_norm")
+                log(f"step {event['step']}/{total_steps} loss {loss:.4f} lr {event['learning_rate']:.3g}"
+                    + (f" grad_norm {grad_norm:.3f}" if grad_norm is not None else ""))
 
     trainer.with_training_hooks(Hooks())
+
+    def loss_of_step(step):
+        """The training loss of ``step`` when it is known here, else None."""
+        if state["last_step"] == step and state["last_loss"] is not None:
+            return state["last_loss"]  # already reported (the end, a stop)
+        # In the loop tunix saves step S right after the update, while the
+        # loss of S still waits in its one-step-late buffer.
+        pending = getattr(trainer, "_prev_buffered_train_metrics", None)
+        if pending is not None and pending.step + 1 == step:
+            return _floats(pending.loss)
+        return None
 
     if checkpoint_dir:
         manager = trainer.checkpoint_manager
         original_save = manager.save
+        orbax_manager = getattr(manager, "_checkpoint_manager", None)
 
-        def save_and_report(step, *args, **kwargs):
-            saved = original_save(step, *args, **kwargs)
-            if saved:
+        def save_and_report(step, model, optimizer=None, save_only_lora_params=False, force=False,
+                            custom_metadata=None):
+            # Record the step's loss with the checkpoint, so a resume that finds
+            # the run already at its last step can still report it.  Only for
+            # a save that will happen: reading the loss waits for the step.
+            metadata = dict(custom_metadata or {})
+            if force or orbax_manager is None or orbax_manager.should_save(step):
+                metadata["tunix_rt"] = {"step": int(step), "loss": loss_of_step(int(step))}
+            saved = original_save(step, model, optimizer, save_only_lora_params=save_only_lora_params,
+                                  force=force, custom_metadata=metadata)
+            if saved and not state["stopping"]:
                 on_event({"event": "checkpoint", "step": int(step), "path": checkpoint_dir})
             return saved
 
@@ -664,13 +747,45 @@ def train(config, on_event, log=print):
               "batch_size": config.batch_size, "steps_capped": capped})
     if start_step:
         log(f"resumed from the checkpoint of step {start_step}")
-    trainer.train(batches())
-    result = {"event": "result", "final_loss": state["last_loss"], "steps": int(trainer.train_steps),
+    try:
+        trainer.train(batches())
+    except _StopTraining:
+        _stop_and_checkpoint(trainer, state, checkpoint_dir, start_step, total_steps, on_event, log)
+    final_loss, extra = state["last_loss"], {}
+    if final_loss is None and int(trainer.train_steps) == start_step and restored.get("step") == start_step:
+        # Nothing left to train: the checkpoint was already at the last step.
+        final_loss, extra = restored.get("loss"), {"final_loss_from": "checkpoint"}
+    result = {"event": "result", "final_loss": final_loss, "steps": int(trainer.train_steps),
               "total_steps": total_steps, "duration_s": round(time.monotonic() - t0, 3),
               "effective_max_seq_length": seq_len, "batch_seq_length": batch_seq_len, "param_count": param_count,
-              "start_step": start_step}
+              "start_step": start_step, **extra}
     on_event(result)
     return result
+
+
+def _stop_and_checkpoint(trainer, state, checkpoint_dir, start_step, total_steps, on_event, log):
+    """After SIGTERM, between two steps: report and checkpoint the last step,
+    wait for the save, then raise ``Terminated``."""
+    step = int(trainer.train_steps)
+    if step == start_step:
+        # No step done by this process: nothing new to save (a restored
+        # checkpoint, if any, is still the latest).
+        where = f"the checkpoint of step {start_step} is unchanged" if start_step else "nothing saved"
+        raise Terminated(f"SIGTERM before the first step; {where}")
+    state["stopping"] = True
+    # What tunix does at the end of a loop: emit the last step's progress
+    # (buffered one step late), save the step unless already saved (force),
+    # wait for every asynchronous save (orbax's close waits), close.
+    trainer.close()
+    if checkpoint_dir is None:
+        raise Terminated(f"SIGTERM: stopped after step {step} of {total_steps}; "
+                         "no checkpoint (checkpoint_every_steps not set)")
+    path = os.path.join(checkpoint_dir, str(step))
+    if not os.path.isdir(path):
+        raise RuntimeError(f"SIGTERM: the checkpoint of step {step} was not written to {path}")
+    on_event({"event": "checkpoint", "step": step, "path": checkpoint_dir, "final": True, "reason": "sigterm"})
+    log(f"SIGTERM: stopped after step {step} of {total_steps}; checkpoint of step {step} saved in {path}")
+    raise Terminated(f"SIGTERM: stopped after step {step} of {total_steps}; checkpoint of step {step} saved")
 
 
 # --------------------------------------------------------------------------
@@ -704,11 +819,16 @@ def main(argv=None):
         sys.stderr.write("usage: python -m workers.train CONFIG_JSON_PATH\n")
         return 2
     config = None
+    # First thing: a SIGTERM during the imports or the compilation must not
+    # kill the process with the default action.  The handler only sets the
+    # flag; the training loop stops between two steps.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
         config = load_config(argv[0])
-        train(config, emit, log=lambda line: print(line, flush=True))
+        train(config, emit, log=lambda line: print(line, flush=True), stop=stop)
         return 0
-    except InputError as exc:
+    except (InputError, Terminated) as exc:
         code, error = exc.exit_code, exc
     except KeyboardInterrupt as exc:
         code, error = 130, exc

@@ -180,21 +180,64 @@ def test_taking_the_next_message_releases_the_previous_acks_lock(conn, broker, q
         consumer.close()
 
 
-@pytest.mark.parametrize(("consumer_cls", "misses_after"), [(TunixConsumer, 0), (PostgresConsumer, 3)],
-                         ids=["tunix", "upstream"])
-def test_the_back_off_counter_resets_once_the_consumer_has_room(pool, queue, consumer_cls, misses_after):
-    # Given a consumer that found itself full three times (each time it backs off)
-    consumer = consumer_cls(pool=pool, queue_name=queue, prefetch=1, timeout=0)
+def full_turns(consumer, turns=3):
+    """Seconds `turns` turns take while the consumer holds its prefetch."""
+    consumer.in_processing.add("busy")
+    started = time.monotonic()
+    for _ in range(turns):
+        assert next(consumer) is None
+    elapsed = time.monotonic() - started
+    consumer.in_processing.clear()
+    return elapsed
+
+
+def test_a_full_consumer_comes_back_promptly_and_keeps_no_back_off(pool, queue):
+    # Given our consumer, holding as many messages as it may
+    consumer = TunixConsumer(pool=pool, queue_name=queue, prefetch=1, timeout=0)
     try:
-        consumer.in_processing.add("busy")
-        for _ in range(3):
-            assert next(consumer) is None
-        assert consumer.misses == 3
-        # When it has room again and polls
-        consumer.in_processing.clear()
+        # When it is asked for more, three times
+        elapsed = full_turns(consumer)
+        # Then each turn returns at once-ish and no back-off builds up
+        assert elapsed < 0.5
+        assert consumer.misses == 0
+        # And once it has room, it polls with a clean counter
         next(consumer)
-        # Then ours forgets the back-off; upstream's keeps it, so every later
-        # full turn sleeps longer and longer (up to 1 s: ~24 msg/s)
-        assert consumer.misses == misses_after
+        assert consumer.misses == 0
+    finally:
+        consumer.close()
+
+
+def test_upstreams_full_consumer_backs_off_and_never_resets(pool, queue):
+    # The behaviour TunixConsumer replaces: every full turn grows the back-off
+    # (up to 1 s), and having room again does not reset it.
+    consumer = PostgresConsumer(pool=pool, queue_name=queue, prefetch=1, timeout=0)
+    try:
+        full_turns(consumer)
+        assert consumer.misses == 3
+        next(consumer)
+        assert consumer.misses == 3
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize(("consumer_cls", "fast"), [(TunixConsumer, True), (PostgresConsumer, False)],
+                         ids=["tunix", "upstream"])
+def test_a_notify_already_read_off_the_socket_is_taken_at_once(broker, queue, consumer_cls, fast):
+    # Given a consumer listening (1 s poll) on an empty queue
+    consumer = consumer_cls(pool=broker.pool, queue_name=queue, prefetch=5, timeout=1000)
+    try:
+        consumer.get_listen_conn()
+        # When a message is enqueued and its NOTIFY has reached the socket
+        broker.enqueue(message(queue))
+        time.sleep(0.2)
+        started = time.monotonic()
+        taken = next(consumer)
+        elapsed = time.monotonic() - started
+        # Then ours takes it at once; upstream's health check reads the NOTIFY
+        # and then it waits its whole poll on an empty socket
+        if fast:
+            assert taken is not None and elapsed < 0.5
+        else:
+            assert elapsed >= 0.9
     finally:
         consumer.close()

@@ -8,8 +8,10 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -145,6 +147,93 @@ def test_checkpoint_then_resume_is_exact(tmp_path, jax_cache, llama_run):
     assert [e["step"] for e in second.of("progress")] == list(range(13, 25))
     assert second.losses == first.losses[12:]
     assert second.of("result")[0]["steps"] == 24
+
+
+def test_resume_at_the_last_step_reports_the_final_loss_from_the_checkpoint(tmp_path, jax_cache, llama_run):
+    first = run_train(tmp_path, jax_cache, name="done", checkpoint_every_steps=12)
+    assert first.returncode == 0, first.stderr
+    # Started again on a run_dir whose checkpoint is at the last step
+    again = run_train(tmp_path, jax_cache, name="done", checkpoint_every_steps=12)
+    assert again.returncode == 0, again.stderr
+    assert again.of("start")[0]["start_step"] == 24
+    assert again.of("progress") == []  # nothing trained
+    result = again.of("result")[0]
+    assert result["steps"] == 24 and result["start_step"] == 24
+    # the loss recorded with the checkpoint: the last step's training loss
+    assert result["final_loss"] == llama_run.losses[-1]
+    assert result["final_loss_from"] == "checkpoint"
+    assert "final_loss_from" not in first.of("result")[0]
+
+
+def start_train(tmp_path, jax_cache, name, **overrides):
+    folder = tmp_path / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "config.json"
+    path.write_text(json.dumps(base_config(folder / "rundir", **overrides)))
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax_cache, PYTHONPATH=str(ROOT))
+    return subprocess.Popen([sys.executable, "-m", "workers.train", str(path)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def sigterm_when(proc, predicate, timeout=120):
+    """Read ``proc``'s stdout; SIGTERM it at the first event ``predicate``
+    accepts.  Returns (Run, seconds from the SIGTERM to the exit)."""
+    lines, sent = [], None
+    for line in proc.stdout:
+        lines.append(line)
+        if sent is None and line.startswith(PREFIX) and predicate(json.loads(line[len(PREFIX):])):
+            proc.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+    proc.wait(timeout)
+    assert sent is not None, "the training ended before the event to stop at"
+    stopped_after = time.monotonic() - sent
+    return Run(subprocess.CompletedProcess(proc.args, proc.returncode, "".join(lines), proc.stderr.read())), \
+        stopped_after
+
+
+def test_sigterm_mid_training_checkpoints_the_step_and_resume_is_exact(tmp_path, jax_cache, llama_run):
+    # A checkpoint interval the run never reaches: the only checkpoints are
+    # orbax's first step and the one SIGTERM forces.
+    proc = start_train(tmp_path, jax_cache, "term", checkpoint_every_steps=100)
+    first, stop_s = sigterm_when(proc, lambda e: e["event"] == "progress" and e["step"] >= 3)
+    # Then it stopped after the step in flight, exiting 143, well within the worker's 10 s grace
+    assert first.returncode == 143, first.stderr
+    assert first.error_line.startswith("error: Terminated: SIGTERM: stopped after step ")
+    assert stop_s < 5, stop_s
+    progress = [e["step"] for e in first.of("progress")]
+    last = progress[-1]
+    assert progress == list(range(1, last + 1)) and 3 <= last < 24
+    assert first.of("result") == []
+    # And its last event is the forced checkpoint of the last reported step, complete on disk
+    final = first.events[-1]
+    assert final == {"event": "checkpoint", "step": last, "path": final["path"], "final": True,
+                     "reason": "sigterm"}
+    step_dir = tmp_path / "term" / "rundir" / "checkpoints" / str(last)
+    assert (step_dir / "_CHECKPOINT_METADATA").is_file()
+    assert json.loads((step_dir / "_CHECKPOINT_METADATA").read_text())["custom_metadata"]["tunix_rt"] == \
+        {"step": last, "loss": llama_run.losses[last - 1]}
+    # And the steps it did are the uninterrupted run's
+    assert first.losses == llama_run.losses[:last]
+    # When the same config runs again on the same run_dir
+    second = run_train(tmp_path, jax_cache, name="term", checkpoint_every_steps=100)
+    assert second.returncode == 0, second.stderr
+    # Then it goes on from the checkpoint, and every later loss is the uninterrupted run's, bit for bit
+    assert second.of("start")[0]["start_step"] == last
+    assert [e["step"] for e in second.of("progress")] == list(range(last + 1, 25))
+    assert second.losses == llama_run.losses[last:]
+    assert second.of("result")[0]["final_loss"] == llama_run.losses[-1]
+    assert second.of("result")[0]["steps"] == 24
+
+
+def test_sigterm_before_the_first_step_exits_143_without_a_checkpoint(tmp_path, jax_cache):
+    proc = start_train(tmp_path, jax_cache, "early", checkpoint_every_steps=1)
+    run, stop_s = sigterm_when(proc, lambda e: e["event"] == "start")
+    assert run.returncode == 143, run.stderr
+    assert run.error_line == "error: Terminated: SIGTERM before the first step; nothing saved"
+    assert stop_s < 5, stop_s
+    assert run.of("progress") == [] and run.of("checkpoint") == []
+    ckpt = tmp_path / "early" / "rundir" / "checkpoints"
+    assert not ckpt.exists() or not [p for p in ckpt.iterdir() if p.name.isdigit()]
 
 
 # A real preset's path (safetensors + SentencePiece from $WEIGHTS_DIR), with

@@ -65,13 +65,20 @@ def test_the_exit_code_is_read_from_a_dict_result_only():
 def test_the_registry_middleware_is_last_so_it_claims_last_and_finishes_first():
     # Given the worker's middleware as added to a broker
     broker = StubBroker()
-    for middleware in worker_middleware(pool=None, worker_id="host:1"):
+    for middleware in worker_middleware(pool=None, worker_id="host:1", hostname="host"):
         broker.add_middleware(middleware)
-    ours = [m for m in broker.middleware if isinstance(m, (RunMetrics, RunRegistry))]
-    # Then RunMetrics comes before RunRegistry: `after_*` hooks run in reverse,
-    # so the metrics see the status the registry recorded
-    assert [type(m) for m in ours] == [RunMetrics, RunRegistry]
-    assert ours[1].worker_id == "host:1"
+    # Then RunRegistry is the last of all, after RunMetrics: `after_*` hooks
+    # run in reverse, so the metrics see the status the registry recorded
+    assert isinstance(broker.middleware[-1], RunRegistry)
+    assert broker.middleware[-1].worker_id == "host:1"
+    ours = [type(m) for m in broker.middleware if isinstance(m, (RunMetrics, RunRegistry))]
+    assert ours == [RunMetrics, RunRegistry]
+
+
+def test_without_metrics_the_registry_is_still_last():
+    middleware = worker_middleware(pool=None, worker_id="h:1", hostname="h", metrics=False)
+    assert not any(isinstance(m, RunMetrics) for m in middleware)
+    assert isinstance(middleware[-1], RunRegistry)
 
 
 def test_run_metrics_ignore_a_message_the_registry_did_not_claim():

@@ -1,0 +1,95 @@
+# Tunix RT: every command a developer or CI needs.
+#
+#   make run       the whole system (embedded PostgreSQL unless DATABASE_URL is set)
+#   make test      the suite without `slow` tests, with coverage (fails under 85%)
+#   make test-all  the whole suite, `slow` included
+#
+# DATABASE_URL is honoured everywhere when set.  When it is unset, `run` and
+# the tests start an embedded PostgreSQL themselves; `migrate`, `worker` and
+# `api` start (or reuse) the one in $(DATA_DIR)/pg and leave it running
+# (`make db-stop` stops it).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV     := .venv
+PY       := $(VENV)/bin/python
+# The interpreter the venv is made from: python3.11, else python3 (checked to be 3.11).
+PYTHON   ?= $(shell command -v python3.11 || command -v python3)
+STAMP    := $(VENV)/.installed
+DATA_DIR ?= ./var
+PYTEST_ARGS ?=
+
+export DATA_DIR
+
+# The embedded server's URL unless DATABASE_URL is set (started on first use).
+DB_URL = $${DATABASE_URL:-$$($(PY) -m workers.pgembed start --data-dir "$(DATA_DIR)")}
+
+.PHONY: help install run test test-all bench migrate worker api db-start db-stop clean distclean
+
+help:
+	@echo "make install | run | test | test-all | bench | migrate | worker | api | db-start | db-stop | clean | distclean"
+
+# ---------------------------------------------------------------- install
+
+install: $(STAMP)
+
+# Re-runs only when the venv is missing or setup.cfg/pyproject.toml changed.
+$(STAMP): setup.cfg pyproject.toml
+	@if ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
+	  test -n "$(PYTHON)" || { echo "python3.11 not found" >&2; exit 1; }; \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+	    { echo "$(PYTHON) is not Python 3.11" >&2; exit 1; }; \
+	  echo "creating $(VENV) with $(PYTHON)"; \
+	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --disable-pip-version-check --progress-bar off -e '.[train,test]'
+	@touch $@
+
+# ---------------------------------------------------------------- run
+
+run: install
+	$(PY) -m workers.stack
+
+# ---------------------------------------------------------------- tests
+
+# Coverage of app/, tasks/ and workers/, subprocesses included (API under
+# gunicorn, worker launches and dramatiq's processes): see setup.cfg [coverage:run].
+test: install
+	$(PY) -m pytest -m "not slow" --cov --cov-report=term $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench
+
+# ---------------------------------------------------------------- one service at a time
+
+migrate: install
+	DATABASE_URL="$(DB_URL)" $(PY) -m tasks.migrate
+
+worker: install
+	DATABASE_URL="$(DB_URL)" $(PY) -m workers
+
+api: install
+	sync=$${SYNC_TIMEOUT_S:-300}; DATABASE_URL="$(DB_URL)" $(PY) -m gunicorn --worker-class gthread --workers 1 \
+	  --threads "$${API_THREADS:-32}" --bind "0.0.0.0:$${PORT:-8000}" \
+	  --timeout "$$(( $${sync%.*} + 60 ))" --no-control-socket 'app:create_app()'
+
+db-start: install
+	@$(PY) -m workers.pgembed start --data-dir "$(DATA_DIR)"
+
+db-stop:
+	@if [ -x $(PY) ]; then $(PY) -m workers.pgembed stop --data-dir "$(DATA_DIR)"; fi
+
+# ---------------------------------------------------------------- cleaning
+
+# Build and test leftovers; the venv and $(DATA_DIR) (the database) stay.
+clean:
+	rm -rf .coverage .coverage.* htmlcov .pytest_cache build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Everything: stops the embedded database, removes the venv and $(DATA_DIR).
+distclean: db-stop clean
+	rm -rf $(VENV) "$(DATA_DIR)"

@@ -1,0 +1,105 @@
+"""Every bad submit over HTTP: the status, the one error shape, the field
+named, and no row written."""
+
+import pytest
+
+from support import DRY, count_runs
+
+
+def body(**changes):
+    out = dict(DRY)
+    out.update(changes)
+    return out
+
+
+#: id -> (JSON body, expected field names).
+INVALID = {
+    "unknown field": (body(epochs=3), ["epochs"]),
+    "missing dataset_key": ({"model_id": "llama3-tiny"}, ["dataset_key"]),
+    "missing both": ({}, ["dataset_key", "model_id"]),
+    "string for int": (body(num_epochs="3"), ["num_epochs"]),
+    "string true for bool": (body(dry_run="true"), ["dry_run"]),
+    "int for bool": (body(dry_run=1), ["dry_run"]),
+    "float for int": (body(batch_size=2.0), ["batch_size"]),
+    "bool for int": (body(max_steps=True), ["max_steps"]),
+    "string for float": (body(learning_rate="0.1"), ["learning_rate"]),
+    "learning_rate zero": (body(learning_rate=0), ["learning_rate"]),
+    "learning_rate above one": (body(learning_rate=1.5), ["learning_rate"]),
+    "num_epochs zero": (body(num_epochs=0), ["num_epochs"]),
+    "num_epochs above max": (body(num_epochs=1001), ["num_epochs"]),
+    "batch_size zero": (body(batch_size=0), ["batch_size"]),
+    "batch_size above max": (body(batch_size=4097), ["batch_size"]),
+    "max_seq_length below min": (body(max_seq_length=7), ["max_seq_length"]),
+    "max_seq_length above max": (body(max_seq_length=32769), ["max_seq_length"]),
+    "max_steps zero": (body(max_steps=0), ["max_steps"]),
+    "max_steps above max": (body(max_steps=10_000_001), ["max_steps"]),
+    "seed negative": (body(seed=-1), ["seed"]),
+    "seed above max": (body(seed=2**31), ["seed"]),
+    "time_limit_s zero": (body(time_limit_s=0), ["time_limit_s"]),
+    "time_limit_s over the operator max": (body(time_limit_s=10**9), ["time_limit_s"]),
+    "checkpoint_every_steps zero": (body(checkpoint_every_steps=0), ["checkpoint_every_steps"]),
+    "device unknown": (body(device="tpu"), ["device"]),
+    "dataset_key uppercase": (body(dataset_key="Synthetic"), ["dataset_key"]),
+    "dataset_key path": (body(dataset_key="../etc/passwd"), ["dataset_key"]),
+    "dataset_key empty": (body(dataset_key=""), ["dataset_key"]),
+    "model_id with space": (body(model_id="llama 3"), ["model_id"]),
+    "unknown dataset": (body(dataset_key="no-such-dataset"), ["dataset_key"]),
+    "several at once": (body(batch_size=0, seed="x", colour="blue"), ["batch_size", "colour", "seed"]),
+    "a list body": ([DRY], ["body"]),
+}
+
+
+def assert_refused(response, status, code, fields=()):
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["fields"], list)
+    assert all(set(f) == {"field", "message"} and f["message"] for f in error["fields"])
+    assert sorted({f["field"] for f in error["fields"]}) == sorted(fields)
+
+
+@pytest.fixture
+def no_row_written(db_conn):
+    """Asserts, after the test, that the registry holds as many runs as before."""
+    before = count_runs(db_conn)
+    yield
+    assert count_runs(db_conn) == before
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+@pytest.mark.parametrize("case", list(INVALID))
+def test_an_invalid_request_is_422_naming_each_bad_field_and_writes_nothing(api, no_row_written, case, mode):
+    payload, fields = INVALID[case]
+    assert_refused(api.submit(payload, mode=mode), 422, "validation_error", fields)
+
+
+def test_malformed_json_is_400_and_writes_nothing(api, no_row_written):
+    response = api.submit(mode="async", data='{"dataset_key": "synthetic",', headers={"Content-Type": "application/json"})
+    assert_refused(response, 400, "malformed_json")
+
+
+def test_a_text_plain_body_is_415_and_writes_nothing(api, no_row_written):
+    response = api.submit(mode="async", data='{"dataset_key": "synthetic", "model_id": "llama3-tiny"}',
+                          headers={"Content-Type": "text/plain"})
+    assert_refused(response, 415, "unsupported_media_type")
+
+
+def test_a_body_over_one_mebibyte_is_413_and_writes_nothing(api, no_row_written):
+    # Given a valid request padded past 1 MiB with an unknown field
+    padded = '{"dataset_key": "synthetic", "model_id": "llama3-tiny", "pad": "' + "x" * (1024 * 1024) + '"}'
+    response = api.submit(mode="async", data=padded, headers={"Content-Type": "application/json"})
+    # Then it is refused for its size
+    assert_refused(response, 413, "request_entity_too_large")
+
+
+def test_an_unknown_mode_is_422_and_writes_nothing(api, no_row_written):
+    assert_refused(api.submit(DRY, mode="bogus"), 422, "validation_error", ["mode"])
+
+
+def test_a_valid_request_does_write_one_row(api, workers, db_conn):
+    # The counterpart of the tests above: the row count does move on success.
+    before = count_runs(db_conn)
+    assert api.submit(DRY, mode="sync").status_code == 200
+    assert count_runs(db_conn) == before + 1

@@ -1,0 +1,126 @@
+"""The worker middleware around real messages: dramatiq's StubBroker and
+Worker in this process, the registry in real PostgreSQL."""
+
+import uuid
+
+import dramatiq
+import pytest
+from dramatiq import Worker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import Retries
+
+from tasks import registry
+from tasks.errors import RunCancelled, UnknownModel
+from tasks.lifecycle import RunStatus as S
+from workers.middleware import RunMetrics, RunRegistry
+
+QUEUE = "mw-test"
+
+
+@pytest.fixture
+def calls():
+    return []
+
+
+@pytest.fixture
+def stub(pool, calls):
+    """A stub broker with our middleware and three actors; yields (broker, actors)."""
+    broker = StubBroker(middleware=[Retries(max_retries=0)])
+    broker.emit_after("process_boot")
+    broker.add_middleware(RunMetrics())
+    broker.add_middleware(RunRegistry(pool, "stub:1"))
+
+    @dramatiq.actor(broker=broker, queue_name=QUEUE, max_retries=0)
+    def succeed(run_id):
+        calls.append(run_id)
+        return {"kind": "test", "exit_code": 0}
+
+    @dramatiq.actor(broker=broker, queue_name=QUEUE, max_retries=0)
+    def unknown_model(run_id):
+        calls.append(run_id)
+        raise UnknownModel("unknown model 'nope'; known models: llama3-tiny", field="model_id")
+
+    @dramatiq.actor(broker=broker, queue_name=QUEUE, max_retries=0)
+    def cancelled(run_id):
+        calls.append(run_id)
+        raise RunCancelled("cancelled by request while training", exit_code=-15)
+
+    worker = Worker(broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    yield broker, {"succeed": succeed, "unknown_model": unknown_model, "cancelled": cancelled}
+    worker.stop()
+    broker.close()
+
+
+def pending_run(conn):
+    return registry.insert_run(conn, run_id=uuid.uuid4(), mode="async", dry_run=True, dataset_key="synthetic",
+                               model_id="llama3-tiny", config={"dataset_key": "synthetic"})
+
+
+def deliver(broker, actor, run_id):
+    actor.send(str(run_id))
+    broker.join(QUEUE, fail_fast=False, timeout=10_000)
+
+
+def test_a_message_claims_its_run_and_records_the_actors_result(conn, stub, calls):
+    broker, actors = stub
+    # Given a pending run
+    run = pending_run(conn)
+    # When its message is processed
+    deliver(broker, actors["succeed"], run["id"])
+    # Then the actor ran once, and the run is completed by this worker with the result
+    assert calls == [str(run["id"])]
+    done = registry.get_run(conn, run["id"])
+    assert done["status"] == "completed"
+    assert done["worker_id"] == "stub:1" and done["attempts"] == 1
+    assert done["result"] == {"kind": "test", "exit_code": 0} and done["exit_code"] == 0
+
+
+def test_an_actor_error_fails_the_run_with_its_type_message_and_details(conn, stub):
+    broker, actors = stub
+    run = pending_run(conn)
+    deliver(broker, actors["unknown_model"], run["id"])
+    failed = registry.get_run(conn, run["id"])
+    # Then the failure is the actor's, not overwritten by the nack that follows it
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"type": "UnknownModel", "message": "unknown model 'nope'; known models: llama3-tiny",
+                               "field": "model_id"}
+    assert failed["exit_code"] is None
+
+
+def test_a_stopped_run_ends_in_the_status_its_error_names(conn, stub):
+    broker, actors = stub
+    run = pending_run(conn)
+    deliver(broker, actors["cancelled"], run["id"])
+    stopped = registry.get_run(conn, run["id"])
+    assert stopped["status"] == "cancelled"
+    assert stopped["error"]["type"] == "RunCancelled" and stopped["exit_code"] == -15
+
+
+def test_a_second_delivery_of_a_finished_run_is_skipped_without_executing(conn, stub, calls):
+    broker, actors = stub
+    # Given a run already completed by its first delivery
+    run = pending_run(conn)
+    deliver(broker, actors["succeed"], run["id"])
+    first = registry.get_run(conn, run["id"])
+    # When its message is delivered again
+    deliver(broker, actors["succeed"], run["id"])
+    # Then the actor did not run again and the run is untouched
+    assert calls == [str(run["id"])]
+    assert registry.get_run(conn, run["id"]) == first
+
+
+def test_a_message_for_an_unknown_run_is_skipped(conn, stub, calls):
+    broker, actors = stub
+    deliver(broker, actors["succeed"], uuid.uuid4())
+    assert calls == []
+    assert broker.dead_letters == []
+
+
+def test_a_run_cancelled_while_queued_never_starts(conn, stub, calls):
+    broker, actors = stub
+    run = pending_run(conn)
+    registry.transition(conn, run["id"], S.CANCELLED)
+    deliver(broker, actors["succeed"], run["id"])
+    assert calls == []
+    assert registry.get_run(conn, run["id"])["status"] == "cancelled"

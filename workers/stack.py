@@ -1,0 +1,301 @@
+"""`make run`: the whole system in one command, ``python -m workers.stack``.
+
+1. PostgreSQL: ``DATABASE_URL`` when set, else an embedded server in
+   ``$DATA_DIR/pg`` (kept between runs); the children get its URL.
+2. The migrations.
+3. The API under gunicorn (one gthread process, ``API_THREADS`` threads) on ``PORT``.
+4. One worker launch, ``python -m workers`` (``WORKERS`` x ``WORKER_THREADS``,
+   metrics on ``METRICS_PORT``).
+5. Supervision: dramatiq stops the whole launch when one of its processes
+   dies, so a launch (or the API) that exits is logged and started again,
+   with a back-off that grows while it keeps failing.
+6. A banner once ``GET /readyz`` answers 200.
+7. Ctrl-C (SIGINT), SIGTERM or SIGHUP: SIGTERM to each child (each leads its
+   own process group), SIGKILL to whatever is left after ``STOP_GRACE_S``,
+   then the embedded PostgreSQL is stopped and this exits 0.  A second
+   Ctrl-C skips the grace period.
+"""
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlparse
+
+import psutil
+
+from tasks.settings import get_settings
+
+logger = logging.getLogger("tunix.stack")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: Seconds a child gets to exit after SIGTERM (dramatiq gives running dry
+#: runs 30 s to finish) before SIGKILL.
+STOP_GRACE_S = float(os.environ.get("STOP_GRACE_S", 45))
+#: Restart back-off: first delay, cap, and the uptime after which it resets.
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 30.0
+BACKOFF_RESET_AFTER_S = 60.0
+#: How often the supervisor looks at its children.
+TICK_S = 0.2
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():  # pragma: no cover  (runs in the child between fork and exec)
+    """In the child: get SIGTERM if the supervisor dies, even by SIGKILL, so no
+    service outlives ``make run``.  Linux only; elsewhere a no-op."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Child:
+    """One supervised service: a command run as the leader of its own process group."""
+
+    def __init__(self, name, cmd, env):
+        self.name = name
+        self.cmd = cmd
+        self.env = env
+        self.proc = None
+        self.started_at = 0.0
+        self.backoff = BACKOFF_FIRST_S
+        self.restart_at = None
+        self.restarts = 0
+
+    def start(self):
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                                     start_new_session=True,
+                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        logger.info("started %s (pid %d): %s", self.name, self.proc.pid, " ".join(self.cmd))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def descendants(self):
+        """Every live process below the leader, those in other sessions (trainings) included."""
+        if not self.running():
+            return []
+        with contextlib.suppress(psutil.Error):
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        return []
+
+    def check(self, now):
+        """Notice an unexpected exit and restart after the back-off; True if it (re)started."""
+        if self.proc is None:
+            return False
+        if self.restart_at is None:
+            code = self.proc.poll()
+            if code is None:
+                return False
+            uptime = now - self.started_at
+            if uptime >= BACKOFF_RESET_AFTER_S:
+                self.backoff = BACKOFF_FIRST_S
+            logger.error("%s exited unexpectedly with status %s after %.1fs; restarting in %.0fs",
+                         self.name, code, uptime, self.backoff)
+            self._kill_group(signal.SIGKILL)  # what the dead leader left in its group
+            self.restart_at = now + self.backoff
+            self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+            return False
+        if now >= self.restart_at:
+            self.restarts += 1
+            self.start()
+            return True
+        return False
+
+    def terminate(self):
+        """SIGTERM the leader (gunicorn and the launch stop their own children)."""
+        self.restart_at = None
+        if self.running():
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self):
+        self._kill_group(signal.SIGKILL)
+
+    def _kill_group(self, sig):
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+
+class Stack:
+    def __init__(self, settings=None):
+        self.settings = settings or get_settings()
+        self.embedded = None
+        self.children = []
+        self.stopping = False
+        self.hurry = False
+
+    # ------------------------------------------------------------ signals
+
+    def _on_signal(self, signum, frame):
+        if self.stopping:
+            logger.warning("second %s: killing everything now", signal.Signals(signum).name)
+            self.hurry = True
+        else:
+            logger.info("%s received: stopping", signal.Signals(signum).name)
+        self.stopping = True
+
+    def install_signal_handlers(self):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    # ---------------------------------------------------------------- run
+
+    def child_env(self, url):
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=url,
+            DATA_DIR=self.settings.data_dir,
+            PORT=str(self.settings.port),
+            METRICS_PORT=str(self.settings.metrics_port),
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+        )
+        # The API keeps its own metrics registry; the launch sets its own folder.
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        return env
+
+    def commands(self):
+        s = self.settings
+        api = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
+               "--threads", str(s.api_threads), "--bind", f"0.0.0.0:{s.port}",
+               "--timeout", str(int(s.sync_timeout_s) + 60), "--graceful-timeout", "20",
+               "--no-control-socket", "app:create_app()"]
+        workers = [sys.executable, "-m", "workers"]
+        return {"api": api, "workers": workers}
+
+    def run(self):
+        from tasks.migrate import migrate
+
+        from .pgembed import resolve_database_url
+
+        self.install_signal_handlers()
+        os.makedirs(self.settings.data_dir, exist_ok=True)
+        try:
+            url, self.embedded = resolve_database_url(self.settings.data_dir)
+            if self.stopping:
+                return 0
+            applied = migrate(url)
+            logger.info("database migrated (%d migration(s) applied)", len(applied))
+            env = self.child_env(url)
+            self.children = [Child(name, cmd, env) for name, cmd in self.commands().items()]
+            for child in self.children:
+                if not self.stopping:
+                    child.start()
+            self.supervise(url)
+            return 0
+        finally:
+            self.shutdown()
+
+    def supervise(self, url):
+        ready = bannered = False
+        api = self.children[0]
+        waited_since = time.monotonic()
+        warned = False
+        while not self.stopping:
+            now = time.monotonic()
+            for child in self.children:
+                if child.check(now) and child is api:
+                    ready, waited_since = False, now
+            if not ready and api.running():
+                ready = self.ready()
+                if ready:
+                    if not bannered:
+                        bannered = True
+                        self.banner(url)
+                    else:
+                        logger.info("the API answers again on port %d", self.settings.port)
+                elif not warned and now - waited_since > 120:
+                    warned = True
+                    logger.warning("GET /readyz still does not answer 200 after 120s")
+            time.sleep(TICK_S)
+
+    def ready(self):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.port}/readyz", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def banner(self, url):
+        s = self.settings
+        if self.embedded is not None:
+            db_line = f"embedded PostgreSQL 16 in {self.embedded.data_dir} ({url})"
+        else:
+            db_line = f"DATABASE_URL {_redact(url)}"
+        lines = [
+            "Tunix RT is up",
+            f"  API         http://127.0.0.1:{s.port}   (try GET /api/tunix/models)",
+            f"  API metrics http://127.0.0.1:{s.port}/metrics",
+            f"  workers     {s.workers} process(es) x {s.worker_threads} threads; "
+            f"metrics http://127.0.0.1:{s.metrics_port}/metrics",
+            f"  database    {db_line}",
+            f"  data        {s.data_dir}",
+            "  Ctrl-C stops everything.",
+        ]
+        width = max(len(line) for line in lines) + 2
+        text = "\n".join(["=" * width, *lines, "=" * width])
+        print(text, flush=True)
+
+    def shutdown(self):
+        """Stop every child and the embedded database; idempotent."""
+        self.stopping = True
+        started = [c for c in self.children if c.proc is not None]
+        if started:
+            logger.info("stopping %s", ", ".join(c.name for c in started))
+        # Remember every process now: trainings run in sessions of their own.
+        leftovers = [p for c in started for p in c.descendants()]
+        for child in started:
+            child.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        while any(c.running() for c in started) and not self.hurry and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for child in started:
+            if child.running():
+                logger.warning("%s did not stop within %.0fs: SIGKILL", child.name, STOP_GRACE_S)
+            child.kill()
+        for proc in leftovers:
+            with contextlib.suppress(psutil.Error):
+                if proc.is_running():
+                    logger.warning("killing leftover process %d (%s)", proc.pid, proc.name())
+                    proc.kill()
+        psutil.wait_procs(leftovers, timeout=5)
+        if self.embedded is not None:
+            logger.info("stopping the embedded PostgreSQL")
+            self.embedded.stop()
+            self.embedded = None
+        logger.info("stopped")
+
+
+def _redact(url):
+    parts = urlparse(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def main():
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return Stack().run()
+    except Exception:
+        logger.exception("make run failed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
