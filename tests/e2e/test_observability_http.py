@@ -68,7 +68,7 @@ def test_fleet_gauges_match_the_registry_after_a_worker_is_killed(own_system):
     body = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False, "max_steps": 5000,
             "batch_size": 2, "max_seq_length": 16, "learning_rate": 0.01}
     run_id = api.submit(body).json()["run_id"]
-    api.submit(dict(DRY))  # and dry runs that complete
+    api.wait_final(api.submit(dict(DRY)).json()["run_id"])  # and a dry run that completed
     running = wait_for(lambda: (lambda r: r if r["status"] == "running" else None)(api.run(run_id)), 30,
                        message="training running")
     # When its worker process is SIGKILLed (dramatiq then stops the whole launch)
