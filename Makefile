@@ -25,7 +25,7 @@ export DATA_DIR
 # The embedded server's URL unless DATABASE_URL is set (started on first use).
 DB_URL = $${DATABASE_URL:-$$($(PY) -m workers.pgembed start --data-dir "$(DATA_DIR)")}
 
-.PHONY: help install run test test-all bench migrate worker api db-start db-stop clean distclean
+.PHONY: help install run test test-all test-tools bench migrate worker api db-start db-stop clean distclean
 
 help:
 	@echo "make install | run | test | test-all | bench | migrate | worker | api | db-start | db-stop | clean | distclean"
@@ -55,11 +55,29 @@ run: install
 
 # Coverage of app/, tasks/ and workers/, subprocesses included (API under
 # gunicorn, worker launches and dramatiq's processes): see setup.cfg [coverage:run].
-test: install
+test: install test-tools
 	$(PY) -m pytest -m "not slow" --cov --cov-report=term $(PYTEST_ARGS)
 
-test-all: install
+test-all: install test-tools
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# System tools some tests use, from Debian's packages, installed only when
+# missing: promtool (alert rules) and Chromium (browser tests).  Without
+# root or apt the tests that need them skip with a loud message.
+APT_TOOLS := promtool:prometheus chromium:chromium chromedriver:chromium-driver
+test-tools:
+	@missing=""; for pair in $(APT_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing test tools:$$missing"; \
+	    (apt-get install -y --no-install-recommends $$missing >/dev/null 2>&1 || \
+	     (apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends $$missing >/dev/null 2>&1)) || \
+	    echo "WARNING: could not install$$missing: the tests that need them will be SKIPPED" >&2; \
+	  else \
+	    echo "WARNING: missing$$missing (not root or no apt): the tests that need them will be SKIPPED" >&2; \
+	  fi; \
+	fi
 
 bench: install
 	$(PY) -m bench

@@ -219,8 +219,53 @@ def bench_streams(url, data_dir, streams=200, probes=200):
           f"p50 {ms(pct(during, 50))} / p99 {ms(pct(during, 99))} with {ok} streams open")
 
 
+def _queue_batch(base, http, n):
+    for start in range(0, n, 1000):
+        runs = [BODY] * min(1000, n - start)
+        assert http.post(base + "/api/tunix/runs/batch", json={"runs": runs}).status_code == 202
+
+
+def _drain_rate(url, data_dir, n, processes, **env):
+    _truncate(url)
+    with procs.api(url, data_dir) as base, requests.Session() as http:
+        _queue_batch(base, http, n)
+    with procs.workers(url, data_dir, processes=processes, threads=4, **env) as metrics_url:
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            (done,), = _fetch(url, "SELECT count(*) FROM tunix_runs WHERE status = 'completed'")
+            if done == n:
+                break
+            time.sleep(0.5)
+        scrape = []
+        for _ in range(20):
+            t = time.perf_counter()
+            requests.get(metrics_url, timeout=10).raise_for_status()
+            scrape.append(time.perf_counter() - t)
+    (first, last), = _fetch(url, "SELECT min(started_at), max(completed_at) FROM tunix_runs")
+    return n / (last - first).total_seconds(), scrape
+
+
+def bench_metrics(url, data_dir, n=10_000, processes=8):
+    """Scrape time of each endpoint with 8 worker processes after 10,000 runs,
+    and what recording metrics costs per run (same drain, metrics on vs off)."""
+    on, scrape = _drain_rate(url, data_dir, n, processes)
+    with procs.api(url, data_dir) as base:
+        api_scrape = []
+        for _ in range(20):
+            t = time.perf_counter()
+            requests.get(base + "/metrics", timeout=10).raise_for_status()
+            api_scrape.append(time.perf_counter() - t)
+    off, _ = _drain_rate(url, data_dir, n, processes, TUNIX_METRICS="0")
+    on2, _ = _drain_rate(url, data_dir, n, processes)
+    print(f"metrics scrape after {n} runs, {processes} worker processes: worker launch endpoint "
+          f"p50 {ms(pct(scrape, 50))} max {ms(max(scrape))}; API endpoint (with registry gauges) "
+          f"p50 {ms(pct(api_scrape, 50))} max {ms(max(api_scrape))}")
+    print(f"drain of {n} dry runs: metrics on {on:.0f} and {on2:.0f} runs/s, off {off:.0f} runs/s "
+          f"-> on/off ratio {((on + on2) / 2) / off:.3f}")
+
+
 BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain, "training": bench_training,
-           "streams": bench_streams}
+           "streams": bench_streams, "metrics": bench_metrics}
 
 
 def main(argv):

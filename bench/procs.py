@@ -100,11 +100,12 @@ def api(url, data_dir, threads=16):
 
 
 @contextlib.contextmanager
-def workers(url, data_dir, processes=2, threads=8, metrics=True):
+def workers(url, data_dir, processes=2, threads=8, **extra):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env(url, data_dir, WORKERS=processes, WORKER_THREADS=threads, METRICS_PORT=port))
+                            env=_env(url, data_dir, WORKERS=processes, WORKER_THREADS=threads, METRICS_PORT=port,
+                                     **extra))
     try:
         _wait_http(f"http://127.0.0.1:{port}/metrics")
         yield f"http://127.0.0.1:{port}/metrics"
