@@ -31,7 +31,8 @@ def _series(expr):
 
 
 def _known(name):
-    return name in EXPORTED or any(name == base + suffix for base in EXPORTED for suffix in ("_bucket", "_sum", "_count"))
+    suffixes = ("", "_bucket", "_sum", "_count")
+    return any(name == base + suffix for base in EXPORTED for suffix in suffixes)
 
 
 def promtool():
