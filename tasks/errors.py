@@ -67,6 +67,12 @@ class UnknownDataset(RunFailed):
     code = "unknown_dataset"
 
 
+class InvalidDataset(RunFailed):
+    """Raised when a dataset file is malformed; the message names the line."""
+
+    code = "invalid_dataset"
+
+
 class UnknownModel(RunFailed):
     """Raised when a run names a model this installation does not have."""
 

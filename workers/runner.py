@@ -19,7 +19,17 @@ import time
 from dataclasses import asdict
 
 from tasks import catalog, db, registry
-from tasks.errors import RunCancelled, RunFailed, RunLost, RunTimedOut, TrainingFailed, UnknownDataset, UnknownModel
+from tasks.datasets_jsonl import validate_jsonl
+from tasks.errors import (
+    InvalidDataset,
+    RunCancelled,
+    RunFailed,
+    RunLost,
+    RunTimedOut,
+    TrainingFailed,
+    UnknownDataset,
+    UnknownModel,
+)
 from tasks.lifecycle import RunStatus
 from tasks.settings import get_settings
 
@@ -100,8 +110,14 @@ def _write_json(path, data):
 def dry_run(run, dataset, model, run_dir):
     """Validate and resolve everything a training would use; train nothing."""
     config = training_config(run, dataset, model, run_dir)
+    examples = None
+    if dataset.kind == "jsonl":
+        try:
+            examples = validate_jsonl(dataset.path)
+        except (ValueError, OSError) as exc:
+            raise InvalidDataset(f"dataset {dataset.key!r} ({dataset.path}): {exc}", field="dataset_key") from None
     manifest = {"run_id": str(run["id"]), "dry_run": True, "training": config,
-                "dataset": dataset.to_json(), "model": asdict(model)}
+                "dataset": dict(dataset.to_json(), examples=examples), "model": asdict(model)}
     path = run_dir / "manifest.json"
     _write_json(path, manifest)
     return {"kind": "dry_run", "manifest": str(path), "dataset_key": dataset.key, "model_id": model.model_id,
@@ -218,7 +234,12 @@ def train(run, dataset, model, run_dir, settings):
         out.join(5), err.join(5)
         monitor.close()
     tails = {"stdout_tail": list(out.tail), "stderr_tail": list(err.tail)}
-    if stopped is not None:
+    # A training that finished its last step while the stop was on its way
+    # (it exits 0 with its result: SIGTERM is only acted on between steps)
+    # completed: what happened wins (tasks/lifecycle.py).  A lost attempt
+    # is never recorded here, finished or not.
+    finished = proc.returncode == 0 and bool(events.get("result"))
+    if stopped is not None and (isinstance(stopped, RunLost) or not finished):
         stopped.exit_code = proc.returncode
         stopped.details = dict(tails, progress=monitor.progress)
         raise stopped
