@@ -149,22 +149,6 @@ def test_checkpoint_then_resume_is_exact(tmp_path, jax_cache, llama_run):
     assert second.of("result")[0]["steps"] == 24
 
 
-def test_resume_at_the_last_step_reports_the_final_loss_from_the_checkpoint(tmp_path, jax_cache, llama_run):
-    first = run_train(tmp_path, jax_cache, name="done", checkpoint_every_steps=12)
-    assert first.returncode == 0, first.stderr
-    # Started again on a run_dir whose checkpoint is at the last step
-    again = run_train(tmp_path, jax_cache, name="done", checkpoint_every_steps=12)
-    assert again.returncode == 0, again.stderr
-    assert again.of("start")[0]["start_step"] == 24
-    assert again.of("progress") == []  # nothing trained
-    result = again.of("result")[0]
-    assert result["steps"] == 24 and result["start_step"] == 24
-    # the loss recorded with the checkpoint: the last step's training loss
-    assert result["final_loss"] == llama_run.losses[-1]
-    assert result["final_loss_from"] == "checkpoint"
-    assert "final_loss_from" not in first.of("result")[0]
-
-
 def start_train(tmp_path, jax_cache, name, **overrides):
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -234,6 +218,28 @@ def test_sigterm_before_the_first_step_exits_143_without_a_checkpoint(tmp_path, 
     assert run.of("progress") == [] and run.of("checkpoint") == []
     ckpt = tmp_path / "early" / "rundir" / "checkpoints"
     assert not ckpt.exists() or not [p for p in ckpt.iterdir() if p.name.isdigit()]
+
+
+def test_sigterm_after_the_last_step_finishes_and_a_resume_reports_the_final_loss(tmp_path, jax_cache, llama_run):
+    # A SIGTERM that arrives once the last step is done (its progress event
+    # comes from the trainer's close) changes nothing: the run completes.
+    proc = start_train(tmp_path, jax_cache, "done", checkpoint_every_steps=12)
+    first, _ = sigterm_when(proc, lambda e: e["event"] == "progress" and e["step"] == 24)
+    assert first.returncode == 0, first.stderr
+    assert first.losses == llama_run.losses
+    assert first.of("result")[0]["final_loss"] == llama_run.losses[-1]
+    assert "final_loss_from" not in first.of("result")[0]
+    assert not [e for e in first.of("checkpoint") if e.get("final")]
+    # Started again on a run_dir whose checkpoint is at the last step
+    again = run_train(tmp_path, jax_cache, name="done", checkpoint_every_steps=12)
+    assert again.returncode == 0, again.stderr
+    assert again.of("start")[0]["start_step"] == 24
+    assert again.of("progress") == []  # nothing trained
+    result = again.of("result")[0]
+    assert result["steps"] == 24 and result["start_step"] == 24
+    # the loss recorded with the checkpoint: the last step's training loss
+    assert result["final_loss"] == llama_run.losses[-1]
+    assert result["final_loss_from"] == "checkpoint"
 
 
 # A real preset's path (safetensors + SentencePiece from $WEIGHTS_DIR), with
