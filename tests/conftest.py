@@ -113,12 +113,23 @@ def _launches():
         launch.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_modules_launches(_launches):
+    """Launches a test module started are stopped when the module ends (the
+    session's shared one excepted): each holds a dozen connections."""
+    before = len(_launches)
+    yield
+    for launch in reversed(_launches[before:]):
+        if not getattr(launch, "shared", False):
+            launch.stop()
+
+
 @pytest.fixture(scope="session")
 def worker_launch(_launches, database_url, data_dir, log_dir):
     """Factory: ``worker_launch(workers=2, threads=8, url=None, **env)`` starts
     ``python -m workers`` and returns the ``Launch`` once its metrics port
-    answers.  Every launch is stopped at the end of the session, or earlier
-    with ``.stop()``."""
+    answers.  A launch is stopped by ``.stop()``, else at the end of the test
+    module that started it."""
 
     def start(workers=2, threads=8, url=None, **env):
         launch = Launch(url or database_url, data_dir, log_dir, workers=workers, threads=threads, **env)
@@ -131,7 +142,9 @@ def worker_launch(_launches, database_url, data_dir, log_dir):
 @pytest.fixture(scope="session")
 def workers(worker_launch):
     """The session's worker launch: 2 processes serving the session database."""
-    return worker_launch(workers=2, threads=8)
+    launch = worker_launch(workers=2, threads=8)
+    launch.shared = True
+    return launch
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -210,8 +210,10 @@ class Process:
         return _log_tail(self.log_path, 200)
 
     def stop(self):
-        _stop_group(self.proc)
-        self._log.close()
+        """Stop the process group (once; later calls just answer the exit status)."""
+        if not self._log.closed:
+            _stop_group(self.proc)
+            self._log.close()
         return self.proc.returncode
 
 

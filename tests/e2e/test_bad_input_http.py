@@ -71,18 +71,28 @@ def no_row_written(db_conn):
 @pytest.mark.parametrize("mode", ["async", "sync"])
 @pytest.mark.parametrize("case", list(INVALID))
 def test_an_invalid_request_is_422_naming_each_bad_field_and_writes_nothing(api, no_row_written, case, mode):
+    # Given a request with one kind of mistake (and the registry's row count)
     payload, fields = INVALID[case]
-    assert_refused(api.submit(payload, mode=mode), 422, "validation_error", fields)
+    # When it is submitted
+    response = api.submit(payload, mode=mode)
+    # Then it is refused naming exactly the bad fields; no row was written (checked on teardown)
+    assert_refused(response, 422, "validation_error", fields)
 
 
 def test_malformed_json_is_400_and_writes_nothing(api, no_row_written):
-    response = api.submit(mode="async", data='{"dataset_key": "synthetic",', headers={"Content-Type": "application/json"})
+    # Given a JSON body cut short
+    # When it is submitted
+    response = api.submit(mode="async", data='{"dataset_key": "synthetic",',
+                          headers={"Content-Type": "application/json"})
+    # Then it is a 400, not a validation error
     assert_refused(response, 400, "malformed_json")
 
 
 def test_a_text_plain_body_is_415_and_writes_nothing(api, no_row_written):
+    # Given a valid JSON text sent as text/plain
     response = api.submit(mode="async", data='{"dataset_key": "synthetic", "model_id": "llama3-tiny"}',
                           headers={"Content-Type": "text/plain"})
+    # Then the content type alone refuses it
     assert_refused(response, 415, "unsupported_media_type")
 
 
@@ -95,11 +105,17 @@ def test_a_body_over_one_mebibyte_is_413_and_writes_nothing(api, no_row_written)
 
 
 def test_an_unknown_mode_is_422_and_writes_nothing(api, no_row_written):
-    assert_refused(api.submit(DRY, mode="bogus"), 422, "validation_error", ["mode"])
+    # Given a valid body and a mode that is neither sync nor async
+    response = api.submit(DRY, mode="bogus")
+    # Then the mode is the field named
+    assert_refused(response, 422, "validation_error", ["mode"])
 
 
 def test_a_valid_request_does_write_one_row(api, workers, db_conn):
     # The counterpart of the tests above: the row count does move on success.
+    # Given the registry's row count
     before = count_runs(db_conn)
+    # When a valid run is submitted
     assert api.submit(DRY, mode="sync").status_code == 200
+    # Then exactly one row was added
     assert count_runs(db_conn) == before + 1

@@ -14,7 +14,8 @@ def test_two_hundred_async_runs_each_complete_exactly_once_across_both_processes
     # When 200 async dry runs are submitted, 8 at a time
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(lambda i: api.submit(dict(DRY, seed=i), mode="async"), range(N)))
-    assert [r.status_code for r in responses] == [202] * N
+    refused = [r.text for r in responses if r.status_code != 202]
+    assert not refused, f"{len(refused)} submits refused, e.g. {refused[:2]}"
     ids = [r.json()["run_id"] for r in responses]
     assert len(set(ids)) == N
     # Then all of them end, completed

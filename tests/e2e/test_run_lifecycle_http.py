@@ -83,15 +83,21 @@ def test_a_run_naming_an_unknown_model_fails_with_the_reason(api, submit, dry_bo
 
 
 def test_a_run_on_an_operator_dataset_completes(api, submit, dry_body):
+    # Given a dataset an operator dropped into DATA_DIR/datasets
     dry_body["dataset_key"] = "ops-set"
+    # When a run names it
     run = submit(dry_body, mode="sync").json()
+    # Then the API accepted it and the worker resolved it
     assert run["status"] == "completed", run["error"]
     assert run["result"]["dataset_key"] == "ops-set"
 
 
 def test_the_status_endpoint_answers_the_short_form(api, submit, dry_body):
+    # Given a completed run
     run = submit(dry_body, mode="sync").json()
+    # When its status is asked for
     response = api.get(f"/api/tunix/runs/{run['run_id']}/status")
+    # Then the answer is the short form, without config or result
     assert response.status_code == 200
     status = response.json()
     assert {"run_id", "status", "queued_at", "started_at", "completed_at", "exit_code", "attempts"} <= set(status)
@@ -147,13 +153,16 @@ class TestHistory:
         return response.json()
 
     def test_the_default_page_is_newest_first_with_pagination(self, api, runs):
+        # When the history is read with no parameters
         body = self.page(api)
+        # Then every run is there, newest first, on one page
         assert [r["run_id"] for r in body["data"]] == [r["run_id"] for r in reversed(runs)]
         assert body["pagination"] == {"limit": 20, "offset": 0, "next_offset": None, "total": 8}
         # Each item is a whole run
         assert {"config", "result", "error", "status", "queued_at"} <= set(body["data"][0])
 
     def test_pages_follow_next_offset_to_the_end(self, api, runs):
+        # When the history is read three at a time, following next_offset
         seen, offset, pages = [], 0, 0
         while offset is not None:
             body = self.page(api, limit=3, offset=offset)
@@ -162,6 +171,7 @@ class TestHistory:
             seen += [r["run_id"] for r in body["data"]]
             offset = body["pagination"]["next_offset"]
             pages += 1
+        # Then three pages cover every run once, newest first
         assert pages == 3
         assert seen == [r["run_id"] for r in reversed(runs)]
 
@@ -180,14 +190,18 @@ class TestHistory:
         ({"status": "pending"}, []),
     ])
     def test_filters_select_exactly_the_matching_runs(self, api, runs, params, expected):
+        # When the history is filtered
         body = self.page(api, **params)
+        # Then exactly the matching runs are listed, newest first, and counted
         assert [r["run_id"] for r in body["data"]] == [runs[i]["run_id"] for i in reversed(expected)]
         assert body["pagination"]["total"] == len(expected)
 
     @pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 101}, {"limit": "x"}, {"offset": -1},
                                         {"status": "bogus"}, {"mode": "bogus"}])
     def test_bad_page_parameters_are_422_naming_them(self, api, runs, params):
+        # When the history is asked for with a bad parameter
         response = api.get("/api/tunix/runs", **params)
+        # Then it is refused, naming that parameter
         assert response.status_code == 422
         error = response.json()["error"]
         assert error["code"] == "validation_error"
@@ -198,7 +212,9 @@ class TestHistory:
 
 
 def test_the_catalog_lists_the_shipped_and_operator_datasets_and_the_models(api):
+    # When the catalog is listed
     datasets = {d["key"]: d for d in api.get("/api/tunix/datasets").json()["data"]}
+    # Then it has the built-in, shipped and operator datasets, and the tiny models
     assert datasets["synthetic"]["kind"] == "synthetic"
     assert datasets["ops-set"]["kind"] == "jsonl"
     assert "text-sft" in datasets

@@ -77,10 +77,13 @@ def test_enqueued_messages_are_consumed_then_acked_as_done(conn, broker, queue):
 
 
 def test_a_nacked_message_is_rejected(conn, broker, queue):
+    # Given a message taken by a consumer
     broker.enqueue(message(queue))
     consumer = broker.consume(queue, prefetch=1, timeout=0)
     try:
+        # When it is nacked (dramatiq gave it up)
         consumer.nack(next_message(consumer))
+        # Then it is rejected, never to be delivered again
         assert states(conn, queue) == {"rejected": 1}
     finally:
         consumer.close()

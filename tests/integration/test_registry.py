@@ -61,9 +61,12 @@ def test_claiming_then_finishing_stamps_worker_attempt_start_end_and_result(conn
 
 
 def test_a_failed_run_keeps_its_error(conn):
+    # Given a running run
     run = new_run(conn)
     registry.claim(conn, run["id"], "w")
+    # When it fails
     failed = registry.transition(conn, run["id"], S.FAILED, error={"type": "Boom", "message": "m"}, exit_code=3)
+    # Then its error and exit code are stored, and no result
     assert failed["status"] == "failed"
     assert failed["error"] == {"type": "Boom", "message": "m"} and failed["exit_code"] == 3
     assert failed["result"] is None
@@ -159,10 +162,13 @@ def test_a_stale_attempt_cannot_finish_the_next_attempt_of_its_run(conn):
 
 
 def test_requeueing_a_run_clears_the_previous_attempts_outcome(conn):
+    # Given a failed run
     run = new_run(conn)
     registry.claim(conn, run["id"], "w")
     registry.transition(conn, run["id"], S.FAILED, error={"type": "X"}, exit_code=1)
+    # When it is queued again (resume)
     again = registry.transition(conn, run["id"], S.PENDING)
+    # Then it is pending with no trace of the failed attempt's outcome
     assert again["status"] == "pending"
     assert (again["error"], again["result"], again["exit_code"], again["completed_at"]) == (None,) * 4
     assert again["attempts"] == 1  # attempts count claims, not requeues
@@ -190,7 +196,10 @@ def test_the_database_guard_enforces_the_lifecycle_table_for_every_pair(conn, cu
 def test_the_database_refuses_a_status_the_lifecycle_does_not_know(conn):
     import psycopg2
 
+    # Given a run
     run = new_run(conn)
+    # When a status outside the lifecycle is written behind the registry's back
+    # Then the CHECK constraint refuses it
     with pytest.raises(psycopg2.errors.CheckViolation):
         force_status(conn, run["id"], "paused")
 

@@ -90,8 +90,11 @@ def test_an_actor_error_fails_the_run_with_its_type_message_and_details(conn, st
 
 def test_a_stopped_run_ends_in_the_status_its_error_names(conn, stub):
     broker, actors = stub
+    # Given a run whose actor is stopped by a cancel
     run = pending_run(conn)
+    # When its message is processed
     deliver(broker, actors["cancelled"], run["id"])
+    # Then it ends cancelled, not failed
     stopped = registry.get_run(conn, run["id"])
     assert stopped["status"] == "cancelled"
     assert stopped["error"]["type"] == "RunCancelled" and stopped["exit_code"] == -15
@@ -112,15 +115,20 @@ def test_a_second_delivery_of_a_finished_run_is_skipped_without_executing(conn, 
 
 def test_a_message_for_an_unknown_run_is_skipped(conn, stub, calls):
     broker, actors = stub
+    # When a message names a run the registry does not have
     deliver(broker, actors["succeed"], uuid.uuid4())
+    # Then the actor never runs and the message is not dead-lettered
     assert calls == []
     assert broker.dead_letters == []
 
 
 def test_a_run_cancelled_while_queued_never_starts(conn, stub, calls):
     broker, actors = stub
+    # Given a run cancelled while its message waited in the queue
     run = pending_run(conn)
     registry.transition(conn, run["id"], S.CANCELLED)
+    # When the message is delivered
     deliver(broker, actors["succeed"], run["id"])
+    # Then the claim fails, the actor never runs and the run stays cancelled
     assert calls == []
     assert registry.get_run(conn, run["id"])["status"] == "cancelled"

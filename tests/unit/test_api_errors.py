@@ -12,6 +12,12 @@ VALID = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
 
 @pytest.fixture(scope="module")
 def app():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("API_TOKEN", raising=False)  # these tests are about errors, not auth
+        yield _app()
+
+
+def _app():
     app = create_app({"TESTING": False})
 
     # Routes raising each platform error, to check the one handler.

@@ -65,3 +65,52 @@ def test_a_published_async_run_is_pending_with_its_message_queued(conn, client, 
     assert run["status"] == "pending"
     assert [(str(r), d) for r, d in sent] == [(run["run_id"], True)]
     assert count_runs(conn) == 1
+
+
+def in_process_app(url, pool, monkeypatch):
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    monkeypatch.setattr(app_db, "get_pool", lambda: pool)
+    return create_app({"SETTINGS": Settings(database_url=url)}).test_client()
+
+
+def test_readiness_is_503_until_every_migration_is_applied(databases, monkeypatch):
+    from tasks import db, migrate
+
+    # Given an API on a database nobody has migrated
+    url = databases.create(migrated=False)
+    pool = db.make_pool(url, 2)
+    client = in_process_app(url, pool, monkeypatch)
+    try:
+        # When readiness is asked
+        response = client.get("/readyz")
+        # Then it is 503 naming the missing migrations, while liveness is fine
+        assert response.status_code == 503
+        error = response.get_json()["error"]
+        assert error["code"] == "not_ready" and "0001_dramatiq_queue" in error["message"]
+        assert client.get("/healthz").status_code == 200
+        # When the database is migrated
+        migrate.migrate(url)
+        # Then it is ready
+        assert client.get("/readyz").get_json() == {"status": "ready"}
+    finally:
+        pool.closeall()
+
+
+def test_an_unreachable_database_is_503_in_the_error_shape(monkeypatch):
+    from tasks import db
+
+    from support import free_port
+
+    # Given an API whose database does not answer
+    url = f"postgresql://nobody@127.0.0.1:{free_port()}/none"
+    pool = db.make_pool(url, 2)
+    client = in_process_app(url, pool, monkeypatch)
+    # When runs are listed, submitted, or readiness asked
+    for response in (client.get("/api/tunix/runs"), client.post("/api/tunix/run?mode=async", json=BODY),
+                     client.get("/readyz")):
+        # Then each answers 503 with the error shape and a Retry-After
+        assert response.status_code == 503, response.get_data(as_text=True)
+        assert response.headers["Retry-After"]
+        error = response.get_json()["error"]
+        assert error["code"] in ("database_unavailable", "not_ready")
+        assert error["message"]
