@@ -41,9 +41,12 @@ def _json_body():
     """The request's JSON object, or the right 4xx."""
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "malformed_json", "the body is not valid JSON")
+    try:
+        # Not request.get_json: it answers None both for a malformed body and
+        # for a valid `null`, which is a 422 (valid JSON, not an object).
+        body = json.loads(request.get_data(cache=True))
+    except ValueError:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(422, "validation_error", "the body must be a JSON object",
                        [{"field": "body", "message": "expected an object"}])

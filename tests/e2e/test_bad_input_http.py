@@ -88,6 +88,14 @@ def test_malformed_json_is_400_and_writes_nothing(api, no_row_written):
     assert_refused(response, 400, "malformed_json")
 
 
+@pytest.mark.parametrize("body", ["null", "[]", '"a string"', "42"])
+def test_valid_json_that_is_not_an_object_is_422_and_writes_nothing(api, no_row_written, body):
+    # Given well-formed JSON of the wrong shape
+    response = api.submit(mode="async", data=body, headers={"Content-Type": "application/json"})
+    # Then it is a validation error on the body, not "malformed"
+    assert_refused(response, 422, "validation_error", ["body"])
+
+
 def test_a_text_plain_body_is_415_and_writes_nothing(api, no_row_written):
     # Given a valid JSON text sent as text/plain
     response = api.submit(mode="async", data='{"dataset_key": "synthetic", "model_id": "llama3-tiny"}',
