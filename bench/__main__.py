@@ -245,23 +245,27 @@ def _drain_rate(url, data_dir, n, processes, **env):
     return n / (last - first).total_seconds(), scrape
 
 
-def bench_metrics(url, data_dir, n=10_000, processes=8):
+def bench_metrics(url, data_dir, n=10_000, processes=8, ab_runs=3000, ab_rounds=3):
     """Scrape time of each endpoint with 8 worker processes after 10,000 runs,
-    and what recording metrics costs per run (same drain, metrics on vs off)."""
-    on, scrape = _drain_rate(url, data_dir, n, processes)
+    and what recording metrics costs per run: drains with metrics on and off,
+    alternated so that the machine's noise falls on both alike."""
+    rate, scrape = _drain_rate(url, data_dir, n, processes)
     with procs.api(url, data_dir) as base:
         api_scrape = []
         for _ in range(20):
             t = time.perf_counter()
             requests.get(base + "/metrics", timeout=10).raise_for_status()
             api_scrape.append(time.perf_counter() - t)
-    off, _ = _drain_rate(url, data_dir, n, processes, TUNIX_METRICS="0")
-    on2, _ = _drain_rate(url, data_dir, n, processes)
-    print(f"metrics scrape after {n} runs, {processes} worker processes: worker launch endpoint "
-          f"p50 {ms(pct(scrape, 50))} max {ms(max(scrape))}; API endpoint (with registry gauges) "
+    print(f"metrics scrape after {n} runs ({rate:.0f} runs/s), {processes} worker processes: worker launch "
+          f"endpoint p50 {ms(pct(scrape, 50))} max {ms(max(scrape))}; API endpoint (with registry gauges) "
           f"p50 {ms(pct(api_scrape, 50))} max {ms(max(api_scrape))}")
-    print(f"drain of {n} dry runs: metrics on {on:.0f} and {on2:.0f} runs/s, off {off:.0f} runs/s "
-          f"-> on/off ratio {((on + on2) / 2) / off:.3f}")
+    on, off = [], []
+    for _ in range(ab_rounds):
+        on.append(_drain_rate(url, data_dir, ab_runs, 2)[0])
+        off.append(_drain_rate(url, data_dir, ab_runs, 2, TUNIX_METRICS="0")[0])
+    print(f"drains of {ab_runs} dry runs, 2 worker processes, alternated: metrics on "
+          f"{', '.join(f'{r:.0f}' for r in on)} runs/s; off {', '.join(f'{r:.0f}' for r in off)} runs/s "
+          f"-> on/off ratio of medians {statistics.median(on) / statistics.median(off):.3f}")
 
 
 BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain, "training": bench_training,
