@@ -62,12 +62,13 @@ test-all: install test-tools
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 # System tools some tests use, from Debian's packages, installed only when
-# missing: promtool (alert rules) and Chromium (browser tests).  Without
+# missing: promtool (alert rules), Chromium and a font (browser tests).  Without
 # root or apt the tests that need them skip with a loud message.
 APT_TOOLS := promtool:prometheus chromium:chromium chromedriver:chromium-driver
 test-tools:
 	@missing=""; for pair in $(APT_TOOLS); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	test -d /usr/share/fonts/truetype/dejavu || missing="$$missing fonts-dejavu-core"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing test tools:$$missing"; \

@@ -22,7 +22,7 @@ def create_app(test_config=None):
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from . import auth, catalog, checkpoints, db, errors, health, observability, openapi, runs, streams
+    from . import auth, catalog, checkpoints, console, db, errors, health, observability, openapi, runs, streams
 
     db.init_app(app)
     errors.init_app(app)
@@ -34,4 +34,5 @@ def create_app(test_config=None):
     app.register_blueprint(streams.bp)
     app.register_blueprint(checkpoints.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(console.bp)
     return app

@@ -199,6 +199,12 @@ def list_runs():
     limit = _int_arg("limit", 20, 1, 100)
     offset = _int_arg("offset", 0, 0, 10**9)
     filters = {name: request.args.get(name) or None for name in LIST_FILTERS}
+    # PostgreSQL text cannot hold NUL: such a filter matches nothing, and
+    # sent to the database it raised (500).
+    bad = [name for name, value in filters.items() if value is not None and "\x00" in value]
+    if bad:
+        raise ApiError(422, "validation_error", "filters may not contain NUL characters",
+                       [{"field": name, "message": "NUL character"} for name in bad])
     if filters["status"] is not None and filters["status"] not in lifecycle.ALL:
         raise ApiError(422, "validation_error", "unknown status",
                        [{"field": "status", "message": f"expected one of {', '.join(lifecycle.ALL)}"}])

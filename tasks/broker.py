@@ -14,6 +14,8 @@ Fixes to dramatiq-pg 0.12, each measured on this project's machine:
   handles between turns) waited as long.
 * NOTIFYs already read off the socket by the listen connection's health
   check are taken at once: upstream waited its full 1 s poll for them.
+* A listen connection opened again after a broken one (a database restart)
+  rescans the queue: upstream lost the NOTIFYs sent while nothing listened.
 * Each acked message's advisory lock is released on the consumer's next turn:
   upstream releases them only when the queue is empty, so a long backlog piled
   up one lock per message until PostgreSQL's lock table was full and every new
@@ -72,7 +74,16 @@ class TunixConsumer(PostgresConsumer):
 
     @raise_connection_error
     def poll_for_notify(self):
+        previous = self._listen_conn
         conn = self.get_listen_conn()
+        if previous is not None and conn is not previous:
+            # A new listen connection after a broken one (the database
+            # restarted): NOTIFYs sent while nothing listened are lost, and
+            # upstream rescans the queue only when a consumer starts, so a
+            # message published then waited for the random rescan (measured:
+            # a run pending > 50 s after a 10 s outage).  Rescan now.
+            self.notifies += self.fetch_pending_notifies()
+            return
         # get_listen_conn's health check (conn.poll()) may already have read
         # NOTIFYs off the socket; upstream then select()s on an empty socket
         # for a full second before seeing them.

@@ -793,8 +793,22 @@ def _stop_and_checkpoint(trainer, state, checkpoint_dir, start_step, total_steps
 
 
 def emit(event):
-    sys.stdout.write(EVENT_PREFIX + json.dumps(event, separators=(",", ":"), allow_nan=False) + "\n")
-    sys.stdout.flush()
+    _write_stdout(EVENT_PREFIX + json.dumps(event, separators=(",", ":"), allow_nan=False) + "\n")
+
+
+def _write_stdout(text):
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The worker reading our output died (SIGKILL): its SIGTERM
+        # (PR_SET_PDEATHSIG) is on its way.  Go on without an audience so the
+        # training still stops after its step and checkpoints, instead of
+        # dying here with nothing saved since the last periodic checkpoint.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        os.close(devnull)
 
 
 def _one_line(text, limit=2000):
@@ -826,7 +840,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
         config = load_config(argv[0])
-        train(config, emit, log=lambda line: print(line, flush=True), stop=stop)
+        train(config, emit, log=lambda line: _write_stdout(f"{line}\n"), stop=stop)
         return 0
     except (InputError, Terminated) as exc:
         code, error = exc.exit_code, exc

@@ -92,8 +92,11 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
 -- The worker holding a running run says it is alive, with the latest
 -- progress; the answer carries the status, so a cancel is seen within a beat.
 -- No row: the attempt is not this worker's any more (it was recovered).
+-- That includes a run the reaper sent back to pending that no worker has
+-- claimed again yet (its attempts are still this worker's): the worker must
+-- stop then, not train on while nobody owns the run.
 UPDATE tunix_runs SET heartbeat_at = clock_timestamp(), progress = COALESCE(%(progress)s, progress)
-WHERE id = %(run_id)s AND attempts = %(attempt)s
+WHERE id = %(run_id)s AND attempts = %(attempt)s AND status IN ('running', 'cancel_requested')
 RETURNING status;
 
 -- name: upsert_metrics

@@ -9,6 +9,7 @@
 """
 
 import logging
+import threading
 import traceback
 
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage
@@ -39,6 +40,9 @@ class RunRegistry(Middleware):
     def __init__(self, pool, worker_id):
         self.pool = pool
         self.worker_id = worker_id
+        #: Runs handed back while this process stops, published once it has stopped.
+        self._handed_back = []
+        self._handed_back_lock = threading.Lock()
 
     def _run_id(self, message):
         return message.args[0] if message.args else None
@@ -90,16 +94,35 @@ class RunRegistry(Middleware):
         requeued = self._finish(run["id"], S.PENDING, only_from={S.RUNNING}, operation="hand_back", **fence)
         if requeued is None:
             return self._finish(run["id"], S.CANCELLED, **fence)
+        RUNS_RETRIED.labels("hand_back").inc()
+        # Published in after_worker_shutdown, not now: the new message has the
+        # same id as the one in hand, so (measured) the nack that follows
+        # this hook marked it 'rejected' (the run then waited ORPHAN_AGE_S
+        # for the reaper), or this stopping process's own consumer took it
+        # back and an idle thread of it ran the whole training during the
+        # shutdown.
+        with self._handed_back_lock:
+            self._handed_back.append(run)
+        return None
+
+    def after_worker_shutdown(self, broker, worker):
+        with self._handed_back_lock:
+            runs, self._handed_back = self._handed_back, []
+        if not runs:
+            return
+        # The consumers are closed, but their connections sit idle in the
+        # pool still holding the messages' advisory locks: no other process
+        # could take a republished message.  Closing them releases the locks.
+        self.pool.discard_idle()
         # NOTE: imported here: the actors module imports the broker, which
         # this middleware is being added to.
         from tasks.actors import publish
 
-        RUNS_RETRIED.labels("hand_back").inc()
-        try:
-            publish(run["id"], run["dry_run"])
-        except Exception:
-            logger.exception("run %s handed back but not republished; the reaper will", run["id"])
-        return None
+        for run in runs:
+            try:
+                publish(run["id"], run["dry_run"])
+            except Exception:
+                logger.exception("run %s handed back but not republished; the reaper will", run["id"])
 
     def after_nack(self, broker, message):
         # dramatiq gave the message up.  Whatever the run was doing, it will

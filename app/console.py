@@ -1,0 +1,75 @@
+"""The web console: ``/`` (submit, live history) and ``/runs/<id>`` (one run).
+
+Both pages are the same HTML shell; plain ES modules under ``/static/``
+render them from the public API, so there is no build step and nothing the
+console can do that a ``curl`` cannot.  The shell carries the submit schema
+(``RunConfig``'s JSON schema, the one place fields, defaults and limits
+live) and the lifecycle's status sets, so the form and the badges follow the
+API when it changes.
+"""
+
+import uuid
+
+from flask import Blueprint, current_app, render_template, request
+
+from tasks import lifecycle
+from tasks.run_config import MODES, RunConfig
+
+bp = Blueprint("console", __name__)
+
+#: The shell only loads its own files; the API is same-origin.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+def bootstrap():
+    """What the client needs before its first request."""
+    settings = current_app.config["SETTINGS"]
+    return {
+        "schema": RunConfig.model_json_schema(),
+        "statuses": list(lifecycle.ALL),
+        "final": sorted(s.value for s in lifecycle.FINAL),
+        "active": sorted(s.value for s in lifecycle.ACTIVE),
+        "resumable": sorted(s.value for s in lifecycle.RESUMABLE),
+        "modes": list(MODES),
+        "limits": {"run_time_limit_s": settings.run_time_limit_s,
+                   "default_time_limit_s": settings.default_time_limit_s},
+        "sync_timeout_s": current_app.config.get("SYNC_TIMEOUT_S"),
+    }
+
+
+def _shell(status=200):
+    html = render_template("console.html", bootstrap=bootstrap())
+    return html, status, {
+        "Content-Security-Policy": CSP,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-cache",
+    }
+
+
+@bp.get("/")
+def index():
+    return _shell()
+
+
+@bp.get("/runs/<run_id>")
+def run_page(run_id):
+    # A malformed id cannot name a run: the page says so, with a 404.  A
+    # well-formed one is looked up by the page itself (the API answers 404).
+    try:
+        uuid.UUID(run_id)
+    except ValueError:
+        return _shell(404)
+    return _shell()
+
+
+@bp.after_app_request
+def _revalidate_static(response):
+    # The modules import each other by plain relative URLs, so they must
+    # never be served stale after a deploy: browsers revalidate each (a 304
+    # from the ETag) instead of guessing a lifetime.
+    if request.endpoint == "static":
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -1,0 +1,253 @@
+"""A worker killed (SIGKILL), stopped (SIGTERM) or frozen (SIGSTOP) in the
+middle of a real training.
+
+One database and one API for the module; worker launches of one process and
+one training slot each (``Fleet``), with ``HEARTBEAT_TIMEOUT_S=5`` and
+``REAPER_INTERVAL_S=1`` so a lost worker is noticed in seconds.  The run is
+watched in PostgreSQL directly; it is submitted over HTTP.
+"""
+
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from support import ApiClient, connect, metric, start_api
+from reliability_support import (
+    Stopwatch,
+    alive,
+    in_parallel,
+    pgid_of,
+    pids_with,
+    run_row,
+    step_of,
+    training,
+    wait_row,
+    worker_pid,
+)
+
+pytestmark = pytest.mark.training
+
+HEARTBEAT_TIMEOUT_S = 5
+#: How soon after the kill the run must run again elsewhere (the issue's bound).
+RECOVERY_BOUND_S = HEARTBEAT_TIMEOUT_S + 10
+#: How soon a SIGTERMed launch must have exited.
+SHUTDOWN_BOUND_S = 20
+#: A step the run must have reached (a checkpoint every 20) before it is killed.
+KILL_AT_STEP = 30
+
+CRASH_ENV = dict(HEARTBEAT_TIMEOUT_S=HEARTBEAT_TIMEOUT_S, REAPER_INTERVAL_S=1, TRAIN_CONCURRENCY=1)
+
+
+class Fleet:
+    """The module's worker launches: one process, one training slot each."""
+
+    def __init__(self, url, start):
+        self.url = url
+        self._start = start
+        self.launches = []  # (launch, env)
+
+    def live(self):
+        return [launch for launch, _ in self.launches if launch.proc.poll() is None]
+
+    def ensure(self, n, **env):
+        """At least ``n`` live launches, all with ``env`` (others are stopped)."""
+        for launch, launch_env in self.launches:
+            if launch_env != env:
+                launch.stop()
+        self.launches = [(launch, e) for launch, e in self.launches if e == env and launch.proc.poll() is None]
+        missing = n - len(self.launches)
+        started = in_parallel(*[lambda: self._start(workers=1, threads=2, url=self.url, **env)] * missing)
+        self.launches += [(launch, env) for launch in started]
+        return self.live()
+
+    def holder(self, row):
+        """The launch whose process runs the run (its worker is in the launch's process group)."""
+        pgid = pgid_of(worker_pid(row["worker_id"]))
+        return next(launch for launch in self.live() if launch.pid == pgid)
+
+
+@pytest.fixture(scope="module")
+def stack(databases, data_dir, log_dir, worker_launch):
+    url = databases.create()
+    api = start_api(url, data_dir, log_dir)
+    conn = connect(url)
+    fleet = Fleet(url, worker_launch)
+    yield ApiClient(api.url), conn, fleet
+    for launch, _ in fleet.launches:
+        launch.stop()
+    api.stop()
+    conn.close()
+
+
+def submit(client, body):
+    response = client.submit(body, mode="async")
+    assert response.status_code == 202, response.text
+    return response.json()["run_id"]
+
+
+def caught_training(conn, run_id):
+    """The run's row once it trains past ``KILL_AT_STEP``, and its training subprocess."""
+    row = wait_row(conn, run_id, lambda r: r["status"] == "running" and step_of(r) >= KILL_AT_STEP, 120,
+                   f"running past step {KILL_AT_STEP}", interval=0.02)
+    trainers = pids_with(f"{run_id}/training.json")
+    assert len(trainers) == 1, trainers
+    return row, trainers[0]
+
+
+def test_sigkilled_worker_its_training_resumes_elsewhere_from_a_checkpoint(stack, report):
+    client, conn, fleet = stack
+    # Given two worker launches, each one process with one training slot
+    fleet.ensure(2, **CRASH_ENV)
+    # And a real training caught mid-way on one of them
+    run_id = submit(client, training())
+    row, trainer = caught_training(conn, run_id)
+    victim = fleet.holder(row)
+    # When its worker process is killed outright
+    since_kill = Stopwatch()
+    os.kill(worker_pid(row["worker_id"]), signal.SIGKILL)
+    # Then its training subprocess does not run on unowned: the kernel's
+    # SIGTERM (PR_SET_PDEATHSIG) stops it
+    while alive(trainer) and since_kill() < 30:
+        time.sleep(0.02)
+    trainer_gone_s = since_kill()
+    assert not alive(trainer), f"the killed worker's training {trainer} still runs after {trainer_gone_s:.1f}s"
+    # And the run runs again on the other launch within HEARTBEAT_TIMEOUT_S + 10 s
+    again = wait_row(conn, run_id, lambda r: r["status"] == "running" and r["attempts"] == 2, RECOVERY_BOUND_S + 5,
+                     "running again", interval=0.05)
+    recovered_s = since_kill()
+    assert recovered_s <= RECOVERY_BOUND_S, f"running again after {recovered_s:.1f}s"
+    assert again["worker_id"] != row["worker_id"]
+    # And it completes, on its second attempt, resumed from a checkpoint
+    final = wait_row(conn, run_id, lambda r: r["status"] in ("completed", "failed", "cancelled", "timeout"), 180,
+                     "final")
+    assert final["status"] == "completed", final["error"]
+    assert final["attempts"] == 2
+    result = final["result"]
+    assert result["start_step"] > 0 and result["steps"] == result["total_steps"] == training()["max_steps"]
+    # from the checkpoint its training saved on the kernel's SIGTERM, not an older periodic one
+    assert result["start_step"] >= step_of(row), (result["start_step"], step_of(row))
+    # And dramatiq stopped the victim's whole launch (a supervisor restarts it)
+    victim.proc.wait(30)
+    report(f"SIGKILL worker at step {step_of(row)}: training subprocess gone after {trainer_gone_s:.1f}s; "
+           f"running again elsewhere after {recovered_s:.1f}s (bound {RECOVERY_BOUND_S}s, "
+           f"HEARTBEAT_TIMEOUT_S={HEARTBEAT_TIMEOUT_S}); completed, attempts 2, resumed from step "
+           f"{result['start_step']}, final loss {result['final_loss']:.3f}")
+
+
+def test_sigterm_a_launch_hands_its_training_back_and_the_launch_exits(stack, report):
+    client, conn, fleet = stack
+    # Given two worker launches
+    fleet.ensure(2, **CRASH_ENV)
+    # And a real training caught mid-way on one of them
+    run_id = submit(client, training())
+    row, trainer = caught_training(conn, run_id)
+    holder = fleet.holder(row)
+    other = next(launch for launch in fleet.live() if launch is not holder)
+    recovered_before = metric(other.metrics(), "tunix_runs_recovered_total")
+    # When that launch is told to stop (SIGTERM, as a supervisor or compose does)
+    since_term = Stopwatch()
+    holder.proc.send_signal(signal.SIGTERM)
+    # Then the run runs again on the other launch, and the launch exits, promptly and cleanly
+    again = exit_s = None
+    while since_term() < 60 and (again is None or exit_s is None):
+        if again is None:
+            row_now = run_row(conn, run_id)
+            if row_now["status"] == "running" and row_now["attempts"] == 2:
+                again, handed_back_s = row_now, since_term()
+        if exit_s is None and holder.proc.poll() is not None:
+            exit_s = since_term()
+        time.sleep(0.02)
+    assert exit_s is not None and exit_s <= SHUTDOWN_BOUND_S, f"launch still up {since_term():.1f}s after SIGTERM"
+    code = holder.proc.returncode
+    assert again is not None, f"not running again 60s after SIGTERM: {run_row(conn, run_id)}"
+    assert code == 0, holder.log()
+    assert pgid_of(worker_pid(row["worker_id"])) is None and not alive(trainer)
+    assert again["worker_id"] != row["worker_id"]
+    # handed back by the stopping worker: the other launch's reaper recovered nothing
+    assert metric(other.metrics(), "tunix_runs_recovered_total") == recovered_before
+    # And it completes, resumed from the checkpoint the training saved at SIGTERM
+    final = wait_row(conn, run_id, lambda r: r["status"] in ("completed", "failed", "cancelled", "timeout"), 180,
+                     "final")
+    assert final["status"] == "completed", final["error"]
+    assert final["attempts"] == 2
+    with conn.cursor() as cur:
+        cur.execute("SELECT line FROM tunix_run_logs WHERE run_id = %s AND line LIKE 'SIGTERM: stopped after%%'",
+                    (run_id,))
+        lines = [r[0] for r in cur.fetchall()]
+    assert len(lines) == 1, lines
+    saved_at = int(re.match(r"SIGTERM: stopped after step (\d+) of", lines[0]).group(1))
+    assert saved_at >= step_of(row)
+    assert final["result"]["start_step"] == saved_at
+    report(f"SIGTERM launch at step {step_of(row)}: checkpoint of step {saved_at} saved, run handed back and "
+           f"running on the other launch after {handed_back_s:.1f}s; launch exited {code} after {exit_s:.1f}s "
+           f"(bound {SHUTDOWN_BOUND_S}s); completed, attempts 2, resumed from step {saved_at}")
+
+
+def test_a_frozen_worker_whose_run_was_recovered_stops_its_training_when_it_thaws(stack, report):
+    client, conn, fleet = stack
+    # Given two launches whose reapers republish a lost message after 2 s
+    fleet.ensure(2, ORPHAN_AGE_S=2, **CRASH_ENV)
+    # And a training caught mid-way on one of them, long enough to outlast the freeze
+    run_id = submit(client, training(max_steps=1200))
+    row, trainer = caught_training(conn, run_id)
+    frozen = worker_pid(row["worker_id"])
+    holder = fleet.holder(row)
+    # When its worker process freezes (SIGSTOP: a VM pause, a swap storm) past HEARTBEAT_TIMEOUT_S
+    since_stop = Stopwatch()
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        # Then the other launch's reaper takes the run back
+        wait_row(conn, run_id, lambda r: r["status"] != "running" or r["attempts"] > 1, RECOVERY_BOUND_S,
+                 "recovered", interval=0.05)
+        recovered_s = since_stop()
+        time.sleep(1)
+    finally:
+        # When the worker thaws
+        os.kill(frozen, signal.SIGCONT)
+    since_thaw = Stopwatch()
+    # Then it finds its attempt is not the run's any more and stops its training (no second
+    # training of the run goes on unowned), and its launch lives on
+    while alive(trainer) and since_thaw() < 30:
+        time.sleep(0.05)
+    trainer_gone_s = since_thaw()
+    assert not alive(trainer), f"the thawed worker's training still runs {trainer_gone_s:.1f}s after the thaw"
+    # And the run completes once, on its second attempt (on whichever launch), from the
+    # checkpoint the stopped training saved
+    final = wait_row(conn, run_id, lambda r: r["status"] in ("completed", "failed", "cancelled", "timeout"), 180,
+                     "final")
+    assert final["status"] == "completed", final["error"]
+    assert final["attempts"] == 2
+    # (the thawed training stopped where it was: it did not train on to the end, unowned)
+    assert step_of(row) < final["result"]["start_step"] < 1200
+    assert trainer_gone_s < 10, trainer_gone_s
+    assert holder.proc.poll() is None
+    report(f"SIGSTOP worker at step {step_of(row)}: run recovered after {recovered_s:.1f}s; on SIGCONT the "
+           f"thawed worker stopped its training within {trainer_gone_s:.1f}s; completed, attempts 2, resumed from "
+           f"step {final['result']['start_step']}")
+
+
+def test_a_run_whose_worker_dies_max_attempts_times_ends_failed_worker_lost(stack, report):
+    client, conn, fleet = stack
+    # Given launches that give a run a single attempt
+    fleet.ensure(2, MAX_ATTEMPTS=1, **CRASH_ENV)
+    # And a training on one of them
+    run_id = submit(client, training())
+    row, trainer = caught_training(conn, run_id)
+    # When its worker process is killed
+    since_kill = Stopwatch()
+    os.kill(worker_pid(row["worker_id"]), signal.SIGKILL)
+    # Then the reaper of the surviving launch ends it failed, WorkerLost, never run again
+    final = wait_row(conn, run_id, lambda r: r["status"] != "running", RECOVERY_BOUND_S + 5, "recovered",
+                     interval=0.05)
+    failed_s = since_kill()
+    assert final["status"] == "failed", final
+    assert final["error"]["type"] == "WorkerLost", final["error"]
+    assert final["attempts"] == 1
+    time.sleep(1.5)  # a reaper pass later, still failed and not retried
+    assert run_row(conn, run_id)["status"] == "failed" and run_row(conn, run_id)["attempts"] == 1
+    assert not alive(trainer)
+    report(f"MAX_ATTEMPTS=1, SIGKILL worker at step {step_of(row)}: failed WorkerLost after {failed_s:.1f}s, "
+           f"attempts 1 (\"{final['error']['message']}\")")
