@@ -93,7 +93,7 @@ worker: install
 
 api: install
 	sync=$${SYNC_TIMEOUT_S:-300}; DATABASE_URL="$(DB_URL)" $(PY) -m gunicorn --worker-class gthread --workers 1 \
-	  --threads "$${API_THREADS:-32}" --bind "0.0.0.0:$${PORT:-8000}" \
+	  --threads "$${API_THREADS:-256}" --bind "0.0.0.0:$${PORT:-8000}" \
 	  --timeout "$$(( $${sync%.*} + 60 ))" --no-control-socket 'app:create_app()'
 
 db-start: install
