@@ -7,6 +7,7 @@ never holds more than ``maxconn`` connections whatever its thread count.
 import contextlib
 import logging
 import threading
+import time
 from urllib.parse import parse_qsl, urlparse
 
 import psycopg2
@@ -126,6 +127,26 @@ def connection(pool):
         raise
     else:
         pool.putconn(conn)
+
+
+def patiently(fn, patience_s, first_delay_s=0.25, max_delay_s=5.0):
+    """``fn()``, tried again while the database is unavailable, for up to
+    ``patience_s`` seconds (exponential back-off); then its last error.
+
+    For writes that must not be lost to a short outage: a worker's final
+    status, the last lines of a training's log.
+    """
+    deadline = time.monotonic() + patience_s
+    delay = first_delay_s
+    while True:
+        try:
+            return fn()
+        except DatabaseUnavailable:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unavailable; trying again in %.2fs", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
 
 
 def ping(pool):

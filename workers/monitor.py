@@ -23,6 +23,9 @@ LOST = "lost"
 
 #: Seconds between flushes.
 FLUSH_INTERVAL_S = 0.5
+#: How long the last flush waits for the database to come back: the end of
+#: the log says why a run ended.
+LAST_FLUSH_PATIENCE_S = 30
 
 
 class RunMonitor:
@@ -59,6 +62,14 @@ class RunMonitor:
         """Write what was gathered; return the run's status, ``LOST`` when
         this attempt is not the run's any more, None when the database could
         not be reached."""
+        try:
+            return self._write()
+        except Exception as exc:
+            # The training goes on; what was not written is retried next beat.
+            logger.warning("could not record progress of run %s: %s", self.run_id, exc)
+            return None
+
+    def _write(self):
         with self._lock:
             metrics, self._metrics = self._metrics, []
             logs, self._logs = self._logs, []
@@ -69,13 +80,11 @@ class RunMonitor:
                     registry.record_activity(conn, self.run_id, metrics=metrics, logs=logs)
                 status = registry.heartbeat(conn, self.run_id, self.attempt, progress)
                 return LOST if status is None else status
-        except Exception:
-            # The training goes on; what was not written is retried next beat.
-            logger.exception("could not record progress of run %s", self.run_id)
+        except BaseException:
             with self._lock:
                 self._metrics[:0] = metrics
                 self._logs[:0] = logs
-            return None
+            raise
 
     def close(self):
         if self.dropped:
@@ -84,4 +93,7 @@ class RunMonitor:
                 self._logs.append((self._seq + 1, "system", f"{self.dropped} log lines not stored "
                                                             f"(bound: {MAX_LOG_LINES} per run)"))
                 self._seq += 1
-        self.flush()
+        try:
+            db.patiently(self._write, LAST_FLUSH_PATIENCE_S)
+        except Exception:
+            logger.exception("could not record the last progress of run %s", self.run_id)

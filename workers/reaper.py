@@ -14,10 +14,17 @@ once.  It does not wait for dramatiq-pg's random rescan (measured: 78 s to
 * A ``pending`` run older than ``ORPHAN_AGE_S`` with no queued message (the
   API died between commit and publish, or a consumer died holding it) is
   published again.  Publishing is idempotent: the message id is the run id.
+
+Silence counts only while the database could hear it: after a pass fails
+(the database is down or unreachable from here), lost runs are left alone
+until the database has answered for ``HEARTBEAT_TIMEOUT_S`` again, so the
+workers that were running through the outage can heartbeat and record their
+results instead of having their runs executed a second time.
 """
 
 import logging
 import threading
+import time
 from hashlib import sha256
 
 from tasks import db, lifecycle, registry
@@ -42,6 +49,8 @@ class Reaper:
         self.settings = settings
         self.publish = publish
         self._stop = threading.Event()
+        #: ``time.monotonic()`` before which lost runs are not recovered (see above).
+        self._quiet_until = 0.0
 
     def recover_lost(self):
         """One pass over silent runs; returns ``{"requeued", "failed", "cancelled"}`` counts."""
@@ -101,14 +110,22 @@ class Reaper:
             logger.exception("could not publish run %s; next pass retries", run["id"])
 
     def run_once(self):
-        return self.recover_lost(), self.republish_orphans()
+        quiet = time.monotonic() < self._quiet_until
+        return (None if quiet else self.recover_lost()), self.republish_orphans()
+
+    def run_pass(self):
+        """``run_once``, with a failure (the database may be down) logged and remembered."""
+        try:
+            return self.run_once()
+        except Exception as exc:
+            self._quiet_until = time.monotonic() + self.settings.heartbeat_timeout_s
+            logger.warning("reaper pass failed (lost runs wait %ss once it works again): %s",
+                           self.settings.heartbeat_timeout_s, exc)
+            return None
 
     def run_forever(self):
         while not self._stop.wait(self.settings.reaper_interval_s):
-            try:
-                self.run_once()
-            except Exception as exc:  # the database may be down: try again next pass
-                logger.warning("reaper pass failed: %s", exc)
+            self.run_pass()
 
     def start(self):
         thread = threading.Thread(target=self.run_forever, name="reaper", daemon=True)

@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 #: Traceback lines kept in a failed run's ``error`` for unexpected exceptions.
 TRACEBACK_LINES = 30
 
+#: How long a final status waits for the database to come back.  Given up,
+#: the run stays ``running`` and the reaper executes it again: a whole
+#: training lost to an outage of a few seconds would be a poor trade.
+FINAL_WRITE_PATIENCE_S = 120
+
 
 def describe(exception):
     """A failed run's ``error``: type, message and whatever the error carries."""
@@ -134,9 +139,12 @@ class RunRegistry(Middleware):
         self._finish(run_id, lifecycle.RunStatus.FAILED, error=error, quiet=True)
 
     def _finish(self, run_id, target, quiet=False, operation="finish", **fields):
-        try:
+        def write():
             with db.connection(self.pool) as conn:
                 return registry.transition(conn, run_id, target, operation=operation, **fields)
+
+        try:
+            return db.patiently(write, FINAL_WRITE_PATIENCE_S)
         except InvalidTransition as exc:
             if not quiet:
                 logger.warning("run %s not finished as %s: %s", run_id, target, exc)
