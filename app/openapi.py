@@ -103,6 +103,26 @@ def document():
                 "parameters": [_RUN_ID], "responses": {"200": _json({"type": "object"}), **_errors(404, 503)}}},
             "/api/tunix/runs/{run_id}/checkpoints": {"get": {
                 "parameters": [_RUN_ID], "responses": {"200": _json({"type": "object"}), **_errors(404, 503)}}},
+            "/api/tunix/runs/{run_id}/checkpoints/{step}": {"get": {
+                "summary": "One checkpoint as a .tar.gz.",
+                "parameters": [_RUN_ID, {"name": "step", "in": "path", "required": True,
+                                         "schema": {"type": "integer", "minimum": 0}}],
+                "responses": {"200": {"description": "the checkpoint folder, gzipped tar",
+                                      "content": {"application/gzip": {"schema": {"type": "string",
+                                                                                  "format": "binary"}}}},
+                              **_errors(404, 503)}}},
+            "/api/tunix/runs/{run_id}/logs": {"get": {
+                "summary": "The run's log and progress, live (Server-Sent Events) until it ends.",
+                "parameters": [
+                    _RUN_ID,
+                    {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                     "description": "the last line number already seen"},
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
+                ],
+                "responses": {"200": {"description": "events `log` (id = line number), `progress`, "
+                                                     "and a last `status` when the run is final",
+                                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                              **_errors(404, 422, 503)}}},
             "/api/tunix/runs/{run_id}/cancel": {"post": {
                 "parameters": [_RUN_ID],
                 "responses": {"200": _json(_RUN), "202": _json(_RUN), **_errors(401, 404, 409, 503)}}},
