@@ -22,6 +22,11 @@ Fixes to dramatiq-pg 0.12, each measured on this project's machine:
   connection failed.
 * The pool is bounded and blocking (``tasks.db.BlockingPool``): more threads
   than connections wait instead of failing their acks.
+* A queue's messages in flight are counted per process, not per consumer:
+  dramatiq replaces a consumer that failed (a database restart) while the
+  old one's messages still run, and upstream's fresh count let a process
+  start more trainings than ``TRAIN_CONCURRENCY`` (and an ack through the new
+  consumer raised ``KeyError``).
 * No delay queues: actors never retry or delay (``max_retries=0``), and each
   delay queue would cost a consumer and two connections per process.
 * ``enqueue`` tries once: upstream retries for minutes, and an HTTP request
@@ -97,6 +102,8 @@ class TunixConsumer(PostgresConsumer):
 class TunixBroker(PostgresBroker):
     def __init__(self, *, settings, **kwargs):
         self.settings = settings
+        #: queue name -> ids of its messages this process holds (see module doc).
+        self._in_flight = {}
         super().__init__(**kwargs)
 
     def consume(self, queue_name, prefetch=1, timeout=30000):
@@ -104,7 +111,9 @@ class TunixBroker(PostgresBroker):
             prefetch = self.settings.train_concurrency
         elif queue_name == DRY_QUEUE:
             prefetch = self.settings.dry_prefetch
-        return TunixConsumer(pool=self.pool, queue_name=queue_name, prefetch=prefetch, timeout=timeout)
+        consumer = TunixConsumer(pool=self.pool, queue_name=queue_name, prefetch=prefetch, timeout=timeout)
+        consumer.in_processing = self._in_flight.setdefault(queue_name, set())
+        return consumer
 
     def declare_queue(self, queue_name):
         if queue_name not in self.queues:

@@ -30,6 +30,21 @@ def test_any_other_queue_keeps_dramatiqs_prefetch(broker):
     assert broker.consume("elsewhere", prefetch=16).prefetch == 16
 
 
+def test_a_replaced_consumer_counts_the_messages_its_predecessor_still_runs(broker):
+    # Given a training consumer holding its queue's whole concurrency
+    first = broker.consume(TRAIN_QUEUE)
+    first.in_processing.update({"run-1", "run-2", "run-3"})
+    # When dramatiq replaces it (after a connection error) while those still run
+    second = broker.consume(TRAIN_QUEUE)
+    # Then the new one is full too: it takes no fourth training
+    assert next(second) is None
+    # And a message acked through the new consumer is released from the count
+    second.in_processing.remove("run-1")
+    assert len(first.in_processing) == 2
+    # And other queues keep counts of their own
+    assert broker.consume(DRY_QUEUE).in_processing == set()
+
+
 def test_declaring_a_queue_declares_no_delay_queue(broker):
     # Given a fresh broker
     # When a queue is declared (twice)
