@@ -13,10 +13,10 @@ WORKDIR /srv/tunix-rt
 
 # Dependencies first (a layer that only changes with setup.cfg): install the
 # pinned requirements of an empty skeleton of the packages, then drop it.
-COPY setup.cfg pyproject.toml README.md ./
+COPY setup.cfg pyproject.toml README.md constraints.txt ./
 RUN mkdir -p app tasks workers \
  && touch app/__init__.py tasks/__init__.py workers/__init__.py \
- && pip install '.[train]' \
+ && pip install -c constraints.txt '.[train]' \
  && pip uninstall -y tunix-rt \
  && rm -rf app tasks workers build *.egg-info
 

@@ -25,7 +25,7 @@ export DATA_DIR
 # The embedded server's URL unless DATABASE_URL is set (started on first use).
 DB_URL = $${DATABASE_URL:-$$($(PY) -m workers.pgembed start --data-dir "$(DATA_DIR)")}
 
-.PHONY: help install run test test-all test-tools bench migrate worker api db-start db-stop clean distclean
+.PHONY: help install constraints run test test-all test-tools bench migrate worker api db-start db-stop clean distclean
 
 help:
 	@echo "make install | run | test | test-all | bench | migrate | worker | api | db-start | db-stop | clean | distclean"
@@ -34,8 +34,9 @@ help:
 
 install: $(STAMP)
 
-# Re-runs only when the venv is missing or setup.cfg/pyproject.toml changed.
-$(STAMP): setup.cfg pyproject.toml
+# Re-runs only when the venv is missing or setup.cfg/pyproject.toml/constraints.txt changed.
+# constraints.txt pins every transitive package to the tested set.
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	@if ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then \
 	  test -n "$(PYTHON)" || { echo "python3.11 not found" >&2; exit 1; }; \
 	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
@@ -43,8 +44,15 @@ $(STAMP): setup.cfg pyproject.toml
 	  echo "creating $(VENV) with $(PYTHON)"; \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
 	fi
-	$(PY) -m pip install --disable-pip-version-check --progress-bar off -e '.[train,test]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar off -c constraints.txt -e '.[train,test]'
 	@touch $@
+
+# After a change to setup.cfg's dependencies: resolve afresh and pin the result.
+constraints:
+	rm -rf $(VENV)/constraints-venv && $(PYTHON) -m venv $(VENV)/constraints-venv
+	$(VENV)/constraints-venv/bin/pip install --disable-pip-version-check --progress-bar off -e '.[train,test]'
+	{ sed -n '1,4p' constraints.txt; $(VENV)/constraints-venv/bin/pip freeze --exclude-editable | grep -v '^tunix-rt'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt && rm -rf $(VENV)/constraints-venv
 
 # ---------------------------------------------------------------- run
 

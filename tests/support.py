@@ -296,3 +296,28 @@ class ApiClient:
 
     def metrics(self):
         return metric_samples(self.get("/metrics").text)
+
+
+def alive(pid):
+    """Whether ``pid`` runs (a zombie is dead)."""
+    try:
+        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def pids_with(fragment):
+    """Live processes whose command line contains ``fragment``."""
+    needle = fragment.encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            cmdline = pathlib.Path(f"/proc/{name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline and alive(int(name)):
+            found.append(int(name))
+    return found

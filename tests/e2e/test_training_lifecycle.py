@@ -23,8 +23,8 @@ from datetime import datetime
 
 import pytest
 
-from support import wait_for
-from training_support import FINAL, StreamWatch, log_ids, processes_with, raw_get, read_stream, start_stack
+from support import pids_with, wait_for
+from training_support import FINAL, StreamWatch, log_ids, raw_get, read_stream, start_stack
 
 pytestmark = pytest.mark.training
 
@@ -220,7 +220,7 @@ def test_e_a_run_past_its_time_limit_ends_timeout(stack, slot_held):
     assert run["exit_code"] == 143, run["error"]
     assert 3 <= run["duration_seconds"] < 12, run["duration_seconds"]
     assert run["completed_at"] and run["result"] is None
-    assert processes_with(slot_held.long_config_path) == []
+    assert pids_with(slot_held.long_config_path) == []
 
 
 # --------------------------------------------------------------------------
@@ -243,13 +243,13 @@ def cancelled(stack, reference):
     w.run_id = stack.submit(training(max_steps=w.steps))
     w.config_path = str(stack.run_dir(w.run_id) / "training.json")
     w.seen = stack.wait_status(w.run_id, lambda s: bool(s["progress"]), 120, message="first progress")
-    w.pids_running = processes_with(w.config_path)
+    w.pids_running = pids_with(w.config_path)
     t0 = time.monotonic()
     w.cancel = stack.post(f"/api/tunix/runs/{w.run_id}/cancel")
     w.after_cancel = stack.status(w.run_id)
     w.run = stack.api.wait_final(w.run_id, timeout=30)
     w.cancel_to_final_s = time.monotonic() - t0
-    w.pids_left = processes_with(w.config_path)
+    w.pids_left = pids_with(w.config_path)
     w.metrics = stack.metrics(w.run_id)
     w.checkpoints = stack.api.get(f"/api/tunix/runs/{w.run_id}/checkpoints").json()["data"]
     return w

@@ -11,7 +11,6 @@ training tests.
 
 import http.client
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -200,23 +199,6 @@ def raw_get(base, path):
         return response.status, response.getheader("Content-Type"), response.read()
     finally:
         conn.close()
-
-
-def processes_with(fragment):
-    """Pids of live processes whose command line contains ``fragment``."""
-    needle = fragment.encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            continue
-        if needle in cmdline:
-            found.append(int(name))
-    return found
 
 
 def monotonic_since(t0):

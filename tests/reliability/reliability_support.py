@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import pathlib
 import signal
 import threading
 import time
@@ -83,36 +82,11 @@ def ids_in_registry(conn, ids):
 # Processes
 
 
-def alive(pid):
-    """Whether ``pid`` runs (a zombie is dead)."""
-    try:
-        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def pgid_of(pid):
     try:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
-
-
-def pids_with(fragment):
-    """Live processes whose command line contains ``fragment``."""
-    needle = fragment.encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            cmdline = pathlib.Path(f"/proc/{name}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline and alive(int(name)):
-            found.append(int(name))
-    return found
 
 
 def kill_group(pid, sig=signal.SIGKILL):

@@ -17,11 +17,10 @@ import time
 import pytest
 import requests
 
-from support import DRY, ApiClient, connect, metric, start_api
+from support import ApiClient, DRY, connect, metric, pids_with, start_api
 from reliability_support import (
     FINAL,
     Stopwatch,
-    pids_with,
     run_row,
     step_of,
     training,
@@ -98,7 +97,8 @@ def restart_database(own_pg, data_dir, log_dir, worker_launch, report, outage_s)
         long_run = submit(client, training(max_steps=long_steps))
         wait_row(conn, long_run, lambda r: r["status"] == "running" and step_of(r) >= 25, 120, "training")
         queued_run = submit(client, training(max_steps=40, seed=2))
-        dry_runs = [submit(client, dict(DRY, seed=i)) for i in range(DRY_RUNS)]
+        for i in range(DRY_RUNS):
+            submit(client, dict(DRY, seed=i))
         conn.close()
         # When PostgreSQL stops for outage_s seconds
         since_stop = Stopwatch()

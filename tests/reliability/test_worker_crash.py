@@ -14,13 +14,11 @@ import time
 
 import pytest
 
-from support import ApiClient, connect, metric, start_api
+from support import ApiClient, alive, connect, metric, pids_with, start_api
 from reliability_support import (
     Stopwatch,
-    alive,
     in_parallel,
     pgid_of,
-    pids_with,
     run_row,
     step_of,
     training,
