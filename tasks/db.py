@@ -63,6 +63,11 @@ class BlockingPool(ThreadedConnectionPool):
         if broken:
             self.discard_idle()
 
+    def set_application_name(self, name):
+        """Name the connections opened from now on (``pg_stat_activity``):
+        the reaper recognises a silent worker's sessions by it."""
+        self._kwargs["application_name"] = name[:63]  # PostgreSQL truncates to 63 bytes
+
     def discard_idle(self):
         """Close every idle connection: after one broke (a server restart,
         a failover) the others are most likely broken too, and each would

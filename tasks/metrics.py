@@ -54,6 +54,12 @@ RUNS_RECOVERED = Counter(
     ("outcome",),
 )
 
+SILENT_SESSIONS_ENDED = Counter(
+    "tunix_silent_worker_sessions_ended_total",
+    "PostgreSQL sessions of silent (frozen, hung or cut-off) worker processes a reaper ended, "
+    "releasing the messages and rows they held.",
+)
+
 RUNS_RETRIED = Counter(
     "tunix_runs_retried_total",
     "Runs queued for another attempt, by reason (resume, hand_back, recovered).",

@@ -190,6 +190,19 @@ def held_advisory_locks(conn, keys):
         return {row[0] for row in cur.fetchall()}
 
 
+def silent_worker_sessions(conn, timeout_s):
+    """``[(pid, worker_id)]``: sessions of workers silent for over ``timeout_s``."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["silent_worker_sessions"], dict(timeout_s=timeout_s))
+        return cur.fetchall()
+
+
+def terminate_session(conn, pid):
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["terminate_session"], dict(pid=pid))
+        return cur.fetchone()[0]
+
+
 def worker_heartbeat(conn, worker_id, hostname, pid):
     with timed_write("worker_heartbeat"), conn.cursor() as cur:
         cur.execute(QUERIES["worker_heartbeat"], dict(worker_id=worker_id, hostname=hostname, pid=pid))

@@ -14,5 +14,8 @@ _settings = get_settings()
 #: Recorded in ``tunix_runs.worker_id``: host and process.
 WORKER_ID = f"{_settings.hostname}:{os.getpid()}"
 
-for _middleware in worker_middleware(pool, WORKER_ID, _settings.hostname, metrics=_settings.metrics_enabled):
+pool.set_application_name(f"tunix-worker {WORKER_ID}")
+
+for _middleware in worker_middleware(pool, WORKER_ID, _settings.hostname, _settings.heartbeat_timeout_s,
+                                     metrics=_settings.metrics_enabled):
     broker.add_middleware(_middleware)

@@ -14,12 +14,16 @@ once.  It does not wait for dramatiq-pg's random rescan (measured: 78 s to
 * A ``pending`` run older than ``ORPHAN_AGE_S`` with no queued message (the
   API died between commit and publish, or a consumer died holding it) is
   published again.  Publishing is idempotent: the message id is the run id.
-
-Silence counts only while the database could hear it: after a pass fails
-(the database is down or unreachable from here), lost runs are left alone
-until the database has answered for ``HEARTBEAT_TIMEOUT_S`` again, so the
-workers that were running through the outage can heartbeat and record their
-results instead of having their runs executed a second time.
+* A worker process that froze (SIGSTOP, a swap storm) or whose host hung or
+  was cut off keeps what its PostgreSQL sessions hold: the advisory locks of
+  the messages it prefetched (up to ``DRY_PREFETCH``: nobody else may take
+  them) and the row locks of a transaction it was in (its run is then
+  skipped by every reaper's ``SKIP LOCKED``).  PostgreSQL drops the sessions
+  of a dead peer only after TCP's keepalive (hours by default), of a frozen
+  one never.  So the sessions of a worker silent for ``HEARTBEAT_TIMEOUT_S``
+  (they are named after their worker) are ended; its runs are then
+  recovered and its messages published again like any other.  Should it
+  thaw, its writes are refused (fencing) and its connections opened afresh.
 """
 
 import logging
@@ -29,7 +33,7 @@ from hashlib import sha256
 
 from tasks import db, lifecycle, registry
 from tasks.errors import InvalidTransition
-from tasks.metrics import RUNS_RECOVERED, RUNS_RETRIED
+from tasks.metrics import RUNS_RECOVERED, RUNS_RETRIED, SILENT_SESSIONS_ENDED
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +107,17 @@ class Reaper:
             logger.warning("republished %d pending run(s) that had no live message", len(orphans))
         return len(orphans)
 
+    def end_silent_sessions(self):
+        """End the database sessions of silent workers (see module doc); returns how many."""
+        with db.connection(self.pool) as conn:
+            sessions = registry.silent_worker_sessions(conn, self.settings.heartbeat_timeout_s)
+            for pid, worker_id in sessions:
+                registry.terminate_session(conn, pid)
+                logger.warning("ended session %s of silent worker %s", pid, worker_id)
+        if sessions:
+            SILENT_SESSIONS_ENDED.inc(len(sessions))
+        return len(sessions)
+
     def _publish(self, run):
         try:
             self.publish(run["id"], run["dry_run"])
@@ -110,8 +125,10 @@ class Reaper:
             logger.exception("could not publish run %s; next pass retries", run["id"])
 
     def run_once(self):
-        quiet = time.monotonic() < self._quiet_until
-        return (None if quiet else self.recover_lost()), self.republish_orphans()
+        if time.monotonic() < self._quiet_until:
+            return None, self.republish_orphans()
+        self.end_silent_sessions()
+        return self.recover_lost(), self.republish_orphans()
 
     def run_pass(self):
         """``run_once``, with a failure (the database may be down) logged and remembered."""

@@ -162,6 +162,21 @@ FROM pg_locks
 WHERE locktype = 'advisory' AND objsubid = 1 AND granted
   AND ((classid::bigint << 32) | objid::bigint) = ANY(%(keys)s);
 
+-- name: silent_worker_sessions
+-- Sessions of worker processes silent for over timeout_s (frozen, or on a
+-- hung or cut-off host).  They keep what they hold (the advisory locks of
+-- prefetched messages, row locks of open transactions) until PostgreSQL
+-- drops them, which for a live but frozen peer is never.  A worker's
+-- sessions are named 'tunix-worker <worker_id>' (workers/boot.py).
+SELECT a.pid, w.worker_id
+FROM pg_stat_activity a
+JOIN tunix_workers w ON a.application_name = left('tunix-worker ' || w.worker_id, 63)
+WHERE a.datname = current_database()
+  AND w.heartbeat_at < clock_timestamp() - make_interval(secs => %(timeout_s)s);
+
+-- name: terminate_session
+SELECT pg_terminate_backend(%(pid)s);
+
 -- name: worker_heartbeat
 -- A worker process is alive (insert on its first beat).
 INSERT INTO tunix_workers (worker_id, hostname, pid) VALUES (%(worker_id)s, %(hostname)s, %(pid)s)

@@ -83,7 +83,7 @@ def make_reaper(outcomes):
     """A reaper whose passes fail while ``outcomes`` (one per pass) says the database is down."""
     settings = types.SimpleNamespace(heartbeat_timeout_s=30, reaper_interval_s=5)
     reaper = Reaper(pool=None, settings=settings, publish=None)
-    reaper.recovered = []
+    reaper.recovered, reaper.ended = [], []
     state = {}
 
     def database():
@@ -99,11 +99,17 @@ def make_reaper(outcomes):
         database()
         return 0
 
+    def end_silent_sessions():
+        database()
+        reaper.ended.append(1)
+        return 0
+
     def run_pass(real=reaper.run_pass):
         state["pass"] = outcomes.pop(0)
         return real()
     reaper.recover_lost = recover_lost
     reaper.republish_orphans = republish_orphans
+    reaper.end_silent_sessions = end_silent_sessions
     reaper.run_pass = run_pass
     return reaper
 
@@ -128,3 +134,5 @@ def test_orphans_are_republished_during_the_quiet_time(clock):
     clock.now += 5
     assert reaper.run_pass() == (None, 0)
     assert reaper.recovered == []
+    # (and no silent worker's session is ended: every worker looks silent after an outage)
+    assert reaper.ended == []

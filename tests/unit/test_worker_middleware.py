@@ -65,7 +65,7 @@ def test_the_exit_code_is_read_from_a_dict_result_only():
 def test_the_registry_middleware_is_last_so_it_claims_last_and_finishes_first():
     # Given the worker's middleware as added to a broker
     broker = StubBroker()
-    for middleware in worker_middleware(pool=None, worker_id="host:1", hostname="host"):
+    for middleware in worker_middleware(pool=None, worker_id="host:1", hostname="host", heartbeat_timeout_s=30):
         broker.add_middleware(middleware)
     # Then RunRegistry is the last of all, after RunMetrics: `after_*` hooks
     # run in reverse, so the metrics see the status the registry recorded
@@ -76,7 +76,7 @@ def test_the_registry_middleware_is_last_so_it_claims_last_and_finishes_first():
 
 
 def test_without_metrics_the_registry_is_still_last():
-    middleware = worker_middleware(pool=None, worker_id="h:1", hostname="h", metrics=False)
+    middleware = worker_middleware(pool=None, worker_id="h:1", hostname="h", heartbeat_timeout_s=30, metrics=False)
     assert not any(isinstance(m, RunMetrics) for m in middleware)
     assert isinstance(middleware[-1], RunRegistry)
 

@@ -10,8 +10,8 @@ from .metrics import RunMetrics
 from .run_registry import RunRegistry
 
 
-def worker_middleware(pool, worker_id, hostname, metrics=True):
+def worker_middleware(pool, worker_id, hostname, heartbeat_timeout_s, metrics=True):
     """``metrics=False`` (``TUNIX_METRICS=0``) leaves run metrics out; the
     benchmark compares the two."""
-    return [WorkerHeartbeat(pool, worker_id, hostname), *([RunMetrics()] if metrics else []),
+    return [WorkerHeartbeat(pool, worker_id, hostname, heartbeat_timeout_s), *([RunMetrics()] if metrics else []),
             RunRegistry(pool, worker_id)]

@@ -12,13 +12,16 @@ from tasks import db, registry
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between beats.
+#: Seconds between beats (at most: three beats fit in HEARTBEAT_TIMEOUT_S).
 INTERVAL_S = 5
 
 
 class WorkerHeartbeat(Middleware):
-    def __init__(self, pool, worker_id, hostname):
+    def __init__(self, pool, worker_id, hostname, heartbeat_timeout_s):
         self.pool = pool
+        # A live worker must never look silent: the reaper ends a silent
+        # worker's sessions (workers/reaper.py).
+        self.interval_s = min(INTERVAL_S, heartbeat_timeout_s / 3)
         self.worker_id = worker_id
         self.hostname = hostname
         self._stop = threading.Event()
@@ -33,7 +36,7 @@ class WorkerHeartbeat(Middleware):
                 self._beat()
             except Exception as exc:  # the database may be restarting
                 logger.warning("worker heartbeat failed: %s", exc)
-            if self._stop.wait(INTERVAL_S):
+            if self._stop.wait(self.interval_s):
                 return
 
     def after_worker_boot(self, broker, worker):
