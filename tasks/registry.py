@@ -184,6 +184,13 @@ def unqueued_pending_runs(conn, min_age_s, limit=500):
         return cur.fetchall()
 
 
+def nudge_passed_over(conn, min_age_s):
+    """Ids of the messages announced again (see the query)."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["nudge_passed_over"], dict(min_age_s=min_age_s))
+        return [row[0] for row in cur.fetchall()]
+
+
 def held_advisory_locks(conn, keys):
     with conn.cursor() as cur:
         cur.execute(QUERIES["held_advisory_locks"], dict(keys=list(keys)))

@@ -14,6 +14,10 @@ once.  It does not wait for dramatiq-pg's random rescan (measured: 78 s to
 * A ``pending`` run older than ``ORPHAN_AGE_S`` with no queued message (the
   API died between commit and publish, or a consumer died holding it) is
   published again.  Publishing is idempotent: the message id is the run id.
+* A pending run whose message has waited in the queue over ``ORPHAN_AGE_S``
+  is announced again (one per queue and pass: the longest-waiting): a
+  consumer drops a NOTIFY it cannot act on, and upstream's rescan comes
+  only every 1-5 minutes.
 * A worker process that froze (SIGSTOP, a swap storm) or whose host hung or
   was cut off keeps what its PostgreSQL sessions hold: the advisory locks of
   the messages it prefetched (up to ``DRY_PREFETCH``: nobody else may take
@@ -95,6 +99,7 @@ class Reaper:
         from tasks.broker import DRY_QUEUE, TRAIN_QUEUE
 
         with db.connection(self.pool) as conn:
+            registry.nudge_passed_over(conn, self.settings.orphan_age_s)
             runs = registry.unqueued_pending_runs(conn, self.settings.orphan_age_s)
             consumed = {run["id"]: message_lock_key(DRY_QUEUE if run["dry_run"] else TRAIN_QUEUE, run["id"])
                         for run in runs if run["message_state"] == "consumed"}

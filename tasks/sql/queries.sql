@@ -154,6 +154,24 @@ WHERE r.status = 'pending'
 ORDER BY r.created_at
 LIMIT %(limit)s;
 
+-- name: nudge_passed_over
+-- Announce again (NOTIFY, as an enqueue does) the longest-waiting message of
+-- each queue when its run is pending and it has waited over min_age_s.  A
+-- consumer drops a NOTIFY it could not act on (measured: the message's lock
+-- was still held by a session on its way out) and upstream rescans the queue
+-- only every 1-5 minutes.  In a backlog this re-announces the next message
+-- due anyway: one NOTIFY per queue and pass, the row untouched.
+SELECT m.message_id, pg_notify('dramatiq.' || m.queue_name || '.enqueue',
+                               json_build_object('message_id', m.message_id)::text)
+FROM (
+    SELECT DISTINCT ON (q.queue_name) q.queue_name, q.message_id
+    FROM dramatiq.queue q
+    JOIN tunix_runs r ON r.id = q.message_id AND r.status = 'pending'
+    WHERE q.state = 'queued'
+      AND q.mtime < clock_timestamp() - make_interval(secs => %(min_age_s)s)
+    ORDER BY q.queue_name, q.mtime
+) m;
+
 -- name: held_advisory_locks
 -- Which of these advisory lock keys (int8, as dramatiq-pg takes them) some
 -- session holds.

@@ -27,6 +27,26 @@ HELD_PENDING = """SELECT count(*) FROM tunix_runs r JOIN dramatiq.queue q ON q.m
 WHERE r.status = 'pending' AND q.state = 'consumed'"""
 
 
+def diagnosis(conn):
+    """Runs not final, their messages and who holds what, for a failure message."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT r.id, r.status, r.attempts, r.worker_id, q.state, q.mtime FROM tunix_runs r "
+                    "LEFT JOIN dramatiq.queue q ON q.message_id = r.id "
+                    "WHERE r.status NOT IN ('completed', 'failed', 'cancelled', 'timeout')")
+        runs = cur.fetchall()
+        cur.execute("SELECT l.pid, a.application_name, a.state, left(a.query, 60), (l.classid::bigint << 32) | "
+                    "l.objid::bigint FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory'")
+        locks = cur.fetchall()
+        cur.execute("SELECT worker_id, heartbeat_at, clock_timestamp() - heartbeat_at FROM tunix_workers")
+        workers = cur.fetchall()
+        cur.execute("SELECT pid, application_name, state, left(query, 60) FROM pg_stat_activity "
+                    "WHERE datname = current_database()")
+        sessions = cur.fetchall()
+    return "\n".join([f"runs {runs}", f"advisory locks {locks}", f"workers {workers}",
+                       "sessions", *map(str, sessions)])
+
+
 def test_a_frozen_worker_s_prefetched_runs_run_elsewhere(databases, data_dir, log_dir, worker_launch, report):
     url = databases.create()
     conn = connect(url)
@@ -51,7 +71,10 @@ def test_a_frozen_worker_s_prefetched_runs_run_elsewhere(databases, data_dir, lo
         # And another launch comes to drain the rest
         second = worker_launch(workers=1, threads=4, url=url, **FLEET_ENV)
         # Then every run completes while the first process is still frozen
-        c = wait_all_final(conn, timeout=BOUND_S, expected_rows=RUNS)
+        try:
+            c = wait_all_final(conn, timeout=BOUND_S, expected_rows=RUNS)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{diagnosis(conn)}") from None
         all_final_s = since_freeze()
         assert c["by_status"] == {"completed": RUNS}, c
         # And each ran once, but for a run the frozen process had started (recovered by heartbeat)
