@@ -187,7 +187,7 @@ export class LogView {
   }
 
   scrollToEnd() {
-    this.body.scrollTop = this.body.scrollHeight;
+    this.body.scrollTo({ top: this.body.scrollHeight, behavior: "instant" });
     this.ownScrollTop = this.body.scrollTop;
     this.lastTop = this.ownScrollTop;
   }
@@ -211,6 +211,9 @@ export class LogView {
     this.follow = on;
     this.renderFollow();
     if (on) {
+      // Asked for: what is left of an earlier scroll (a keyboard's smooth
+      // scroll still running) must not pause it again as a reader's move.
+      this.inputAt = -Infinity;
       this.unseen = 0;
       this.jump.hidden = true;
       this.scrollToEnd();
