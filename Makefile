@@ -44,13 +44,13 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	  echo "creating $(VENV) with $(PYTHON)"; \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
 	fi
-	$(PY) -m pip install --disable-pip-version-check --progress-bar off -c constraints.txt -e '.[train,test]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar off -c constraints.txt -e '.[train,test,bench]'
 	@touch $@
 
 # After a change to setup.cfg's dependencies: resolve afresh and pin the result.
 constraints:
 	rm -rf $(VENV)/constraints-venv && $(PYTHON) -m venv $(VENV)/constraints-venv
-	$(VENV)/constraints-venv/bin/pip install --disable-pip-version-check --progress-bar off -e '.[train,test]'
+	$(VENV)/constraints-venv/bin/pip install --disable-pip-version-check --progress-bar off -e '.[train,test,bench]'
 	{ sed -n '1,4p' constraints.txt; $(VENV)/constraints-venv/bin/pip freeze --exclude-editable | grep -v '^tunix-rt'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf $(VENV)/constraints-venv
 

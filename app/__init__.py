@@ -1,5 +1,6 @@
 """The HTTP API: a thin Flask app that validates requests, writes the run
-registry and publishes messages.  It never trains in-process."""
+registry and, in the same transaction, the run's message.  It never trains
+in-process."""
 
 from flask import Flask
 

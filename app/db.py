@@ -1,10 +1,14 @@
 """The request's database connection: taken from the process pool on first
-use, committed and returned when the request ends."""
+use, returned when the request ends.  A request holds at most this one
+connection (the pool refuses a second to the same thread), so requests never
+wait for each other's connections: a submit writes its run and its message
+on it in one transaction (``transaction``)."""
+
+import contextlib
 
 from flask import g
 
 from tasks import db
-from tasks.errors import DatabaseUnavailable
 
 
 def get_pool():
@@ -17,13 +21,24 @@ def get_pool():
 
 def get_db():
     if "db" not in g:
-        pool = get_pool()
-        try:
-            g.db = pool.getconn()
-        except Exception as exc:  # PoolError or a connect error
-            raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
+        g.db = db.getconn(get_pool())
         g.db.autocommit = True
     return g.db
+
+
+@contextlib.contextmanager
+def transaction():
+    """The request's connection in one transaction: committed when the block
+    ends, rolled back if it raises."""
+    conn = get_db()
+    conn.autocommit = False
+    try:
+        yield conn
+        conn.commit()
+    finally:
+        if not conn.closed:
+            conn.rollback()  # after a commit: a no-op
+            conn.autocommit = True
 
 
 def close_db(exc=None):

@@ -6,7 +6,7 @@ from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
 from tasks import db
-from tasks.errors import DatabaseUnavailable, InvalidTransition, PublishFailed, RunNotFound, TunixError
+from tasks.errors import DatabaseUnavailable, InvalidTransition, Overloaded, RunNotFound, TunixError
 
 logger = logging.getLogger(__name__)
 
@@ -15,8 +15,12 @@ STATUS = {
     RunNotFound: 404,
     InvalidTransition: 409,
     DatabaseUnavailable: 503,
-    PublishFailed: 503,
+    Overloaded: 503,
 }
+
+#: Seconds a client is asked to wait after a 503: a busy pool frees within
+#: a second; a database outage lasts longer.
+RETRY_AFTER_S = {"overloaded": "1"}
 
 
 class ApiError(Exception):
@@ -38,7 +42,7 @@ def error_response(status, code, message, fields=None, /, **extra):
     response = jsonify(body)
     response.status_code = status
     if status == 503:
-        response.headers["Retry-After"] = "5"
+        response.headers["Retry-After"] = RETRY_AFTER_S.get(code, "5")
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="tunix-rt"'
     return response

@@ -20,7 +20,8 @@ def _json(schema, description="OK"):
 def _errors(*codes):
     text = {400: "malformed JSON", 401: "missing or wrong bearer token", 404: "unknown run",
             409: "not allowed in the run's status", 413: "body over 1 MiB", 415: "not JSON",
-            422: "invalid fields", 503: "database unavailable"}
+            422: "invalid fields",
+            503: "database unavailable, or overloaded (no pooled connection within DB_POOL_WAIT_S); see Retry-After"}
     return {str(code): _json(_ERROR, text[code]) for code in codes}
 
 

@@ -9,11 +9,11 @@ import uuid
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from tasks import actors, catalog, lifecycle, registry
-from tasks.errors import InvalidTransition, PublishFailed, RunNotFound
+from tasks.errors import InvalidTransition, RunNotFound
 from tasks.metrics import RUNS_RETRIED, RUNS_TOTAL
 from tasks.run_config import MODES, RunConfig, ValidationError, field_errors
 
-from .db import close_db, get_db
+from .db import close_db, get_db, transaction
 from .errors import ApiError
 from .serialize import run_json, status_json
 from .waiter import get_waiter
@@ -83,30 +83,22 @@ def _mode():
     return mode
 
 
-def _publish(run):
-    """Publish a committed run; if that fails, the run is failed, not left pending."""
-    try:
-        actors.publish(run["id"], run["dry_run"])
-    except Exception as exc:
-        logger.error("publishing run %s failed: %s", run["id"], exc)
-        error = {"type": "PublishFailed", "message": f"the run could not be queued: {exc}"}
-        registry.transition(get_db(), run["id"], lifecycle.RunStatus.FAILED, operation="publish_failed",
-                            error=error)
-        RUNS_TOTAL.labels(lifecycle.RunStatus.FAILED.value, run["mode"]).inc()
-        raise PublishFailed(error["message"]) from exc
+def _queue(conn, runs):
+    """Write the messages of ``runs`` (dicts with ``id`` or ``run_id``, and
+    ``dry_run``) in ``conn``'s transaction: the runs and their messages are
+    committed together, so a run is never pending without its message."""
+    registry.enqueue_messages(conn, actors.outbox_rows(runs))
 
 
 def _wait_until_final(run_id, watch, timeout):
+    """The run once final, or as it stands after ``timeout``.  Waiting holds
+    no connection: the waiter's tick says when the status changed."""
     deadline = time.monotonic() + timeout
-    while True:
-        row = registry.get_run(get_db(), run_id)
-        if row["status"] in lifecycle.FINAL:
-            return row
-        # Give the connection back while we wait: waiting costs none.
-        close_db()
+    while watch.status not in lifecycle.FINAL:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or not watch.wait(remaining):
-            return registry.get_run(get_db(), run_id)
+            break
+    return registry.get_run(get_db(), run_id)
 
 
 def _idempotency_key():
@@ -145,23 +137,36 @@ def submit():
     config = _validated(body)
     request_hash = _request_hash(mode, body) if key else None
     run_id = uuid.uuid4()
-    run = registry.insert_run(get_db(), run_id=run_id, mode=mode, dry_run=config["dry_run"],
-                              dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
-                              idempotency_key=key, request_hash=request_hash)
-    if run is None:
-        return _replay(key, request_hash)
-    RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, mode).inc()
-    location = url_for("runs.get_run", run_id=str(run_id))
     if mode == "async":
-        _publish(run)
-        return jsonify(run_json(run)), 202, {"Location": location}
-    # Watch before publishing, so a fast worker cannot finish unseen.
+        run = _insert_and_queue(run_id, mode, config, key, request_hash)
+        if run is None:
+            return _replay(key, request_hash)
+        return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
+    # Watch before the commit, so a fast worker cannot finish unseen.
     with get_waiter().watch(run_id) as watch:
-        _publish(run)
+        run = _insert_and_queue(run_id, mode, config, key, request_hash)
+        if run is None:
+            return _replay(key, request_hash)
+        close_db()  # waiting holds no connection
         run = _wait_until_final(run_id, watch, current_app.config["SYNC_TIMEOUT_S"])
     if run["status"] in lifecycle.FINAL:
         return jsonify(run_json(run)), 200
-    return jsonify(run_json(run)), 202, {"Location": location}
+    return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
+
+
+def _insert_and_queue(run_id, mode, config, key, request_hash):
+    """The new pending run, inserted with its message in one transaction on
+    the request's connection; None when ``key`` was used before (nothing is
+    written then)."""
+    with transaction() as conn:
+        run = registry.insert_run(conn, run_id=run_id, mode=mode, dry_run=config["dry_run"],
+                                  dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
+                                  idempotency_key=key, request_hash=request_hash)
+        if run is not None:
+            _queue(conn, [run])
+    if run is not None:
+        RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, mode).inc()
+    return run
 
 
 @bp.get("/runs/<run_id>")
@@ -245,11 +250,12 @@ def resume(run_id):
     """Queue a failed, cancelled or timed-out run again; the training goes
     on from its latest checkpoint."""
     run_id = parse_run_id(run_id)
-    run = registry.transition(get_db(), run_id, lifecycle.RunStatus.PENDING, only_from=lifecycle.RESUMABLE,
-                              operation="resume")
+    with transaction() as conn:
+        run = registry.transition(conn, run_id, lifecycle.RunStatus.PENDING, only_from=lifecycle.RESUMABLE,
+                                  operation="resume")
+        _queue(conn, [run])
     RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, run["mode"]).inc()
     RUNS_RETRIED.labels("resume").inc()
-    _publish(run)
     return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
 
 
@@ -267,7 +273,8 @@ def get_metrics(run_id):
 @bp.post("/runs/batch")
 def submit_batch():
     """Up to ``MAX_BATCH`` async runs in one call: all valid or none written.
-    The runs and their messages are written in one transaction."""
+    The runs and their messages are written in one transaction, as a single
+    submit writes its own."""
     body = _json_body()
     runs_in = body.get("runs")
     if set(body) != {"runs"} or not isinstance(runs_in, list) or not 1 <= len(runs_in) <= MAX_BATCH:
@@ -286,14 +293,8 @@ def submit_batch():
                              dataset_key=config["dataset_key"], model_id=config["model_id"], config=config))
     if fields:
         raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields)
-    conn = get_db()
-    conn.autocommit = False
-    try:
-        rows = registry.insert_runs_with_messages(conn, runs, actors.outbox_rows(runs))
-        conn.commit()
-    finally:
-        if not conn.closed:
-            conn.rollback()
-            conn.autocommit = True
+    with transaction() as conn:
+        rows = registry.insert_runs(conn, runs)
+        _queue(conn, runs)
     RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, "async").inc(len(rows))
     return jsonify(data=[run_json(r) for r in rows]), 202

@@ -6,9 +6,9 @@ final ``status`` when the run ends, after which the stream closes.  A run that
 already ended replays its log and closes.
 
 Costs: a stream holds a gunicorn thread while it is open, but no database
-connection while it waits: it sleeps on the process' shared LISTEN
-(``app/waiter.py``) and borrows a pooled connection only to read new lines.
-One API process serves at most ``SSE_MAX_STREAMS`` streams at once (one more
+connection while it waits: it sleeps until the process' waiter sees its run
+change (``app/waiter.py``) and borrows a pooled connection only to read new
+lines.  One API process serves at most ``SSE_MAX_STREAMS`` streams at once (one more
 gets 503 and ``Retry-After``); ``API_THREADS`` must stay above it so other
 requests always find a thread.
 """

@@ -268,8 +268,14 @@ def bench_metrics(url, data_dir, n=10_000, processes=8, ab_runs=3000, ab_rounds=
           f"-> on/off ratio of medians {statistics.median(on) / statistics.median(off):.3f}")
 
 
-BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain, "training": bench_training,
-           "streams": bench_streams, "metrics": bench_metrics}
+def bench_load(url, data_dir):
+    from .load import bench_load as run
+
+    run(url, data_dir)
+
+
+BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain, "load": bench_load,
+           "training": bench_training, "streams": bench_streams, "metrics": bench_metrics}
 
 
 def main(argv):

@@ -35,18 +35,21 @@ def message_for(run_id, dry_run):
 
 
 def publish(run_id, dry_run):
-    """Send the run's message (one transaction of its own)."""
+    """Send the run's message (one transaction of its own): for the reaper and
+    a worker handing a run back.  The API writes its messages in the
+    transaction of the change that queues the run (``outbox_rows``)."""
     return broker.enqueue(message_for(run_id, dry_run))
 
 
 def outbox_rows(runs):
     """``(queue_name, message_id, message)`` rows to write the messages of
-    ``runs`` in the caller's transaction (``registry.insert_runs_with_messages``)."""
+    ``runs`` (dicts with ``id`` or ``run_id``, and ``dry_run``) in the
+    caller's transaction (``registry.enqueue_messages``)."""
     from dramatiq_pg.utils import tidy4json
 
     rows = []
     for run in runs:
-        message = message_for(run["run_id"], run["dry_run"])
+        message = message_for(run.get("run_id") or run["id"], run["dry_run"])
         broker.emit_before("enqueue", message, None)
         rows.append((message.queue_name, message.message_id, tidy4json(message)))
     return rows

@@ -34,16 +34,18 @@ class InvalidTransition(TunixError):
         self.target = target
 
 
-class PublishFailed(TunixError):
-    """Raised when a committed run's message could not reach the broker."""
-
-    code = "publish_failed"
-
-
 class DatabaseUnavailable(TunixError):
     """Raised when PostgreSQL cannot be reached."""
 
     code = "database_unavailable"
+
+
+class Overloaded(TunixError):
+    """Raised when no database connection of the process' pool became free
+    within ``DB_POOL_WAIT_S``: more requests at once than the pool serves.
+    The API answers 503 with ``Retry-After``; nothing was written."""
+
+    code = "overloaded"
 
 
 class RunFailed(TunixError):

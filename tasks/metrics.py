@@ -60,6 +60,17 @@ SILENT_SESSIONS_ENDED = Counter(
     "releasing the messages and rows they held.",
 )
 
+POOL_WAIT = Histogram(
+    "tunix_db_pool_wait_seconds",
+    "Time a thread waited for a connection of its process' pool.",
+    buckets=(0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+POOL_TIMEOUTS = Counter(
+    "tunix_db_pool_timeouts_total",
+    "Connection requests that found no free connection within DB_POOL_WAIT_S (the API answered 503).",
+)
+
 RUNS_RETRIED = Counter(
     "tunix_runs_retried_total",
     "Runs queued for another attempt, by reason (resume, hand_back, recovered).",

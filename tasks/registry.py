@@ -48,19 +48,23 @@ def get_run_by_idempotency_key(conn, key):
         return cur.fetchone()
 
 
-def insert_runs_with_messages(conn, runs, messages):
-    """Insert ``runs`` (dicts as for ``insert_run``) and their dramatiq
-    ``messages`` ``(queue_name, message_id, message_json)`` in ``conn``'s
-    transaction."""
+def insert_runs(conn, runs):
+    """Insert ``runs`` (dicts as for ``insert_run``) in ``conn``'s transaction."""
     with timed_write("insert_batch"), _cursor(conn) as cur:
-        rows = execute_values(
+        return execute_values(
             cur, QUERIES["insert_runs"],
             [(r["run_id"], r["mode"], r["dry_run"], r["dataset_key"], r["model_id"], Json(r["config"]))
              for r in runs],
             fetch=True, page_size=len(runs) or 1)
-        execute_values(cur, QUERIES["enqueue_messages"], [(q, mid, Json(m), ) for q, mid, m in messages],
+
+
+def enqueue_messages(conn, messages):
+    """Write dramatiq ``messages`` ``(queue_name, message_id, message_json)``
+    in ``conn``'s transaction: they are delivered once it commits (the
+    transactional outbox; the commit's NOTIFY wakes a consumer)."""
+    with timed_write("enqueue"), conn.cursor() as cur:
+        execute_values(cur, QUERIES["enqueue_messages"], [(q, mid, Json(m)) for q, mid, m in messages],
                        template="(%s, %s, 'queued', %s)", page_size=len(messages) or 1)
-    return rows
 
 
 def transition(conn, run_id, target, *, only_from=None, attempt=None, operation=None, worker_id=None,
@@ -142,7 +146,8 @@ def heartbeat(conn, run_id, attempt, progress=None):
 
 def record_activity(conn, run_id, *, metrics=(), logs=()):
     """Store a batch of step metrics ``(step, loss, lr, grad_norm, attempt)``
-    and log lines ``(seq, stream, line)``, and wake the run's log streams."""
+    and log lines ``(seq, stream, line)``.  No NOTIFY: the API's waiter sees
+    the new lines on its next tick (``watch_runs``)."""
     with conn.cursor() as cur:
         if metrics:
             with timed_write("progress"):
@@ -150,7 +155,14 @@ def record_activity(conn, run_id, *, metrics=(), logs=()):
         if logs:
             with timed_write("log_batch"):
                 execute_values(cur, QUERIES["append_logs"], [(run_id, *line) for line in logs])
-        cur.execute(QUERIES["notify_activity"], dict(run_id=run_id))
+
+
+def watch_runs(conn, ids):
+    """``{run id (str): (status, updated_at, progress, last log seq)}`` for
+    the runs of ``ids`` that exist."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["watch_runs"], dict(ids=list(ids)))
+        return {row[0]: row[1:] for row in cur.fetchall()}
 
 
 def last_log_seq(conn, run_id):

@@ -62,8 +62,16 @@ class Settings:
     #: Log streams (SSE) one API process serves at once.
     sse_max_streams: int = field(default_factory=lambda: _int("SSE_MAX_STREAMS", 200))
     #: Connections one process (API or worker) may hold at once, whatever its
-    #: thread count.  A worker's two queue consumers keep 4 of them.
+    #: thread count: a thread holds at most one, so any size works (threads
+    #: wait their turn).  A worker's two queue consumers keep 4 more of their own.
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 16))
+    #: Seconds a thread waits for a free connection of the pool; then the API
+    #: answers 503 with ``Retry-After`` (a worker tries again).
+    db_pool_wait_s: float = field(default_factory=lambda: _float("DB_POOL_WAIT_S", 5))
+    #: Seconds between the API's looks at the runs its sync submits and log
+    #: streams wait on (one indexed query per process and tick, none when
+    #: nothing waits): status changes send no NOTIFY (see ``app/waiter.py``).
+    waiter_tick_s: float = field(default_factory=lambda: _float("WAITER_TICK_S", 0.02))
     #: Name this process writes into `tunix_runs.worker_id`.
     hostname: str = field(default_factory=lambda: os.environ.get("WORKER_HOSTNAME", socket.gethostname()))
 

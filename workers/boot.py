@@ -14,7 +14,10 @@ _settings = get_settings()
 #: Recorded in ``tunix_runs.worker_id``: host and process.
 WORKER_ID = f"{_settings.hostname}:{os.getpid()}"
 
-pool.set_application_name(f"tunix-worker {WORKER_ID}")
+# Both pools: the consumers' sessions hold the advisory locks of prefetched
+# messages, which the reaper must be able to release (workers/reaper.py).
+for _pool in (pool, broker.consumer_pool):
+    _pool.set_application_name(f"tunix-worker {WORKER_ID}")
 
 for _middleware in worker_middleware(pool, WORKER_ID, _settings.hostname, _settings.heartbeat_timeout_s,
                                      metrics=_settings.metrics_enabled):

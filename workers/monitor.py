@@ -3,8 +3,9 @@
 The training's output threads hand lines and step events to a ``RunMonitor``;
 the runner calls ``flush`` about twice a second, which writes everything
 gathered since in one transaction (metrics, log lines, heartbeat with the
-latest progress, one NOTIFY for the log streams) and returns the run's status,
-so a cancel is seen within a beat without a query of its own.
+latest progress; no NOTIFY: the API's waiter looks on its own tick) and
+returns the run's status, so a cancel is seen within a beat without a query
+of its own.
 """
 
 import logging

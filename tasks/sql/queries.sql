@@ -21,7 +21,9 @@ RETURNING *;
 -- name: enqueue_messages
 -- A batch of dramatiq-pg messages, as its ENQUEUE query writes one, with
 -- the NOTIFY its consumers listen for (psycopg2 execute_values).  Run in the
--- transaction that inserts the runs: they are queued together or not at all.
+-- transaction that inserts (or resumes) the runs: they are queued together or
+-- not at all.  This NOTIFY is the only one a run costs (README, "What a run
+-- costs the database").
 WITH enqueued AS (
     INSERT INTO dramatiq.queue (queue_name, message_id, "state", message) VALUES %s
     ON CONFLICT (message_id) DO UPDATE SET "state" = 'queued', message = EXCLUDED.message,
@@ -33,6 +35,17 @@ SELECT pg_notify('dramatiq.' || queue_name || '.enqueue',
                       THEN jsonb_build_object('message_id', message_id)::text
                       ELSE message::text END)
 FROM enqueued;
+
+-- name: ack_message
+-- A processed message is done (dramatiq-pg's ACK without its NOTIFY, which
+-- nothing listens to and which would serialise the commit: tasks/broker.py).
+UPDATE dramatiq.queue SET "state" = 'done', message = %(message)s
+WHERE message_id = %(message_id)s AND queue_name = %(queue_name)s AND state = 'consumed';
+
+-- name: nack_message
+-- A message dramatiq gave up (dramatiq-pg's NACK without its NOTIFY).
+UPDATE dramatiq.queue SET "state" = 'rejected', message = %(message)s
+WHERE message_id = %(message_id)s AND queue_name = %(queue_name)s AND state <> 'rejected';
 
 -- name: transition
 -- The one status change: guarded by the statuses the lifecycle allows, so a
@@ -116,9 +129,14 @@ ON CONFLICT (run_id, seq) DO NOTHING;
 -- Where a new attempt of a run continues numbering its log.
 SELECT COALESCE(max(seq), 0) AS seq FROM tunix_run_logs WHERE run_id = %(run_id)s;
 
--- name: notify_activity
--- Wake the log streams of a run: new lines or progress.
-SELECT pg_notify('tunix_run_activity', %(run_id)s::text);
+-- name: watch_runs
+-- What the API's waiter compares between ticks for the runs its sync submits
+-- and log streams wait on: a change in any column wakes them.  The last log
+-- line comes from the end of the (run_id, seq) primary key.
+SELECT r.id::text AS id, r.status, r.updated_at, r.progress::text AS progress,
+       (SELECT max(l.seq) FROM tunix_run_logs l WHERE l.run_id = r.id) AS last_seq
+FROM tunix_runs r
+WHERE r.id = ANY(%(ids)s::uuid[]);
 
 -- name: get_metrics
 -- The run's per-step series.

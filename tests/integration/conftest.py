@@ -32,3 +32,11 @@ def pool(registry_url):
     pool = db.make_pool(registry_url, 8)
     yield pool
     pool.closeall()
+
+
+@pytest.fixture
+def consumer_pool(registry_url):
+    """A pool for consumers, which keep two connections each (tasks/broker.py)."""
+    pool = db.make_pool(registry_url, 6, exclusive=False)
+    yield pool
+    pool.closeall()

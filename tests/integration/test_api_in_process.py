@@ -1,11 +1,12 @@
-"""What the API does when the broker cannot take a committed run: the app
-in this process (Flask's test client), the registry in real PostgreSQL."""
+"""A submit writes its run and its message in one transaction: the app in
+this process (Flask's test client), the registry in real PostgreSQL."""
 
+import psycopg2
 import pytest
 
 import app.db as app_db
 from app import create_app
-from tasks import actors, registry
+from tasks import registry
 from tasks.settings import Settings
 
 from support import count_runs
@@ -26,44 +27,39 @@ def client(registry_url, pool, monkeypatch):
 
 
 @pytest.fixture
-def broken_broker(monkeypatch):
-    def publish(run_id, dry_run):
-        raise ConnectionError("broker down")
+def broken_outbox(monkeypatch):
+    def enqueue_messages(conn, messages):
+        raise psycopg2.OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(actors, "publish", publish)
+    monkeypatch.setattr(registry, "enqueue_messages", enqueue_messages)
 
 
 @pytest.mark.parametrize("mode", ["async", "sync"])
-def test_a_run_that_cannot_be_published_is_failed_not_left_pending(conn, client, broken_broker, mode):
-    # Given a broker that refuses every message
+def test_a_run_whose_message_cannot_be_written_is_not_written_either(conn, client, broken_outbox, mode):
+    # Given a database that fails while the submit writes the run's message
     # When a run is submitted
     response = client.post(f"/api/tunix/run?mode={mode}", json=BODY)
-    # Then the API answers 503 publish_failed, asking to retry later
-    assert response.status_code == 503
+    # Then the API answers 503, asking to retry later
+    assert response.status_code == 503, response.get_data(as_text=True)
     assert response.headers["Retry-After"]
-    error = response.get_json()["error"]
-    assert error["code"] == "publish_failed"
-    assert "broker down" in error["message"]
-    # And the committed run is failed with the reason, never left pending without a message
-    rows, total = registry.list_runs(conn, limit=10, offset=0)
-    assert total == 1
-    assert rows[0]["status"] == "failed"
-    assert rows[0]["mode"] == mode
-    assert rows[0]["error"]["type"] == "PublishFailed"
-    assert "broker down" in rows[0]["error"]["message"]
+    assert response.get_json()["error"]["code"] == "database_unavailable"
+    # And the run was rolled back with it: never pending without a message
+    assert count_runs(conn) == 0
 
 
-def test_a_published_async_run_is_pending_with_its_message_queued(conn, client, monkeypatch):
-    # Given a broker that accepts messages (recorded here instead of sent)
-    sent = []
-    monkeypatch.setattr(actors, "publish", lambda run_id, dry_run: sent.append((run_id, dry_run)))
+def test_a_submitted_run_is_pending_with_its_message_queued_in_the_same_commit(conn, client):
     # When a run is submitted
     response = client.post("/api/tunix/run?mode=async", json=BODY)
-    # Then it is pending, published once under its own id
+    # Then it is pending, and its message (id = run id) is queued
     assert response.status_code == 202
     run = response.get_json()
     assert run["status"] == "pending"
-    assert [(str(r), d) for r, d in sent] == [(run["run_id"], True)]
+    with conn.cursor() as cur:
+        cur.execute("SELECT queue_name, state::text, xmin::text = (SELECT xmin::text FROM tunix_runs WHERE id = %s) "
+                    "FROM dramatiq.queue WHERE message_id = %s", (run["run_id"], run["run_id"]))
+        # ... written by the run's own transaction (same xmin)
+        assert cur.fetchall() == [("tunix-dry", "queued", True)]
+    conn.rollback()
     assert count_runs(conn) == 1
 
 

@@ -23,8 +23,9 @@ def queue():
 
 
 @pytest.fixture
-def broker(registry_url, pool):
-    return TunixBroker(settings=Settings(database_url=registry_url), pool=pool, results=False, middleware=[])
+def broker(registry_url, pool, consumer_pool):
+    return TunixBroker(settings=Settings(database_url=registry_url), pool=pool, consumer_pool=consumer_pool,
+                       results=False, middleware=[])
 
 
 def message(queue_name, message_id=None, arg="x"):
@@ -103,7 +104,7 @@ def test_enqueueing_the_same_message_id_again_replaces_it(conn, broker, queue):
 def test_a_message_held_by_one_consumer_is_not_given_to_another(conn, broker, queue, registry_url):
     # Given one message and two consumers, each with its own pool (as two processes)
     broker.enqueue(message(queue))
-    other_pool = db.make_pool(registry_url, 4)
+    other_pool = db.make_pool(registry_url, 4, exclusive=False)
     first = broker.consume(queue, prefetch=5, timeout=0)
     second = TunixConsumer(pool=other_pool, queue_name=queue, prefetch=5, timeout=0)
     try:
@@ -134,7 +135,7 @@ def test_enqueue_tries_once_so_a_request_is_answered_promptly(queue):
 def ack_while_queue_is_long(consumer_cls, url, queue_name, acked=12, queued=30):
     """Enqueue `queued` messages, take and ack `acked` of them one at a time;
     return (advisory locks the consumer's session holds, messages still queued)."""
-    pool = db.make_pool(url, 4)  # its own pool: session locks die with it
+    pool = db.make_pool(url, 4, exclusive=False)  # its own pool: session locks die with it
     broker = TunixBroker(settings=Settings(database_url=url), pool=pool, results=False, middleware=[])
     for i in range(queued):
         broker.enqueue(message(queue_name, arg=str(i)))
@@ -194,9 +195,9 @@ def full_turns(consumer, turns=3):
     return elapsed
 
 
-def test_a_full_consumer_comes_back_promptly_and_keeps_no_back_off(pool, queue):
+def test_a_full_consumer_comes_back_promptly_and_keeps_no_back_off(consumer_pool, queue):
     # Given our consumer, holding as many messages as it may
-    consumer = TunixConsumer(pool=pool, queue_name=queue, prefetch=1, timeout=0)
+    consumer = TunixConsumer(pool=consumer_pool, queue_name=queue, prefetch=1, timeout=0)
     try:
         # When it is asked for more, three times
         elapsed = full_turns(consumer)
@@ -210,10 +211,10 @@ def test_a_full_consumer_comes_back_promptly_and_keeps_no_back_off(pool, queue):
         consumer.close()
 
 
-def test_upstreams_full_consumer_backs_off_and_never_resets(pool, queue):
+def test_upstreams_full_consumer_backs_off_and_never_resets(consumer_pool, queue):
     # The behaviour TunixConsumer replaces: every full turn grows the back-off
     # (up to 1 s), and having room again does not reset it.
-    consumer = PostgresConsumer(pool=pool, queue_name=queue, prefetch=1, timeout=0)
+    consumer = PostgresConsumer(pool=consumer_pool, queue_name=queue, prefetch=1, timeout=0)
     try:
         full_turns(consumer)
         assert consumer.misses == 3
@@ -227,7 +228,7 @@ def test_upstreams_full_consumer_backs_off_and_never_resets(pool, queue):
                          ids=["tunix", "upstream"])
 def test_a_notify_already_read_off_the_socket_is_taken_at_once(broker, queue, consumer_cls, fast):
     # Given a consumer listening (1 s poll) on an empty queue
-    consumer = consumer_cls(pool=broker.pool, queue_name=queue, prefetch=5, timeout=1000)
+    consumer = consumer_cls(pool=broker.consumer_pool, queue_name=queue, prefetch=5, timeout=1000)
     try:
         consumer.get_listen_conn()
         # When a message is enqueued and its NOTIFY has reached the socket
@@ -244,3 +245,26 @@ def test_a_notify_already_read_off_the_socket_is_taken_at_once(broker, queue, co
             assert elapsed >= 0.9
     finally:
         consumer.close()
+
+
+def test_an_ack_sends_no_notify_and_takes_no_second_connection_in_the_consumer(conn, broker, queue, registry_url):
+    # Given a session listening where upstream's ack notifies, and a message taken
+    listener = connect(registry_url)
+    listener.autocommit = True
+    listener.cursor().execute(f'LISTEN "dramatiq.{queue}.ack"')
+    broker.enqueue(message(queue))
+    consumer = broker.consume(queue, prefetch=5, timeout=0)
+    try:
+        taken = next_message(consumer)
+        # When it is acked from a worker thread (which holds no connection)
+        consumer.ack(taken)
+        # Then it is done, and nobody was notified: its commit took no NOTIFY lock
+        assert states(conn, queue) == {"done": 1}
+        time.sleep(0.2)
+        listener.poll()
+        assert listener.notifies == []
+        # And the ack's connection came from the shared pool, not the consumer's own
+        assert consumer.work_pool is broker.pool and consumer.pool is broker.consumer_pool
+    finally:
+        consumer.close()
+        listener.close()

@@ -7,7 +7,7 @@ import pytest
 from psycopg2.pool import PoolError, ThreadedConnectionPool
 
 from tasks import db
-from tasks.errors import DatabaseUnavailable
+from tasks.errors import DatabaseUnavailable, Overloaded
 
 from support import free_port
 
@@ -76,24 +76,79 @@ def test_psycopg2s_own_pool_fails_under_the_same_load(registry_url):
         pool.closeall()
 
 
-def test_a_thread_gives_up_after_the_pool_wait(registry_url, monkeypatch):
-    # Given a pool whose one connection is out, and a short wait
-    monkeypatch.setattr(db, "POOL_WAIT_S", 0.2)
-    pool = db.make_pool(registry_url, 1)
-    held = pool.getconn()
+def held_elsewhere(pool):
+    """Take a connection of ``pool`` in another thread; returns (conn, give_back())."""
+    box = []
+    t = threading.Thread(target=lambda: box.append(pool.getconn()))
+    t.start()
+    t.join(10)
+    return box[0], lambda: pool.putconn(box[0])
+
+
+def test_a_thread_gives_up_after_the_pool_wait_as_overloaded(registry_url):
+    # Given a pool whose one connection another thread holds, and a short wait
+    pool = db.make_pool(registry_url, 1, wait_s=0.2)
+    _, give_back = held_elsewhere(pool)
     try:
-        # When another thread asks for one
+        # When this thread asks for one
         started = time.monotonic()
         with pytest.raises(PoolError, match="no free connection"):
             pool.getconn()
         # Then it waited, then failed
         assert 0.15 < time.monotonic() - started < 5
-        # And `connection()` turns that into DatabaseUnavailable
-        with pytest.raises(DatabaseUnavailable):
+        # And `connection()` turns that into Overloaded (503, retry soon), not an outage
+        with pytest.raises(Overloaded):
             with db.connection(pool):
                 pass
     finally:
+        give_back()
+        pool.closeall()
+
+
+def test_a_thread_that_holds_a_connection_is_refused_a_second_at_once(registry_url):
+    # Given a pool with free connections, and a thread holding one of them
+    pool = db.make_pool(registry_url, 4, wait_s=30)
+    held = pool.getconn()
+    try:
+        # When the same thread asks for another
+        started = time.monotonic()
+        with pytest.raises(db.NestedConnection):
+            with db.connection(pool):
+                pass
+        # Then it is refused at once (under load this is the deadlock of
+        # every request holding one connection and waiting for a second)
+        assert time.monotonic() - started < 1
+        # And once it gave its connection back, it may take one again
         pool.putconn(held)
+        held = None
+        with db.connection(pool) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        if held is not None:
+            pool.putconn(held)
+        pool.closeall()
+
+
+def test_a_pool_of_one_serves_many_threads_that_each_take_one_connection(registry_url):
+    # Given a pool of one connection and 16 threads using it in turn
+    pool = db.make_pool(registry_url, 1, wait_s=30)
+    try:
+        errors, peak = hammer(pool, threads=16, rounds=5)
+        # Then none fails and never more than one is out
+        assert errors == [] and peak == 1
+    finally:
+        pool.closeall()
+
+
+def test_the_consumers_pool_lets_a_thread_keep_two(registry_url):
+    # Given a pool made for consumers (each keeps a consume and a listen connection)
+    pool = db.make_pool(registry_url, 2, exclusive=False)
+    try:
+        first, second = pool.getconn(), pool.getconn()
+        assert first is not second
+        pool.putconn(first)
+        pool.putconn(second)
+    finally:
         pool.closeall()
 
 

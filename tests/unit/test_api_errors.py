@@ -5,7 +5,7 @@ import pytest
 
 from app import MAX_BODY_BYTES, create_app
 from app.errors import ApiError, error_response
-from tasks.errors import DatabaseUnavailable, InvalidTransition, PublishFailed, RunNotFound
+from tasks.errors import DatabaseUnavailable, InvalidTransition, Overloaded, RunNotFound
 
 VALID = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
 
@@ -27,7 +27,7 @@ def _app():
             "not_found": RunNotFound("r1"),
             "transition": InvalidTransition("r1", "completed", "running"),
             "db": DatabaseUnavailable("database unavailable: gone"),
-            "publish": PublishFailed("the run could not be queued"),
+            "busy": Overloaded("server busy: no free connection within 5s (maxconn=16)"),
             "api": ApiError(418, "teapot", "short and stout", [{"field": "spout", "message": "here"}]),
             "bug": RuntimeError("secret internals"),
         }[name]
@@ -138,14 +138,15 @@ def test_a_wrong_method_is_405_in_the_error_shape(client):
     ("not_found", 404, "run_not_found"),
     ("transition", 409, "invalid_transition"),
     ("db", 503, "database_unavailable"),
-    ("publish", 503, "publish_failed"),
+    ("busy", 503, "overloaded"),
     ("api", 418, "teapot"),
 ])
 def test_each_platform_error_maps_to_its_status_and_code(client, name, status, code):
     response = client.get(f"/_raise/{name}")
     error = assert_error(response, status, code)
     if status == 503:
-        assert response.headers["Retry-After"] == "5"
+        # A busy pool frees within a second; an outage lasts longer.
+        assert response.headers["Retry-After"] == ("1" if name == "busy" else "5")
     if name == "transition":
         assert error["status"] == "completed"
     if name == "api":

@@ -115,10 +115,10 @@ class RunRegistry(Middleware):
             runs, self._handed_back = self._handed_back, []
         if not runs:
             return
-        # The consumers are closed, but their connections sit idle in the
+        # The consumers are closed, but their connections sit idle in their
         # pool still holding the messages' advisory locks: no other process
         # could take a republished message.  Closing them releases the locks.
-        self.pool.discard_idle()
+        getattr(broker, "consumer_pool", self.pool).discard_idle()
         # NOTE: imported here: the actors module imports the broker, which
         # this middleware is being added to.
         from tasks.actors import publish
