@@ -23,8 +23,10 @@ def create_app(test_config=None):
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from . import auth, catalog, checkpoints, console, db, errors, health, observability, openapi, runs, streams
+    from . import (admission, auth, catalog, checkpoints, console, db, errors, health, observability, openapi, runs,
+                   streams)
 
+    admission.init_app(app)
     db.init_app(app)
     errors.init_app(app)
     auth.init_app(app)

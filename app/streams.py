@@ -21,6 +21,7 @@ from flask import Blueprint, Response, current_app, request
 from tasks import db, lifecycle, registry
 from tasks.errors import RunNotFound
 
+from . import admission
 from .db import close_db, get_db, get_pool
 from .errors import ApiError
 from .runs import parse_run_id
@@ -98,7 +99,12 @@ def stream_logs(run_id):
     slots = _stream_slots()
     if not slots.acquire(blocking=False):
         raise ApiError(503, "too_many_streams", "this API process serves its maximum of log streams; retry")
-    watch = get_waiter().watch(run_id).__enter__()
+    watch = get_waiter().watch(run_id)
+    if watch is None:
+        slots.release()
+        raise ApiError(503, "too_many_streams", "this API process has as many requests waiting as it may; retry")
+    watch.__enter__()
+    admission.leave()  # a stream mostly waits; its reads take no slot
     response = Response(_events(get_pool(), watch, run_id, after), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -5,7 +5,10 @@ runs that its sync submits and log streams wait on, in one indexed query
 (``watch_runs``: status, last change, progress, last log line), and wakes the
 requests whose run changed.  So a sync submit or a log stream holds no pooled
 connection while it waits, any number of them share one query, and nothing
-is queried while nobody waits.
+is queried while nobody waits.  They do hold a thread: together they may hold
+all of ``API_THREADS`` but a reserve (``reserved_threads``); past that a sync
+submit is answered 202 at once and a log stream 503, never a hang for the
+requests behind them.
 
 Why not LISTEN/NOTIFY, as before: PostgreSQL takes one database-wide lock at
 the commit of every transaction that issued a NOTIFY, so a trigger notifying
@@ -34,9 +37,17 @@ UNSEEN = object()
 MISSING = ("missing",)
 
 
+#: Threads of the API kept for requests that do not wait (a quarter of
+#: ``API_THREADS``, at most 32): sync submits and log streams together never
+#: hold them, so a status, a list or an async submit always finds a thread.
+def reserved_threads(api_threads):
+    return min(32, max(1, api_threads // 4))
+
+
 class Watch:
-    def __init__(self, waiter, run_id):
+    def __init__(self, waiter, run_id, release):
         self._waiter = waiter
+        self._release = release
         self.run_id = str(run_id)
         self.event = threading.Event()
         #: What the waiter saw last: ``(status, updated_at, progress, last_seq)``.
@@ -60,12 +71,17 @@ class Watch:
 
     def __exit__(self, *exc):
         self._waiter._remove(self)
+        release, self._release = self._release, None
+        if release is not None:
+            release()
 
 
 class StatusWaiter:
-    def __init__(self, url, tick_s):
+    def __init__(self, url, tick_s, max_waiting):
         self.url = url
         self.tick_s = tick_s
+        #: Requests that may wait at once (see ``reserved_threads``).
+        self._waiting = threading.BoundedSemaphore(max_waiting)
         self._lock = threading.Lock()
         self._watches = set()
         #: Set when a watch is added, so an idle thread looks at once.
@@ -74,8 +90,13 @@ class StatusWaiter:
         self._stop = threading.Event()
 
     def watch(self, run_id):
+        """A ``Watch`` on the run, holding one of the waiting slots until it
+        is exited; None when every slot is taken (the caller answers without
+        waiting)."""
+        if not self._waiting.acquire(blocking=False):
+            return None
         self._ensure_started()
-        return Watch(self, run_id)
+        return Watch(self, run_id, self._waiting.release)
 
     def _add(self, watch):
         with self._lock:
@@ -149,5 +170,6 @@ def get_waiter():
     ext = current_app.extensions
     if "tunix_waiter" not in ext:
         settings = current_app.config["SETTINGS"]
-        ext["tunix_waiter"] = StatusWaiter(settings.database_url, settings.waiter_tick_s)
+        max_waiting = settings.api_threads - reserved_threads(settings.api_threads)
+        ext["tunix_waiter"] = StatusWaiter(settings.database_url, settings.waiter_tick_s, max(1, max_waiting))
     return ext["tunix_waiter"]

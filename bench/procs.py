@@ -90,7 +90,7 @@ def api(url, data_dir, threads=16):
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", str(threads),
          "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "app:create_app()"],
-        cwd=ROOT, env=_env(url, data_dir), start_new_session=True)
+        cwd=ROOT, env=_env(url, data_dir, API_THREADS=threads), start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_http(base + "/readyz")

@@ -10,9 +10,10 @@ from .broker import DRY_QUEUE, TRAIN_QUEUE, broker
 def _execute(run_id):
     # NOTE: imported at call time so the API process, which only sends these
     # messages, never loads worker code (subprocess runner, JAX plumbing).
-    from workers import runner
+    from workers import context, runner
 
-    return runner.execute(run_id)
+    # Handed to the registry middleware, not returned (see workers/context.py).
+    context.set_result(runner.execute(run_id))
 
 
 @dramatiq.actor(queue_name=DRY_QUEUE, max_retries=0, broker=broker)

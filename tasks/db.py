@@ -14,6 +14,7 @@ pool size serves any number of threads: they only wait their turn.
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -46,6 +47,16 @@ class PoolTimeout(PoolError):
     """No connection became free within the pool's wait."""
 
 
+def _callers(depth=6):
+    """Where a connection was taken, cheaply (a few microseconds): for the
+    NestedConnection message."""
+    frame, names = sys._getframe(2), []
+    while frame is not None and len(names) < depth:
+        names.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        frame = frame.f_back
+    return " < ".join(names)
+
+
 class BlockingPool(ThreadedConnectionPool):
     """A pool whose ``getconn`` waits, a bounded time, for a free connection.
 
@@ -67,15 +78,16 @@ class BlockingPool(ThreadedConnectionPool):
         self._slots = threading.BoundedSemaphore(maxconn)
         #: id(conn) -> the thread that took it.
         self._held = {}
-        #: thread ident -> connections it holds.
+        #: thread ident -> connections it holds, and where it took the last.
         self._holders = Counter()
+        self._where = {}
         self._held_lock = threading.Lock()
 
     def getconn(self, key=None):
         me = threading.get_ident()
         if self.exclusive and self._holders.get(me):
-            raise NestedConnection("this thread already holds a connection of this pool; "
-                                   "asking for a second one deadlocks under load")
+            raise NestedConnection("this thread already holds a connection of this pool (taken in "
+                                   f"{self._where.get(me)}); asking for a second one deadlocks under load")
         from .metrics import POOL_TIMEOUTS, POOL_WAIT
 
         start = time.perf_counter()
@@ -91,20 +103,27 @@ class BlockingPool(ThreadedConnectionPool):
         with self._held_lock:
             self._held[id(conn)] = me
             self._holders[me] += 1
+            self._where[me] = _callers()
         return conn
 
     def putconn(self, conn, key=None, close=False):
         # Broken connections are dropped, not handed to the next thread.
         broken = close or bool(conn.closed)
+        # The books first: once psycopg2 has the connection back another
+        # thread may take it at once, and a pop after that took the other
+        # thread's entry (measured: under 64 clients a thread was left
+        # "holding" a connection it had given back, and every later request
+        # on it failed; before the per-thread count, a slot was lost instead).
+        with self._held_lock:
+            holder = self._held.pop(id(conn), None)
+            if holder is not None:
+                self._holders[holder] -= 1
+                if not self._holders[holder]:
+                    del self._holders[holder]
+                    self._where.pop(holder, None)
         try:
             super().putconn(conn, key=key, close=broken)
         finally:
-            with self._held_lock:
-                holder = self._held.pop(id(conn), None)
-                if holder is not None:
-                    self._holders[holder] -= 1
-                    if not self._holders[holder]:
-                        del self._holders[holder]
             if holder is not None:
                 self._slots.release()
         if broken:
@@ -142,9 +161,11 @@ def connect_kwargs(url):
     return kwargs
 
 
-def make_pool(url, maxconn, application_name="tunix-rt", wait_s=POOL_WAIT_S, exclusive=True):
+def make_pool(url, maxconn, application_name="tunix-rt", wait_s=POOL_WAIT_S, exclusive=True, options=None):
     kwargs = connect_kwargs(url)
     kwargs.setdefault("application_name", application_name)
+    if options:
+        kwargs["options"] = " ".join(filter(None, [kwargs.get("options"), options]))
     pool = BlockingPool(0, maxconn, wait_s=wait_s, exclusive=exclusive, **kwargs)
     # dramatiq-pg's pool_sanitizer reads this after a disconnect.
     pool.minconn = maxconn

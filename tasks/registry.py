@@ -42,6 +42,21 @@ def insert_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, id
         return cur.fetchone()
 
 
+def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, message, idempotency_key=None,
+               request_hash=None):
+    """Insert the new pending run and its dramatiq ``message``
+    ``(queue_name, message_id, message_json)`` in one statement; the run, or
+    None when ``idempotency_key`` is taken (nothing is written then)."""
+    queue_name, message_id, message_json = message
+    assert str(message_id) == str(run_id), "a run's message id is its run id"
+    with timed_write("submit"), _cursor(conn) as cur:
+        cur.execute(QUERIES["submit_run"], dict(
+            run_id=run_id, mode=mode, dry_run=dry_run, dataset_key=dataset_key, model_id=model_id,
+            config=Json(config), idempotency_key=idempotency_key, request_hash=request_hash,
+            queue_name=queue_name, message=Json(message_json)))
+        return cur.fetchone()
+
+
 def get_run_by_idempotency_key(conn, key):
     with _cursor(conn) as cur:
         cur.execute(QUERIES["get_run_by_idempotency_key"], dict(idempotency_key=key))
@@ -155,6 +170,15 @@ def record_activity(conn, run_id, *, metrics=(), logs=()):
         if logs:
             with timed_write("log_batch"):
                 execute_values(cur, QUERIES["append_logs"], [(run_id, *line) for line in logs])
+
+
+def settle_message(conn, message):
+    """Mark a processed dramatiq message done, in ``conn``'s transaction."""
+    from dramatiq_pg.utils import tidy4json
+
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["ack_message"], dict(message=Json(tidy4json(message)), message_id=message.message_id,
+                                                  queue_name=message.queue_name))
 
 
 def watch_runs(conn, ids):

@@ -59,6 +59,9 @@ class Settings:
     metrics_enabled: bool = field(default_factory=lambda: os.environ.get("TUNIX_METRICS", "1") != "0")
     #: Threads serving HTTP in the API process (each open log stream holds one).
     api_threads: int = field(default_factory=lambda: _int("API_THREADS", 256))
+    #: Requests one API process works on at once; the others queue for a
+    #: slot in order (``app/admission.py``).  Waiting requests hold none.
+    api_active: int = field(default_factory=lambda: _int("API_ACTIVE", 32))
     #: Log streams (SSE) one API process serves at once.
     sse_max_streams: int = field(default_factory=lambda: _int("SSE_MAX_STREAMS", 200))
     #: Connections one process (API or worker) may hold at once, whatever its

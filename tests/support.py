@@ -224,6 +224,7 @@ def start_api(database_url, data_dir, log_dir, threads=16, **env):
            "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--graceful-timeout", "10",
            "app:create_app()"]
     env.setdefault("SYNC_TIMEOUT_S", 30)
+    env.setdefault("API_THREADS", threads)  # the API sizes its waiting slots by it
     process = Process(cmd, process_env(database_url, data_dir, **env), os.path.join(log_dir, f"api-{port}.log"))
     base = f"http://127.0.0.1:{port}"
     try:

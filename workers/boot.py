@@ -1,6 +1,7 @@
 """The module each dramatiq worker process imports (``dramatiq workers.boot``):
 the broker, the actors, and the worker-only middleware."""
 
+import logging
 import os
 
 from tasks import actors  # noqa: F401  (declares the actors)
@@ -10,6 +11,10 @@ from tasks.settings import get_settings
 from .middleware import worker_middleware
 
 _settings = get_settings()
+
+# dramatiq-pg logs "Consumed <id>@<queue>" at INFO for every message, each a
+# write through a pipe to the launch: only its warnings are kept.
+logging.getLogger("dramatiq_pg").setLevel(logging.WARNING)
 
 #: Recorded in ``tunix_runs.worker_id``: host and process.
 WORKER_ID = f"{_settings.hostname}:{os.getpid()}"

@@ -9,6 +9,30 @@ VALUES (%(run_id)s, %(mode)s, %(dry_run)s, %(dataset_key)s, %(model_id)s, %(conf
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
+-- name: submit_run
+-- A submit: the run, pending, and its dramatiq message in one statement, so
+-- one round trip and one commit (the connection is held for that alone).
+-- The message's NOTIFY is the only one a run costs.  With an idempotency key
+-- already used nothing is written and no row returns.
+WITH run AS (
+    INSERT INTO tunix_runs (id, mode, dry_run, dataset_key, model_id, config, idempotency_key, request_hash)
+    VALUES (%(run_id)s, %(mode)s, %(dry_run)s, %(dataset_key)s, %(model_id)s, %(config)s,
+            %(idempotency_key)s, %(request_hash)s)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), queued AS (
+    INSERT INTO dramatiq.queue (queue_name, message_id, "state", message)
+    SELECT %(queue_name)s, run.id, 'queued', %(message)s FROM run
+    RETURNING queue_name, message_id, message
+), announced AS (
+    SELECT pg_notify('dramatiq.' || queue_name || '.enqueue',
+                     CASE WHEN octet_length(message::text) >= 8000
+                          THEN jsonb_build_object('message_id', message_id)::text
+                          ELSE message::text END)
+    FROM queued
+)
+SELECT run.* FROM run WHERE (SELECT count(*) FROM announced) = 1;
+
 -- name: get_run_by_idempotency_key
 -- The run an earlier submit with this key created.
 SELECT * FROM tunix_runs WHERE idempotency_key = %(idempotency_key)s;

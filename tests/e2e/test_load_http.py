@@ -6,6 +6,7 @@ the pool it names and a worker launch of 2 processes."""
 
 import collections
 import json
+import select
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +32,10 @@ def storm_workers(worker_launch, storm_db):
 
 @pytest.fixture(scope="module")
 def storm_api(storm_db, data_dir, log_dir, storm_workers):
-    # 4 connections for 80 threads: before, 16 requests holding a connection
-    # while asking the same pool for a second one deadlocked a pool of 16.
-    process = start_api(storm_db, data_dir, log_dir, threads=CLIENTS + 16, DB_POOL_MAX=4, SYNC_TIMEOUT_S=60)
+    # 4 connections for 96 threads (72 may wait: 64 sync submits at once fit):
+    # before, 16 requests holding a connection while asking the same pool for
+    # a second one deadlocked a pool of 16.
+    process = start_api(storm_db, data_dir, log_dir, threads=96, DB_POOL_MAX=4, SYNC_TIMEOUT_S=60)
     yield process
     process.stop()
 
@@ -248,11 +250,57 @@ def test_a_dry_run_costs_one_notify_its_enqueue(storm_api, storm_db):
         ids = [api.submit(dict(DRY, seed=i), mode=("async", "sync")[i % 2]).json()["run_id"] for i in range(20)]
         wait_for(lambda: scalar(conn, "SELECT count(*) FROM tunix_runs WHERE id = ANY(%s::uuid[]) "
                                       "AND status = 'completed'", (ids,)) == 20, timeout=60, message="completed")
-        time.sleep(0.5)
-        listener.poll()
-        heard = collections.Counter(n.channel for n in listener.notifies)
+        heard = collections.Counter()
+        while select.select([listener], [], [], 0.5)[0]:  # one poll() reads one socket read
+            listener.poll()
+            heard.update(n.channel for n in listener.notifies)
+            listener.notifies.clear()
         # Then each cost exactly one NOTIFY, its enqueue (claims, finishes and acks cost none)
         assert heard == {"dramatiq.tunix-dry.enqueue": 20}, heard
     finally:
         listener.close()
         conn.close()
+
+
+# ---------------------------------------------------------------- threads
+
+
+def test_waiting_requests_never_take_the_threads_other_requests_need(databases, data_dir, log_dir):
+    url = databases.create()  # no worker: its runs stay pending
+    # Given an API of 8 threads (2 kept for requests that do not wait)
+    process = start_api(url, data_dir, log_dir, threads=8, SYNC_TIMEOUT_S=8)
+    conn = connect(url)
+    try:
+        api = ApiClient(process.url)
+        # And 6 sync submits waiting for runs nobody executes
+        with ThreadPoolExecutor(6) as pool:
+            waiting = [pool.submit(lambda i: requests.post(api.url("/api/tunix/run?mode=sync"),
+                                                           json=dict(DRY, seed=i), timeout=60), i)
+                       for i in range(6)]
+            wait_for(lambda: scalar(conn, "SELECT count(*) FROM tunix_runs") == 6, timeout=10,
+                     message="6 sync submits waiting")
+            # When one more sync submit comes
+            started = time.monotonic()
+            r = requests.post(api.url("/api/tunix/run?mode=sync"), json=DRY, timeout=10)
+            # Then it is accepted and answered at once, as after SYNC_TIMEOUT_S: 202 with the pending run
+            assert r.status_code == 202 and r.json()["status"] == "pending" and r.headers["Location"]
+            assert time.monotonic() - started < 3
+            # And a log stream is refused (503, retry), never left hanging
+            s = requests.get(api.url(f"/api/tunix/runs/{r.json()['run_id']}/logs"), timeout=10)
+            assert s.status_code == 503 and s.headers["Retry-After"]
+            assert s.json()["error"]["code"] == "too_many_streams"
+            # And reads and async submits are served promptly meanwhile
+            started = time.monotonic()
+            assert api.get("/api/tunix/runs", limit=3).status_code == 200
+            assert api.get(f"/api/tunix/runs/{r.json()['run_id']}/status").status_code == 200
+            assert api.submit(DRY, mode="async").status_code == 202
+            assert time.monotonic() - started < 3
+            # And the waiting ones answer 202 once their SYNC_TIMEOUT_S is up
+            assert [f.result().status_code for f in waiting] == [202] * 6
+        # And once they are done, a sync submit waits again (its run stays pending: 202 after the timeout)
+        started = time.monotonic()
+        assert requests.post(api.url("/api/tunix/run?mode=sync"), json=DRY, timeout=30).status_code == 202
+        assert time.monotonic() - started >= 7
+    finally:
+        conn.close()
+        process.stop()

@@ -56,7 +56,7 @@ def test_completed_runs_sum_exactly_over_every_worker_launch_scrape(own_system):
     worker_ops = {op for s in scrapes for (name, labels), v in s.items()
                   if name == "tunix_db_write_latency_ms_count" and v > 0 for k, op in labels if k == "operation"}
     assert {"claim", "finish", "worker_heartbeat"} <= worker_ops
-    assert metric(api_samples, "tunix_db_write_latency_ms_count", operation="insert") == n
+    assert metric(api_samples, "tunix_db_write_latency_ms_count", operation="submit") == n
     assert len(set(ids)) == n
 
 

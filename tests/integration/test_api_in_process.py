@@ -1,12 +1,11 @@
 """A submit writes its run and its message in one transaction: the app in
 this process (Flask's test client), the registry in real PostgreSQL."""
 
-import psycopg2
 import pytest
 
 import app.db as app_db
 from app import create_app
-from tasks import registry
+from tasks import actors
 from tasks.settings import Settings
 
 from support import count_runs
@@ -28,22 +27,20 @@ def client(registry_url, pool, monkeypatch):
 
 @pytest.fixture
 def broken_outbox(monkeypatch):
-    def enqueue_messages(conn, messages):
-        raise psycopg2.OperationalError("server closed the connection unexpectedly")
-
-    monkeypatch.setattr(registry, "enqueue_messages", enqueue_messages)
+    # A message the queue refuses (its queue_name is NOT NULL).
+    real = actors.outbox_rows
+    monkeypatch.setattr(actors, "outbox_rows", lambda runs: [(None, mid, m) for _, mid, m in real(runs)])
 
 
 @pytest.mark.parametrize("mode", ["async", "sync"])
 def test_a_run_whose_message_cannot_be_written_is_not_written_either(conn, client, broken_outbox, mode):
-    # Given a database that fails while the submit writes the run's message
+    # Given a message the database refuses
     # When a run is submitted
     response = client.post(f"/api/tunix/run?mode={mode}", json=BODY)
-    # Then the API answers 503, asking to retry later
-    assert response.status_code == 503, response.get_data(as_text=True)
-    assert response.headers["Retry-After"]
-    assert response.get_json()["error"]["code"] == "database_unavailable"
-    # And the run was rolled back with it: never pending without a message
+    # Then the API answers with an error
+    assert response.status_code == 500, response.get_data(as_text=True)
+    assert response.get_json()["error"]["code"] == "internal_error"
+    # And the run was not written either: never pending without a message
     assert count_runs(conn) == 0
 
 

@@ -140,6 +140,37 @@ def test_a_pool_of_one_serves_many_threads_that_each_take_one_connection(registr
         pool.closeall()
 
 
+def test_a_connection_taken_the_moment_it_is_given_back_leaves_both_threads_books_right(registry_url,
+                                                                                       monkeypatch):
+    # Given a pool of two, and another thread that takes the connection the
+    # instant psycopg2's pool has it back (before putconn has returned): it
+    # has a free slot of its own, and psycopg2 hands it the idle connection
+    pool = db.make_pool(registry_url, 2, wait_s=2)
+    taken = []
+    real_putconn = ThreadedConnectionPool.putconn
+
+    def putconn_then_someone_takes_it(self, conn, key=None, close=False):
+        real_putconn(self, conn, key, close)
+        if not taken:
+            t = threading.Thread(target=lambda: taken.append(pool.getconn()))
+            t.start()
+            t.join(5)
+
+    monkeypatch.setattr(ThreadedConnectionPool, "putconn", putconn_then_someone_takes_it)
+    try:
+        # When this thread gives its connection back, and the other thread later too
+        mine = pool.getconn()
+        pool.putconn(mine)
+        assert taken and taken[0] is mine, "the other thread did not get the same connection"
+        pool.putconn(taken[0])
+        # Then nobody is left holding anything, and the slot is free
+        assert dict(pool._holders) == {} and pool._held == {}
+        with db.connection(pool) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    finally:
+        pool.closeall()
+
+
 def test_the_consumers_pool_lets_a_thread_keep_two(registry_url):
     # Given a pool made for consumers (each keeps a consume and a listen connection)
     pool = db.make_pool(registry_url, 2, exclusive=False)

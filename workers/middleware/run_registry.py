@@ -18,7 +18,7 @@ from tasks import db, lifecycle, registry
 from tasks.errors import DatabaseUnavailable, InvalidTransition, RunLost, RunNotFound, RunStopped
 from tasks.metrics import RUNS_RETRIED
 
-from ..context import clear_current_run, set_current_run
+from ..context import clear_current_run, set_current_run, take_result
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class RunRegistry(Middleware):
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         clear_current_run()
+        if result is None:
+            result = take_result()
         run = getattr(message, "tunix_run", None)
         if run is None:
             return
@@ -80,7 +82,7 @@ class RunRegistry(Middleware):
         fence = dict(attempt=run["attempts"])
         if exception is None:
             message.tunix_run = self._finish(run["id"], S.COMPLETED, result=result, exit_code=_exit_code(result),
-                                             **fence)
+                                             settle=message, **fence)
         elif isinstance(exception, RunLost):
             # The reaper gave this attempt to another worker: not ours to record.
             message.tunix_run = None
@@ -92,7 +94,8 @@ class RunRegistry(Middleware):
             # A stopped run names its own final status (cancelled, timeout).
             target = S(exception.status) if isinstance(exception, RunStopped) else S.FAILED
             message.tunix_run = self._finish(run["id"], target, error=describe(exception),
-                                             exit_code=getattr(exception, "exit_code", None), **fence)
+                                             exit_code=getattr(exception, "exit_code", None), settle=message,
+                                             **fence)
 
     def _hand_back(self, run, fence):
         S = lifecycle.RunStatus
@@ -138,10 +141,18 @@ class RunRegistry(Middleware):
         error = {"type": "MessageRejected", "message": "the broker gave the run's message up"}
         self._finish(run_id, lifecycle.RunStatus.FAILED, error=error, quiet=True)
 
-    def _finish(self, run_id, target, quiet=False, operation="finish", **fields):
+    def _finish(self, run_id, target, quiet=False, operation="finish", settle=None, **fields):
+        """Record ``target``; with ``settle`` (the run's message), mark the
+        message done in the same transaction: one commit fewer per run, and
+        the consumer's ack has nothing left to write (``tasks/broker.py``)."""
         def write():
             with db.connection(self.pool) as conn:
-                return registry.transition(conn, run_id, target, operation=operation, **fields)
+                row = registry.transition(conn, run_id, target, operation=operation, **fields)
+                if settle is not None:
+                    registry.settle_message(conn, settle)
+            if settle is not None:
+                settle.tunix_settled = True
+            return row
 
         try:
             return db.patiently(write, FINAL_WRITE_PATIENCE_S)
