@@ -21,6 +21,7 @@ wakes a consumer; a waiter learns of the end at most a tick later.
 
 import logging
 import threading
+import time
 
 from flask import current_app
 
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between reconnect attempts when the database is gone.
 RECONNECT_S = 1.0
+#: Seconds a new watch is looked at 4 times a tick.
+FAST_FOR_S = 0.5
 
 #: A watch's state before its first look: any state differs from it.
 UNSEEN = object()
@@ -50,6 +53,7 @@ class Watch:
         self._release = release
         self.run_id = str(run_id)
         self.event = threading.Event()
+        self.since = time.monotonic()
         #: What the waiter saw last: ``(status, updated_at, progress, last_seq)``.
         self.seen = UNSEEN
 
@@ -118,18 +122,23 @@ class StatusWaiter:
         self._wake.set()
 
     def _look(self, conn):
-        """One tick: wake the watches whose run changed since their last look."""
+        """One tick: wake the watches whose run changed since their last look.
+        Returns the seconds until the next tick, None when nothing waits."""
         with self._lock:
             watches = list(self._watches)
         if not watches:
-            return False
+            return None
         states = registry.watch_runs(conn, {w.run_id for w in watches})
         for watch in watches:
             state = states.get(watch.run_id, MISSING)
             if state != watch.seen:
                 watch.seen = state
                 watch.event.set()
-        return True
+        # A sync dry run ends within milliseconds of its submit: look 4 times
+        # as often while a watch is young (measured: round trip p50 21 ms at
+        # a 20 ms tick; idle pickup is 2-3 ms).
+        youngest = max(w.since for w in watches)
+        return self.tick_s / 4 if time.monotonic() - youngest < FAST_FOR_S else self.tick_s
 
     def _lost_track(self):
         with self._lock:
@@ -145,7 +154,7 @@ class StatusWaiter:
                 if conn is None:
                     conn = db.connect(self.url, application_name="tunix-rt-waiter")
                     conn.autocommit = True
-                busy = self._look(conn)
+                tick = self._look(conn)
             except Exception as exc:  # noqa: BLE001 - the thread must live on
                 logger.warning("status waiter lost the database (%s); reconnecting", exc)
                 if conn is not None:
@@ -155,8 +164,8 @@ class StatusWaiter:
                 self._lost_track()
                 self._stop.wait(RECONNECT_S)
                 continue
-            if busy:
-                self._stop.wait(self.tick_s)
+            if tick is not None:
+                self._stop.wait(tick)
             else:
                 self._wake.wait(1.0)
                 self._wake.clear()

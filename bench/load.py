@@ -23,8 +23,11 @@ from . import celery_peer, procs
 
 BODY = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
 CLIENTS = (1, 4, 16, 64, 256)
-#: Seconds each level submits for.
+#: Seconds each level is measured for, after its warm-up.
 LEVEL_S = 8
+#: Seconds each level submits before it is measured (clients connect, the
+#: API's pool fills); what happens then is reported apart.
+WARMUP_S = 2
 #: Channels a run's commits could notify (the enqueue's is the only one left).
 CHANNELS = ("dramatiq.tunix-dry.enqueue", "dramatiq.tunix-train.enqueue", "dramatiq.tunix-dry.ack",
             "dramatiq.tunix-train.ack", "tunix_run_status", "tunix_run_activity")
@@ -48,10 +51,15 @@ def _scrape(base):
             "timeouts": value("tunix_db_pool_timeouts_total")}
 
 
-def _one_level(base, clients, seconds):
-    stop = time.monotonic() + seconds
+def _one_level(base, clients, seconds, warmup=WARMUP_S):
+    """``clients`` threads submit for ``warmup + seconds``; answers to
+    requests sent in the first ``warmup`` seconds (connections opened, the
+    pool filled) are counted apart.  Returns (latencies, codes, seconds,
+    warm-up answers over 1 s, warm-up non-2xx)."""
+    start = time.monotonic() + 0.5
+    measured_from, stop = start + warmup, start + warmup + seconds
     latencies, codes, lock = [], collections.Counter(), threading.Lock()
-    barrier = threading.Barrier(clients)
+    warm = collections.Counter()
 
     host, port = base.rsplit("/", 1)[-1].split(":")
     body = json.dumps(BODY).encode()
@@ -61,10 +69,12 @@ def _one_level(base, clients, seconds):
         # http.client, one keep-alive connection per client: requests costs
         # the client ~4x the CPU per call, taken from the server's 2 cores.
         http = http_client.HTTPConnection(host, int(port), timeout=60)
-        mine, my_codes = [], collections.Counter()
-        barrier.wait()
-        while time.monotonic() < stop:
-            t = time.perf_counter()
+        mine, my_codes, my_warm = [], collections.Counter(), collections.Counter()
+        time.sleep(max(0.0, start - time.monotonic()))
+        while True:
+            t = time.monotonic()
+            if t >= stop:
+                break
             try:
                 http.request("POST", "/api/tunix/run?mode=async", body=body, headers=headers)
                 response = http.getresponse()
@@ -73,20 +83,25 @@ def _one_level(base, clients, seconds):
             except (OSError, http_client.HTTPException):
                 http.close()
                 status = "error"
-            mine.append(time.perf_counter() - t)
+            took = time.monotonic() - t
+            if t < measured_from:
+                my_warm["over_1s"] += took > 1.0
+                my_warm["non_2xx"] += status != 202
+                continue
+            mine.append(took)
             my_codes[status] += 1
         http.close()
         with lock:
             latencies.extend(mine)
             codes.update(my_codes)
+            warm.update(my_warm)
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
-    return latencies, codes, time.perf_counter() - started
+    return latencies, codes, seconds, warm["over_1s"], warm["non_2xx"]
 
 
 def _wait_drained(url, timeout=600):
@@ -220,7 +235,7 @@ def bench_load(url, data_dir, clients=CLIENTS, seconds=LEVEL_S):
         for n in clients:
             _truncate(url)
             before = _scrape(base)
-            latencies, codes, elapsed = _one_level(base, n, seconds)
+            latencies, codes, elapsed, warm_slow, warm_bad = _one_level(base, n, seconds)
             drained = _wait_drained(url)
             after = _scrape(base)
             (first, last, completed, executions), = _fetch(
@@ -228,7 +243,8 @@ def bench_load(url, data_dir, clients=CLIENTS, seconds=LEVEL_S):
                      "coalesce(sum(attempts), 0) FROM tunix_runs")
             accepted = codes.get(202, 0)
             span = (last - first).total_seconds() if completed else float("nan")
-            rows.append(dict(clients=n, accepted=accepted, accepted_s=accepted / elapsed,
+            rows.append(dict(clients=n, accepted=accepted, accepted_s=accepted / elapsed, warm_slow=warm_slow,
+                             warm_bad=warm_bad,
                              p50=_pct(latencies, 50), p99=_pct(latencies, 99), max=max(latencies),
                              over_1s=sum(1 for x in latencies if x > 1.0),
                              non_2xx={k: v for k, v in codes.items() if k != 202},
@@ -237,14 +253,15 @@ def bench_load(url, data_dir, clients=CLIENTS, seconds=LEVEL_S):
                              pool_waits_over_10ms=after["slow_waits"] - before["slow_waits"],
                              pool_wait_s=after["wait_s"] - before["wait_s"],
                              pool_timeouts=after["timeouts"] - before["timeouts"]))
-    print(f"load: async dry-run submits for {seconds} s per level, 2 worker processes draining, "
-          f"gunicorn 1 process x 256 threads, DB_POOL_MAX 16")
-    print("| clients | accepted/s | submit p50 / p99 / max | answers > 1 s | non-2xx | completed/s end to end "
-          "| runs completed / executions | pool waits > 10 ms (total wait) | pool time-outs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"load: async dry-run submits, {WARMUP_S} s of warm-up then {seconds} s measured per level, 2 worker "
+          f"processes draining, gunicorn 1 process x 256 threads, DB_POOL_MAX 16, API_ACTIVE 32")
+    print("| clients | accepted/s | submit p50 / p99 / max | answers > 1 s | non-2xx | warm-up: > 1 s, non-2xx "
+          "| completed/s end to end | runs completed / executions | pool waits > 10 ms (total wait) | pool time-outs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['clients']} | {r['accepted_s']:.0f} | {r['p50'] * 1000:.0f} / {r['p99'] * 1000:.0f} / "
               f"{r['max'] * 1000:.0f} ms | {r['over_1s']} | {sum(r['non_2xx'].values())} {r['non_2xx'] or ''} | "
+              f"{r['warm_slow']}, {r['warm_bad']} | "
               f"{r['completed_s']:.0f} | {r['completed']} / {r['executions']} | "
               f"{r['pool_waits_over_10ms']:.0f} ({r['pool_wait_s']:.1f} s) | {r['pool_timeouts']:.0f} |")
     at16 = next((r for r in rows if r["clients"] == 16), None)
