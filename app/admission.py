@@ -18,6 +18,8 @@ from flask import current_app, g, request
 
 from tasks.errors import Overloaded
 
+from .extensions import once
+
 class FairSlots:
     """A semaphore that serves its waiters in order: a freed slot is handed
     to the longest waiter, never taken by a newcomer (``threading.Semaphore``
@@ -52,17 +54,8 @@ class FairSlots:
                 self._free += 1
 
 
-_slots = None
-_slots_lock = threading.Lock()
-
-
 def _get_slots():
-    global _slots
-    with _slots_lock:
-        if _slots is None:
-            settings = current_app.config["SETTINGS"]
-            _slots = FairSlots(settings.api_active)
-    return _slots
+    return once("tunix_admission", lambda settings: FairSlots(settings.api_active))
 
 
 #: Paths that must answer even when the API is saturated: liveness and the scrape.

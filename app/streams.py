@@ -16,7 +16,7 @@ requests always find a thread.
 import json
 import threading
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
 from tasks import db, lifecycle, registry
 from tasks.errors import RunNotFound
@@ -24,6 +24,7 @@ from tasks.errors import RunNotFound
 from . import admission
 from .db import close_db, get_db, get_pool
 from .errors import ApiError
+from .extensions import once
 from .runs import parse_run_id
 from .waiter import get_waiter
 
@@ -35,16 +36,8 @@ KEEPALIVE_S = 15
 #: Lines read per query.
 BATCH = 500
 
-_slots = None
-_slots_lock = threading.Lock()
-
-
 def _stream_slots():
-    global _slots
-    with _slots_lock:
-        if _slots is None:
-            _slots = threading.BoundedSemaphore(current_app.config["SETTINGS"].sse_max_streams)
-    return _slots
+    return once("tunix_stream_slots", lambda settings: threading.BoundedSemaphore(settings.sse_max_streams))
 
 
 def _since():

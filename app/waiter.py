@@ -23,9 +23,9 @@ import logging
 import threading
 import time
 
-from flask import current_app
-
 from tasks import db, registry
+
+from .extensions import once
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +173,12 @@ class StatusWaiter:
             conn.close()
 
 
+def _make_waiter(settings):
+    max_waiting = settings.api_threads - reserved_threads(settings.api_threads)
+    return StatusWaiter(settings.database_url, settings.waiter_tick_s, max(1, max_waiting))
+
+
 def get_waiter():
     """The app's waiter, started on first use (not in ``create_app``, which
     must stay free of I/O and threads: gunicorn forks after it)."""
-    ext = current_app.extensions
-    if "tunix_waiter" not in ext:
-        settings = current_app.config["SETTINGS"]
-        max_waiting = settings.api_threads - reserved_threads(settings.api_threads)
-        ext["tunix_waiter"] = StatusWaiter(settings.database_url, settings.waiter_tick_s, max(1, max_waiting))
-    return ext["tunix_waiter"]
+    return once("tunix_waiter", _make_waiter)

@@ -124,6 +124,14 @@ def test_the_same_storm_with_sync_submits_mixed_in_answers_each_sync_submit_comp
 # ---------------------------------------------------------------- a pool of one
 
 
+def own_stack(databases, data_dir, log_dir, worker_launch, **api_env):
+    """A database of its own, a worker launch of 1 process and an API with
+    ``api_env``; returns (database url, API process)."""
+    url = databases.create()
+    worker_launch(workers=1, threads=4, url=url)
+    return url, start_api(url, data_dir, log_dir, **api_env)
+
+
 def fake_running_run(conn):
     """A run that stays running (its heartbeat is in the future, so no reaper
     recovers it) and has no message: a log stream on it stays open."""
@@ -138,9 +146,8 @@ def fake_running_run(conn):
 
 def test_a_pool_of_one_connection_serves_submits_sync_submits_reads_and_an_open_log_stream(
         databases, data_dir, log_dir, worker_launch):
-    url = databases.create()
-    worker_launch(workers=1, threads=4, url=url)
-    process = start_api(url, data_dir, log_dir, threads=16, DB_POOL_MAX=1, SYNC_TIMEOUT_S=30)
+    url, process = own_stack(databases, data_dir, log_dir, worker_launch, threads=16, DB_POOL_MAX=1,
+                             SYNC_TIMEOUT_S=30)
     conn = connect(url)
     try:
         api = ApiClient(process.url)
@@ -187,10 +194,9 @@ def test_a_pool_of_one_connection_serves_submits_sync_submits_reads_and_an_open_
 
 def test_more_requests_than_the_pool_serves_get_503_with_retry_after_and_nothing_half_written(
         databases, data_dir, log_dir, worker_launch):
-    url = databases.create()
-    worker_launch(workers=1, threads=4, url=url)
     # Given an API with one connection, 8 threads and a short pool wait
-    process = start_api(url, data_dir, log_dir, threads=8, DB_POOL_MAX=1, DB_POOL_WAIT_S=0.3)
+    url, process = own_stack(databases, data_dir, log_dir, worker_launch, threads=8, DB_POOL_MAX=1,
+                             DB_POOL_WAIT_S=0.3)
     holder = connect(url)
     holder.autocommit = False
     observer = connect(url)
