@@ -195,6 +195,7 @@ export class LogView {
   onScroll() {
     const top = this.body.scrollTop;
     const movedUp = top < (this.lastTop ?? top) - 1;
+    const movedDown = top > (this.lastTop ?? top) + 1;
     this.lastTop = top;
     // Our own scroll to the end is not a reader's move; neither is the
     // browser's (layout, clamping): only a scroll soon after input counts.
@@ -202,9 +203,13 @@ export class LogView {
     const byReader = performance.now() - (this.inputAt || -Infinity) < 1500;
     const atBottom = this.body.scrollHeight - top - this.body.clientHeight < 24;
     // Any move up pauses (a smooth scroll starts near the bottom: "at the
-    // bottom" alone would undo it); coming back down to the end resumes.
+    // bottom" alone would undo it); coming back down to the end resumes.  A
+    // scroll event that moved nowhere (the end of a smooth scroll settling,
+    // a short log that barely scrolls and is always "at the bottom") does
+    // not: it resumed following right after a PageUp, and the Follow click
+    // that came next paused it again.
     if (movedUp && byReader && this.follow) this.setFollow(false);
-    else if (!movedUp && atBottom && !this.follow) this.setFollow(true);
+    else if (movedDown && atBottom && !this.follow) this.setFollow(true);
   }
 
   setFollow(on) {
