@@ -1,5 +1,6 @@
 """Runs: submit, read, list."""
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -88,9 +89,9 @@ def _mode():
 
 
 def _queue(conn, runs):
-    """Write the messages of ``runs`` (dicts with ``id`` or ``run_id``, and
-    ``dry_run``) in ``conn``'s transaction: the runs and their messages are
-    committed together, so a run is never pending without its message."""
+    """Write the messages of ``runs`` (``(run_id, dry_run)`` pairs) in
+    ``conn``'s transaction: the runs and their messages are committed
+    together, so a run is never pending without its message."""
     registry.enqueue_messages(conn, actors.outbox_rows(runs))
 
 
@@ -154,17 +155,13 @@ def submit():
     # watch: async, or every thread the API may let wait is waiting (then
     # the sync submit is answered as it would be after SYNC_TIMEOUT_S).
     watch = get_waiter().watch(run_id) if mode == "sync" else None
-    if watch is None:
+    with watch or contextlib.nullcontext():
         run = _insert_and_queue(run_id, mode, config, key, request_hash)
         if run is None:
             return _replay(key, request_hash)
-        return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
-    with watch:
-        run = _insert_and_queue(run_id, mode, config, key, request_hash)
-        if run is None:
-            return _replay(key, request_hash)
-        admission.leave()  # waiting is not work
-        run = _wait_until_final(run_id, watch, current_app.config["SYNC_TIMEOUT_S"])
+        if watch is not None:
+            admission.leave()  # waiting is not work
+            run = _wait_until_final(run_id, watch, current_app.config["SYNC_TIMEOUT_S"])
     if run["status"] in lifecycle.FINAL:
         return jsonify(run_json(run)), 200
     return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
@@ -178,7 +175,7 @@ def _insert_and_queue(run_id, mode, config, key, request_hash):
     connection while it does (measured: 64 clients spent 46% of their time
     waiting for the pool when the connection was kept to the end of the
     request)."""
-    (message,) = actors.outbox_rows([{"run_id": run_id, "dry_run": config["dry_run"]}])
+    (message,) = actors.outbox_rows([(run_id, config["dry_run"])])
     try:
         run = registry.submit_run(get_db(), run_id=run_id, mode=mode, dry_run=config["dry_run"],
                                   dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
@@ -274,7 +271,7 @@ def resume(run_id):
     with transaction() as conn:
         run = registry.transition(conn, run_id, lifecycle.RunStatus.PENDING, only_from=lifecycle.RESUMABLE,
                                   operation="resume")
-        _queue(conn, [run])
+        _queue(conn, [(run["id"], run["dry_run"])])
     RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, run["mode"]).inc()
     RUNS_RETRIED.labels("resume").inc()
     return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
@@ -316,6 +313,6 @@ def submit_batch():
         raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields)
     with transaction() as conn:
         rows = registry.insert_runs(conn, runs)
-        _queue(conn, runs)
+        _queue(conn, [(r["run_id"], r["dry_run"]) for r in runs])
     RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, "async").inc(len(rows))
     return jsonify(data=[run_json(r) for r in rows]), 202

@@ -13,9 +13,9 @@ import time
 
 import requests
 
-from tasks import db
-
 from . import procs
+from .procs import fetch as _fetch
+from .procs import truncate as _truncate
 
 BODY = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
 
@@ -40,22 +40,6 @@ def bench_submit(url, data_dir, n=1000):
             assert r.status_code == 202, r.text
     print(f"async submit latency ({n} sequential submits): p50 {ms(pct(latencies, 50))}  "
           f"p99 {ms(pct(latencies, 99))}  mean {ms(statistics.mean(latencies))}")
-
-
-def _truncate(url):
-    conn = db.connect(url)
-    with conn, conn.cursor() as cur:
-        cur.execute("TRUNCATE tunix_runs CASCADE; TRUNCATE dramatiq.queue")
-    conn.close()
-
-
-def _fetch(url, sql, *args):
-    conn = db.connect(url)
-    with conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
 
 
 def bench_pickup(url, data_dir, n=200):

@@ -20,6 +20,8 @@ import time
 import requests
 
 from . import celery_peer, procs
+from .procs import fetch as _fetch
+from .procs import truncate as _truncate
 
 BODY = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
 CLIENTS = (1, 4, 16, 64, 256)
@@ -112,29 +114,6 @@ def _wait_drained(url, timeout=600):
             return True
         time.sleep(0.2)
     return False
-
-
-def _fetch(url, sql, *args):
-    from tasks import db
-
-    conn = db.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
-def _truncate(url):
-    from tasks import db
-
-    conn = db.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE tunix_runs CASCADE; TRUNCATE dramatiq.queue")
-    finally:
-        conn.close()
 
 
 def _next_xid(url):

@@ -51,6 +51,27 @@ def database():
             embedded.stop()
 
 
+def truncate(url):
+    """Empty the registry and the queue between benchmarks."""
+    conn = db.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("TRUNCATE tunix_runs CASCADE; TRUNCATE dramatiq.queue")
+    finally:
+        conn.close()
+
+
+def fetch(url, sql, *args):
+    """The rows of one query, on a connection of its own."""
+    conn = db.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
 def _with_dbname(url, name):
     from urllib.parse import urlparse
 

@@ -44,13 +44,13 @@ def publish(run_id, dry_run):
 
 def outbox_rows(runs):
     """``(queue_name, message_id, message)`` rows to write the messages of
-    ``runs`` (dicts with ``id`` or ``run_id``, and ``dry_run``) in the
-    caller's transaction (``registry.enqueue_messages``)."""
+    ``runs``, ``(run_id, dry_run)`` pairs, in the caller's transaction
+    (``registry.submit_run``, ``registry.enqueue_messages``)."""
     from dramatiq_pg.utils import tidy4json
 
     rows = []
-    for run in runs:
-        message = message_for(run.get("run_id") or run["id"], run["dry_run"])
+    for run_id, dry_run in runs:
+        message = message_for(run_id, dry_run)
         broker.emit_before("enqueue", message, None)
         rows.append((message.queue_name, message.message_id, tidy4json(message)))
     return rows

@@ -53,10 +53,9 @@ from dramatiq_pg.broker import PostgresConsumer
 from dramatiq.errors import ConnectionError as DramatiqConnectionError
 from dramatiq_pg.utils import raise_connection_error, wait_for_notifies
 from dramatiq_pg.utils import tidy4json
-from psycopg2.extras import Json
 
 from . import db
-from .errors import DatabaseUnavailable
+from .errors import DatabaseUnavailable, Overloaded
 from .settings import get_settings
 
 #: Seconds dramatiq's TimeLimit allows past the operator's maximum, so the
@@ -79,31 +78,28 @@ class TunixConsumer(PostgresConsumer):
         #: holds only this consumer's own two.
         self.work_pool = work_pool or pool
 
-    def _settle(self, query, message):
+    def _settle(self, message, outcome):
         # Upstream's ack/nack, less the NOTIFY (see module doc).  Runs in the
         # worker thread, which holds no other connection by then.  A message
         # whose run's final status was recorded was marked done in that
         # same transaction (workers/middleware/run_registry.py): nothing to write.
-        from .sql import QUERIES
+        from . import registry  # NOTE: not at import: it loads prometheus_client (tasks.metrics)
 
         self.unlock_q.put_nowait(message)
-        if getattr(message, "tunix_settled", False):
-            self.in_processing.discard(message.message_id)
-            return
-        try:
-            with db.connection(self.work_pool) as conn, conn.cursor() as cur:
-                cur.execute(QUERIES[query], dict(message=Json(tidy4json(message)), message_id=message.message_id,
-                                                  queue_name=message.queue_name))
-        except (DatabaseUnavailable, db.Overloaded) as exc:
-            # dramatiq tries an ack again on its ConnectionError only.
-            raise DramatiqConnectionError(str(exc)) from exc
+        if not getattr(message, "tunix_settled", False):
+            try:
+                with db.connection(self.work_pool) as conn:
+                    registry.settle_message(conn, message, outcome)
+            except (DatabaseUnavailable, Overloaded) as exc:
+                # dramatiq tries an ack again on its ConnectionError only.
+                raise DramatiqConnectionError(str(exc)) from exc
         self.in_processing.discard(message.message_id)
 
     def ack(self, message):
-        self._settle("ack_message", message)
+        self._settle(message, "done")
 
     def nack(self, message):
-        self._settle("nack_message", message)
+        self._settle(message, "rejected")
 
     def __next__(self):
         # Release the locks of messages acked since the last turn (see module doc).

@@ -211,8 +211,6 @@ def getconn(pool):
         return pool.getconn()
     except PoolTimeout as exc:
         raise Overloaded(f"server busy: {exc}") from exc
-    except NestedConnection:
-        raise
     except (PoolError, *DISCONNECTS) as exc:
         raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
 

@@ -172,13 +172,15 @@ def record_activity(conn, run_id, *, metrics=(), logs=()):
                 execute_values(cur, QUERIES["append_logs"], [(run_id, *line) for line in logs])
 
 
-def settle_message(conn, message):
-    """Mark a processed dramatiq message done, in ``conn``'s transaction."""
+def settle_message(conn, message, outcome="done"):
+    """Mark a processed dramatiq message ``done`` (acked) or ``rejected``
+    (nacked), in ``conn``'s transaction; no NOTIFY (``tasks/broker.py``)."""
     from dramatiq_pg.utils import tidy4json
 
+    query = {"done": "ack_message", "rejected": "nack_message"}[outcome]
     with conn.cursor() as cur:
-        cur.execute(QUERIES["ack_message"], dict(message=Json(tidy4json(message)), message_id=message.message_id,
-                                                  queue_name=message.queue_name))
+        cur.execute(QUERIES[query], dict(message=Json(tidy4json(message)), message_id=message.message_id,
+                                         queue_name=message.queue_name))
 
 
 def watch_runs(conn, ids):
