@@ -244,7 +244,8 @@ def test_run_detail_live_log_chart_cancel_resume(page, live_system):
     page.click("[data-testid=resume]")
     page.locator('.run-head .badge[data-status="running"], .run-head .badge[data-status="pending"]').wait_for()
     page.locator('.run-head .badge[data-status="running"]').wait_for(timeout=60_000)
-    assert "live" in page.inner_text(".live-state") or "connecting" in page.inner_text(".live-state")
+    live_state = page.inner_text(".live-state")  # read once: it flips from connecting to live
+    assert "live" in live_state or "connecting" in live_state
     page.click("[data-testid=cancel]")
     page.locator('.run-head .badge[data-status="cancelled"]').wait_for(timeout=60_000)
     assert head_badge.get_attribute("data-status") == "cancelled"
