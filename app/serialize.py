@@ -18,6 +18,7 @@ def run_json(row):
         "model_id": row["model_id"],
         "config": row["config"],
         "attempts": row["attempts"],
+        "max_attempts": row.get("max_attempts"),
         "worker_id": row["worker_id"],
         "error": row["error"],
         "result": row["result"],
@@ -41,5 +42,6 @@ def status_json(row):
         "completed_at": _ts(row["completed_at"]),
         "exit_code": row["exit_code"],
         "attempts": row["attempts"],
+        "max_attempts": row.get("max_attempts"),
         "progress": row.get("progress"),
     }

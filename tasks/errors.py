@@ -34,6 +34,17 @@ class InvalidTransition(TunixError):
         self.target = target
 
 
+class AttemptsExhausted(InvalidTransition):
+    """Raised when a pending run is claimed after it has had its ``max_attempts``."""
+
+    code = "attempts_exhausted"
+
+    def __init__(self, run_id, attempts, max_attempts):
+        TunixError.__init__(self, f"run {run_id} has had {attempts} of {max_attempts} attempt(s)")
+        self.run_id, self.current, self.target = run_id, "pending", "running"
+        self.attempts, self.max_attempts = attempts, max_attempts
+
+
 class DatabaseUnavailable(TunixError):
     """Raised when PostgreSQL cannot be reached."""
 

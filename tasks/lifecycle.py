@@ -12,6 +12,32 @@ list (``tasks/sql/migrations``) and every status change goes through
        │  │        cancel_requested ──▶ cancelled ─┘
        ▼  │                                  ▲
     cancelled / failed / timeout ────────────┘
+
+Attempts
+--------
+``attempts`` counts claims: every execution that began, so it only grows and
+a worker's writes are fenced by it (a frozen worker that thaws writes
+nothing for an attempt that is not the run's any more).  ``max_attempts`` is
+the run's budget, and the claim itself is refused once ``attempts`` reached
+it, so no race between reapers, hand-backs and duplicate deliveries can give
+a run one attempt more: ``attempts <= max_attempts`` always (a CHECK says so).
+
+* The first claim sets ``max_attempts`` from ``MAX_ATTEMPTS``.
+* A worker lost mid-run (killed, frozen, cut off) costs the attempt: the
+  reaper sends the run back to pending, or ends it ``failed`` (WorkerLost)
+  when it has had its budget.  This is what the cap is for: a run that kills
+  its worker cannot loop for ever.
+* A hand-back costs nothing: a worker told to stop (SIGTERM; dramatiq also
+  stops every sibling process when one of its processes dies) checkpoints
+  and returns the run with ``max_attempts`` raised by one.  Measured before
+  this rule: a soak of SIGKILLs gave one run "attempt 4 of 3" this way.
+* A database outage costs nothing in itself.  A claim whose answer was lost
+  is looked up on the next try and adopted (workers/middleware/run_registry.py);
+  a running attempt that could not heartbeat is not recovered until the
+  reaper has seen the database for ``HEARTBEAT_TIMEOUT_S`` (workers/reaper.py).
+  Only a claim the worker could not confirm within its patience (30 s) is
+  left to the reaper, and costs its attempt.
+* A user's resume gives a fresh budget: ``max_attempts = attempts + MAX_ATTEMPTS``.
 """
 
 import enum

@@ -9,8 +9,9 @@ import psycopg2.extras
 from psycopg2.extras import Json, execute_values
 
 from . import lifecycle
-from .errors import InvalidTransition, RunNotFound
+from .errors import AttemptsExhausted, InvalidTransition, RunNotFound
 from .metrics import timed_write
+from .settings import get_settings
 from .sql import QUERIES
 
 
@@ -83,17 +84,24 @@ def enqueue_messages(conn, messages):
 
 
 def transition(conn, run_id, target, *, only_from=None, attempt=None, operation=None, worker_id=None,
-               result=None, error=None, exit_code=None):
+               result=None, error=None, exit_code=None, budget=None, max_attempts=None):
     """Move a run to ``target`` if its current status allows it (and is one
     of ``only_from``, when given: a caller may be stricter than the lifecycle),
     and, when ``attempt`` is given, only if that is still the run's attempt.
+    ``budget`` (``"give_back"`` or ``"renew"``) changes the run's attempts
+    budget with the move; ``max_attempts`` defaults to ``MAX_ATTEMPTS``
+    (see "Attempts" in ``tasks/lifecycle.py``).
 
     Returns the updated run.
 
     Raises:
       RunNotFound: no run has this id.
+      AttemptsExhausted: a claim of a pending run that has had its attempts.
       InvalidTransition: the run is in a status that may not become ``target``.
     """
+    assert budget in (None, "give_back", "renew"), budget
+    if max_attempts is None:
+        max_attempts = get_settings().max_attempts
     target = lifecycle.RunStatus(target)
     allowed = lifecycle.allowed_from(target)
     if only_from is not None:
@@ -110,6 +118,8 @@ def transition(conn, run_id, target, *, only_from=None, attempt=None, operation=
         error=_json(error),
         exit_code=exit_code,
         attempt=attempt,
+        budget=budget,
+        max_attempts=max_attempts,
     )
     with timed_write(operation or target.value), _cursor(conn) as cur:
         cur.execute(QUERIES["transition"], params)
@@ -119,12 +129,15 @@ def transition(conn, run_id, target, *, only_from=None, attempt=None, operation=
     current = get_status(conn, run_id)
     if current is None:
         raise RunNotFound(run_id)
+    if params["claim"] and current["status"] == lifecycle.RunStatus.PENDING:
+        raise AttemptsExhausted(run_id, current["attempts"], current["max_attempts"] or max_attempts)
     raise InvalidTransition(run_id, current["status"], target.value)
 
 
-def claim(conn, run_id, worker_id):
+def claim(conn, run_id, worker_id, max_attempts=None):
     """pending -> running, stamping the worker; see ``transition``."""
-    return transition(conn, run_id, lifecycle.RunStatus.RUNNING, operation="claim", worker_id=worker_id)
+    return transition(conn, run_id, lifecycle.RunStatus.RUNNING, operation="claim", worker_id=worker_id,
+                      max_attempts=max_attempts)
 
 
 def get_run(conn, run_id):
@@ -274,3 +287,15 @@ def fleet_gauges(conn, heartbeat_timeout_s):
         in_state.update({r["status"]: r["n"] for r in cur.fetchall()})
     return {"in_state": in_state, "oldest_pending_age_s": row["oldest_pending_age_s"],
             "workers_alive": row["workers_alive"]}
+
+
+def fleet(conn, lost_window_s):
+    """What the fleet view shows, in two queries:
+    ``{"workers": [one row per (worker, held run) pair], "queues": [one row
+    per queue with messages]}`` (see ``fleet_workers`` and ``fleet_queues``)."""
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["fleet_workers"], dict(lost_window_s=lost_window_s))
+        workers = cur.fetchall()
+        cur.execute(QUERIES["fleet_queues"])
+        queues = cur.fetchall()
+    return {"workers": workers, "queues": queues}

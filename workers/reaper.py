@@ -8,8 +8,9 @@ once.  It does not wait for dramatiq-pg's random rescan (measured: 78 s to
 
 * A ``running`` run whose heartbeat is older than ``HEARTBEAT_TIMEOUT_S`` goes
   back to ``pending`` and is published again (it resumes from its latest
-  checkpoint); after ``MAX_ATTEMPTS`` attempts it ends ``failed`` (worker
-  lost), so a run that kills its worker cannot loop for ever.  A
+  checkpoint); once it has had its ``max_attempts`` (``MAX_ATTEMPTS``, see
+  "Attempts" in tasks/lifecycle.py) it ends ``failed`` (worker lost), so a
+  run that kills its worker cannot loop for ever.  A
   ``cancel_requested`` one ends ``cancelled``.
 * A ``pending`` run older than ``ORPHAN_AGE_S`` with no queued message (the
   API died between commit and publish, or a consumer died holding it) is
@@ -67,14 +68,15 @@ class Reaper:
         with db.connection(self.pool) as conn:
             for run in registry.lost_runs(conn, self.settings.heartbeat_timeout_s):
                 fence = dict(attempt=run["attempts"], operation="recover")
+                budget = run["max_attempts"] or self.settings.max_attempts
                 lost = {"type": "WorkerLost",
                         "message": f"worker {run['worker_id']} stopped heartbeating "
-                                   f"(attempt {run['attempts']} of {self.settings.max_attempts})"}
+                                   f"(attempt {run['attempts']} of {budget})"}
                 try:
                     if run["status"] == _S.CANCEL_REQUESTED:
                         registry.transition(conn, run["id"], _S.CANCELLED, error=lost, **fence)
                         counts["cancelled"] += 1
-                    elif run["attempts"] >= self.settings.max_attempts:
+                    elif run["attempts"] >= budget:
                         registry.transition(conn, run["id"], _S.FAILED, error=lost, **fence)
                         counts["failed"] += 1
                     else:

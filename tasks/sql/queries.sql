@@ -74,14 +74,22 @@ WHERE message_id = %(message_id)s AND queue_name = %(queue_name)s AND state <> '
 -- name: transition
 -- The one status change: guarded by the statuses the lifecycle allows, so a
 -- racing worker updates no row.  Claiming (-> running) stamps the worker and
--- the start; a final status stamps the end and the duration; requeueing
--- (resume) clears the outcome of the previous attempt.
+-- the start, and is refused once the run has had its max_attempts; a final
+-- status stamps the end and the duration; requeueing (resume) clears the
+-- outcome of the previous attempt.  ``budget``: 'give_back' returns the
+-- attempt being handed back to the run's budget, 'renew' gives it a fresh
+-- one (tasks/lifecycle.py, "Attempts").
 UPDATE tunix_runs SET
     status = %(target)s,
     started_at = CASE WHEN %(claim)s THEN clock_timestamp() ELSE started_at END,
     heartbeat_at = CASE WHEN %(claim)s THEN clock_timestamp() ELSE heartbeat_at END,
     worker_id = CASE WHEN %(claim)s THEN %(worker_id)s ELSE worker_id END,
     attempts = attempts + CASE WHEN %(claim)s THEN 1 ELSE 0 END,
+    max_attempts = CASE
+        WHEN %(budget)s = 'give_back' THEN COALESCE(max_attempts, %(max_attempts)s) + 1
+        WHEN %(budget)s = 'renew' THEN attempts + %(max_attempts)s
+        WHEN %(claim)s THEN COALESCE(max_attempts, %(max_attempts)s)
+        ELSE max_attempts END,
     completed_at = CASE WHEN %(final)s THEN clock_timestamp() WHEN %(requeue)s THEN NULL ELSE completed_at END,
     duration_seconds = CASE
         WHEN %(final)s AND started_at IS NOT NULL
@@ -96,6 +104,7 @@ WHERE id = %(run_id)s AND status = ANY(%(from_statuses)s)
   -- Fencing: a worker finishes only the attempt it claimed, never the next
   -- attempt of a run recovered from it.
   AND (%(attempt)s::integer IS NULL OR attempts = %(attempt)s)
+  AND (NOT %(claim)s OR attempts < COALESCE(max_attempts, %(max_attempts)s))
 RETURNING *;
 
 -- name: get_run
@@ -104,7 +113,7 @@ SELECT * FROM tunix_runs WHERE id = %(run_id)s;
 
 -- name: get_status
 -- What a poller needs, from the primary key alone.
-SELECT id, status, created_at, started_at, completed_at, exit_code, attempts, progress
+SELECT id, status, created_at, started_at, completed_at, exit_code, attempts, max_attempts, progress
 FROM tunix_runs WHERE id = %(run_id)s;
 
 -- name: list_runs
@@ -266,3 +275,45 @@ SELECT
 -- registry exactly; the status index keeps this a fast index-only count).
 SELECT status, count(*) AS n FROM tunix_runs
 WHERE status IN ('completed', 'failed', 'cancelled', 'timeout') GROUP BY status;
+
+-- name: fleet_workers
+-- The fleet view (GET /api/tunix/workers): worker processes (those that beat
+-- within lost_window_s, and any holding a run) and the runs held now
+-- (running or cancel_requested: the status index), one row per (worker,
+-- run) pair.  A worker holding nothing has one row without a run; a held run
+-- whose worker has no row (its row was forgotten) one row without a worker.
+-- Ages are measured on the database's clock: hosts' clocks do not matter.
+WITH held AS (
+    SELECT id, status, mode, dry_run, dataset_key, model_id, worker_id, attempts, progress,
+           started_at, heartbeat_at
+    FROM tunix_runs WHERE status IN ('running', 'cancel_requested')
+), shown AS (
+    SELECT * FROM tunix_workers
+    WHERE heartbeat_at > clock_timestamp() - make_interval(secs => %(lost_window_s)s)
+       OR worker_id IN (SELECT worker_id FROM held)
+)
+SELECT coalesce(w.worker_id, h.worker_id) AS worker_id, w.hostname, w.pid, w.started_at,
+       extract(epoch FROM clock_timestamp() - w.heartbeat_at)::float8 AS heartbeat_age_s,
+       h.id AS run_id, h.status AS run_status, h.mode, h.dry_run, h.dataset_key, h.model_id, h.attempts,
+       h.progress, h.started_at AS run_started_at,
+       extract(epoch FROM clock_timestamp() - h.heartbeat_at)::float8 AS run_heartbeat_age_s
+FROM shown w
+FULL JOIN held h ON h.worker_id = w.worker_id
+ORDER BY 1, h.started_at;
+
+-- name: fleet_queues
+-- Per queue: its depth (messages waiting whose run is pending: one whose run
+-- was cancelled while queued is skipped by its claim, so it is no work), how
+-- long the longest-waiting of those runs has been pending (since its submit,
+-- resume or requeue), and the messages a consumer holds (prefetched or
+-- executing).  The queue's (state, mtime) index keeps done messages out.
+SELECT q.queue_name,
+       count(*) FILTER (WHERE q.state = 'queued' AND r.status = 'pending') AS depth,
+       extract(epoch FROM clock_timestamp()
+               - min(r.updated_at) FILTER (WHERE q.state = 'queued' AND r.status = 'pending'))::float8
+           AS oldest_pending_age_s,
+       count(*) FILTER (WHERE q.state = 'consumed') AS in_flight
+FROM dramatiq.queue q
+LEFT JOIN tunix_runs r ON r.id = q.message_id
+WHERE q.state IN ('queued', 'consumed')
+GROUP BY q.queue_name;

@@ -2,7 +2,8 @@
 
 * before processing: claim the run (pending -> running).  A run that is not
   pending any more (a duplicate delivery, a run already finished) is skipped:
-  the message is acked and the run is left as it is.
+  the message is acked and the run is left as it is.  A run that has had its
+  attempts ends failed instead (``AttemptsExhausted``).
 * after processing: completed with the actor's result, or failed with the
   exception's type and message.
 * after a nack (dramatiq gave the message up): failed, whether it ran or not.
@@ -15,7 +16,15 @@ import traceback
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage
 
 from tasks import db, lifecycle, registry
-from tasks.errors import DatabaseUnavailable, InvalidTransition, RunLost, RunNotFound, RunStopped
+from tasks.errors import (
+    AttemptsExhausted,
+    DatabaseUnavailable,
+    InvalidTransition,
+    Overloaded,
+    RunLost,
+    RunNotFound,
+    RunStopped,
+)
 from tasks.metrics import RUNS_RETRIED
 
 from ..context import clear_current_run, set_current_run, take_result
@@ -29,6 +38,10 @@ TRACEBACK_LINES = 30
 #: the run stays ``running`` and the reaper executes it again: a whole
 #: training lost to an outage of a few seconds would be a poor trade.
 FINAL_WRITE_PATIENCE_S = 120
+
+#: How long a claim waits for the database.  The thread has nothing else to
+#: do, and a claim given up costs the run a heartbeat timeout or an attempt.
+CLAIM_PATIENCE_S = 30
 
 
 def describe(exception):
@@ -48,6 +61,9 @@ class RunRegistry(Middleware):
         #: Runs handed back while this process stops, published once it has stopped.
         self._handed_back = []
         self._handed_back_lock = threading.Lock()
+        #: Ids of the runs this process's threads execute now.
+        self._executing = set()
+        self._executing_lock = threading.Lock()
 
     def _run_id(self, message):
         return message.args[0] if message.args else None
@@ -55,21 +71,54 @@ class RunRegistry(Middleware):
     def before_process_message(self, broker, message):
         run_id = self._run_id(message)
         try:
-            with db.connection(self.pool) as conn:
-                run = registry.claim(conn, run_id, self.worker_id)
+            run = db.patiently(self._claimer(run_id), CLAIM_PATIENCE_S)
+        except AttemptsExhausted as exc:
+            # Only reachable through a race the reaper's own check lost: the
+            # cap holds here, where the attempt would begin.
+            logger.warning("failing run %s: %s", run_id, exc)
+            self._finish(run_id, lifecycle.RunStatus.FAILED, only_from={lifecycle.RunStatus.PENDING},
+                         error={"type": "AttemptsExhausted", "message": str(exc)})
+            raise SkipMessage(str(exc)) from None
         except (InvalidTransition, RunNotFound) as exc:
             logger.info("skipping message %s: %s", message.message_id, exc)
             raise SkipMessage(str(exc)) from None
-        except DatabaseUnavailable as exc:
-            # The run stays pending; the reaper republishes it once the
-            # database is back (failing it would lose a run that never ran).
+        except (DatabaseUnavailable, Overloaded) as exc:
+            # The run stays pending (the reaper republishes it once the
+            # database is back), or, if the claim committed unseen, running
+            # without a heartbeat (the reaper recovers it, one attempt used).
             logger.warning("cannot claim run %s, database unavailable: %s", run_id, exc)
             raise SkipMessage(str(exc)) from None
+        with self._executing_lock:
+            self._executing.add(str(run_id))
         message.tunix_run = run
         set_current_run(run)
 
+    def _claimer(self, run_id):
+        """The claim, for ``db.patiently``: a try after a lost connection
+        first looks whether the try before committed (its answer never came),
+        and adopts that claim rather than leave the run to the reaper and use
+        up an attempt for an outage."""
+        tries = []
+
+        def claim():
+            with db.connection(self.pool) as conn:
+                if tries:
+                    run = registry.get_run(conn, run_id)
+                    with self._executing_lock:
+                        busy = str(run_id) in self._executing
+                    if (run is not None and run["worker_id"] == self.worker_id and not busy
+                            and run["status"] in (lifecycle.RunStatus.RUNNING, lifecycle.RunStatus.CANCEL_REQUESTED)):
+                        logger.warning("run %s: adopting the claim whose commit was not confirmed", run_id)
+                        return run
+                tries.append(1)
+                return registry.claim(conn, run_id, self.worker_id)
+
+        return claim
+
     def after_process_message(self, broker, message, *, result=None, exception=None):
         clear_current_run()
+        with self._executing_lock:
+            self._executing.discard(str(self._run_id(message)))
         if result is None:
             result = take_result()
         run = getattr(message, "tunix_run", None)
@@ -99,7 +148,9 @@ class RunRegistry(Middleware):
 
     def _hand_back(self, run, fence):
         S = lifecycle.RunStatus
-        requeued = self._finish(run["id"], S.PENDING, only_from={S.RUNNING}, operation="hand_back", **fence)
+        # Not the run's fault: the attempt goes back to its budget.
+        requeued = self._finish(run["id"], S.PENDING, only_from={S.RUNNING}, operation="hand_back",
+                                budget="give_back", **fence)
         if requeued is None:
             return self._finish(run["id"], S.CANCELLED, **fence)
         RUNS_RETRIED.labels("hand_back").inc()
