@@ -270,7 +270,8 @@ def resume(run_id):
     run_id = parse_run_id(run_id)
     with transaction() as conn:
         run = registry.transition(conn, run_id, lifecycle.RunStatus.PENDING, only_from=lifecycle.RESUMABLE,
-                                  operation="resume")
+                                  operation="resume", budget="renew",
+                                  max_attempts=current_app.config["SETTINGS"].max_attempts)
         _queue(conn, [(run["id"], run["dry_run"])])
     RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, run["mode"]).inc()
     RUNS_RETRIED.labels("resume").inc()
