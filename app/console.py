@@ -3,7 +3,7 @@
 Both pages are the same HTML shell; plain ES modules under ``/static/``
 render them from the public API, so there is no build step and nothing the
 console can do that a ``curl`` cannot.  The shell carries the submit schema
-(``RunConfig``'s JSON schema, the one place fields, defaults and limits
+(``RunSpec``'s JSON schema, the one place fields, defaults and limits
 live) and the lifecycle's status sets, so the form and the badges follow the
 API when it changes.
 """
@@ -13,7 +13,7 @@ import uuid
 from flask import Blueprint, current_app, render_template, request
 
 from tasks import lifecycle
-from tasks.run_config import MODES, RunConfig
+from tasks.run_spec import MODES, RunSpec
 
 bp = Blueprint("console", __name__)
 
@@ -26,7 +26,7 @@ def bootstrap():
     """What the client needs before its first request."""
     settings = current_app.config["SETTINGS"]
     return {
-        "schema": RunConfig.model_json_schema(),
+        "schema": RunSpec.model_json_schema(),
         "statuses": list(lifecycle.ALL),
         "final": sorted(s.value for s in lifecycle.FINAL),
         "active": sorted(s.value for s in lifecycle.ACTIVE),

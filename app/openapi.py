@@ -1,11 +1,11 @@
 """``GET /openapi.json``: the API described for clients and for the fuzzing
-pass (schemathesis).  The request schema comes from ``RunConfig`` itself, so
+pass (schemathesis).  The request schema comes from ``RunSpec`` itself, so
 the document cannot drift from the validator."""
 
 from flask import Blueprint, jsonify
 
 from tasks import lifecycle
-from tasks.run_config import MODES, RunConfig
+from tasks.run_spec import MODES, RunSpec
 
 bp = Blueprint("openapi", __name__)
 
@@ -29,7 +29,7 @@ _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": 
 
 
 def document():
-    run_config = RunConfig.model_json_schema()
+    run_spec = RunSpec.model_json_schema()
     statuses = list(lifecycle.ALL)
     nullable_obj = {"type": ["object", "null"]}
     run = {
@@ -69,13 +69,13 @@ def document():
         {"name": "dataset_key", "in": "query", "schema": {"type": "string"}},
         {"name": "model_id", "in": "query", "schema": {"type": "string"}},
     ]
-    body = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunConfig"}}}}
+    body = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunSpec"}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tunix RT", "version": "0.1.0",
                  "description": "Submit, watch, stop and resume Tunix training runs."},
         "components": {
-            "schemas": {"RunConfig": run_config, "Run": run, "Error": error},
+            "schemas": {"RunSpec": run_spec, "Run": run, "Error": error},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
@@ -92,7 +92,7 @@ def document():
                 "summary": "Submit up to 1000 async runs at once.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"runs": {"type": "array", "minItems": 1, "maxItems": 1000,
-                                                              "items": {"$ref": "#/components/schemas/RunConfig"}}},
+                                                              "items": {"$ref": "#/components/schemas/RunSpec"}}},
                     "required": ["runs"], "additionalProperties": False}}}},
                 "responses": {"202": _json({"type": "object"}), **_errors(400, 401, 413, 415, 422, 503)}}},
             "/api/tunix/runs": {"get": {

@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from tasks import actors, catalog, db, lifecycle, registry
 from tasks.errors import InvalidTransition, RunNotFound
 from tasks.metrics import RUNS_RETRIED, RUNS_TOTAL
-from tasks.run_config import MODES, RunConfig, ValidationError, field_errors
+from tasks.run_spec import MODES, RunSpec, ValidationError, field_errors
 
 from . import admission
 from .db import close_db, get_db, transaction
@@ -61,7 +61,7 @@ def _json_body():
 def _field_problems(body, datasets, prefix=""):
     """``(resolved config, [])`` or ``(None, [{"field", "message"}])``."""
     try:
-        config = RunConfig.model_validate(body)
+        config = RunSpec.model_validate(body)
     except ValidationError as exc:
         return None, [dict(e, field=prefix + e["field"]) for e in field_errors(exc)]
     if config.dataset_key not in datasets:

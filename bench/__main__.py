@@ -125,7 +125,7 @@ def bench_training(url, data_dir, repeats=3):
 
         def sample():  # training memory, 5 times a second, off the timed path
             while not sampling.wait(0.2):
-                peak[0] = max(peak[0], _rss_mb(_pids("workers.train")))
+                peak[0] = max(peak[0], _rss_mb(_pids("workers.training")))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -142,12 +142,12 @@ def bench_training(url, data_dir, repeats=3):
     direct = []
     for i in range(repeats):
         run_dir = pathlib.Path(tempfile.mkdtemp(prefix="tunix-direct-"))
-        cfg = dict(config, run_dir=str(run_dir))
-        (run_dir / "config.json").write_text(json.dumps(cfg))
+        job = dict(config, run=dict(config["run"], run_dir=str(run_dir)))
+        (run_dir / "training.json").write_text(json.dumps(job))
         env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(data_dir, "jax-cache"),
                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
         t = time.perf_counter()
-        sp.run([sys.executable, "-m", "workers.train", str(run_dir / "config.json")], check=True,
+        sp.run([sys.executable, "-m", "workers.training", str(run_dir / "training.json")], check=True,
                stdout=sp.DEVNULL, stderr=sp.DEVNULL, env=env, cwd=procs.ROOT)
         direct.append(time.perf_counter() - t)
     p, d = statistics.median(platform), statistics.median(direct)

@@ -1,8 +1,10 @@
 """Execute one claimed run: a dry run in-process, a training in a subprocess.
 
-The training runs as ``python -m workers.train CONFIG`` so JAX state (and
-tunix's process-wide metric listeners) never live in the worker.  It reports
-on stdout in lines ``@@tunix {json}``; everything else it prints is log.
+The training runs as ``python -m workers.training JOB`` so JAX state (and
+tunix's process-wide metric listeners) never live in the worker.  The job
+file is the run's stored spec, unchanged, plus where this execution is placed
+(``workers/training/spec.py``).  It reports on stdout in lines
+``@@tunix {json}``; everything else it prints is log.
 """
 
 import collections
@@ -31,6 +33,7 @@ from tasks.errors import (
     UnknownModel,
 )
 from tasks.lifecycle import RunStatus
+from tasks.run_spec import RunSpec
 from tasks.settings import get_settings
 
 from .context import current_run
@@ -88,17 +91,24 @@ def run_directory(settings, run_id):
     return path
 
 
-def training_config(run, dataset, model, run_dir):
-    config = dict(run["config"])
-    config.update(
-        run_id=str(run["id"]),
-        dataset_kind=dataset.kind,
-        dataset_path=dataset.path,
-        run_dir=str(run_dir),
-        checkpoint_every_steps=config.get("checkpoint_every_steps"),
-        effective_max_seq_length=min(config["max_seq_length"], model.max_seq_length),
-    )
-    return config
+def read_spec(run):
+    """The run's stored spec, read as the training reads it (``RunSpec.stored``)."""
+    try:
+        return RunSpec.stored(run["config"])
+    except ValueError as exc:  # pydantic's ValidationError and IncompleteSpec
+        raise RunFailed(f"the run's stored config is not a run spec: {exc}") from None
+
+
+def placement(run, dataset, model, run_dir):
+    """Where and on what this execution runs: the job file's ``run`` part."""
+    return {"run_id": str(run["id"]), "run_dir": str(run_dir), "dataset_kind": dataset.kind,
+            "dataset_path": dataset.path,
+            "effective_max_seq_length": min(run["config"]["max_seq_length"], model.max_seq_length)}
+
+
+def job_file(run, dataset, model, run_dir):
+    """The training's job file: the stored spec as it was stored, and the placement."""
+    return {"spec": run["config"], "run": placement(run, dataset, model, run_dir)}
 
 
 def _write_json(path, data):
@@ -109,19 +119,20 @@ def _write_json(path, data):
 
 def dry_run(run, dataset, model, run_dir):
     """Validate and resolve everything a training would use; train nothing."""
-    config = training_config(run, dataset, model, run_dir)
+    spec = read_spec(run)
+    where = placement(run, dataset, model, run_dir)
     examples = None
     if dataset.kind == "jsonl":
         try:
             examples = validate_jsonl(dataset.path)
         except (ValueError, OSError) as exc:
             raise InvalidDataset(f"dataset {dataset.key!r} ({dataset.path}): {exc}", field="dataset_key") from None
-    manifest = {"run_id": str(run["id"]), "dry_run": True, "training": config,
+    manifest = {"run_id": str(run["id"]), "dry_run": True, "spec": spec.model_dump(mode="json"), "run": where,
                 "dataset": dict(dataset.to_json(), examples=examples), "model": asdict(model)}
     path = run_dir / "manifest.json"
     _write_json(path, manifest)
     return {"kind": "dry_run", "manifest": str(path), "dataset_key": dataset.key, "model_id": model.model_id,
-            "param_count": model.param_count, "effective_max_seq_length": config["effective_max_seq_length"]}
+            "param_count": model.param_count, "effective_max_seq_length": where["effective_max_seq_length"]}
 
 
 class _Stream(threading.Thread):
@@ -187,9 +198,8 @@ def train(run, dataset, model, run_dir, settings):
     """Run the training subprocess to its end, a cancel, or its time limit."""
     from tasks.broker import pool
 
-    config = training_config(run, dataset, model, run_dir)
     config_path = run_dir / "training.json"
-    _write_json(config_path, config)
+    _write_json(config_path, job_file(run, dataset, model, run_dir))
     monitor = RunMonitor(pool, run)
     events = {}
 
@@ -198,9 +208,9 @@ def train(run, dataset, model, run_dir, settings):
         monitor.event(event)
 
     started = time.monotonic()
-    time_limit_s = config.get("time_limit_s") or settings.default_time_limit_s
+    time_limit_s = run["config"].get("time_limit_s") or settings.default_time_limit_s
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.train", str(config_path)],
+        [sys.executable, "-m", "workers.training", str(config_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
         cwd=str(PROJECT_ROOT), env=training_env(settings), start_new_session=True,
         preexec_fn=_die_with_parent,

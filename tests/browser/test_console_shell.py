@@ -43,10 +43,10 @@ def test_a_malformed_run_id_is_a_404_page(client):
 
 def test_the_shell_carries_the_submit_schema_and_the_lifecycle(client):
     from tasks import lifecycle
-    from tasks.run_config import RunConfig
+    from tasks.run_spec import RunSpec
 
     data = bootstrap(client.get("/").get_data(as_text=True))
-    assert data["schema"] == json.loads(json.dumps(RunConfig.model_json_schema()))
+    assert data["schema"] == json.loads(json.dumps(RunSpec.model_json_schema()))
     assert data["statuses"] == list(lifecycle.ALL)
     assert set(data["final"]) == {s.value for s in lifecycle.FINAL}
     assert set(data["active"]) == {s.value for s in lifecycle.ACTIVE}

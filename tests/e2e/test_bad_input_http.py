@@ -43,6 +43,7 @@ INVALID = {
     "dataset_key path": (body(dataset_key="../etc/passwd"), ["dataset_key"]),
     "dataset_key empty": (body(dataset_key=""), ["dataset_key"]),
     "model_id with space": (body(model_id="llama 3"), ["model_id"]),
+    "unknown model": (body(model_id="no-such-model"), ["model_id"]),
     "unknown dataset": (body(dataset_key="no-such-dataset"), ["dataset_key"]),
     "several at once": (body(batch_size=0, seed="x", colour="blue"), ["batch_size", "colour", "seed"]),
     "a list body": ([DRY], ["body"]),
@@ -117,6 +118,28 @@ def test_an_unknown_mode_is_422_and_writes_nothing(api, no_row_written):
     response = api.submit(DRY, mode="bogus")
     # Then the mode is the field named
     assert_refused(response, 422, "validation_error", ["mode"])
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_an_unknown_model_is_422_listing_the_known_models_and_writes_nothing(api, no_row_written, mode):
+    # Given a model id that matches the pattern but names no model of the catalog
+    # When it is submitted
+    response = api.submit(body(model_id="no-such-model"), mode=mode)
+    # Then it is refused at submit, naming model_id and listing every known model
+    assert_refused(response, 422, "validation_error", ["model_id"])
+    known = [m["model_id"] for m in api.get("/api/tunix/models").json()["data"]]
+    assert response.json()["error"]["fields"] == [
+        {"field": "model_id", "message": f"unknown model 'no-such-model'; known models: {', '.join(known)}"}]
+
+
+def test_a_batch_with_one_unknown_model_is_422_naming_its_index_and_writes_nothing(api, no_row_written):
+    # Given a batch of three runs, the second naming an unknown model
+    runs = [DRY, body(model_id="no-such-model"), DRY]
+    # When it is submitted
+    response = api.http.post(api.url("/api/tunix/runs/batch"), json={"runs": runs}, timeout=30)
+    # Then the whole batch is refused, naming that run's model_id; none of the three was written
+    assert_refused(response, 422, "validation_error", ["runs.1.model_id"])
+    assert "known models: llama3-tiny" in response.json()["error"]["fields"][0]["message"]
 
 
 def test_a_valid_request_does_write_one_row(api, workers, db_conn):

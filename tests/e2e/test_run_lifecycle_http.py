@@ -42,7 +42,9 @@ def test_an_async_submit_answers_202_with_location_then_completes_with_a_manifes
     assert manifest == data_dir / "runs" / run["run_id"] / "manifest.json"
     written = json.loads(manifest.read_text())
     assert written["run_id"] == run["run_id"] and written["dry_run"] is True
-    assert written["training"]["seed"] == final["config"]["seed"]
+    # And the spec the dry run read is exactly the stored one, seed included
+    assert written["spec"] == final["config"]
+    assert written["run"]["run_id"] == run["run_id"] and written["run"]["dataset_kind"] == "synthetic"
     assert written["model"]["model_id"] == "llama3-tiny"
     # And the tiny model's window clamps the requested sequence length
     assert result["effective_max_seq_length"] == min(final["config"]["max_seq_length"],
@@ -65,20 +67,19 @@ def test_a_sync_submit_answers_200_with_the_completed_run(api, submit, dry_body)
     assert api.run(run["run_id"])["completed_at"] == run["completed_at"]
 
 
-def test_a_run_naming_an_unknown_model_fails_with_the_reason(api, submit, dry_body):
-    # Given a request whose model matches the pattern but is not in the catalog
-    dry_body["model_id"] = "no-such-model"
+def test_a_training_whose_weights_are_missing_fails_with_the_reason(api, submit):
+    # Given a training of a real preset whose weights are not on disk
+    body = {"dataset_key": "synthetic", "model_id": "gemma3-270m", "dry_run": False, "device": "cpu"}
     # When it is submitted synchronously
-    response = submit(dry_body, mode="sync")
-    # Then it was accepted (the catalog is checked by the worker) and ended failed
+    response = submit(body, mode="sync")
+    # Then it was accepted (the weights are looked for by the training) and ended failed, saying why
     assert response.status_code == 200, response.text
     run = response.json()
     assert run["status"] == "failed"
     assert run["result"] is None
     error = run["error"]
-    assert error["type"] == "UnknownModel"
-    assert "no-such-model" in error["message"] and "llama3-tiny" in error["message"]
-    assert error["field"] == "model_id"
+    assert error["type"] == "TrainingFailed" and run["exit_code"] == 2
+    assert "WeightsNotFound" in error["message"] and "gemma3-270m" in error["message"]
     assert run["attempts"] == 1
 
 
@@ -135,13 +136,16 @@ class TestHistory:
             ("async", "ops-set", "llama3-tiny"),
             ("async", "synthetic", "qwen3-tiny"),
             ("sync", "ops-set", "qwen3-tiny"),
-            ("async", "synthetic", "no-such-model"),
+            ("async", "synthetic", "gemma3-270m"),  # a training without its weights: fails
             ("sync", "synthetic", "gemma3-tiny"),
             ("async", "synthetic", "llama3-tiny"),
         ]
         ids = []
         for mode, dataset_key, model_id in specs:
-            response = api.submit({"dataset_key": dataset_key, "model_id": model_id}, mode=mode)
+            body = {"dataset_key": dataset_key, "model_id": model_id}
+            if model_id == "gemma3-270m":
+                body.update(dry_run=False, device="cpu")
+            response = api.submit(body, mode=mode)
             assert response.status_code in (200, 202), response.text
             run = api.wait_final(response.json()["run_id"])  # one at a time: creation order is history order
             ids.append(run["run_id"])

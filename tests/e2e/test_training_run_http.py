@@ -1,6 +1,7 @@
 """A real (tiny) Tunix training, submitted over HTTP and run by a worker's
-training subprocess (``python -m workers.train``)."""
+training subprocess (``python -m workers.training``)."""
 
+import json
 import math
 
 import pytest
@@ -27,9 +28,49 @@ def test_a_tiny_training_completes_with_its_final_loss_and_steps(api, workers, d
     assert run["attempts"] == 1
     # And the training's logs are in the run's folder
     run_dir = data_dir / "runs" / run["run_id"]
-    assert (run_dir / "training.json").is_file()
     assert (run_dir / "stdout.log").is_file()
+    # And the spec the training read is exactly the stored one: every default
+    # filled at submit, the seed and the time limit included, nothing added
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["spec"] == run["config"]
+    assert manifest["dry_run"] is False and manifest["run"]["run_id"] == run["run_id"]
+    assert manifest["run"]["effective_max_seq_length"] == 32
+    # And the job file the worker wrote carries that stored spec unchanged
+    assert json.loads((run_dir / "training.json").read_text())["spec"] == run["config"]
     # And its per-step series was recorded: one loss per step
     series = api.get(f"/api/tunix/runs/{run['run_id']}/metrics").json()["data"]
     assert [point["step"] for point in series] == [1, 2, 3, 4, 5]
     assert series[-1]["loss"] == pytest.approx(result["final_loss"])
+
+
+def test_a_minimal_training_request_trains_on_exactly_its_stored_spec(api, workers, data_dir):
+    # Given a training request that leaves every optional field to its default
+    body = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False, "max_steps": 2,
+            "max_seq_length": 16}
+    # When it is submitted and awaited
+    response = api.submit(body, mode="async")
+    assert response.status_code == 202, response.text
+    run = api.wait_final(response.json()["run_id"], timeout=300)
+    assert run["status"] == "completed", run["error"]
+    # Then its stored spec has every field, the defaults of the one schema filled in at submit
+    config = run["config"]
+    assert (config["learning_rate"], config["num_epochs"], config["batch_size"]) == (2e-5, 3, 8)
+    assert isinstance(config["seed"], int) and isinstance(config["time_limit_s"], int)
+    # And the training read exactly that spec: no default of its own
+    manifest = json.loads((data_dir / "runs" / run["run_id"] / "manifest.json").read_text())
+    assert manifest["spec"] == config
+    assert run["result"]["steps"] == 2
+
+
+def test_a_dry_run_reads_exactly_its_stored_spec(api, workers, data_dir):
+    # Given a dry run with a few fields set and the rest left to their defaults
+    body = {"dataset_key": "text-sft", "model_id": "qwen3-tiny", "batch_size": 3, "learning_rate": 1}
+    # When it is submitted and awaited
+    run = api.wait_final(api.submit(body, mode="async").json()["run_id"])
+    assert run["status"] == "completed", run["error"]
+    # Then the manifest records exactly the stored spec, beside where it was placed
+    manifest = json.loads((data_dir / "runs" / run["run_id"] / "manifest.json").read_text())
+    assert manifest["spec"] == run["config"]
+    assert manifest["spec"]["learning_rate"] == 1.0 and manifest["spec"]["batch_size"] == 3
+    assert manifest["run"]["dataset_kind"] == "jsonl"
+    assert manifest["run"]["effective_max_seq_length"] == run["result"]["effective_max_seq_length"] == 128

@@ -195,7 +195,7 @@ def valid_bodies():
         "checkpoint_every_steps": st.integers(1, 10_000_000),
     }
     return st.fixed_dictionaries({"dataset_key": st.sampled_from(sorted(catalog.datasets())),
-                                  "model_id": st.from_regex(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")}, optional=optional)
+                                  "model_id": st.sampled_from(list(catalog.models()))}, optional=optional)
 
 
 @pytest.fixture(scope="module")

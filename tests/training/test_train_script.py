@@ -1,4 +1,4 @@
-"""``python -m workers.train``: real (tiny) Tunix trainings in a subprocess.
+"""``python -m workers.training``: real (tiny) Tunix trainings in a subprocess.
 
 Every run shares one JAX compilation cache (a session tmp dir), so only the
 first run of each model compiles; the whole file takes ~30-40 s on 2 cores.
@@ -16,7 +16,10 @@ import time
 import pytest
 
 from tasks.models import MODELS
-from workers import train as train_mod
+from tasks.run_spec import RunSpec
+from workers.training import data as data_mod
+from workers.training import spec as spec_mod
+from workers.training.errors import ConfigError
 
 pytestmark = pytest.mark.training
 
@@ -30,14 +33,31 @@ def jax_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("jax-cache"))
 
 
-def base_config(run_dir, **overrides):
-    config = {
-        "run_id": "test", "model_id": "llama3-tiny", "dataset_key": "synthetic", "dataset_kind": "synthetic",
-        "dataset_path": None, "learning_rate": 3e-3, "batch_size": 8, "max_seq_length": 64, "num_epochs": 1,
-        "max_steps": 24, "seed": 1, "device": "cpu", "run_dir": str(run_dir), "checkpoint_every_steps": None,
+#: Keys of a job's ``run`` part (the placement); every other override goes to its ``spec``.
+PLACEMENT = {"run_id", "run_dir", "dataset_kind", "dataset_path", "effective_max_seq_length"}
+
+
+def base_spec(**overrides):
+    """A stored spec (every field, as a submit resolves it)."""
+    spec = {
+        "dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False, "learning_rate": 3e-3,
+        "num_epochs": 1, "batch_size": 8, "max_seq_length": 64, "max_steps": 24, "seed": 1, "device": "cpu",
+        "time_limit_s": 3600,
+        # An interval the runs never reach: orbax saves the first and the last step only.
+        "checkpoint_every_steps": 10_000,
     }
-    config.update(overrides)
-    return config
+    spec.update(overrides)
+    return spec
+
+
+def base_job(run_dir, **overrides):
+    """A job file as the worker writes it: ``{"spec": ..., "run": ...}``."""
+    spec = base_spec(**{k: v for k, v in overrides.items() if k not in PLACEMENT})
+    model = MODELS.get(spec["model_id"])
+    run = {"run_id": "test", "run_dir": str(run_dir), "dataset_kind": "synthetic", "dataset_path": None,
+           "effective_max_seq_length": min(spec["max_seq_length"], model.max_seq_length if model else 128)}
+    run.update({k: v for k, v in overrides.items() if k in PLACEMENT})
+    return {"spec": spec, "run": run}
 
 
 class Run:
@@ -63,13 +83,13 @@ class Run:
 def run_train(tmp_path, jax_cache, name="run", env=None, **overrides):
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)
-    config = base_config(folder / "rundir", **overrides)
-    path = folder / "config.json"
-    path.write_text(json.dumps(config))
+    job = base_job(folder / "rundir", **overrides)
+    path = folder / "training.json"
+    path.write_text(json.dumps(job))
     full_env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax_cache, PYTHONPATH=str(ROOT))
     full_env.pop("WEIGHTS_DIR", None)
     full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "workers.train", str(path)], cwd=ROOT, env=full_env,
+    proc = subprocess.run([sys.executable, "-m", "workers.training", str(path)], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=180)
     return Run(proc)
 
@@ -152,10 +172,10 @@ def test_checkpoint_then_resume_is_exact(tmp_path, jax_cache, llama_run):
 def start_train(tmp_path, jax_cache, name, **overrides):
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.json"
-    path.write_text(json.dumps(base_config(folder / "rundir", **overrides)))
+    path = folder / "training.json"
+    path.write_text(json.dumps(base_job(folder / "rundir", **overrides)))
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax_cache, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "workers.train", str(path)], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "workers.training", str(path)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -246,11 +266,12 @@ def test_sigterm_after_the_last_step_finishes_and_a_resume_reports_the_final_los
 # made-up weights: a gemma3-tiny-shaped checkpoint in Hugging Face naming.
 FAKE_PRESET = r"""
 import dataclasses, json, os, sys
+from types import MappingProxyType
 import numpy as np
 import sentencepiece as spm
 from safetensors.numpy import save_file
+import tasks.models
 from tasks.models import MODELS
-import workers.train as T
 
 root, data, config_path = sys.argv[1:4]
 folder = os.path.join(root, "gemma3-fake")
@@ -281,8 +302,9 @@ for i in range(spec.num_layers):
               p + "post_feedforward_layernorm.weight": z(D), p + "self_attn.q_norm.weight": z(H),
               p + "self_attn.k_norm.weight": z(H)})
 save_file(t, os.path.join(folder, "model.safetensors"))
-T.resolve_model = lambda model_id: spec
-sys.exit(T.main([config_path]))
+tasks.models.MODELS = MappingProxyType({**MODELS, spec.model_id: spec})  # the catalog RunSpec checks
+from workers.training.__main__ import main
+sys.exit(main([config_path]))
 """
 
 
@@ -291,9 +313,9 @@ def test_real_preset_path_loads_safetensors_and_tokenizer(tmp_path, jax_cache):
     script.write_text(FAKE_PRESET)
     weights = tmp_path / "weights"
     weights.mkdir()
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps(base_config(tmp_path / "rundir", model_id="gemma3-fake", dataset_kind="jsonl",
-                                             dataset_path=str(SHIPPED), max_steps=4)))
+    config = tmp_path / "training.json"
+    config.write_text(json.dumps(base_job(tmp_path / "rundir", model_id="gemma3-fake", dataset_key="text-sft",
+                                          dataset_kind="jsonl", dataset_path=str(SHIPPED), max_steps=4)))
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax_cache, PYTHONPATH=str(ROOT), WEIGHTS_DIR=str(weights))
     proc = subprocess.run([sys.executable, str(script), str(weights), str(SHIPPED), str(config)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=180)
@@ -314,11 +336,11 @@ def test_malformed_dataset_line_exits_2_naming_the_line(tmp_path, jax_cache):
     assert run.events == []
 
 
-def test_unknown_model_exits_2(tmp_path, jax_cache):
+def test_unknown_model_exits_2_naming_the_known_ones(tmp_path, jax_cache):
     run = run_train(tmp_path, jax_cache, model_id="no-such-model")
     assert run.returncode == 2
-    assert run.error_line.startswith("error: UnknownModel: ")
-    assert "no-such-model" in run.error_line
+    assert run.error_line.startswith("error: ConfigError: invalid spec: 'model_id': unknown model 'no-such-model'")
+    assert all(model_id in run.error_line for model_id in MODELS)
 
 
 def test_missing_weights_exit_2_without_download(tmp_path, jax_cache):
@@ -333,6 +355,8 @@ def test_missing_weights_exit_2_without_download(tmp_path, jax_cache):
     ({"dataset_kind": "csv"}, "'dataset_kind'"),
     ({"learning_rate": -1.0}, "'learning_rate'"),
     ({"device": "tpu"}, "'device'"),
+    ({"seed": None}, "'seed'"),
+    ({"effective_max_seq_length": 256}, "effective_max_seq_length"),
 ])
 def test_bad_config_exits_2(tmp_path, jax_cache, overrides, fragment):
     run = run_train(tmp_path, jax_cache, **overrides)
@@ -342,7 +366,7 @@ def test_bad_config_exits_2(tmp_path, jax_cache, overrides, fragment):
 
 
 def test_catalog_param_counts_are_exact():
-    proc = subprocess.run([sys.executable, "-m", "workers.train", "--param-counts"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "workers.training", "--param-counts"], cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     counts = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines() if line.strip()}
@@ -352,41 +376,57 @@ def test_catalog_param_counts_are_exact():
 # In-process checks of the pure helpers (no JAX import).
 
 
-def test_parse_config_defaults_and_errors():
-    config = train_mod.parse_config({"model_id": "llama3-tiny", "dataset_kind": "synthetic", "run_dir": "/x",
-                                     "learning_rate": 1, "max_steps": None, "extra": "ignored"})
-    assert config.learning_rate == 1.0 and config.max_steps is None and config.batch_size == 8
-    for bad in ({}, {"model_id": "m", "dataset_kind": "jsonl", "run_dir": "/x"},
-                {"model_id": "m", "dataset_kind": "synthetic", "run_dir": "/x", "seed": True},
-                {"model_id": "m", "dataset_kind": "synthetic", "run_dir": "/x", "max_steps": 0}):
-        with pytest.raises(train_mod.ConfigError):
-            train_mod.parse_config(bad)
+def test_a_job_reads_its_spec_as_stored_and_its_placement():
+    # Given a job file as the worker writes it
+    job = base_job("/x", learning_rate=1.0, max_steps=None)
+    # When it is parsed
+    parsed = spec_mod.parse_job(json.loads(json.dumps(job)))
+    # Then the spec is exactly the stored one, and the placement is the worker's
+    assert parsed.spec.model_dump() == job["spec"]
+    assert parsed.run.model_dump() == job["run"]
+
+
+@pytest.mark.parametrize("change", [
+    lambda job: job.pop("run"),
+    lambda job: job.update(extra={}),
+    lambda job: job["spec"].pop("batch_size"),  # a missing field is an error, not a default
+    lambda job: job["spec"].update(seed=True),
+    lambda job: job["spec"].update(max_steps=0),
+    lambda job: job["spec"].update(colour="blue"),
+    lambda job: job["run"].update(dataset_kind="jsonl", dataset_path=None),
+    lambda job: job["run"].pop("run_dir"),
+], ids=["no run", "extra key", "missing spec field", "bool seed", "max_steps zero", "unknown spec field",
+        "jsonl without a path", "no run_dir"])
+def test_a_bad_job_is_a_config_error(change):
+    job = base_job("/x")
+    change(job)
+    with pytest.raises(ConfigError):
+        spec_mod.parse_job(job)
 
 
 def test_encode_example_masks_the_completion_only():
-    tok = train_mod.ByteTokenizer()
-    ids, mask, cut = train_mod.encode_example(tok, "ab", "c", 8)
-    assert ids == [train_mod.BOS_ID, 97, 98, train_mod.SEP_ID, 99, train_mod.EOS_ID, 0, 0]
+    tok = data_mod.ByteTokenizer()
+    ids, mask, cut = data_mod.encode_example(tok, "ab", "c", 8)
+    assert ids == [data_mod.BOS_ID, 97, 98, data_mod.SEP_ID, 99, data_mod.EOS_ID, 0, 0]
     assert mask == [0, 0, 0, 0, 1, 1, 0, 0]
     assert not cut
-    ids, mask, cut = train_mod.encode_example(tok, "x" * 100, "yz", 16)
-    assert cut and len(ids) == 16 and ids[0] == train_mod.BOS_ID and ids[-1] == train_mod.EOS_ID
+    ids, mask, cut = data_mod.encode_example(tok, "x" * 100, "yz", 16)
+    assert cut and len(ids) == 16 and ids[0] == data_mod.BOS_ID and ids[-1] == data_mod.EOS_ID
     assert sum(mask) == 3
     # a short prompt before a long completion is kept whole
-    ids, mask, cut = train_mod.encode_example(tok, "abcde", "z" * 100, 32)
-    assert cut and ids[:7] == [train_mod.BOS_ID, 97, 98, 99, 100, 101, train_mod.SEP_ID]
+    ids, mask, cut = data_mod.encode_example(tok, "abcde", "z" * 100, 32)
+    assert cut and ids[:7] == [data_mod.BOS_ID, 97, 98, 99, 100, 101, data_mod.SEP_ID]
     assert len(ids) == 32 and sum(mask) == 25
 
 
 def test_batches_are_full_and_seeded():
-    a = list(train_mod.batch_indices(10, 4, seed=3, total_steps=7))
-    b = list(train_mod.batch_indices(10, 4, seed=3, total_steps=7))
+    a = list(data_mod.batch_indices(10, 4, seed=3, total_steps=7))
+    b = list(data_mod.batch_indices(10, 4, seed=3, total_steps=7))
     assert len(a) == 7 and all(len(x) == 4 for x in a)
     assert all((x == y).all() for x, y in zip(a, b))
     assert sorted(set(int(i) for x in a[:3] for i in x)) == list(range(10))  # one epoch sees every example
 
 
 def test_steps_are_capped():
-    config = train_mod.parse_config({"model_id": "m", "dataset_kind": "synthetic", "run_dir": "/x",
-                                     "max_steps": 10**7})
-    assert train_mod.plan_steps(config, 256) == (train_mod.MAX_TOTAL_STEPS, 32, True)
+    spec = RunSpec.stored(base_spec(max_steps=10**7))
+    assert data_mod.plan_steps(spec, 256) == (data_mod.MAX_TOTAL_STEPS, 32, True)

@@ -1,10 +1,11 @@
-"""``RunConfig``: the one schema of a run request."""
+"""``RunSpec``: the one schema of a run, from the request to the training."""
 
 import math
 
 import pytest
 
-from tasks.run_config import RunConfig, ValidationError, field_errors
+from tasks.models import MODELS
+from tasks.run_spec import IncompleteSpec, RunSpec, ValidationError, field_errors
 from tasks.settings import Settings
 
 BASE = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
@@ -25,7 +26,7 @@ INT_FIELDS = sorted(BOUNDS)
 
 def errors_of(body):
     with pytest.raises(ValidationError) as info:
-        RunConfig.model_validate(body)
+        RunSpec.model_validate(body)
     return field_errors(info.value)
 
 
@@ -41,7 +42,7 @@ def settings(**overrides):
 
 def test_a_minimal_request_gets_every_documented_default():
     # Given only the two required fields
-    config = RunConfig.model_validate(BASE)
+    config = RunSpec.model_validate(BASE)
     # Then every other field has its documented default
     assert config.model_dump() == {
         "dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True, "learning_rate": 2e-5,
@@ -66,7 +67,7 @@ def test_each_bounded_integer_accepts_its_limits_and_refuses_one_past_them(field
     # Then both validate and are kept as given
     for value in (low, high):
         if value is not None:
-            assert getattr(RunConfig.model_validate({**BASE, field: value}), field) == value
+            assert getattr(RunSpec.model_validate({**BASE, field: value}), field) == value
     # And one step past either limit is refused, naming the field
     for value in (below, above):
         if value is not None:
@@ -75,7 +76,7 @@ def test_each_bounded_integer_accepts_its_limits_and_refuses_one_past_them(field
 
 @pytest.mark.parametrize("value", [1e-12, 0.5, 1.0])
 def test_a_learning_rate_in_the_half_open_unit_interval_is_accepted(value):
-    assert RunConfig.model_validate({**BASE, "learning_rate": value}).learning_rate == value
+    assert RunSpec.model_validate({**BASE, "learning_rate": value}).learning_rate == value
 
 
 @pytest.mark.parametrize("value", [0.0, -1e-5, 1.000001, math.inf, -math.inf, math.nan])
@@ -86,7 +87,7 @@ def test_a_learning_rate_outside_the_half_open_unit_interval_is_refused(value):
 def test_an_integer_learning_rate_is_a_number_and_is_accepted():
     # Given JSON's 1 (an integer) for a float field
     # Then it is the number 1.0: strict mode refuses strings and booleans, not integers
-    assert RunConfig.model_validate({**BASE, "learning_rate": 1}).learning_rate == 1.0
+    assert RunSpec.model_validate({**BASE, "learning_rate": 1}).learning_rate == 1.0
 
 
 @pytest.mark.parametrize("field", INT_FIELDS)
@@ -121,7 +122,7 @@ def test_a_dataset_key_must_match_its_pattern(value):
 
 @pytest.mark.parametrize("value", ["a", "0", "ops-set", "under_score", "x" * 64])
 def test_a_dataset_key_matching_its_pattern_is_accepted(value):
-    assert RunConfig.model_validate({**BASE, "dataset_key": value}).dataset_key == value
+    assert RunSpec.model_validate({**BASE, "dataset_key": value}).dataset_key == value
 
 
 @pytest.mark.parametrize("value", ["", "Llama", ".hidden", "a/b", "x" * 65, "a b"])
@@ -129,19 +130,34 @@ def test_a_model_id_must_match_its_pattern(value):
     assert fields_of({**BASE, "model_id": value}) == ["model_id"]
 
 
-def test_a_model_id_may_hold_dots_which_a_dataset_key_may_not():
-    assert RunConfig.model_validate({**BASE, "model_id": "qwen2.5-tiny"}).model_id == "qwen2.5-tiny"
+def test_every_catalog_model_is_accepted():
+    for model_id in MODELS:
+        assert RunSpec.model_validate({**BASE, "model_id": model_id}).model_id == model_id
+
+
+@pytest.mark.parametrize("value", ["no-such-model", "qwen2.5-tiny"])
+def test_a_model_id_outside_the_catalog_is_refused_listing_the_known_models(value):
+    # Given a model id that matches the pattern but names no catalog model
+    # When it is validated
+    errors = errors_of({**BASE, "model_id": value})
+    # Then the error names the field and lists every known model
+    assert errors == [{"field": "model_id",
+                       "message": f"unknown model {value!r}; known models: {', '.join(MODELS)}"}]
+
+
+def test_the_json_schema_lists_the_known_models():
+    assert RunSpec.model_json_schema()["properties"]["model_id"]["enum"] == list(MODELS)
 
 
 @pytest.mark.parametrize("value", ["tpu", "CPU", "", 0])
 def test_device_is_one_of_auto_cpu_gpu(value):
     assert fields_of({**BASE, "device": value}) == ["device"]
     for ok in ("auto", "cpu", "gpu"):
-        assert RunConfig.model_validate({**BASE, "device": ok}).device == ok
+        assert RunSpec.model_validate({**BASE, "device": ok}).device == ok
 
 
 def test_optional_fields_accept_null_explicitly():
-    config = RunConfig.model_validate({**BASE, "max_steps": None, "seed": None, "time_limit_s": None})
+    config = RunSpec.model_validate({**BASE, "max_steps": None, "seed": None, "time_limit_s": None})
     assert (config.max_steps, config.seed, config.time_limit_s) == (None, None, None)
 
 
@@ -166,14 +182,14 @@ def test_each_field_error_is_a_field_and_a_message():
 
 
 def test_a_config_is_frozen():
-    config = RunConfig.model_validate(BASE)
+    config = RunSpec.model_validate(BASE)
     with pytest.raises(ValidationError):
         config.batch_size = 3
 
 
 def test_resolving_fills_a_seed_when_none_was_given():
     # Given a request without a seed
-    config = RunConfig.model_validate(BASE)
+    config = RunSpec.model_validate(BASE)
     # When it is resolved for storage, many times
     seeds = {config.resolved(settings())["seed"] for _ in range(20)}
     # Then each time a seed in range is chosen, and they are not all the same
@@ -183,19 +199,49 @@ def test_resolving_fills_a_seed_when_none_was_given():
 
 def test_resolving_keeps_a_given_seed_and_every_other_value():
     body = {**BASE, "seed": 0, "batch_size": 2, "max_steps": 5, "time_limit_s": 60}
-    resolved = RunConfig.model_validate(body).resolved(settings())
+    resolved = RunSpec.model_validate(body).resolved(settings())
     assert resolved["seed"] == 0
     assert {k: resolved[k] for k in body} == body
 
 
 def test_resolving_fills_the_default_time_limit_capped_by_the_maximum():
-    config = RunConfig.model_validate(BASE)
+    config = RunSpec.model_validate(BASE)
     assert config.resolved(settings(default_time_limit_s=600))["time_limit_s"] == 600
     assert config.resolved(settings(default_time_limit_s=600, run_time_limit_s=120))["time_limit_s"] == 120
 
 
 def test_a_time_limit_over_the_operators_maximum_is_refused_at_resolution():
-    config = RunConfig.model_validate({**BASE, "time_limit_s": 121})
+    config = RunSpec.model_validate({**BASE, "time_limit_s": 121})
     with pytest.raises(ValueError, match="120"):
         config.resolved(settings(run_time_limit_s=120))
     assert config.resolved(settings(run_time_limit_s=121))["time_limit_s"] == 121
+
+
+def test_a_stored_spec_reads_back_as_itself():
+    # Given a request resolved for storage
+    stored = RunSpec.model_validate({**BASE, "learning_rate": 1}).resolved(settings())
+    # When it is read back as the training does
+    spec = RunSpec.stored(stored)
+    # Then it is exactly what was stored
+    assert spec.model_dump() == stored
+
+
+@pytest.mark.parametrize("field", ["batch_size", "seed", "checkpoint_every_steps"])
+def test_a_stored_spec_missing_a_field_is_refused_not_defaulted(field):
+    stored = RunSpec.model_validate(BASE).resolved(settings())
+    del stored[field]
+    with pytest.raises(IncompleteSpec, match=repr(field)):
+        RunSpec.stored(stored)
+
+
+@pytest.mark.parametrize("field", ["seed", "time_limit_s"])
+def test_a_stored_spec_needs_the_values_resolved_at_submit(field):
+    stored = dict(RunSpec.model_validate(BASE).resolved(settings()), **{field: None})
+    with pytest.raises(IncompleteSpec, match=repr(field)):
+        RunSpec.stored(stored)
+
+
+def test_a_stored_spec_is_as_strict_as_a_request():
+    stored = dict(RunSpec.model_validate(BASE).resolved(settings()), batch_size="8")
+    with pytest.raises(ValidationError):
+        RunSpec.stored(stored)

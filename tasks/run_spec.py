@@ -1,0 +1,105 @@
+"""The run spec: one schema for a run request, from submit to training.
+
+The API validates every submit against ``RunSpec`` and stores it resolved
+(``RunSpec.resolved``: every default filled in, the seed chosen, the time
+limit decided) as the run's ``config``.  Nothing downstream adds defaults of
+its own: the worker hands the stored spec unchanged to the training
+subprocess (``workers/training/spec.py``), which reads it back with
+``RunSpec.stored``, where a missing field is an error.
+"""
+
+import secrets
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator  # noqa: F401
+from pydantic_core import PydanticCustomError
+
+from .models import MODELS, get_model
+
+#: Submit modes.
+MODES = ("sync", "async")
+
+#: Fields ``resolved`` fills in; a stored spec must carry a value for each.
+RESOLVED_AT_SUBMIT = ("seed", "time_limit_s")
+
+
+class IncompleteSpec(ValueError):
+    """Raised when a stored spec lacks a field (or a value resolved at submit)."""
+
+
+class RunSpec(BaseModel):
+    # Strict: "true" is not a boolean and 2.0 is not an integer; unknown
+    # fields are mistakes, not extensions.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    dataset_key: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    #: A model of the catalog (``tasks/models.py``); the enum is there for
+    #: clients (OpenAPI, the console), the check is ``_known_model``.
+    model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", json_schema_extra={"enum": list(MODELS)})
+    dry_run: bool = True
+    learning_rate: float = Field(2e-5, gt=0, le=1, allow_inf_nan=False)
+    num_epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(8, ge=1, le=4096)
+    max_seq_length: int = Field(2048, ge=8, le=32768)
+    max_steps: Optional[int] = Field(None, ge=1, le=10_000_000)
+    #: Chosen at submit when absent, so a resumed or repeated run is the same run.
+    seed: Optional[int] = Field(None, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    #: Seconds the run may execute before it is stopped and ends ``timeout``;
+    #: default ``DEFAULT_TIME_LIMIT_S``, at most ``RUN_TIME_LIMIT_S``.
+    time_limit_s: Optional[int] = Field(None, ge=1)
+    #: Save an orbax checkpoint every this many steps (and when stopped).
+    checkpoint_every_steps: int = Field(10, ge=1, le=10_000_000)
+
+    @field_validator("model_id")
+    @classmethod
+    def _known_model(cls, value):
+        # NOTE: checked here, at submit, so a typo is a 422 naming the field
+        # rather than a run that is queued only to fail on a worker.
+        if get_model(value) is None:
+            raise PydanticCustomError(
+                "unknown_model", f"unknown model {value!r}; known models: {', '.join(MODELS)}")
+        return value
+
+    def resolved(self, settings):
+        """The spec as stored: every default filled in, including the seed.
+
+        Raises:
+          ValueError: ``time_limit_s`` is over the operator's maximum.
+        """
+        data = self.model_dump()
+        if data["seed"] is None:
+            data["seed"] = secrets.randbelow(2**31)
+        if data["time_limit_s"] is None:
+            data["time_limit_s"] = min(settings.default_time_limit_s, settings.run_time_limit_s)
+        if data["time_limit_s"] > settings.run_time_limit_s:
+            raise ValueError(f"at most {settings.run_time_limit_s} (the operator's maximum)")
+        return data
+
+    @classmethod
+    def stored(cls, obj):
+        """The spec of a stored (resolved) ``config``, read back with no defaults.
+
+        Raises:
+          ValidationError: a field is invalid (as at submit).
+          IncompleteSpec: a field is missing, or one ``resolved`` fills is null.
+        """
+        spec = cls.model_validate(obj)
+        missing = [name for name in cls.model_fields if name not in spec.model_fields_set]
+        missing += [name for name in RESOLVED_AT_SUBMIT if name not in missing and getattr(spec, name) is None]
+        if missing:
+            raise IncompleteSpec("missing " + ", ".join(repr(name) for name in missing)
+                                 + " (a stored spec has every field, resolved at submit)")
+        return spec
+
+
+def field_errors(exc):
+    """``[{"field", "message"}]`` from a pydantic ``ValidationError``."""
+    out = []
+    for err in exc.errors():
+        field = ".".join(str(part) for part in err["loc"]) or "body"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        out.append({"field": field, "message": message})
+    return out

@@ -1,0 +1,142 @@
+"""The model: weights on disk, JAX setup, the tunix model config, build and
+parameter counts.  ``spec`` here is a ``tasks.models.ModelSpec``.
+
+JAX, flax and tunix are imported inside the functions: reading the job file,
+the data and a bad input's exit 2 need none of them.
+"""
+
+import os
+
+import numpy as np
+
+from .errors import DeviceUnavailable, InputError, WeightsNotFound
+
+
+def weights_dir(spec):
+    """The folder holding ``spec``'s weights; WeightsNotFound when they are not there."""
+    root = os.environ.get("WEIGHTS_DIR", "")
+    where = f"$WEIGHTS_DIR/{spec.weights_subdir}"
+    if not root:
+        raise WeightsNotFound(f"model {spec.model_id!r} needs pre-downloaded weights in {where}, "
+                              "but WEIGHTS_DIR is not set (weights are never downloaded)")
+    folder = os.path.join(root, spec.weights_subdir)
+    if not os.path.isdir(folder):
+        raise WeightsNotFound(f"model {spec.model_id!r} needs its weights in {folder} (= {where}), "
+                              "which does not exist (weights are never downloaded)")
+    if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
+        raise WeightsNotFound(f"model {spec.model_id!r}: no *.safetensors file in {folder}")
+    if spec.tokenizer_file and not os.path.isfile(os.path.join(folder, spec.tokenizer_file)):
+        raise WeightsNotFound(f"model {spec.model_id!r}: tokenizer {spec.tokenizer_file} missing from {folder}")
+    return folder
+
+
+def setup_jax_env(device):
+    """Environment JAX reads at import: platform and compilation cache."""
+    if device == "cpu":
+        os.environ["JAX_PLATFORMS"] = "cpu"
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def configure_jax(device):
+    import jax
+
+    cache_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")))
+    try:
+        platform = jax.default_backend()
+    except RuntimeError as exc:
+        raise DeviceUnavailable(f"JAX found no usable backend: {exc}") from None
+    if device == "gpu" and platform != "gpu":
+        raise DeviceUnavailable(f"device 'gpu' requested but JAX found no GPU (backend: {platform})")
+    return platform
+
+
+def _dtype(name):
+    import jax.numpy as jnp
+
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+
+
+def build_model_config(spec):
+    """The tunix ModelConfig for ``spec``."""
+    import dataclasses
+
+    dtype = _dtype(spec.dtype)
+    if spec.family == "llama3":
+        from tunix.models.llama3 import model as m
+
+        if spec.tunix_preset:
+            return getattr(m.ModelConfig, spec.tunix_preset)()
+        return m.ModelConfig(
+            num_layers=spec.num_layers, vocab_size=spec.vocab_size, embed_dim=spec.embed_dim,
+            hidden_dim=spec.hidden_dim, num_heads=spec.num_heads, head_dim=spec.head_dim,
+            num_kv_heads=spec.num_kv_heads, rope_theta=spec.rope_theta, norm_eps=spec.norm_eps,
+            weight_tying=spec.tied_embeddings)
+    if spec.family == "qwen3":
+        from tunix.models.qwen3 import model as m
+
+        if spec.tunix_preset:
+            return dataclasses.replace(getattr(m.ModelConfig, spec.tunix_preset)(),
+                                       dtype=dtype, param_dtype=dtype)
+        return m.ModelConfig(
+            num_layers=spec.num_layers, vocab_size=spec.vocab_size, embed_dim=spec.embed_dim,
+            hidden_dim=spec.hidden_dim, num_heads=spec.num_heads, head_dim=spec.head_dim,
+            num_kv_heads=spec.num_kv_heads, rope_theta=spec.rope_theta, norm_eps=spec.norm_eps,
+            use_tied_embedding=spec.tied_embeddings, dtype=dtype, param_dtype=dtype)
+    if spec.family == "gemma3":
+        from tunix.models.gemma3 import model as m
+
+        if spec.tunix_preset:
+            return dataclasses.replace(getattr(m.ModelConfig, spec.tunix_preset)(), param_dtype=dtype)
+        return m.ModelConfig(
+            num_layers=spec.num_layers, num_embed=spec.vocab_size, embed_dim=spec.embed_dim,
+            hidden_dim=spec.hidden_dim, num_heads=spec.num_heads, head_dim=spec.head_dim,
+            num_kv_heads=spec.num_kv_heads, sliding_window_size=spec.sliding_window_size,
+            param_dtype=dtype)
+    raise InputError(f"model {spec.model_id!r}: unsupported family {spec.family!r}")
+
+
+def model_class(spec):
+    if spec.family == "llama3":
+        from tunix.models.llama3.model import Llama3
+        return Llama3
+    if spec.family == "qwen3":
+        from tunix.models.qwen3.model import Qwen3
+        return Qwen3
+    from tunix.models.gemma3.model import Gemma3
+    return Gemma3
+
+
+def build_model(spec, seed, weights=None):
+    """A tunix nnx model: random init from ``seed`` (``nnx.Rngs(seed)``, so the
+    same seed gives the same initial weights), or loaded from ``weights``."""
+    from flax import nnx
+
+    cfg = build_model_config(spec)
+    if weights is None:
+        return model_class(spec)(cfg, rngs=nnx.Rngs(seed & 0xFFFFFFFF))
+    if spec.family != "gemma3":
+        raise InputError(f"model {spec.model_id!r}: loading weights is only wired for gemma3")
+    from tunix.models.gemma3 import params_safetensors
+
+    return params_safetensors.create_model_from_safe_tensors(weights, cfg, dtype=_dtype(spec.dtype))
+
+
+def count_params(model):
+    import jax
+    from flax import nnx
+
+    return int(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
+
+def abstract_param_count(spec):
+    """Exact parameter count of ``spec``'s architecture, without allocating it."""
+    from flax import nnx
+
+    cfg = build_model_config(spec)
+    return count_params(nnx.eval_shape(lambda: model_class(spec)(cfg, rngs=nnx.Rngs(0))))
