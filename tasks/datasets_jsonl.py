@@ -13,7 +13,7 @@ Format: UTF-8 text, one JSON object per line::
 Every error is a ``ValueError`` whose message starts with ``line N: `` (N is
 the 1-based physical line number in the file), except the "no records" error.
 Used both by the API (to reject a bad dataset before queueing a run) and by
-``workers/train.py`` (which exits 2 with the same message).
+``workers/training/data.py`` (the training exits 2 with the same message).
 """
 
 import json

@@ -1,7 +1,8 @@
 """The model catalog: which models a training run may name.
 
 Pure data, with no jax/tunix import, so that the API process can list and
-validate models cheaply.  ``workers/train.py`` turns a spec into a real tunix
+validate models cheaply (``tasks/run_spec.py`` refuses an unknown ``model_id``
+at submit).  ``workers/training/model.py`` turns a spec into a real tunix
 model (``tunix.models.<family>.model.ModelConfig``).
 
 Two kinds of entry:
@@ -22,9 +23,9 @@ Two kinds of entry:
     abstract = nnx.eval_shape(lambda: Model(cfg, rngs=nnx.Rngs(0)))
     sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
 
-where ``cfg`` is the config ``workers.train.build_model_config(spec)`` builds
-(``python -m workers.train --param-counts`` prints them again, so a test can
-check the figures below stay true).
+where ``cfg`` is the config ``workers.training.model.build_model_config(spec)``
+builds (``python -m workers.training --param-counts`` prints them again, so a
+test can check the figures below stay true).
 """
 
 from dataclasses import asdict, dataclass
