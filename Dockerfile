@@ -24,6 +24,8 @@ RUN mkdir -p app tasks workers \
 COPY app ./app
 COPY tasks ./tasks
 COPY workers ./workers
+# Read by gunicorn from its working directory (LOG_FORMAT).
+COPY gunicorn.conf.py ./
 RUN pip install --no-deps . && rm -rf build *.egg-info
 
 # PostgreSQL refuses to run as root, and so should the services.

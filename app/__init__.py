@@ -23,8 +23,8 @@ def create_app(test_config=None):
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from . import (admission, auth, catalog, checkpoints, console, db, errors, health, observability, openapi, runs,
-                   streams)
+    from . import (admission, auth, catalog, checkpoints, console, db, errors, fleet, health, observability, openapi,
+                   runs, streams)
 
     admission.init_app(app)
     db.init_app(app)
@@ -36,6 +36,7 @@ def create_app(test_config=None):
     app.register_blueprint(runs.bp)
     app.register_blueprint(streams.bp)
     app.register_blueprint(checkpoints.bp)
+    app.register_blueprint(fleet.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(console.bp)
     return app

@@ -1,6 +1,7 @@
-"""The web console: ``/`` (submit, live history) and ``/runs/<id>`` (one run).
+"""The web console: ``/`` (submit, live history), ``/runs/<id>`` (one run)
+and ``/fleet`` (hosts, worker processes, queues).
 
-Both pages are the same HTML shell; plain ES modules under ``/static/``
+Every page is the same HTML shell; plain ES modules under ``/static/``
 render them from the public API, so there is no build step and nothing the
 console can do that a ``curl`` cannot.  The shell carries the submit schema
 (``RunSpec``'s JSON schema, the one place fields, defaults and limits
@@ -50,6 +51,11 @@ def _shell(status=200):
 
 @bp.get("/")
 def index():
+    return _shell()
+
+
+@bp.get("/fleet")
+def fleet_page():
     return _shell()
 
 

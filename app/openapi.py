@@ -7,6 +7,8 @@ from flask import Blueprint, jsonify
 from tasks import lifecycle
 from tasks.run_spec import MODES, RunSpec
 
+from . import fleet
+
 bp = Blueprint("openapi", __name__)
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -75,7 +77,7 @@ def document():
         "info": {"title": "Tunix RT", "version": "0.1.0",
                  "description": "Submit, watch, stop and resume Tunix training runs."},
         "components": {
-            "schemas": {"RunSpec": run_spec, "Run": run, "Error": error},
+            "schemas": {"RunSpec": run_spec, "Run": run, "Error": error, **fleet.openapi_schemas()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
@@ -132,6 +134,9 @@ def document():
             "/api/tunix/runs/{run_id}/resume": {"post": {
                 "parameters": [_RUN_ID],
                 "responses": {"202": _json(_RUN), **_errors(401, 404, 409, 503)}}},
+            "/api/tunix/workers": {"get": {
+                "summary": "The fleet: hosts, worker processes (alive or lost), the runs they hold, the queues.",
+                "responses": {"200": _json({"$ref": "#/components/schemas/Fleet"}), **_errors(401, 503)}}},
             "/api/tunix/datasets": {"get": {"responses": {"200": _json({"type": "object"})}}},
             "/api/tunix/models": {"get": {"responses": {"200": _json({"type": "object"})}}},
             "/healthz": {"get": {"responses": {"200": _json({"type": "object"})}}},

@@ -75,6 +75,9 @@ class Settings:
     #: streams wait on (one indexed query per process and tick, none when
     #: nothing waits): status changes send no NOTIFY (see ``app/waiter.py``).
     waiter_tick_s: float = field(default_factory=lambda: _float("WAITER_TICK_S", 0.02))
+    #: ``text`` or ``json`` (one JSON object per line with host, pid and the
+    #: run id): see ``tasks/log_format.py``.
+    log_format: str = field(default_factory=lambda: os.environ.get("LOG_FORMAT", "text").strip().lower() or "text")
     #: Name this process writes into `tunix_runs.worker_id`.
     hostname: str = field(default_factory=lambda: os.environ.get("WORKER_HOSTNAME", socket.gethostname()))
 

@@ -322,3 +322,21 @@ def pids_with(fragment):
         if needle in cmdline and alive(int(name)):
             found.append(int(name))
     return found
+
+
+def freeze_training(run_id, timeout=30):
+    """SIGSTOP the training subprocess of ``run_id`` (found by the run id in
+    its command line) and return its pids: the worker keeps holding the run
+    and beating for it, and the training spends no CPU.  A frozen training
+    cannot act on SIGTERM: SIGKILL it (``kill_pids``) before stopping its
+    launch, or the launch waits for its own SIGKILL."""
+    pids = wait_for(lambda: pids_with(str(run_id)), timeout, message=f"the training of {run_id}")
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def kill_pids(pids):
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

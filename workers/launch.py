@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 
+from tasks import log_format
 from tasks.settings import get_settings
 
 logger = logging.getLogger("tunix.workers")
@@ -57,8 +58,8 @@ def serve_metrics(path, port):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    log_format.configure(settings.log_format, settings.hostname)
     if not settings.database_url:
         logger.error("DATABASE_URL is not set")
         return 2
@@ -69,7 +70,9 @@ def main(argv=None):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     serve_metrics(metrics_dir, settings.metrics_port)
     start_reaper(settings)
-    cmd = [sys.executable, "-m", "dramatiq", "workers.boot",
+    # dramatiq's own command line, with JSON logs when asked (see that module).
+    dramatiq_cli = "workers.dramatiq_json" if settings.log_format == "json" else "dramatiq"
+    cmd = [sys.executable, "-m", dramatiq_cli, "workers.boot",
            "--processes", str(settings.workers), "--threads", str(settings.worker_threads),
            # Bounded stop: trainings are interrupted at once (they checkpoint
            # and are handed back); dry runs have this long to finish.

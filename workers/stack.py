@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 
 import psutil
 
+from tasks import log_format
 from tasks.settings import get_settings
 
 logger = logging.getLogger("tunix.stack")
@@ -248,7 +249,10 @@ class Stack:
         ]
         width = max(len(line) for line in lines) + 2
         text = "\n".join(["=" * width, *lines, "=" * width])
-        print(text, flush=True)
+        if s.log_format == "json":
+            logger.info("\n".join(lines))  # one record: every line of the output is a JSON object
+        else:
+            print(text, flush=True)
 
     def shutdown(self):
         """Stop every child and the embedded database; idempotent."""
@@ -289,9 +293,10 @@ def _redact(url):
 
 
 def main():
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    log_format.configure(settings.log_format, settings.hostname)
     try:
-        return Stack().run()
+        return Stack(settings).run()
     except Exception:
         logger.exception("make run failed")
         return 1

@@ -95,6 +95,7 @@ export const api = {
   status: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/status`, opts).then((r) => r.data),
   metrics: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/metrics`, opts).then((r) => r.data.data),
   checkpoints: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/checkpoints`, opts).then((r) => r.data.data),
+  fleet: (opts) => request("GET", "workers", opts).then((r) => r.data),
   submit: (body, mode, opts) => request("POST", "run", { ...opts, body, params: { mode } }),
   cancel: (id) => request("POST", `runs/${encodeURIComponent(id)}/cancel`),
   resume: (id) => request("POST", `runs/${encodeURIComponent(id)}/resume`),

@@ -1,8 +1,9 @@
-// Entry point: a two-route router (/ and /runs/<id>), the token dialog, toasts
+// Entry point: the router (/, /runs/<id>, /fleet), the token dialog, toasts
 // and the clocks that keep relative times and running durations fresh.
 
 import { getToken, onApiEvent, setToken } from "./api.js";
 import { h, icon, tickTimes, fmtDuration } from "./dom.js";
+import { renderFleet } from "./views/fleet.js";
 import { renderHome } from "./views/home.js";
 import { renderRun } from "./views/run.js";
 
@@ -10,6 +11,7 @@ const main = document.getElementById("main");
 
 const ROUTES = [
   [/^\/$/, () => renderHome],
+  [/^\/fleet\/?$/, () => renderFleet],
   [/^\/runs\/([^/]+)\/?$/, (m) => (root, ctx) => renderRun(root, { ...ctx, runId: decodeURIComponent(m[1]) })],
 ];
 
@@ -49,7 +51,9 @@ function render({ focus = false } = {}) {
 
 function markNav() {
   for (const a of document.querySelectorAll(".topnav a[data-nav]")) {
-    const here = new URL(a.href).pathname === "/" && (location.pathname === "/" || location.pathname.startsWith("/runs/"));
+    const path = new URL(a.href).pathname;
+    const here = path === "/" ? location.pathname === "/" || location.pathname.startsWith("/runs/")
+      : location.pathname === path || location.pathname.startsWith(`${path}/`);
     if (here) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
