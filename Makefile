@@ -2,7 +2,8 @@
 #
 #   make run       the whole system (embedded PostgreSQL unless DATABASE_URL is set)
 #   make test      the suite without `slow` tests, with coverage (fails under 85%)
-#   make test-all  the whole suite, `slow` included
+#   make test-all  the whole suite, `slow` included (the long chaos soak too)
+#   make soak      the long seeded chaos soak alone (SOAK_SEED=<seed> replays one)
 #
 # DATABASE_URL is honoured everywhere when set.  When it is unset, `run` and
 # the tests start an embedded PostgreSQL themselves; `migrate`, `worker` and
@@ -25,10 +26,10 @@ export DATA_DIR
 # The embedded server's URL unless DATABASE_URL is set (started on first use).
 DB_URL = $${DATABASE_URL:-$$($(PY) -m workers.pgembed start --data-dir "$(DATA_DIR)")}
 
-.PHONY: help install constraints run test test-all test-tools bench migrate worker api db-start db-stop clean distclean
+.PHONY: help install constraints run test test-all soak test-tools bench migrate worker api db-start db-stop clean distclean
 
 help:
-	@echo "make install | run | test | test-all | bench | migrate | worker | api | db-start | db-stop | clean | distclean"
+	@echo "make install | run | test | test-all | soak | bench | migrate | worker | api | db-start | db-stop | clean | distclean"
 
 # ---------------------------------------------------------------- install
 
@@ -68,6 +69,11 @@ test: install test-tools
 
 test-all: install test-tools
 	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+
+# 240 s of steady submits under random SIGKILLs, freezes and PostgreSQL
+# restarts (tests/reliability/test_soak.py); SOAK_LONG_S changes the length.
+soak: install
+	$(PY) -m pytest tests/reliability/test_soak.py -m slow -k long -s -p no:cacheprovider $(PYTEST_ARGS)
 
 # System tools some tests use, from Debian's packages, installed only when
 # missing: promtool (alert rules), Chromium and a font (browser tests).  Without

@@ -164,3 +164,19 @@ def test_a_claim_whose_answer_was_lost_is_adopted_not_wasted(stub, pool, conn, c
     row = registry.get_run(conn, run["id"])
     assert lost and row["status"] == "completed", row
     assert row["attempts"] == 1 and calls == [str(run["id"])]
+
+
+def test_a_hand_back_of_a_run_the_reaper_already_requeued_leaves_it_pending(pool, conn):
+    # Given a run whose worker went quiet while it stopped its training, and
+    # which the reaper has meanwhile sent back to pending
+    middleware = RunRegistry(pool, "w:1")
+    run = middleware._claimer(new_run(conn)["id"])()
+    lose(conn, run["id"])
+    reaper = Reaper(pool, dataclasses.replace(get_settings(), heartbeat_timeout_s=30),
+                    publish=lambda run_id, dry_run: None)
+    assert reaper.recover_lost()["requeued"] == 1
+    # When the stopping worker hands it back
+    middleware._hand_back(run, dict(attempt=run["attempts"]))
+    # Then it is still pending, for its next attempt (not cancelled: nobody cancelled it)
+    row = registry.get_run(conn, run["id"])
+    assert (row["status"], row["attempts"]) == ("pending", 1), row

@@ -152,7 +152,11 @@ class RunRegistry(Middleware):
         requeued = self._finish(run["id"], S.PENDING, only_from={S.RUNNING}, operation="hand_back",
                                 budget="give_back", **fence)
         if requeued is None:
-            return self._finish(run["id"], S.CANCELLED, **fence)
+            # Only a run being cancelled ends here.  One the reaper already
+            # sent back to pending (its heartbeat stopped while this process
+            # stopped its training: found by the soak, which saw such runs
+            # end "cancelled" with nobody cancelling) is left as it is.
+            return self._finish(run["id"], S.CANCELLED, only_from={S.CANCEL_REQUESTED}, quiet=True, **fence)
         RUNS_RETRIED.labels("hand_back").inc()
         # Published in after_worker_shutdown, not now: the new message has the
         # same id as the one in hand, so (measured) the nack that follows

@@ -1,0 +1,356 @@
+"""A seeded chaos soak: steady submits while random faults hit the fleet.
+
+Each fault test of this tier passes on its own; a fleet fails with many
+faults at once while work keeps arriving.  Here, for ``SOAK_S`` seconds:
+
+* a client submits a dry run every ``SUBMIT_EVERY_S`` and an identical tiny
+  training every ``TRAINING_EVERY_S``, each with its own ``Idempotency-Key``,
+  retrying on any error (no answer, 503) with the same key, as a sweep
+  script should;
+* a seeded schedule of faults hits it: SIGKILL of a worker process (dramatiq
+  then stops its launch, SIGTERMing the sibling process, whose runs are
+  handed back; a supervisor thread starts a new launch, as ``make run`` and
+  compose do), SIGSTOP of a worker process with everything under it (a
+  frozen host) for 1-9 s, PostgreSQL stopped for 1-4 s and started again.
+
+Then the faults stop and the fleet drains.  The invariants: every
+acknowledged key is exactly one run; every run ends final; every identical
+training that completed ended at the same loss; no answer was a 500; no run
+had more attempts than its budget, and a run failed only for that reason.
+The seed and the schedule are printed; ``SOAK_SEED=<seed>`` replays the
+schedule (process ids and timings differ, so not the exact interleaving).
+
+Not yet here: link cuts and store outages, which need the fleet in network
+namespaces and the object store of a later issue.
+
+``make test`` runs a short soak (``SOAK_S``, default 45 s); ``make soak`` and
+``make test-all`` a long one (240 s).
+"""
+
+import dataclasses
+import os
+import random
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from support import DRY, Launch, connect, start_api
+from reliability_support import FINAL, Stopwatch, training, wait_all_final
+from tasks.migrate import migrate
+from workers.pgembed import EmbeddedPostgres
+
+pytestmark = pytest.mark.training
+
+SEED = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(2**31))
+MAX_ATTEMPTS = 3
+FLEET_ENV = dict(HEARTBEAT_TIMEOUT_S=5, REAPER_INTERVAL_S=1, ORPHAN_AGE_S=5, TRAIN_CONCURRENCY=1,
+                 MAX_ATTEMPTS=MAX_ATTEMPTS, DB_POOL_WAIT_S=5)
+LAUNCHES = 2
+SUBMIT_EVERY_S = 0.25
+TRAINING_EVERY_S = 6.0
+#: The identical training: checkpoints every 10 steps, so a recovered attempt resumes.
+SOAK_TRAINING = training(max_steps=80, checkpoint_every_steps=10, seed=424242)
+#: How long the fleet may take to drain once the faults stop.
+DRAIN_S = 300
+
+
+@dataclasses.dataclass
+class Fault:
+    at_s: float
+    kind: str  # "kill" | "freeze" | "pg_restart"
+    pick: int  # which live worker process (index, modulo their number)
+    length_s: float = 0.0
+
+    def __str__(self):
+        length = f" {self.length_s:.1f}s" if self.length_s else ""
+        return f"{self.at_s:6.1f}s {self.kind}{length} (#{self.pick})"
+
+
+def schedule(seed, duration_s):
+    """The faults of one soak, from its seed alone."""
+    rng = random.Random(seed)
+    faults, t = [], rng.uniform(2, 4)
+    while t < duration_s:
+        kind = rng.choices(["kill", "freeze", "pg_restart"], weights=[5, 3, 2])[0]
+        length = {"kill": 0.0, "freeze": rng.uniform(1, 9), "pg_restart": rng.uniform(1, 4)}[kind]
+        faults.append(Fault(round(t, 1), kind, rng.randrange(1000), round(length, 1)))
+        t += length + rng.uniform(3, 7)
+    return faults
+
+
+class Soak:
+    def __init__(self, server, url, data_dir, log_dir):
+        self.server, self.url, self.data_dir, self.log_dir = server, url, data_dir, log_dir
+        self.launches = []
+        self.log_paths = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        #: key -> run id, for every acknowledged submit.
+        self.acked = {}
+        self.training_keys = set()
+        self.answers = {}  # status code (None: no answer) -> count
+        self.retries = 0
+        self.restarted = 0
+        self.done = []  # (fault, what happened)
+        self.frozen = set()
+
+    # ---------------------------------------------------------------- fleet
+
+    def start_launch(self):
+        launch = Launch(self.url, self.data_dir, self.log_dir, workers=2, threads=2, **FLEET_ENV)
+        with self.lock:
+            self.launches.append(launch)
+            self.log_paths.append(launch.log_path)
+        return launch
+
+    def supervise(self):
+        """Start a new launch for each one that exited (what `make run` does)."""
+        while not self.stop.wait(0.5):
+            with self.lock:
+                dead = [launch for launch in self.launches if launch.proc.poll() is not None]
+                self.launches = [launch for launch in self.launches if launch not in dead]
+            for launch in dead:
+                launch.stop()
+                while not self.stop.is_set():
+                    try:
+                        self.start_launch()
+                        self.restarted += 1
+                        break
+                    except RuntimeError:  # the database may be down: try again
+                        self.stop.wait(1)
+
+    def worker_pids(self):
+        """The live dramatiq worker processes (their ids are in tunix_workers)."""
+        try:
+            conn = connect(self.url)
+        except Exception:  # noqa: BLE001 - the database may be down
+            return []
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pid FROM tunix_workers WHERE heartbeat_at > clock_timestamp() - interval '5 s' "
+                            "ORDER BY worker_id")
+                return [pid for (pid,) in cur.fetchall() if os.path.exists(f"/proc/{pid}")]
+        finally:
+            conn.close()
+
+    # ---------------------------------------------------------------- client
+
+    def submit_until_acked(self, body, key):
+        delay = 0.2
+        while True:
+            try:
+                response = requests.post(f"{self.api_url}/api/tunix/run", params={"mode": "async"}, json=body,
+                                         headers={"Idempotency-Key": key}, timeout=15)
+                status = response.status_code
+            except requests.RequestException:
+                response, status = None, None
+            with self.lock:
+                self.answers[status] = self.answers.get(status, 0) + 1
+            if status in (200, 201, 202):
+                self.acked[key] = response.json()["run_id"]
+                return
+            if status is not None and status not in (503,):
+                raise AssertionError(f"submit answered {status}: {response.text[:500]}")
+            self.retries += 1
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def client(self, duration_s):
+        clock, next_training, i = Stopwatch(), 1.0, 0
+        while clock() < duration_s:
+            if clock() >= next_training:
+                next_training += TRAINING_EVERY_S
+                key = f"soak-train-{uuid.uuid4()}"
+                self.training_keys.add(key)
+                self.submit_until_acked(SOAK_TRAINING, key)
+            i += 1
+            self.submit_until_acked(dict(DRY, seed=i), f"soak-dry-{uuid.uuid4()}")
+            time.sleep(SUBMIT_EVERY_S)
+
+    # ---------------------------------------------------------------- faults
+
+    def inject(self, faults):
+        clock = Stopwatch()
+        for fault in faults:
+            if self.stop.wait(max(0.0, fault.at_s - clock())):
+                return
+            pids = self.worker_pids()
+            if fault.kind == "pg_restart":
+                self.server.stop()
+                self.stop.wait(fault.length_s)
+                self.server.start()
+                self.done.append((fault, "restarted"))
+            elif not pids:
+                self.done.append((fault, "no live worker process"))
+            elif fault.kind == "kill":
+                pid = pids[fault.pick % len(pids)]
+                _signal_tree(pid, signal.SIGKILL)
+                self.done.append((fault, f"pid {pid}"))
+            else:
+                pid = pids[fault.pick % len(pids)]
+                tree = _signal_tree(pid, signal.SIGSTOP)
+                self.frozen.update(tree)
+                self.stop.wait(fault.length_s)
+                _signal_tree(pid, signal.SIGCONT, tree)
+                self.frozen.difference_update(tree)
+                self.done.append((fault, f"pid {pid} and {len(tree) - 1} below it"))
+
+    def worker_log_lines(self, run_id, context=3):
+        """What the launches logged around ``run_id``, for a failure message."""
+        out = []
+        for path in self.log_paths:
+            lines = open(path, errors="replace").read().splitlines()
+            for i, line in enumerate(lines):
+                if str(run_id) in line:
+                    out.append(f"--- {os.path.basename(path)}:{i}")
+                    out.extend(lines[max(0, i - context):i + context + 1])
+        return "\n".join(out)
+
+    def thaw_all(self):
+        for pid in list(self.frozen):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+def _descendants(pid):
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                ppid = int(open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _signal_tree(pid, sig, tree=None):
+    tree = tree or _descendants(pid)
+    for p in tree:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass
+    return tree
+
+
+def logs_of(url, run_id):
+    """The run's stored log, for a failure message."""
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT seq, stream, line FROM tunix_run_logs WHERE run_id = %s ORDER BY seq", (run_id,))
+            return "\n".join(f"{seq} {stream} {line}" for seq, stream, line in cur.fetchall()[-40:])
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def own_pg():
+    root = tempfile.mkdtemp(prefix="tunix-soak-pg-")
+    server = EmbeddedPostgres(os.path.join(root, "pg"))
+    url = server.start()
+    migrate(url)
+    yield server, url
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def soak(own_pg, data_dir, log_dir, report, duration_s):
+
+    server, url = own_pg
+    faults = schedule(SEED, duration_s)
+    print(f"soak seed {SEED} (replay: SOAK_SEED={SEED}), {duration_s}s, schedule:\n"
+          + "\n".join(map(str, faults)))
+    s = Soak(server, url, data_dir, log_dir)
+    api = start_api(url, data_dir, log_dir, threads=32)
+    s.api_url = api.url
+    threads = []
+    try:
+        for _ in range(LAUNCHES):
+            s.start_launch()
+        threads = [threading.Thread(target=s.supervise, daemon=True),
+                   threading.Thread(target=s.inject, args=(faults,), daemon=True)]
+        for t in threads:
+            t.start()
+        # When work arrives steadily while the faults hit
+        s.client(duration_s)
+        s.stop.set()
+        for t in threads:
+            t.join(30)
+        s.thaw_all()
+        if not server.is_running():
+            server.start()
+        s.stop.clear()
+        supervisor = threading.Thread(target=s.supervise, daemon=True)
+        supervisor.start()
+        # Then the fleet drains: every run ends final
+        conn = connect(url)
+        drain = Stopwatch()
+        c = wait_all_final(conn, timeout=DRAIN_S, interval=0.5)
+        drain_s = drain()
+        with conn.cursor() as cur:
+            cur.execute("SELECT idempotency_key, id::text, status, attempts, max_attempts, result, error "
+                        "FROM tunix_runs")
+            rows = {key: dict(zip(("id", "status", "attempts", "max_attempts", "result", "error"), rest))
+                    for key, *rest in cur.fetchall()}
+        conn.close()
+        # And every acknowledged key is exactly one run, and there is no other
+        assert set(rows) == set(s.acked), (len(rows), len(s.acked))
+        assert all(rows[key]["id"] == run_id for key, run_id in s.acked.items())
+        assert {r["status"] for r in rows.values()} <= FINAL
+        # And no answer was a 500 (503s were retried)
+        assert not any(status is not None and status >= 500 and status != 503 for status in s.answers), s.answers
+        # And no run had more attempts than its budget; one failed only for having had them
+        for key, row in rows.items():
+            assert row["attempts"] <= row["max_attempts"], (key, row)
+            if row["status"] == "failed":
+                assert row["error"]["type"] == "WorkerLost" and row["attempts"] == row["max_attempts"], (key, row)
+            elif row["status"] != "completed":
+                print(f"run {row}:\n{logs_of(url, row['id'])}\nworker logs:\n{s.worker_log_lines(row['id'])}")
+                raise AssertionError(f"{key}: {row['status']}, expected completed or failed (WorkerLost)")
+        # And every identical training that completed ended at the same loss
+        losses = {round(rows[key]["result"]["final_loss"], 4) for key in s.training_keys
+                  if rows[key]["status"] == "completed"}
+        assert len(losses) <= 1, losses
+        trainings = [rows[key] for key in s.training_keys]
+        kinds = {}
+        for fault, _ in s.done:
+            kinds[fault.kind] = kinds.get(fault.kind, 0) + 1
+        by_status = c["by_status"]
+        report(f"soak seed {SEED}, {duration_s}s: {kinds.get('kill', 0)} SIGKILLs, {kinds.get('freeze', 0)} "
+               f"freezes, {kinds.get('pg_restart', 0)} PostgreSQL restarts, {s.restarted} launches restarted; "
+               f"{len(s.acked)} submits acknowledged ({s.retries} retries; answers {s.answers}); runs "
+               f"{by_status}; 0 lost, 0 duplicated, 0 stuck (drained in {drain_s:.0f}s); "
+               f"{len(trainings)} identical trainings: "
+               f"{sum(t['status'] == 'completed' for t in trainings)} completed at loss {sorted(losses)}, "
+               f"attempts {sorted(t['attempts'] for t in trainings)}; max attempts of any run "
+               f"{max(r['attempts'] for r in rows.values())} (budget {MAX_ATTEMPTS} + hand-backs)")
+    finally:
+        s.stop.set()
+        s.thaw_all()
+        for launch in list(s.launches):
+            launch.stop()
+        api.stop()
+
+
+def test_a_short_seeded_soak_loses_duplicates_and_strands_nothing(own_pg, data_dir, log_dir, report):
+    soak(own_pg, data_dir, log_dir, report, float(os.environ.get("SOAK_S", 45)))
+
+
+@pytest.mark.slow
+def test_a_long_seeded_soak_loses_duplicates_and_strands_nothing(own_pg, data_dir, log_dir, report):
+    soak(own_pg, data_dir, log_dir, report, float(os.environ.get("SOAK_LONG_S", 240)))
