@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 _S = lifecycle.RunStatus
 
+#: A worker process silent this long is forgotten: the fleet view lists a
+#: lost one for an hour (app/fleet.py), and the table must not grow for ever.
+FORGET_WORKERS_AFTER_S = 24 * 3600
+
 
 def message_lock_key(queue_name, message_id):
     """The advisory lock key dramatiq-pg takes for a message (its
@@ -125,6 +129,12 @@ class Reaper:
             SILENT_SESSIONS_ENDED.inc(len(sessions))
         return len(sessions)
 
+    def forget_dead_workers(self):
+        """Delete the rows of worker processes silent for ``FORGET_WORKERS_AFTER_S``
+        (a killed process never deletes its own); returns how many."""
+        with db.connection(self.pool) as conn:
+            return registry.forget_dead_workers(conn, FORGET_WORKERS_AFTER_S)
+
     def _publish(self, run):
         try:
             self.publish(run["id"], run["dry_run"])
@@ -135,6 +145,7 @@ class Reaper:
         if time.monotonic() < self._quiet_until:
             return None, self.republish_orphans()
         self.end_silent_sessions()
+        self.forget_dead_workers()
         return self.recover_lost(), self.republish_orphans()
 
     def run_pass(self):
