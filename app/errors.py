@@ -6,7 +6,15 @@ from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
 from tasks import db
-from tasks.errors import DatabaseUnavailable, InvalidTransition, Overloaded, RunNotFound, TunixError
+from tasks.errors import (
+    DatabaseUnavailable,
+    InvalidTransition,
+    ObjectMissing,
+    Overloaded,
+    RunNotFound,
+    StoreUnavailable,
+    TunixError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +24,8 @@ STATUS = {
     InvalidTransition: 409,
     DatabaseUnavailable: 503,
     Overloaded: 503,
+    StoreUnavailable: 503,
+    ObjectMissing: 404,
 }
 
 #: Seconds a client is asked to wait after a 503: a busy pool frees within

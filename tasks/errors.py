@@ -59,6 +59,20 @@ class Overloaded(TunixError):
     code = "overloaded"
 
 
+class StoreUnavailable(TunixError):
+    """Raised when the artifact store (``ARTIFACTS_URL``) cannot be reached or
+    answers with an error; the API answers 503, a worker tries again for
+    ``STORE_PATIENCE_S`` and then fails the attempt with it."""
+
+    code = "artifact_store_unavailable"
+
+
+class ObjectMissing(TunixError):
+    """Raised when an object is not in the artifact store."""
+
+    code = "artifact_missing"
+
+
 class RunFailed(TunixError):
     """Raised inside a worker when a run cannot complete.
 

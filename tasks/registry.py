@@ -299,3 +299,54 @@ def fleet(conn, lost_window_s):
         cur.execute(QUERIES["fleet_queues"])
         queues = cur.fetchall()
     return {"workers": workers, "queues": queues}
+
+
+def record_checkpoint(conn, *, run_id, step, attempt, uri, object_key, size_bytes, sha256, loss=None):
+    """The recorded step, or None when this attempt may not record it (see the query)."""
+    with timed_write("checkpoint"), _cursor(conn) as cur:
+        cur.execute(QUERIES["record_checkpoint"], dict(run_id=run_id, step=step, attempt=attempt, uri=uri,
+                                                        object_key=object_key, size_bytes=size_bytes,
+                                                        sha256=sha256, loss=loss))
+        return cur.fetchone()
+
+
+def list_checkpoints(conn, run_id):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["list_checkpoints"], dict(run_id=run_id))
+        return cur.fetchall()
+
+
+def get_checkpoint(conn, run_id, step):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["get_checkpoint"], dict(run_id=run_id, step=step))
+        return cur.fetchone()
+
+
+def latest_checkpoint(conn, run_id):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["latest_checkpoint"], dict(run_id=run_id))
+        return cur.fetchone()
+
+
+def mark_checkpoints_for_deletion(conn, run_id, keep):
+    """``[(run_id, step, object_key)]`` now marked (see the query)."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["mark_checkpoints_for_deletion"], dict(run_id=run_id, keep=keep))
+        return cur.fetchall()
+
+
+def checkpoints_being_deleted(conn, run_id=None, limit=500):
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["checkpoints_being_deleted"], dict(run_id=run_id, limit=limit))
+        return cur.fetchall()
+
+
+def all_checkpoint_keys(conn, run_id):
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["all_checkpoint_keys"], dict(run_id=run_id))
+        return {row[0] for row in cur.fetchall()}
+
+
+def delete_checkpoint_row(conn, run_id, step):
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["delete_checkpoint_row"], dict(run_id=run_id, step=step))

@@ -81,6 +81,20 @@ class Settings:
     #: Name this process writes into `tunix_runs.worker_id`.
     hostname: str = field(default_factory=lambda: os.environ.get("WORKER_HOSTNAME", socket.gethostname()))
 
+    #: ``ARTIFACTS_URL``: where checkpoints, manifests, summaries and
+    #: operator datasets live for every host (``tasks/artifacts.py``); empty
+    #: means ``file://$DATA_DIR/artifacts``.
+    artifacts: str = field(default_factory=lambda: os.environ.get("ARTIFACTS_URL", "").strip())
+    #: Recorded checkpoints a run keeps: the latest this many, plus its lowest-loss one.
+    checkpoint_keep: int = field(default_factory=lambda: _int("CHECKPOINT_KEEP", 3))
+    #: Seconds a worker keeps trying the artifact store (a resume's download,
+    #: the last uploads) before it fails the attempt with a clear error.
+    store_patience_s: float = field(default_factory=lambda: _float("STORE_PATIENCE_S", 60))
+
+    @property
+    def artifacts_url(self):
+        return self.artifacts or "file://" + os.path.join(self.data_dir, "artifacts")
+
     @property
     def runs_dir(self):
         return os.path.join(self.data_dir, "runs")

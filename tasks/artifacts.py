@@ -1,0 +1,324 @@
+"""Where a run's files live: the one module that knows their names.
+
+Two places, each with its own layout, and nothing else builds these paths.
+
+**The artifact store** (``ARTIFACTS_URL``): what outlives an attempt and is
+shared by every host: the API, the workers on any machine.  ``file://…``
+(default ``file://$DATA_DIR/artifacts``, one machine, nothing to set up) or
+``s3://bucket/prefix`` (any S3-compatible server: ``AWS_ENDPOINT_URL`` or
+``S3_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_REGION``), through fsspec (s3fs)::
+
+    runs/<run_id>/manifest.json                        what the run executed with
+    runs/<run_id>/summary.json                         its final result
+    runs/<run_id>/checkpoints/<step>.a<attempt>.tar    one recorded checkpoint
+    datasets/<key>.jsonl                               an operator's dataset
+
+A checkpoint object's name carries the attempt that wrote it, so a stale
+attempt (a worker that froze or was cut off, then thawed) can never
+overwrite a newer attempt's; whether it exists for the system is decided by
+its row in ``tunix_checkpoints`` (``tasks/sql``), which only the run's
+current attempt can write.
+
+**A worker's scratch folder** (``$DATA_DIR/runs/<run_id>/``, class
+``Scratch``): the job file, the logs, and orbax's checkpoints while the
+training writes them (orbax 0.12 cannot write ``s3://``).  It is a cache: a
+resume on any host fills it from the store.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import pathlib
+import posixpath
+import shutil
+import tarfile
+import uuid
+
+from .errors import ObjectMissing, StoreUnavailable
+
+#: Bytes read or written per chunk when streaming an object.
+CHUNK = 1 << 20
+#: s3fs buffers this much of an upload before sending a part: what an
+#: upload holds in memory, whatever the checkpoint's size.
+S3_BLOCK_SIZE = 8 << 20
+
+
+# --------------------------------------------------------------------------
+# Layout
+
+
+def run_prefix(run_id):
+    return f"runs/{uuid.UUID(str(run_id))}"
+
+
+def manifest_key(run_id):
+    return f"{run_prefix(run_id)}/manifest.json"
+
+
+def summary_key(run_id):
+    return f"{run_prefix(run_id)}/summary.json"
+
+
+def checkpoints_prefix(run_id):
+    return f"{run_prefix(run_id)}/checkpoints"
+
+
+def checkpoint_key(run_id, step, attempt):
+    return f"{checkpoints_prefix(run_id)}/{int(step)}.a{int(attempt)}.tar"
+
+
+DATASETS_PREFIX = "datasets"
+
+
+def dataset_key(key):
+    return f"{DATASETS_PREFIX}/{key}.jsonl"
+
+
+class Scratch:
+    """A run's folder on this host (see the module docstring)."""
+
+    def __init__(self, runs_dir, run_id):
+        root = pathlib.Path(runs_dir).resolve()
+        self.path = root / str(uuid.UUID(str(run_id)))
+        self.job = self.path / "training.json"
+        self.manifest = self.path / "manifest.json"
+        self.stdout_log = self.path / "stdout.log"
+        self.stderr_log = self.path / "stderr.log"
+        #: orbax's folder: ``<step>/`` once a step is finalised.
+        self.checkpoints = self.path / "checkpoints"
+
+    def create(self):
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def finalised_steps(self):
+        """Steps orbax has finalised here (renamed from its temporary name,
+        ``commit_success.txt`` written), oldest first."""
+        if not self.checkpoints.is_dir():
+            return []
+        steps = []
+        for child in self.checkpoints.iterdir():
+            if child.name.isdigit() and child.is_dir() and (child / "commit_success.txt").exists():
+                steps.append(int(child.name))
+        return sorted(steps)
+
+    def step_dir(self, step):
+        return self.checkpoints / str(int(step))
+
+    def clear_checkpoints(self):
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# The store
+
+
+def _endpoint():
+    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT_URL") or None
+
+
+def _filesystem(url):
+    import fsspec
+
+    scheme = url.split("://", 1)[0] if "://" in url else "file"
+    if scheme == "file":
+        return fsspec.filesystem("file", auto_mkdir=True), url.split("://", 1)[-1]
+    if scheme == "s3":
+        client = {"endpoint_url": _endpoint(), "region_name": os.environ.get("AWS_REGION") or None}
+        # An outage must be seen in seconds, not after botocore's minutes of retries.
+        config = {"connect_timeout": 3, "read_timeout": 30, "retries": {"max_attempts": 2, "mode": "standard"}}
+        fs = fsspec.filesystem("s3", client_kwargs={k: v for k, v in client.items() if v},
+                               config_kwargs=config, use_listings_cache=False, skip_instance_cache=True)
+        return fs, url.split("://", 1)[1]
+    raise ValueError(f"ARTIFACTS_URL: unsupported scheme {scheme!r} (file:// or s3://)")
+
+
+def _errors_are_unavailable(fn):
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except (StoreUnavailable, ObjectMissing, ValueError):
+            raise
+        except FileNotFoundError as exc:
+            raise ObjectMissing(f"not in the artifact store: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - botocore, aiohttp and OS errors alike
+            raise StoreUnavailable(f"artifact store {self.url}: {type(exc).__name__}: {exc}") from None
+
+    wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
+    return wrapper
+
+
+class _Hashing:
+    """A write-only file wrapper that counts and hashes what goes through."""
+
+    def __init__(self, raw):
+        self.raw, self.size, self.digest = raw, 0, hashlib.sha256()
+
+    def write(self, data):
+        self.size += len(data)
+        self.digest.update(data)
+        return self.raw.write(data)
+
+    def flush(self):
+        pass
+
+
+class _HashingReader:
+    def __init__(self, raw):
+        self.raw, self.size, self.digest = raw, 0, hashlib.sha256()
+
+    def read(self, n=-1):
+        data = self.raw.read(n)
+        self.size += len(data)
+        self.digest.update(data)
+        return data
+
+
+class ArtifactStore:
+    """The artifact store at ``url`` (see the module docstring)."""
+
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+        self.fs, self.root = _filesystem(self.url)
+        self.root = self.root.rstrip("/")
+        self.is_local = self.url.startswith("file://") or "://" not in self.url
+
+    def path(self, key):
+        return posixpath.join(self.root, key)
+
+    def uri(self, key):
+        return f"{self.url}/{key}"
+
+    @_errors_are_unavailable
+    def ping(self):
+        """Raises ``StoreUnavailable`` unless the store answers."""
+        if self.is_local:
+            os.makedirs(self.root, exist_ok=True)
+        else:
+            self.fs.ls(self.root.split("/", 1)[0], detail=False)
+
+    @contextlib.contextmanager
+    def _writer(self, key):
+        """A file to write ``key`` through; the object appears only when it is
+        complete (a local file is renamed into place, an S3 multipart upload
+        completes on close)."""
+        if self.is_local:
+            final = self.path(key)
+            os.makedirs(posixpath.dirname(final), exist_ok=True)
+            tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+            try:
+                with open(tmp, "wb") as fh:
+                    yield fh
+                os.replace(tmp, final)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+        else:
+            with self.fs.open(self.path(key), "wb", block_size=S3_BLOCK_SIZE) as fh:
+                yield fh
+
+    @_errors_are_unavailable
+    def upload_tree(self, folder, key, arcname):
+        """Stream ``folder`` as an uncompressed tar (members under ``arcname/``)
+        to ``key``; returns ``(size, sha256)``.  Memory holds one S3 part at
+        most, never the checkpoint."""
+        with self._writer(key) as raw:
+            out = _Hashing(raw)
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                tar.add(str(folder), arcname=arcname,
+                        filter=lambda info: None if info.issym() or info.islnk() else info)
+        return out.size, out.digest.hexdigest()
+
+    @_errors_are_unavailable
+    def download_tree(self, key, into, sha256=None):
+        """Stream the tar ``key`` into folder ``into``; with ``sha256``, check
+        it (``StoreUnavailable`` on a mismatch, nothing left extracted)."""
+        os.makedirs(into, exist_ok=True)
+        with self.fs.open(self.path(key), "rb", block_size=CHUNK) as raw:
+            src = _HashingReader(raw)
+            with tarfile.open(fileobj=src, mode="r|") as tar:
+                tar.extractall(into, filter="data")
+            while src.read(CHUNK):
+                pass  # the tar's trailing padding, for the checksum
+        if sha256 is not None and src.digest.hexdigest() != sha256:
+            raise StoreUnavailable(f"{self.uri(key)}: sha256 {src.digest.hexdigest()} is not the recorded {sha256}")
+        return src.size
+
+    @_errors_are_unavailable
+    def put_json(self, key, obj):
+        data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+        with self._writer(key) as fh:
+            fh.write(data)
+
+    @_errors_are_unavailable
+    def get_json(self, key):
+        with self.fs.open(self.path(key), "rb") as fh:
+            return json.loads(fh.read())
+
+    @_errors_are_unavailable
+    def put_file(self, local, key):
+        with open(local, "rb") as src, self._writer(key) as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
+
+    @_errors_are_unavailable
+    def get_file(self, key, local):
+        tmp = f"{local}.tmp-{uuid.uuid4().hex}"
+        try:
+            with self.fs.open(self.path(key), "rb", block_size=CHUNK) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, CHUNK)
+            os.replace(tmp, local)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+
+    @_errors_are_unavailable
+    def open(self, key):
+        """A binary file to stream ``key`` from (``ObjectMissing`` when absent)."""
+        return self.fs.open(self.path(key), "rb", block_size=CHUNK)
+
+    @_errors_are_unavailable
+    def delete(self, key):
+        """Delete ``key``; an object already gone counts as deleted."""
+        try:
+            self.fs.rm_file(self.path(key))
+        except FileNotFoundError:
+            pass
+
+    @_errors_are_unavailable
+    def exists(self, key):
+        return self.fs.exists(self.path(key))
+
+    @_errors_are_unavailable
+    def list(self, prefix):
+        """``{key: {"size", "etag"}}`` of the objects under ``prefix``."""
+        base = self.path(prefix).rstrip("/")
+        try:
+            entries = self.fs.ls(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for entry in entries:
+            if entry.get("type") == "directory":
+                continue
+            name = entry["name"].rstrip("/")
+            key = name[len(self.root) + 1:] if name.startswith(self.root + "/") else name
+            etag = entry.get("ETag") or entry.get("etag") or f"{entry.get('size')}-{entry.get('mtime') or entry.get('LastModified')}"
+            out[key] = {"size": entry.get("size"), "etag": str(etag).strip('"')}
+        return out
+
+
+_stores = {}
+
+
+def get_store(settings=None):
+    """The artifact store of ``ARTIFACTS_URL`` (one per URL and process)."""
+    from .settings import get_settings
+
+    settings = settings or get_settings()
+    url = settings.artifacts_url
+    store = _stores.get(url)
+    if store is None:
+        store = _stores[url] = ArtifactStore(url)
+    return store

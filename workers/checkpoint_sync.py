@@ -1,0 +1,206 @@
+"""A training's checkpoints between the worker's scratch folder and the
+artifact store (``tasks/artifacts.py``).
+
+* Before the training starts, ``restore`` puts the run's latest *recorded*
+  step, downloaded from the store, alone into the scratch folder, so orbax
+  restores it on whatever host claimed the run.  Only recorded steps exist:
+  whatever else a folder on this host holds (a step a dead attempt finalised
+  but never recorded) is removed first.  A store that cannot be reached is
+  tried for ``STORE_PATIENCE_S``, then the attempt fails with
+  ``StoreUnavailable``: a run never starts from step 0 silently.
+* While it trains, a thread uploads each step once orbax has finalised it
+  (renamed into place, ``commit_success.txt``), streaming a tar, and then
+  records it in ``tunix_checkpoints``.  A failed upload is tried again with
+  back-off while the training goes on; a step that never uploaded is not
+  recorded.  The record is fenced by the attempt (a stale attempt's upload is
+  deleted again, and its object name carries its attempt, so it could not
+  have overwritten a newer one).
+* ``finish`` uploads what is left once the training exited (the checkpoint
+  of a stop), then applies retention: ``CHECKPOINT_KEEP`` latest steps plus
+  the lowest-loss one.  Deleting is idempotent: mark the row (it leaves every
+  listing), delete the object (one already gone counts as deleted), delete
+  the row.
+"""
+
+import json
+import logging
+import threading
+import time
+
+from tasks import artifacts, db, registry
+from tasks.errors import DatabaseUnavailable, ObjectMissing, Overloaded, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between looks at the scratch folder for newly finalised steps.
+POLL_S = 0.5
+#: Back-off between tries of a failed upload (doubling up to the maximum).
+FIRST_RETRY_S, MAX_RETRY_S = 0.5, 10.0
+
+
+def step_loss(step_dir):
+    """The training loss the training recorded with a step (orbax custom metadata)."""
+    try:
+        meta = json.loads((step_dir / "_CHECKPOINT_METADATA").read_text())
+        return ((meta.get("custom_metadata") or {}).get("tunix_rt") or {}).get("loss")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def collect_garbage(pool, store, run_id, keep):
+    """Retention for one run; returns how many checkpoints were deleted.  Safe
+    to interrupt anywhere and to run again (or concurrently)."""
+    with db.connection(pool) as conn:
+        registry.mark_checkpoints_for_deletion(conn, run_id, keep)
+        doomed = registry.checkpoints_being_deleted(conn, run_id)
+    for _, step, key in doomed:
+        store.delete(key)  # first the object: a row never names a missing object
+        with db.connection(pool) as conn:
+            registry.delete_checkpoint_row(conn, run_id, step)
+    return len(doomed)
+
+
+def sweep_orphans(pool, store, run_id):
+    """Delete the run's checkpoint objects no row names (an upload whose
+    worker died before it recorded it, or a stale attempt's).  Only for a run
+    no attempt writes to any more (a final one); returns how many."""
+    listed = store.list(artifacts.checkpoints_prefix(run_id))
+    with db.connection(pool) as conn:
+        known = registry.all_checkpoint_keys(conn, run_id)
+    orphans = [key for key in listed if key not in known]
+    for key in orphans:
+        store.delete(key)
+    return len(orphans)
+
+
+class CheckpointSync:
+    def __init__(self, pool, store, run, scratch, settings, say=None):
+        self.pool, self.store, self.run, self.scratch, self.settings = pool, store, run, scratch, settings
+        self.run_id, self.attempt = run["id"], run["attempts"]
+        #: ``say(line)``: a line for the run's own log (what a user sees).
+        self.say = say or (lambda line: None)
+        self.handled = set()  # steps uploaded (recorded or not) or gone
+        self.recorded = []  # steps this attempt recorded
+        self.upload_s = []  # seconds each upload took
+        self._stop = threading.Event()
+        self._thread = None
+        self._retry_at, self._delay = 0.0, FIRST_RETRY_S
+
+    # ---------------------------------------------------------------- resume
+
+    def restore(self):
+        """Put the latest recorded step in place; returns it (None: none).
+
+        Raises:
+          StoreUnavailable: the store (or the registry) could not be read
+            within ``STORE_PATIENCE_S``.
+        """
+        deadline = time.monotonic() + self.settings.store_patience_s
+        delay = FIRST_RETRY_S
+        while True:
+            try:
+                return self._restore_once()
+            except (StoreUnavailable, ObjectMissing, DatabaseUnavailable, Overloaded) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(
+                        f"could not restore the run's latest checkpoint from the artifact store within "
+                        f"{self.settings.store_patience_s:g}s: {exc}") from None
+                logger.warning("run %s: restore failed, trying again in %.1fs: %s", self.run_id, delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_S)
+
+    def _restore_once(self):
+        with db.connection(self.pool) as conn:
+            latest = registry.latest_checkpoint(conn, self.run_id)
+        self.scratch.clear_checkpoints()
+        if latest is None:
+            if self.attempt > 1:
+                self.say(f"attempt {self.attempt}: no checkpoint recorded; training starts from step 0")
+            return None
+        started = time.monotonic()
+        try:
+            self.store.download_tree(latest["object_key"], str(self.scratch.checkpoints), sha256=latest["sha256"])
+        except BaseException:
+            self.scratch.clear_checkpoints()
+            raise
+        self.handled.add(latest["step"])
+        self.say(f"attempt {self.attempt}: restored the checkpoint of step {latest['step']} from "
+                 f"{latest['uri']} ({latest['size_bytes']} bytes in {time.monotonic() - started:.2f}s)")
+        return latest["step"]
+
+    # ---------------------------------------------------------------- uploads
+
+    def start(self):
+        self._thread = threading.Thread(target=self._loop, name=f"checkpoints-{self.run_id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.wait(POLL_S):
+            self.upload_pending()
+
+    def upload_pending(self, force=False):
+        """Upload and record each finalised step not handled yet; True when
+        none is left (False: the store failed, tried again later)."""
+        if not force and time.monotonic() < self._retry_at:
+            return False
+        for step in self.scratch.finalised_steps():
+            if step in self.handled:
+                continue
+            try:
+                self._upload(step)
+            except FileNotFoundError:
+                self.handled.add(step)  # orbax deleted it meanwhile (it keeps its latest two)
+            except (StoreUnavailable, DatabaseUnavailable, Overloaded) as exc:
+                logger.warning("run %s: checkpoint of step %s not uploaded yet (retry in %.1fs): %s",
+                               self.run_id, step, self._delay, exc)
+                self._retry_at = time.monotonic() + self._delay
+                self._delay = min(self._delay * 2, MAX_RETRY_S)
+                return False
+        self._delay = FIRST_RETRY_S
+        return True
+
+    def _upload(self, step):
+        step_dir = self.scratch.step_dir(step)
+        if not step_dir.is_dir():
+            raise FileNotFoundError(step_dir)
+        key = artifacts.checkpoint_key(self.run_id, step, self.attempt)
+        started = time.monotonic()
+        size, sha256 = self.store.upload_tree(step_dir, key, arcname=str(step))
+        self.upload_s.append(time.monotonic() - started)
+        with db.connection(self.pool) as conn:
+            row = registry.record_checkpoint(conn, run_id=self.run_id, step=step, attempt=self.attempt,
+                                             uri=self.store.uri(key), object_key=key, size_bytes=size,
+                                             sha256=sha256, loss=step_loss(step_dir))
+        self.handled.add(step)
+        if row is None:
+            # Not this attempt's to record (recovered elsewhere), or the step
+            # was recorded by an earlier attempt: this object is no one's.
+            self.store.delete(key)
+            return
+        self.recorded.append(step)
+        try:
+            collect_garbage(self.pool, self.store, self.run_id, self.settings.checkpoint_keep)
+        except Exception as exc:  # noqa: BLE001 - retention is retried on the next step and at the end
+            logger.warning("run %s: retention deferred: %s", self.run_id, exc)
+
+    def finish(self):
+        """After the training exited: upload what is left (within
+        ``STORE_PATIENCE_S``), then apply retention.  Returns the steps this
+        attempt recorded."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        deadline = time.monotonic() + self.settings.store_patience_s
+        while not self.upload_pending(force=True):
+            if time.monotonic() + self._delay > deadline:
+                missing = [s for s in self.scratch.finalised_steps() if s not in self.handled]
+                self.say(f"artifact store unreachable: checkpoint(s) of step(s) {missing} not uploaded, "
+                         "so not recorded")
+                break
+            time.sleep(self._delay)
+        try:
+            collect_garbage(self.pool, self.store, self.run_id, self.settings.checkpoint_keep)
+        except Exception as exc:  # noqa: BLE001 - the reaper finishes marked rows
+            logger.warning("run %s: retention deferred: %s", self.run_id, exc)
+        return list(self.recorded)
