@@ -5,10 +5,15 @@ tunix's process-wide metric listeners) never live in the worker.  The job
 file is the run's stored spec, unchanged, plus where this execution is placed
 (``workers/training/spec.py``).  It reports on stdout in lines
 ``@@tunix {json}``; everything else it prints is log.
+
+It runs under a lifeline (``python -m workers.lifeline -- ...``, see
+``lifeline_argv``): a cancel or a time limit SIGTERMs both (the training
+checkpoints its last step and exits 143), and if this worker dies the
+lifeline stops the training the same way, SIGKILL after ``KILL_GRACE_S``
+whatever it is doing, so no training outlives its worker.
 """
 
 import collections
-import ctypes
 import json
 import logging
 import os
@@ -45,11 +50,9 @@ logger = logging.getLogger(__name__)
 EVENT_PREFIX = "@@tunix "
 #: Lines of stdout and stderr kept in a run's result or error.
 TAIL_LINES = 50
-#: Seconds a training gets to exit after SIGTERM before SIGKILL.
+#: Seconds a training gets to exit after SIGTERM before SIGKILL (the
+#: worker's stop and the lifeline's, see ``lifeline_argv``).
 KILL_GRACE_S = 10
-
-#: prctl option: a signal for the child when its parent thread dies (Linux).
-PR_SET_PDEATHSIG = 1
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -170,18 +173,25 @@ def training_env(settings):
     return env
 
 
-def _die_with_parent():
-    # In the child, before exec: if the worker dies (even SIGKILL), the
-    # training gets SIGTERM, checkpoints and exits instead of running on
-    # unowned while the reaper gives the run to another worker.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+def lifeline_argv():
+    """The supervisor every training runs under (``workers/lifeline.py``).
+
+    If this worker dies (even SIGKILL), the lifeline gets SIGTERM from the
+    kernel (``PR_SET_PDEATHSIG``, which it sets itself, checking that this
+    process is still its parent) or sees its parent gone; it SIGTERMs the
+    training (which checkpoints its last step and exits) and SIGKILLs it
+    ``KILL_GRACE_S`` later, whatever it is doing, so it never runs on unowned
+    while the reaper gives the run to another worker.  If the lifeline itself
+    dies, the kernel SIGKILLs the training.  Nothing runs in the forked child
+    of this (threaded) process before exec.
+    """
+    return [sys.executable, "-m", "workers.lifeline", "--grace", str(KILL_GRACE_S), "--parent", str(os.getpid()),
+            "--"]
 
 
 def stop_process_group(proc, grace_s=KILL_GRACE_S):
-    """SIGTERM the training's process group; SIGKILL it after ``grace_s``."""
+    """SIGTERM the training's process group (the lifeline and the training);
+    SIGKILL it after ``grace_s``."""
     if proc.poll() is not None:
         return
     try:
@@ -210,10 +220,9 @@ def train(run, dataset, model, run_dir, settings):
     started = time.monotonic()
     time_limit_s = run["config"].get("time_limit_s") or settings.default_time_limit_s
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.training", str(config_path)],
+        [*lifeline_argv(), sys.executable, "-m", "workers.training", str(config_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
         cwd=str(PROJECT_ROOT), env=training_env(settings), start_new_session=True,
-        preexec_fn=_die_with_parent,
     )
     out = _Stream(proc.stdout, run_dir / "stdout.log", lambda line: monitor.line("stdout", line), on_event)
     err = _Stream(proc.stderr, run_dir / "stderr.log", lambda line: monitor.line("stderr", line))

@@ -2,11 +2,12 @@
 
 import contextlib
 import os
+import pathlib
 import signal
 import threading
 import time
 
-from support import scalar, wait_for
+from support import pids_with, scalar, wait_for
 from tasks import lifecycle
 
 FINAL = {s.value for s in lifecycle.FINAL}
@@ -87,6 +88,27 @@ def pgid_of(pid):
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+def module_of(pid):
+    """The module a ``python -m MODULE`` process runs (its first ``-m``), else ''."""
+    try:
+        argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return ""
+    return next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "-m"), "")
+
+
+def run_processes(run_id):
+    """Live processes of a run: its training and the lifeline that supervises
+    it (``python -m workers.lifeline -- python -m workers.training JOB``):
+    both name the run's job file."""
+    return pids_with(f"{run_id}/training.json")
+
+
+def training_pids(run_id):
+    """The run's training processes themselves (not their lifelines)."""
+    return [pid for pid in run_processes(run_id) if module_of(pid).startswith("workers.train")]
 
 
 def kill_group(pid, sig=signal.SIGKILL):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from support import ApiClient, alive, connect, metric, pids_with, start_api
+from support import ApiClient, alive, connect, metric, start_api
 from reliability_support import (
     Stopwatch,
     in_parallel,
@@ -22,6 +22,7 @@ from reliability_support import (
     run_row,
     step_of,
     training,
+    training_pids,
     wait_row,
     worker_pid,
 )
@@ -90,7 +91,7 @@ def caught_training(conn, run_id):
     """The run's row once it trains past ``KILL_AT_STEP``, and its training subprocess."""
     row = wait_row(conn, run_id, lambda r: r["status"] == "running" and step_of(r) >= KILL_AT_STEP, 120,
                    f"running past step {KILL_AT_STEP}", interval=0.02)
-    trainers = pids_with(f"{run_id}/training.json")
+    trainers = training_pids(run_id)
     assert len(trainers) == 1, trainers
     return row, trainers[0]
 
@@ -106,8 +107,8 @@ def test_sigkilled_worker_its_training_resumes_elsewhere_from_a_checkpoint(stack
     # When its worker process is killed outright
     since_kill = Stopwatch()
     os.kill(worker_pid(row["worker_id"]), signal.SIGKILL)
-    # Then its training subprocess does not run on unowned: the kernel's
-    # SIGTERM (PR_SET_PDEATHSIG) stops it
+    # Then its training subprocess does not run on unowned: its lifeline gets
+    # the kernel's SIGTERM (PR_SET_PDEATHSIG) and passes it on
     while alive(trainer) and since_kill() < 30:
         time.sleep(0.02)
     trainer_gone_s = since_kill()
