@@ -10,8 +10,10 @@ run's ``<run_id>/training.json`` in their command line, which is how they are
 found in /proc.
 
 There is no upload phase yet: trainings write their checkpoints to the run's
-folder and nothing uploads them (the artifact store is a later issue).  When
-it comes, its phase belongs in ``PHASES``.
+folder, and the uploader to the artifact store (``workers/checkpoint_sync.py``,
+a thread of the worker) is not wired into the runner yet.  When it is, a
+phase that kills the worker while an upload is in flight belongs in
+``PHASES``.
 
 One database and one API for the module; worker launches of one process and
 one training slot each, started ahead (``Spares``): a SIGKILLed worker ends its
@@ -268,7 +270,7 @@ PHASES = {
     "step": (at_step, {}),
     "checkpoint_save": (at_checkpoint_save, {}),
     "frozen": (frozen_at_step, {}),
-    # "upload": no such phase yet (no artifact store; see the module docstring).
+    # "upload": no such phase yet (the uploader is not wired in; see the module docstring).
 }
 
 
