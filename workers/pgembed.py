@@ -14,6 +14,10 @@ behind a leftover ``postmaster.pid`` and gives ``pg_ctl`` only 10 seconds.
   resort), whoever started it.
 * As root, PostgreSQL refuses to run: the cluster belongs to a system user
   (``pgserver``, created if missing, as the pgserver package does).
+* ``listen=("10.77.0.1",), trust=("10.77.0.0/24",)`` also listen on TCP on
+  those addresses (``port``, 5432 unless given, names the socket too) with
+  password-less access from those networks; ``tcp_url(host)`` is the URL to
+  hand to processes on other hosts (the multi-host tests use this).
 
 CLI (``--data-dir`` is ``DATA_DIR``; the cluster is ``DATA_DIR/pg``)::
 
@@ -69,9 +73,14 @@ def _is_root():
 class EmbeddedPostgres:
     """A PostgreSQL cluster in ``data_dir`` (the PGDATA folder itself)."""
 
-    def __init__(self, data_dir, *, max_connections=MAX_CONNECTIONS):
+    def __init__(self, data_dir, *, max_connections=MAX_CONNECTIONS, listen=(), trust=(), port=SOCKET_PORT):
         self.data_dir = Path(data_dir).expanduser().absolute()
         self.max_connections = max_connections
+        #: TCP addresses to listen on besides the Unix socket (none by default).
+        self.listen = tuple(listen)
+        #: Networks (CIDR) whose TCP clients connect without a password.
+        self.trust = tuple(trust)
+        self.port = int(port)
         self.log_path = self.data_dir / "postmaster.log"
         self.run_as = ROOT_RUN_AS if _is_root() else None
         self._lock_path = self.data_dir.parent / f".{self.data_dir.name}.lock"
@@ -83,7 +92,13 @@ class EmbeddedPostgres:
         """The server's URL (Unix socket): ``postgresql://postgres@/postgres?host=<socket dir>``."""
         running = self._postmaster()
         socket_dir = running["socket_dir"] if running and running.get("socket_dir") else self._socket_dir()
-        return f"postgresql://{SUPERUSER}@/{SUPERUSER}?host={quote(str(socket_dir), safe='/')}"
+        port = "" if self.port == SOCKET_PORT else f"&port={self.port}"
+        return f"postgresql://{SUPERUSER}@/{SUPERUSER}?host={quote(str(socket_dir), safe='/')}{port}"
+
+    def tcp_url(self, host=None):
+        """The URL over TCP to ``host`` (the first ``listen`` address by default)."""
+        host = host or (self.listen[0] if self.listen else "127.0.0.1")
+        return f"postgresql://{SUPERUSER}@{host}:{self.port}/{SUPERUSER}"
 
     def start(self):
         """Start (or adopt) the server; return its URL once it accepts connections."""
@@ -92,6 +107,7 @@ class EmbeddedPostgres:
             self._prepare()
             if not (self.data_dir / "PG_VERSION").exists():
                 self._initdb()
+            self._trust_networks()
             if self._running_pid() is not None:
                 logger.info("reusing the PostgreSQL server already running on %s", self.data_dir)
             else:
@@ -183,9 +199,19 @@ class EmbeddedPostgres:
         except subprocess.CalledProcessError as exc:
             raise RuntimeError(f"initdb failed in {self.data_dir}:\n{exc.stdout}") from exc
 
+    def _trust_networks(self):
+        """Lines of pg_hba.conf for ``trust`` (appended once; read at start)."""
+        hba = self.data_dir / "pg_hba.conf"
+        text = hba.read_text()
+        lines = [f"host all all {cidr} trust" for cidr in self.trust]
+        missing = [line for line in lines if line not in text.splitlines()]
+        if missing:
+            with open(hba, "a") as f:
+                f.write("".join(line + "\n" for line in missing))
+
     def _socket_dir(self):
         """The cluster folder when its socket path fits, else a short one under /tmp."""
-        if len(str(self.data_dir / f".s.PGSQL.{SOCKET_PORT}")) <= MAX_SOCKET_PATH:
+        if len(str(self.data_dir / f".s.PGSQL.{self.port}")) <= MAX_SOCKET_PATH:
             return self.data_dir
         digest = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
         return Path("/tmp") / f"tunix-pg-{digest}"
@@ -225,15 +251,15 @@ class EmbeddedPostgres:
             (self.data_dir / "postmaster.pid").unlink()
         socket_dir = Path(info.get("socket_dir") or self._socket_dir())
         with contextlib.suppress(FileNotFoundError):
-            (socket_dir / f".s.PGSQL.{SOCKET_PORT}.lock").unlink()
+            (socket_dir / f".s.PGSQL.{self.port}.lock").unlink()
 
     def _start_server(self):
         socket_dir = self._socket_dir()
         options = " ".join([
-            "-c", "listen_addresses=''",
+            "-c", shlex.quote("listen_addresses=" + ",".join(self.listen)) if self.listen else "listen_addresses=''",
             "-c", f"max_connections={int(self.max_connections)}",
             "-k", shlex.quote(str(socket_dir)),
-            "-p", str(SOCKET_PORT),
+            "-p", str(self.port),
         ])
         cmd = [_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options,
                "-w", "-t", str(START_TIMEOUT_S), "start"]
