@@ -1,78 +1,68 @@
-"""A run's checkpoints: list them, download one as a .tar.gz.
+"""A run's checkpoints: list the recorded ones, download one as a tar.
 
-Checkpoints live in ``$DATA_DIR/runs/<run_id>/checkpoints/<step>/`` (orbax's
-layout), written by the training.  Paths come only from a parsed run id and
-an integer step, and are checked to resolve inside the run's folder, so no
-request can reach a file outside it.
+Only recorded steps exist (``tunix_checkpoints``: a worker records a step
+once it is in the artifact store, ``workers/checkpoint_sync.py``).  A
+download streams the object from the store (``tasks/artifacts.py``), so the
+API needs no disk shared with the workers, and holds one chunk in memory.
+The object is exactly what was recorded: its ``X-Checkpoint-SHA256`` header
+and the listing's ``sha256`` let a client check it.
 """
 
-import datetime
-import pathlib
-import tarfile
-import tempfile
-
-from flask import Blueprint, current_app, jsonify, send_file
+from flask import Blueprint, Response, current_app, jsonify, stream_with_context
 
 from tasks import registry
-from tasks.errors import RunNotFound
+from tasks.artifacts import CHUNK, get_store
+from tasks.errors import ObjectMissing, RunNotFound
 
-from .db import get_db
+from .db import close_db, get_db
 from .errors import ApiError
 from .runs import parse_run_id
 
 bp = Blueprint("checkpoints", __name__, url_prefix="/api/tunix")
 
 
-def _run_dir(run_id):
-    if registry.get_status(get_db(), run_id) is None:
-        raise RunNotFound(run_id)
-    root = pathlib.Path(current_app.config["SETTINGS"].runs_dir).resolve()
-    return root / str(run_id)
-
-
-def _inside(path, parent):
-    resolved = path.resolve()
-    return resolved == parent.resolve() or parent.resolve() in resolved.parents
-
-
-def checkpoints(run_dir):
-    """``{step: folder}`` of the run's complete checkpoints."""
-    folder = run_dir / "checkpoints"
-    if not folder.is_dir():
-        return {}
-    found = {}
-    for child in folder.iterdir():
-        # orbax writes into a temporary name and renames when complete.
-        if child.is_dir() and child.name.isdigit() and _inside(child, run_dir):
-            found[int(child.name)] = child
-    return dict(sorted(found.items()))
-
-
-def _size(path):
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+def _listed(run_id, row):
+    return {"step": row["step"], "attempt": row["attempt"], "size_bytes": row["size_bytes"], "sha256": row["sha256"],
+            "loss": row["loss"], "created_at": row["created_at"].isoformat(), "uri": row["uri"],
+            "download": f"/api/tunix/runs/{run_id}/checkpoints/{row['step']}"}
 
 
 @bp.get("/runs/<run_id>/checkpoints")
 def list_checkpoints(run_id):
     run_id = parse_run_id(run_id)
-    data = []
-    for step, path in checkpoints(_run_dir(run_id)).items():
-        created = datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.timezone.utc)
-        data.append({"step": step, "size_bytes": _size(path), "created_at": created.isoformat(),
-                     "download": f"/api/tunix/runs/{run_id}/checkpoints/{step}"})
-    return jsonify(data=data)
+    conn = get_db()
+    if registry.get_status(conn, run_id) is None:
+        raise RunNotFound(run_id)
+    return jsonify(data=[_listed(run_id, row) for row in registry.list_checkpoints(conn, run_id)])
 
 
 @bp.get("/runs/<run_id>/checkpoints/<int:step>")
 def download_checkpoint(run_id, step):
     run_id = parse_run_id(run_id)
-    path = checkpoints(_run_dir(run_id)).get(step)
-    if path is None:
-        raise ApiError(404, "checkpoint_not_found", f"run {run_id} has no checkpoint at step {step}")
-    archive = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
-    with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-        # Links are not followed out of the run's folder.
-        tar.add(path, arcname=f"checkpoint-{step}", filter=lambda info: None if info.issym() or info.islnk() else info)
-    archive.seek(0)
-    return send_file(archive, mimetype="application/gzip", as_attachment=True,
-                     download_name=f"{run_id}-step-{step}.tar.gz")
+    conn = get_db()
+    if registry.get_status(conn, run_id) is None:
+        raise RunNotFound(run_id)
+    row = registry.get_checkpoint(conn, run_id, step)
+    # The stream may outlast a short request: the connection goes back now.
+    close_db()
+    if row is None:
+        raise ApiError(404, "checkpoint_not_found", f"run {run_id} has no recorded checkpoint at step {step}")
+    store = get_store(current_app.config["SETTINGS"])
+    try:
+        source = store.open(row["object_key"])
+    except ObjectMissing:
+        # Deleted by retention between the read and now.
+        raise ApiError(404, "checkpoint_not_found", f"run {run_id} has no recorded checkpoint at step {step}") \
+            from None
+
+    def chunks():
+        with source:
+            while True:
+                data = source.read(CHUNK)
+                if not data:
+                    return
+                yield data
+
+    headers = {"Content-Length": str(row["size_bytes"]), "X-Checkpoint-SHA256": row["sha256"],
+               "Content-Disposition": f'attachment; filename="{run_id}-step-{step}.tar"'}
+    return Response(stream_with_context(chunks()), mimetype="application/x-tar", headers=headers)

@@ -81,13 +81,26 @@ class Scratch:
 
     def __init__(self, runs_dir, run_id):
         root = pathlib.Path(runs_dir).resolve()
-        self.path = root / str(uuid.UUID(str(run_id)))
+        self._at(root / str(uuid.UUID(str(run_id))))
+
+    @classmethod
+    def at(cls, path):
+        """The scratch folder at ``path`` (what a job file's ``run_dir`` names)."""
+        scratch = cls.__new__(cls)
+        scratch._at(pathlib.Path(path).resolve())
+        return scratch
+
+    def _at(self, path):
+        self.path = path
         self.job = self.path / "training.json"
+        self.traceback = self.path / "traceback.txt"
         self.manifest = self.path / "manifest.json"
         self.stdout_log = self.path / "stdout.log"
         self.stderr_log = self.path / "stderr.log"
         #: orbax's folder: ``<step>/`` once a step is finalised.
         self.checkpoints = self.path / "checkpoints"
+        #: Hard-linked copies of steps being uploaded.
+        self.snapshots = self.path / "uploading"
 
     def create(self):
         self.path.mkdir(parents=True, exist_ok=True)
@@ -109,6 +122,23 @@ class Scratch:
 
     def clear_checkpoints(self):
         shutil.rmtree(self.checkpoints, ignore_errors=True)
+        shutil.rmtree(self.snapshots, ignore_errors=True)
+
+    def snapshot(self, step):
+        """A hard-linked copy of a finalised step, which orbax's own clean-up
+        cannot take away while it uploads (kept until ``drop_snapshot``)."""
+        target = self.snapshots / str(int(step))
+        if not target.is_dir():
+            source = self.step_dir(step)
+            if not source.is_dir():
+                raise FileNotFoundError(source)
+            tmp = self.snapshots / f"{int(step)}.tmp-{uuid.uuid4().hex}"
+            shutil.copytree(source, tmp, copy_function=os.link)
+            os.replace(tmp, target)
+        return target
+
+    def drop_snapshot(self, step):
+        shutil.rmtree(self.snapshots / str(int(step)), ignore_errors=True)
 
 
 # --------------------------------------------------------------------------

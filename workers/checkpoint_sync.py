@@ -32,8 +32,10 @@ from tasks.errors import DatabaseUnavailable, ObjectMissing, Overloaded, StoreUn
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between looks at the scratch folder for newly finalised steps.
-POLL_S = 0.5
+#: Seconds between looks at the scratch folder for newly finalised steps:
+#: orbax deletes a step once it has saved newer ones (it keeps three,
+#: ``workers/training/checkpoints.py``), at the fastest a tiny model's ~1 s.
+POLL_S = 0.1
 #: Back-off between tries of a failed upload (doubling up to the maximum).
 FIRST_RETRY_S, MAX_RETRY_S = 0.5, 10.0
 
@@ -161,17 +163,19 @@ class CheckpointSync:
         return True
 
     def _upload(self, step):
-        step_dir = self.scratch.step_dir(step)
-        if not step_dir.is_dir():
-            raise FileNotFoundError(step_dir)
+        # Hard links first (milliseconds): orbax may delete the step while
+        # it uploads, which a retry could not undo.
+        step_dir = self.scratch.snapshot(step)
         key = artifacts.checkpoint_key(self.run_id, step, self.attempt)
         started = time.monotonic()
+        loss = step_loss(step_dir)
         size, sha256 = self.store.upload_tree(step_dir, key, arcname=str(step))
+        self.scratch.drop_snapshot(step)
         self.upload_s.append(time.monotonic() - started)
         with db.connection(self.pool) as conn:
             row = registry.record_checkpoint(conn, run_id=self.run_id, step=step, attempt=self.attempt,
                                              uri=self.store.uri(key), object_key=key, size_bytes=size,
-                                             sha256=sha256, loss=step_loss(step_dir))
+                                             sha256=sha256, loss=loss)
         self.handled.add(step)
         if row is None:
             # Not this attempt's to record (recovered elsewhere), or the step
@@ -184,13 +188,16 @@ class CheckpointSync:
         except Exception as exc:  # noqa: BLE001 - retention is retried on the next step and at the end
             logger.warning("run %s: retention deferred: %s", self.run_id, exc)
 
-    def finish(self):
+    def finish(self, upload=True):
         """After the training exited: upload what is left (within
-        ``STORE_PATIENCE_S``), then apply retention.  Returns the steps this
-        attempt recorded."""
+        ``STORE_PATIENCE_S``; nothing with ``upload=False``: an attempt known
+        to be stale), then apply retention.  Returns the steps this attempt
+        recorded."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if not upload:
+            return list(self.recorded)
         deadline = time.monotonic() + self.settings.store_patience_s
         while not self.upload_pending(force=True):
             if time.monotonic() + self._delay > deadline:

@@ -25,7 +25,8 @@ import threading
 import time
 from dataclasses import asdict
 
-from tasks import catalog, db, registry
+from tasks import artifacts, catalog, db, registry
+from tasks.artifacts import Scratch, get_store
 from tasks.datasets_jsonl import validate_jsonl
 from tasks.errors import (
     InvalidDataset,
@@ -33,6 +34,7 @@ from tasks.errors import (
     RunFailed,
     RunLost,
     RunTimedOut,
+    StoreUnavailable,
     TrainingFailed,
     UnknownDataset,
     UnknownModel,
@@ -41,6 +43,7 @@ from tasks.lifecycle import RunStatus
 from tasks.run_spec import RunSpec
 from tasks.settings import get_settings
 
+from .checkpoint_sync import CheckpointSync
 from .context import current_run
 from .monitor import FLUSH_INTERVAL_S, LOST, RunMonitor
 
@@ -67,10 +70,10 @@ def execute(run_id):
             run = registry.get_run(conn, run_id)
     settings = get_settings()
     dataset, model = resolve(run["config"], settings)
-    run_dir = run_directory(settings, run["id"])
+    scratch = Scratch(settings.runs_dir, run["id"]).create()
     if run["dry_run"]:
-        return dry_run(run, dataset, model, run_dir)
-    return train(run, dataset, model, run_dir, settings)
+        return dry_run(run, dataset, model, scratch, get_store(settings))
+    return train(run, dataset, model, scratch, settings)
 
 
 def resolve(config, settings):
@@ -84,16 +87,6 @@ def resolve(config, settings):
     return dataset, model
 
 
-def run_directory(settings, run_id):
-    """The run's folder, always inside ``DATA_DIR/runs``."""
-    root = pathlib.Path(settings.runs_dir).resolve()
-    path = (root / str(run_id)).resolve()
-    if root not in path.parents:
-        raise RunFailed(f"run directory escapes {root}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def read_spec(run):
     """The run's stored spec, read as the training reads it (``RunSpec.stored``)."""
     try:
@@ -102,16 +95,16 @@ def read_spec(run):
         raise RunFailed(f"the run's stored config is not a run spec: {exc}") from None
 
 
-def placement(run, dataset, model, run_dir):
+def placement(run, dataset, model, scratch):
     """Where and on what this execution runs: the job file's ``run`` part."""
-    return {"run_id": str(run["id"]), "run_dir": str(run_dir), "dataset_kind": dataset.kind,
+    return {"run_id": str(run["id"]), "run_dir": str(scratch.path), "dataset_kind": dataset.kind,
             "dataset_path": dataset.path,
             "effective_max_seq_length": min(run["config"]["max_seq_length"], model.max_seq_length)}
 
 
-def job_file(run, dataset, model, run_dir):
+def job_file(run, dataset, model, scratch):
     """The training's job file: the stored spec as it was stored, and the placement."""
-    return {"spec": run["config"], "run": placement(run, dataset, model, run_dir)}
+    return {"spec": run["config"], "run": placement(run, dataset, model, scratch)}
 
 
 def _write_json(path, data):
@@ -120,10 +113,11 @@ def _write_json(path, data):
     os.replace(tmp, path)
 
 
-def dry_run(run, dataset, model, run_dir):
-    """Validate and resolve everything a training would use; train nothing."""
+def dry_run(run, dataset, model, scratch, store):
+    """Validate and resolve everything a training would use; train nothing.
+    The manifest goes to the artifact store, where every host sees it."""
     spec = read_spec(run)
-    where = placement(run, dataset, model, run_dir)
+    where = placement(run, dataset, model, scratch)
     examples = None
     if dataset.kind == "jsonl":
         try:
@@ -132,9 +126,10 @@ def dry_run(run, dataset, model, run_dir):
             raise InvalidDataset(f"dataset {dataset.key!r} ({dataset.path}): {exc}", field="dataset_key") from None
     manifest = {"run_id": str(run["id"]), "dry_run": True, "spec": spec.model_dump(mode="json"), "run": where,
                 "dataset": dict(dataset.to_json(), examples=examples), "model": asdict(model)}
-    path = run_dir / "manifest.json"
-    _write_json(path, manifest)
-    return {"kind": "dry_run", "manifest": str(path), "dataset_key": dataset.key, "model_id": model.model_id,
+    _write_json(scratch.manifest, manifest)
+    key = artifacts.manifest_key(run["id"])
+    store.put_json(key, manifest)
+    return {"kind": "dry_run", "manifest": store.uri(key), "dataset_key": dataset.key, "model_id": model.model_id,
             "param_count": model.param_count, "effective_max_seq_length": where["effective_max_seq_length"]}
 
 
@@ -204,13 +199,20 @@ def stop_process_group(proc, grace_s=KILL_GRACE_S):
         pass
 
 
-def train(run, dataset, model, run_dir, settings):
-    """Run the training subprocess to its end, a cancel, or its time limit."""
+def train(run, dataset, model, scratch, settings):
+    """Run the training subprocess to its end, a cancel, or its time limit.
+
+    Its checkpoints go through the artifact store (``CheckpointSync``): the
+    latest recorded one is restored before it starts, each step orbax
+    finalises is uploaded and recorded while it trains, the last ones once
+    it exited."""
     from tasks.broker import pool
 
-    config_path = run_dir / "training.json"
-    _write_json(config_path, job_file(run, dataset, model, run_dir))
+    store = get_store(settings)
     monitor = RunMonitor(pool, run)
+    sync = CheckpointSync(pool, store, run, scratch, settings, say=lambda line: monitor.line("system", line))
+    restored_step = sync.restore()
+    _write_json(scratch.job, job_file(run, dataset, model, scratch))
     events = {}
 
     def on_event(event):
@@ -220,13 +222,14 @@ def train(run, dataset, model, run_dir, settings):
     started = time.monotonic()
     time_limit_s = run["config"].get("time_limit_s") or settings.default_time_limit_s
     proc = subprocess.Popen(
-        [*lifeline_argv(), sys.executable, "-m", "workers.training", str(config_path)],
+        [*lifeline_argv(), sys.executable, "-m", "workers.training", str(scratch.job)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
         cwd=str(PROJECT_ROOT), env=training_env(settings), start_new_session=True,
     )
-    out = _Stream(proc.stdout, run_dir / "stdout.log", lambda line: monitor.line("stdout", line), on_event)
-    err = _Stream(proc.stderr, run_dir / "stderr.log", lambda line: monitor.line("stderr", line))
+    out = _Stream(proc.stdout, scratch.stdout_log, lambda line: monitor.line("stdout", line), on_event)
+    err = _Stream(proc.stderr, scratch.stderr_log, lambda line: monitor.line("stderr", line))
     out.start(), err.start()
+    sync.start()
     stopped = None
     try:
         # Wait in short slices: dramatiq's TimeLimit interrupts this thread
@@ -251,8 +254,17 @@ def train(run, dataset, model, run_dir, settings):
         # SIGTERM first: the training saves a checkpoint and exits.
         stop_process_group(proc)
         out.join(5), err.join(5)
+        # Its last checkpoint is recorded before the run's status moves (a
+        # hand-back, a cancel): the next attempt, anywhere, resumes from it.
+        # A lost attempt's would be refused (fencing): it uploads nothing.
+        recorded = sync.finish(upload=not isinstance(stopped, RunLost))
+        _store_manifest(store, run, scratch)
+        if not recorded and restored_step is None and not isinstance(stopped, RunLost):
+            monitor.line("system", "no checkpoint was recorded for this run")
         monitor.close()
     tails = {"stdout_tail": list(out.tail), "stderr_tail": list(err.tail)}
+    checkpoints = {"restored_step": restored_step, "recorded_steps": recorded,
+                   "upload_s": [round(s, 3) for s in sync.upload_s]}
     # A training that finished its last step while the stop was on its way
     # (it exits 0 with its result: SIGTERM is only acted on between steps)
     # completed: what happened wins (tasks/lifecycle.py).  A lost attempt
@@ -260,14 +272,38 @@ def train(run, dataset, model, run_dir, settings):
     finished = proc.returncode == 0 and bool(events.get("result"))
     if stopped is not None and (isinstance(stopped, RunLost) or not finished):
         stopped.exit_code = proc.returncode
-        stopped.details = dict(tails, progress=monitor.progress)
+        stopped.details = dict(tails, progress=monitor.progress, checkpoints=checkpoints)
         raise stopped
     if proc.returncode != 0:
         message = next((line for line in reversed(err.tail) if line.startswith("error:")), None)
         message = message[len("error:"):].strip() if message else f"training exited with status {proc.returncode}"
-        raise TrainingFailed(message, exit_code=proc.returncode, **tails)
+        raise TrainingFailed(message, exit_code=proc.returncode, checkpoints=checkpoints, **tails)
     result = dict(events.get("result") or {})
     if not result:
         raise TrainingFailed("training exited 0 without reporting a result", exit_code=0, **tails)
-    result.update(kind="training", exit_code=0, wall_s=round(time.monotonic() - started, 3), **tails)
+    result.update(kind="training", exit_code=0, wall_s=round(time.monotonic() - started, 3),
+                  checkpoints=dict(checkpoints, note=None if recorded or restored_step is not None
+                                   else "no checkpoint was recorded for this run"),
+                  summary=store.uri(artifacts.summary_key(run["id"])), **tails)
+    _store_summary(store, run, result)
     return result
+
+
+def _store_manifest(store, run, scratch):
+    """What the training read (``<scratch>/manifest.json``), into the store."""
+    try:
+        manifest = json.loads(scratch.manifest.read_text())
+    except (OSError, ValueError):
+        return  # it never got as far as writing one
+    try:
+        store.put_json(artifacts.manifest_key(run["id"]), manifest)
+    except StoreUnavailable as exc:
+        logger.warning("run %s: manifest not stored: %s", run["id"], exc)
+
+
+def _store_summary(store, run, result):
+    try:
+        store.put_json(artifacts.summary_key(run["id"]), {"run_id": str(run["id"]), "attempt": run["attempts"],
+                                                          "status": "completed", "result": result})
+    except StoreUnavailable as exc:
+        logger.warning("run %s: summary not stored: %s", run["id"], exc)

@@ -238,7 +238,7 @@ def test_run_detail_live_log_chart_cancel_resume(page, live_system):
     link = page.locator("[data-testid=checkpoints] a[download]").first
     link.wait_for(timeout=15_000)
     response = requests.get(live_system.url(link.get_attribute("href")), timeout=30)
-    assert response.status_code == 200 and response.headers["Content-Type"] == "application/gzip"
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/x-tar"
 
     # Resume: queued again, then running on; cancel it again.
     page.click("[data-testid=resume]")

@@ -12,6 +12,7 @@ uninterrupted run of that config is made for the comparison).  Each fixture
 returns with the training slot free again.  ~45 s on 2 cores.
 """
 
+import hashlib
 import io
 import json
 import math
@@ -339,28 +340,37 @@ def test_g_checkpoints_are_listed_and_downloadable(stack, reference):
     listed = stack.api.get(f"/api/tunix/runs/{reference.run_id}/checkpoints")
     assert listed.status_code == 200
     data = listed.json()["data"]
-    # orbax keeps the last two: every 10 steps, the last one at the end
-    assert [c["step"] for c in data] == [STEPS - 10, STEPS]
+    # Recorded every 10 steps (orbax also saves step 1); retention kept the
+    # latest CHECKPOINT_KEEP (3) and the lowest-loss one of them all
+    series = losses(stack.api.get(f"/api/tunix/runs/{reference.run_id}/metrics").json()["data"])
+    saved = [1, *range(10, STEPS + 1, 10)]
+    best = min(saved, key=lambda step: (series[step], -step))
+    assert [c["step"] for c in data] == sorted({*saved[-3:], best}), (data, best)
     for item in data:
-        assert item["size_bytes"] > 10_000
+        assert item["size_bytes"] > 10_000 and len(item["sha256"]) == 64 and item["attempt"] == 1
+        assert item["loss"] == pytest.approx(series[item["step"]])
         assert datetime.fromisoformat(item["created_at"]).tzinfo is not None
         assert item["download"] == f"/api/tunix/runs/{reference.run_id}/checkpoints/{item['step']}"
     response = stack.api.get(data[-1]["download"])
     assert response.status_code == 200
-    assert response.headers["Content-Type"] == "application/gzip"
-    assert f"{reference.run_id}-step-{STEPS}.tar.gz" in response.headers["Content-Disposition"]
-    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as tar:
+    assert response.headers["Content-Type"] == "application/x-tar"
+    assert f"{reference.run_id}-step-{STEPS}.tar" in response.headers["Content-Disposition"]
+    # It is the recorded object, byte for byte
+    assert hashlib.sha256(response.content).hexdigest() == data[-1]["sha256"] == response.headers["X-Checkpoint-SHA256"]
+    assert len(response.content) == data[-1]["size_bytes"]
+    with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:") as tar:
         names = tar.getnames()
-        assert all(n == f"checkpoint-{STEPS}" or n.startswith(f"checkpoint-{STEPS}/") for n in names)
+        assert all(n == f"{STEPS}" or n.startswith(f"{STEPS}/") for n in names)
         # orbax's layout: metadata, the model's parameters and the optimizer's state
-        assert f"checkpoint-{STEPS}/_CHECKPOINT_METADATA" in names
-        assert any(n.startswith(f"checkpoint-{STEPS}/model_params/") for n in names)
-        assert any(n.startswith(f"checkpoint-{STEPS}/optimizer_state/") for n in names)
-        metadata = json.load(tar.extractfile(f"checkpoint-{STEPS}/_CHECKPOINT_METADATA"))
+        assert f"{STEPS}/_CHECKPOINT_METADATA" in names
+        assert any(n.startswith(f"{STEPS}/model_params/") for n in names)
+        assert any(n.startswith(f"{STEPS}/optimizer_state/") for n in names)
+        metadata = json.load(tar.extractfile(f"{STEPS}/_CHECKPOINT_METADATA"))
     # with the loss of its step recorded by the training
     assert metadata["custom_metadata"]["tunix_rt"] == {"step": STEPS, "loss": reference.run["result"]["final_loss"]}
     # A step the run has no checkpoint of is 404
-    missing = stack.api.get(f"/api/tunix/runs/{reference.run_id}/checkpoints/{STEPS - 20}")
+    absent = next(step for step in saved if step not in {c["step"] for c in data})  # deleted by retention
+    missing = stack.api.get(f"/api/tunix/runs/{reference.run_id}/checkpoints/{absent}")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "checkpoint_not_found"
 
 

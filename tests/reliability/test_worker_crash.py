@@ -113,6 +113,10 @@ def test_sigkilled_worker_its_training_resumes_elsewhere_from_a_checkpoint(stack
         time.sleep(0.02)
     trainer_gone_s = since_kill()
     assert not alive(trainer), f"the killed worker's training {trainer} still runs after {trainer_gone_s:.1f}s"
+    with conn.cursor() as cur:
+        cur.execute("SELECT max(step) FROM tunix_checkpoints WHERE run_id = %s AND NOT deleting", (run_id,))
+        recorded_at_kill = cur.fetchone()[0]
+    assert recorded_at_kill, "no checkpoint was recorded before the kill"
     # And the run runs again on the other launch within HEARTBEAT_TIMEOUT_S + 10 s
     again = wait_row(conn, run_id, lambda r: r["status"] == "running" and r["attempts"] == 2, RECOVERY_BOUND_S + 5,
                      "running again", interval=0.05)
@@ -126,14 +130,17 @@ def test_sigkilled_worker_its_training_resumes_elsewhere_from_a_checkpoint(stack
     assert final["attempts"] == 2
     result = final["result"]
     assert result["start_step"] > 0 and result["steps"] == result["total_steps"] == training()["max_steps"]
-    # from the checkpoint its training saved on the kernel's SIGTERM, not an older periodic one
-    assert result["start_step"] >= step_of(row), (result["start_step"], step_of(row))
+    # from the latest checkpoint recorded in the artifact store when the worker
+    # died (the one its training saved on the way out was never uploaded:
+    # only recorded steps exist)
+    assert result["start_step"] == recorded_at_kill, (result["start_step"], recorded_at_kill)
+    assert result["checkpoints"]["restored_step"] == recorded_at_kill
     # And dramatiq stopped the victim's whole launch (a supervisor restarts it)
     victim.proc.wait(30)
     report(f"SIGKILL worker at step {step_of(row)}: training subprocess gone after {trainer_gone_s:.1f}s; "
            f"running again elsewhere after {recovered_s:.1f}s (bound {RECOVERY_BOUND_S}s, "
            f"HEARTBEAT_TIMEOUT_S={HEARTBEAT_TIMEOUT_S}); completed, attempts 2, resumed from step "
-           f"{result['start_step']}, final loss {result['final_loss']:.3f}")
+           f"{result['start_step']} (the latest recorded), final loss {result['final_loss']:.3f}")
 
 
 def test_sigterm_a_launch_hands_its_training_back_and_the_launch_exits(stack, report):
@@ -185,6 +192,12 @@ def test_sigterm_a_launch_hands_its_training_back_and_the_launch_exits(stack, re
            f"(bound {SHUTDOWN_BOUND_S}s); completed, attempts 2, resumed from step {saved_at}")
 
 
+def _recorded_steps(conn, run_id):
+    with conn.cursor() as cur:
+        cur.execute("SELECT step FROM tunix_checkpoints WHERE run_id = %s AND NOT deleting ORDER BY step", (run_id,))
+        return [step for (step,) in cur.fetchall()]
+
+
 def test_a_frozen_worker_whose_run_was_recovered_stops_its_training_when_it_thaws(stack, report):
     client, conn, fleet = stack
     # Given two launches whose reapers republish a lost message after 2 s
@@ -202,6 +215,7 @@ def test_a_frozen_worker_whose_run_was_recovered_stops_its_training_when_it_thaw
         wait_row(conn, run_id, lambda r: r["status"] != "running" or r["attempts"] > 1, RECOVERY_BOUND_S,
                  "recovered", interval=0.05)
         recovered_s = since_stop()
+        recorded = _recorded_steps(conn, run_id)
         time.sleep(1)
     finally:
         # When the worker thaws
@@ -214,13 +228,17 @@ def test_a_frozen_worker_whose_run_was_recovered_stops_its_training_when_it_thaw
     trainer_gone_s = since_thaw()
     assert not alive(trainer), f"the thawed worker's training still runs {trainer_gone_s:.1f}s after the thaw"
     # And the run completes once, on its second attempt (on whichever launch), from the
-    # checkpoint the stopped training saved
+    # latest checkpoint recorded before the recovery: what the frozen attempt's
+    # training saved meanwhile was never recorded (fencing), not even after the thaw
     final = wait_row(conn, run_id, lambda r: r["status"] in ("completed", "failed", "cancelled", "timeout"), 180,
                      "final")
     assert final["status"] == "completed", final["error"]
     assert final["attempts"] == 2
-    # (the thawed training stopped where it was: it did not train on to the end, unowned)
-    assert step_of(row) < final["result"]["start_step"] < 1200
+    assert recorded and final["result"]["start_step"] == max(recorded), (final["result"]["start_step"], recorded)
+    with conn.cursor() as cur:
+        cur.execute("SELECT step FROM tunix_checkpoints WHERE run_id = %s AND attempt = 1 AND step > %s",
+                    (run_id, max(recorded)))
+        assert cur.fetchall() == []
     assert trainer_gone_s < 10, trainer_gone_s
     assert holder.proc.poll() is None
     report(f"SIGSTOP worker at step {step_of(row)}: run recovered after {recovered_s:.1f}s; on SIGCONT the "

@@ -2,11 +2,12 @@
 training; ``python -m workers.training --param-counts`` prints the exact
 parameter count of every catalog model (``tasks/models.py`` cites them)."""
 
-import os
 import signal
 import sys
 import threading
 import traceback
+
+from tasks.artifacts import Scratch
 
 from .errors import InputError, Terminated
 from .events import emit, log, report_error
@@ -51,7 +52,7 @@ def main(argv=None):
         code, error = 1, exc
         if job is not None:
             try:
-                with open(os.path.join(job.run.run_dir, "traceback.txt"), "w", encoding="utf-8") as fh:
+                with open(Scratch.at(job.run.run_dir).traceback, "w", encoding="utf-8") as fh:
                     fh.write(traceback.format_exc())
             except OSError:
                 pass

@@ -2,7 +2,7 @@
 
 The tunix trainer saves model and optimizer state (orbax) under
 ``<run_dir>/checkpoints`` every ``checkpoint_every_steps`` steps (orbax also
-saves step 1), at the end and on SIGTERM, keeping the last two; periodic
+saves step 1), at the end and on SIGTERM, keeping the last three; periodic
 saving is asynchronous, so a periodic checkpoint event may come before its
 files are final (the SIGTERM one never does).  Each checkpoint's orbax custom
 metadata holds ``{"tunix_rt": {"step": S, "loss": L}}``, the training loss of
@@ -17,15 +17,18 @@ the same losses, bit for bit, as an uninterrupted one.
 
 import os
 
+from tasks.artifacts import Scratch
+
 from .errors import Terminated
 from .events import finite_or_none
 
-#: Checkpoints kept on disk (the latest ones).
-MAX_TO_KEEP = 2
+#: Checkpoints kept in the scratch folder (the latest ones): the worker
+#: uploads each to the artifact store, whose retention is ``CHECKPOINT_KEEP``.
+MAX_TO_KEEP = 3
 
 
 def checkpoint_dir(run_dir):
-    return os.path.abspath(os.path.join(run_dir, "checkpoints"))
+    return str(Scratch.at(run_dir).checkpoints)
 
 
 def manager_options(every_steps):

@@ -23,6 +23,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tasks.artifacts import Scratch
 from tasks.run_spec import IncompleteSpec, RunSpec, field_errors
 
 from .errors import ConfigError
@@ -94,7 +95,7 @@ def manifest(job, model_spec):
 
 
 def write_manifest(job, model_spec):
-    path = os.path.join(job.run.run_dir, "manifest.json")
+    path = str(Scratch.at(job.run.run_dir).manifest)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(manifest(job, model_spec), fh, indent=2, sort_keys=True)

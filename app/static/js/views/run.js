@@ -253,7 +253,7 @@ export function renderRun(root, { runId, toast }) {
       h("td.num", null, c.step.toLocaleString("en-US")),
       h("td.num.nowrap", null, fmtBytes(c.size_bytes)),
       h("td.nowrap", null, timeEl(c.created_at, { compact: true })),
-      h("td", null, h("a.btn.btn-sm.btn-ghost", { href: c.download, download: "", onclick: (e) => downloadWithToken(e, c), "aria-label": `Download checkpoint at step ${c.step}` }, icon("download"), "tar.gz"))));
+      h("td", null, h("a.btn.btn-sm.btn-ghost", { href: c.download, download: "", onclick: (e) => downloadWithToken(e, c), "aria-label": `Download checkpoint at step ${c.step}` }, icon("download"), "tar"))));
     checkpointBody.replaceChildren(h("table.mini-table", null,
       h("thead", null, h("tr", null, h("th.num", { scope: "col" }, "Step"), h("th.num", { scope: "col" }, "Size"), h("th", { scope: "col" }, "Saved"), h("th", { scope: "col" }, h("span.visually-hidden", null, "Download")))),
       h("tbody", null, rows)));
@@ -269,7 +269,7 @@ export function renderRun(root, { runId, toast }) {
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const blob = await response.blob();
       const url = URL.createObjectURL(blob);
-      const a = h("a", { href: url, download: `${runId}-step-${checkpoint.step}.tar.gz` });
+      const a = h("a", { href: url, download: `${runId}-step-${checkpoint.step}.tar` });
       document.body.append(a);
       a.click();
       a.remove();
