@@ -69,6 +69,11 @@ def checkpoint_key(run_id, step, attempt):
     return f"{checkpoints_prefix(run_id)}/{int(step)}.a{int(attempt)}.tar"
 
 
+def checkpoint_attempt(key):
+    """The attempt that wrote the checkpoint object ``key``."""
+    return int(posixpath.basename(key).rsplit(".a", 1)[1].split(".", 1)[0])
+
+
 DATASETS_PREFIX = "datasets"
 
 

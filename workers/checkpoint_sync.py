@@ -62,14 +62,17 @@ def collect_garbage(pool, store, run_id, keep):
     return len(doomed)
 
 
-def sweep_orphans(pool, store, run_id):
-    """Delete the run's checkpoint objects no row names (an upload whose
-    worker died before it recorded it, or a stale attempt's).  Only for a run
-    no attempt writes to any more (a final one); returns how many."""
+def sweep_orphans(pool, store, run_id, below_attempt=None):
+    """Delete the run's checkpoint objects no row names: an upload whose
+    worker died before it recorded it, or a stale attempt's.  With
+    ``below_attempt``, only those of earlier attempts (which can record
+    nothing any more: an upload of the current one may be on its way to its
+    row); returns how many."""
     listed = store.list(artifacts.checkpoints_prefix(run_id))
     with db.connection(pool) as conn:
         known = registry.all_checkpoint_keys(conn, run_id)
-    orphans = [key for key in listed if key not in known]
+    orphans = [key for key in listed if key not in known
+               and (below_attempt is None or artifacts.checkpoint_attempt(key) < below_attempt)]
     for key in orphans:
         store.delete(key)
     return len(orphans)
@@ -115,6 +118,8 @@ class CheckpointSync:
         with db.connection(self.pool) as conn:
             latest = registry.latest_checkpoint(conn, self.run_id)
         self.scratch.clear_checkpoints()
+        if self.attempt > 1:
+            sweep_orphans(self.pool, self.store, self.run_id, below_attempt=self.attempt)
         if latest is None:
             if self.attempt > 1:
                 self.say(f"attempt {self.attempt}: no checkpoint recorded; training starts from step 0")

@@ -47,6 +47,8 @@ _S = lifecycle.RunStatus
 #: A worker process silent this long is forgotten: the fleet view lists a
 #: lost one for an hour (app/fleet.py), and the table must not grow for ever.
 FORGET_WORKERS_AFTER_S = 24 * 3600
+#: Checkpoint deletions one pass finishes at most.
+GC_BATCH = 200
 
 
 def message_lock_key(queue_name, message_id):
@@ -135,6 +137,22 @@ class Reaper:
         with db.connection(self.pool) as conn:
             return registry.forget_dead_workers(conn, FORGET_WORKERS_AFTER_S)
 
+    def finish_checkpoint_deletions(self):
+        """Finish deletions a retention pass began (its worker died between
+        marking a checkpoint and deleting it); returns how many."""
+        from tasks.artifacts import get_store
+
+        with db.connection(self.pool) as conn:
+            doomed = registry.checkpoints_being_deleted(conn, limit=GC_BATCH)
+        if not doomed:
+            return 0
+        store = get_store(self.settings)
+        for run_id, step, key in doomed:
+            store.delete(key)  # an object already gone counts as deleted
+            with db.connection(self.pool) as conn:
+                registry.delete_checkpoint_row(conn, run_id, step)
+        return len(doomed)
+
     def _publish(self, run):
         try:
             self.publish(run["id"], run["dry_run"])
@@ -146,6 +164,10 @@ class Reaper:
             return None, self.republish_orphans()
         self.end_silent_sessions()
         self.forget_dead_workers()
+        try:
+            self.finish_checkpoint_deletions()
+        except Exception as exc:  # noqa: BLE001 - the store may be down: the next pass tries again
+            logger.warning("checkpoint deletions deferred: %s", exc)
         return self.recover_lost(), self.republish_orphans()
 
     def run_pass(self):

@@ -20,3 +20,30 @@ def test_the_rows_of_workers_silent_for_a_day_are_forgotten_and_no_others(pool, 
     with conn.cursor() as cur:
         cur.execute("SELECT worker_id FROM tunix_workers ORDER BY worker_id")
         assert [w for (w,) in cur.fetchall()] == ["live:1", "lost:2"]
+
+
+def test_a_retention_pass_whose_worker_died_after_marking_is_finished_by_the_reaper(pool, conn, tmp_path):
+    import dataclasses
+    import uuid
+
+    from tasks import artifacts
+    from tasks.artifacts import ArtifactStore
+
+    # Given a checkpoint marked for deletion whose worker died before deleting it
+    settings = dataclasses.replace(get_settings(), artifacts=f"file://{tmp_path}/store")
+    store = ArtifactStore(settings.artifacts_url)
+    run = registry.insert_run(conn, run_id=uuid.uuid4(), mode="async", dry_run=False, dataset_key="synthetic",
+                              model_id="llama3-tiny", config={})
+    registry.claim(conn, run["id"], "w:1")
+    for step in (10, 20):
+        key = artifacts.checkpoint_key(run["id"], step, 1)
+        store.put_json(key, {"fake": step})
+        registry.record_checkpoint(conn, run_id=run["id"], step=step, attempt=1, uri=store.uri(key), object_key=key,
+                                   size_bytes=1, sha256="x", loss=float(step))
+    assert registry.mark_checkpoints_for_deletion(conn, run["id"], keep=0)  # both: keep none but the best (10)
+    # When a reaper pass runs
+    Reaper(pool, settings, publish=lambda run_id, dry_run: None).run_once()
+    # Then the marked one is gone, object and row; the kept one stays
+    assert [c["step"] for c in registry.list_checkpoints(conn, run["id"])] == [10]
+    assert list(store.list(artifacts.checkpoints_prefix(run["id"]))) == [artifacts.checkpoint_key(run["id"], 10, 1)]
+    assert registry.checkpoints_being_deleted(conn) == []
