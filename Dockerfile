@@ -1,7 +1,20 @@
-# One image for every service of docker-compose.yml: the API (gunicorn), the
-# worker launch (`python -m workers`, the training stack included) and the
-# one-shot migration.
-FROM python:3.11-slim
+# Two images from one file, each a build target of docker-compose.yml:
+#
+#   api     the API (gunicorn) and the one-shot migration: app/ and tasks/ on
+#           the platform's own dependencies, without the training stack
+#           (setup.cfg's `train` extra: no jax, tunix, flax, orbax).  It reads
+#           checkpoints from the artifact store (ARTIFACTS_URL), no disk shared
+#           with the workers.
+#   worker  the worker launch (`python -m workers`): the same dependencies
+#           plus the `train` extra, and workers/.
+#
+#   docker build --target api -t tunix-rt-api .
+#   docker build --target worker -t tunix-rt-worker .
+#
+# The worker is the last stage: a plain `docker build .` builds it.
+
+# ---------------------------------------------------------------- base
+FROM python:3.11-slim AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -11,29 +24,60 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /srv/tunix-rt
 
-# Dependencies first (a layer that only changes with setup.cfg): install the
+# PostgreSQL refuses to run as root, and so should the services.
+RUN useradd --create-home --uid 10001 tunix \
+ && mkdir -p /data \
+ && chown tunix:tunix /data
+
+# Dependencies first (layers that only change with setup.cfg): install the
 # pinned requirements of an empty skeleton of the packages, then drop it.
 COPY setup.cfg pyproject.toml README.md constraints.txt ./
+
+# ---------------------------------------------------------------- api-deps
+# install_requires only: no extra.
+FROM base AS api-deps
+RUN mkdir -p app tasks \
+ && touch app/__init__.py tasks/__init__.py \
+ && pip install -c constraints.txt . \
+ && pip uninstall -y tunix-rt \
+ && rm -rf app tasks build *.egg-info
+
+# ---------------------------------------------------------------- worker-deps
+# The API's layer plus the training stack (the `train` extra) on top of it.
+FROM api-deps AS worker-deps
 RUN mkdir -p app tasks workers \
  && touch app/__init__.py tasks/__init__.py workers/__init__.py \
  && pip install -c constraints.txt '.[train]' \
  && pip uninstall -y tunix-rt \
  && rm -rf app tasks workers build *.egg-info
 
-# The code (only what the services run: no tests, bench or venv).
+# ---------------------------------------------------------------- api
+FROM api-deps AS api
+# Only what the API and the migration run: no workers/, no tests.
+COPY app ./app
+COPY tasks ./tasks
+# Read by gunicorn from its working directory (LOG_FORMAT).
+COPY gunicorn.conf.py ./
+RUN pip install --no-deps . && rm -rf build *.egg-info \
+ && python -c "import sys, app; app.create_app(); \
+bad = sorted(m for m in ('jax', 'jaxlib', 'flax', 'tunix', 'orbax', 'optax', 'workers') if m in sys.modules); \
+sys.exit(f'the API imported {bad}' if bad else 0)"
+USER tunix
+# No VOLUME: the API keeps nothing on disk (checkpoints come from the store).
+EXPOSE 8000
+# The same command as docker-compose.yml's (--timeout: SYNC_TIMEOUT_S + 60).
+CMD ["sh", "-c", "t=${SYNC_TIMEOUT_S:-300}; exec gunicorn --worker-class gthread --workers 1 --threads \"${API_THREADS:-256}\" --bind 0.0.0.0:8000 --timeout \"$(( ${t%.*} + 60 ))\" --no-control-socket 'app:create_app()'"]
+
+# ---------------------------------------------------------------- worker
+FROM worker-deps AS worker
 COPY app ./app
 COPY tasks ./tasks
 COPY workers ./workers
-# Read by gunicorn from its working directory (LOG_FORMAT).
 COPY gunicorn.conf.py ./
 RUN pip install --no-deps . && rm -rf build *.egg-info
-
-# PostgreSQL refuses to run as root, and so should the services.
-RUN useradd --create-home --uid 10001 tunix \
- && mkdir -p /data \
- && chown tunix:tunix /data
 USER tunix
+# The scratch folder (runs' job files, logs, orbax's checkpoints while they
+# are written, the JAX compilation cache): a cache, refilled from the store.
 VOLUME ["/data"]
-
-EXPOSE 8000 9191
+EXPOSE 9191
 CMD ["python", "-m", "workers"]

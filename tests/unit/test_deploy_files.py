@@ -117,3 +117,165 @@ def test_compose_file_scales_workers_and_mounts_the_observability_config():
             source = volume.split(":", 1)[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), source
+
+
+# --------------------------------------------------------------------------
+# The artifact store in compose, and the two images
+
+
+def _compose():
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _default(value):
+    """What a compose ``${VAR:-default}`` gives when VAR is unset."""
+    match = re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-(.*)\}", str(value))
+    return match.group(1) if match else str(value)
+
+
+def _volumes(service):
+    """``(source or None for an anonymous volume, target)`` of each of a service's mounts."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            mounts.append((volume.get("source"), volume["target"]))
+        else:
+            parts = volume.split(":")
+            mounts.append((parts[0], parts[1]) if len(parts) > 1 else (None, parts[0]))
+    return mounts
+
+
+def test_compose_file_has_an_s3_store_that_api_and_workers_use_instead_of_a_shared_volume():
+    compose = _compose()
+    services = compose["services"]
+    # Given an S3 service pinned by tag, with its own volume and a health check
+    store = services["seaweedfs"]
+    image, _, tag = store["image"].partition(":")
+    assert image == "chrislusf/seaweedfs" and tag and tag != "latest", store["image"]
+    assert store["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL")
+    assert "8333" in " ".join(store["healthcheck"]["test"])
+    store_volumes = {source for source, _ in _volumes(store)}
+    assert store_volumes and store_volumes <= set(compose["volumes"])
+    command = store["command"]
+    bucket = _default(next(arg.split("=", 1)[1] for arg in command if arg.startswith("-bucket=")))
+    assert command[0] == "mini" and "-dir=/data" in command
+    # the store's only identity, from the environment
+    keys = {name: _default(store["environment"][name]) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    assert all(keys.values())
+    # Then the API, the migration and every worker reach that bucket with those keys
+    for name in ("api", "worker", "migrate"):
+        env = {key: _default(value) for key, value in services[name]["environment"].items()}
+        assert env["ARTIFACTS_URL"].startswith(f"s3://{bucket}/"), (name, env["ARTIFACTS_URL"])
+        assert env["AWS_ENDPOINT_URL"] == "http://seaweedfs:8333", name
+        assert env["AWS_REGION"]
+        for key, value in keys.items():
+            assert env[key] == value, (name, key)
+    for name in ("api", "worker"):
+        assert services[name]["depends_on"]["seaweedfs"]["condition"] == "service_healthy", name
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy", name
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
+    # and no volume is shared: the API has none, each worker replica an anonymous scratch volume of its own
+    assert _volumes(services["api"]) == [] and _volumes(services["migrate"]) == []
+    assert _volumes(services["worker"]) == [(None, "/data")]
+    named = {}
+    for name, service in services.items():
+        for source, _ in _volumes(service):
+            if source and not source.startswith(("./", "/")):
+                named.setdefault(source, set()).add(name)
+    assert {source: users for source, users in named.items() if len(users) > 1} == {}
+    assert "tunix-data" not in compose["volumes"]
+
+
+def test_compose_builds_the_api_and_the_workers_from_their_own_targets():
+    services = _compose()["services"]
+    stages = _dockerfile_stages()
+    for name, target in (("api", "api"), ("migrate", "api"), ("worker", "worker")):
+        build = services[name]["build"]
+        assert build["target"] == target and target in stages, name
+        assert (ROOT / build["context"] / "Dockerfile").exists()
+    assert services["api"]["image"] != services["worker"]["image"]
+
+
+def _dockerfile_stages():
+    """``{stage: (parent, [instruction, ...])}`` of the Dockerfile (continuation lines joined)."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stages, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"FROM\s+(\S+)(?:\s+AS\s+(\S+))?$", line, re.IGNORECASE)
+        if match:
+            current = match.group(2) or f"stage-{len(stages)}"
+            stages[current] = (match.group(1), [])
+        else:
+            stages[current][1].append(line)
+    return stages
+
+
+def _chain(stages, name):
+    """Every instruction a stage's image is built with, its parents' first."""
+    lines = []
+    while name in stages:
+        parent, own = stages[name]
+        lines = own + lines
+        name = parent
+    return lines
+
+
+def _train_extra():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    lines = config["options.extras_require"]["train"].splitlines()
+    return {re.split(r"[=<>!~\[ ]", line.strip())[0] for line in lines if line.strip() and not line.startswith("#")}
+
+
+def test_the_api_image_installs_no_training_stack_and_the_worker_image_does():
+    stages = _dockerfile_stages()
+    train = _train_extra()
+    assert {"jax", "google-tunix", "orbax-checkpoint", "flax"} <= train
+    api_lines, worker = _chain(stages, "api"), " ".join(_chain(stages, "worker"))
+    # What the API's build installs: every pip install of its stages
+    installs = " ".join(step for line in api_lines if line.upper().startswith("RUN")
+                        for step in re.split(r"&&|;", line) if "pip install" in step)
+    assert installs
+    # never names the `train` extra, nor any package of it; and workers/ is not copied
+    assert "[train" not in installs and not re.search(r"\[[^\]]*\btrain\b", installs)
+    assert not [package for package in train if re.search(rf"(?<![\w-]){re.escape(package)}(?![\w-])", installs)]
+    assert not [line for line in api_lines if re.match(r"(COPY|ADD)\s.*\bworkers\b", line, re.IGNORECASE)]
+    # The worker's does
+    assert ".[train]" in worker and "COPY workers" in worker
+
+
+API_IMPORT_CHECK = r"""
+import importlib, pkgutil, sys
+
+BLOCKED = ("jax", "jaxlib", "flax", "tunix", "orbax", "optax", "safetensors", "workers")
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is not in the API image")
+
+sys.meta_path.insert(0, Block())
+import app, tasks
+app.create_app()
+for package in (app, tasks):
+    for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+print("ok")
+"""
+
+
+def test_the_api_and_every_shared_module_import_without_the_training_stack(tmp_path):
+    # Given an interpreter where jax, tunix, flax, orbax, optax and workers/ cannot be imported
+    # (what the API image lacks); When the API is created and every module of app/ and tasks/ imported
+    env = {key: value for key, value in __import__("os").environ.items() if not key.startswith("COVERAGE")}
+    env.update(DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run([__import__("sys").executable, "-c", API_IMPORT_CHECK], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    # Then nothing needed them
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
