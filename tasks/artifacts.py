@@ -344,6 +344,25 @@ class ArtifactStore:
         return out
 
 
+def patiently(fn, patience_s, first_delay_s=0.25, max_delay_s=5.0):
+    """``fn()``, tried again while the store is unavailable, for up to
+    ``patience_s`` seconds (exponential back-off); then its last error.
+    For the writes a short store outage must not cost a run: a manifest, a
+    summary (checkpoint uploads retry on their own, ``workers/checkpoint_sync.py``)."""
+    import time
+
+    deadline = time.monotonic() + patience_s
+    delay = first_delay_s
+    while True:
+        try:
+            return fn()
+        except StoreUnavailable:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+
+
 _stores = {}
 
 

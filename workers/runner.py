@@ -296,14 +296,16 @@ def _store_manifest(store, run, scratch):
     except (OSError, ValueError):
         return  # it never got as far as writing one
     try:
-        store.put_json(artifacts.manifest_key(run["id"]), manifest)
+        artifacts.patiently(lambda: store.put_json(artifacts.manifest_key(run["id"]), manifest),
+                            get_settings().store_patience_s)
     except StoreUnavailable as exc:
         logger.warning("run %s: manifest not stored: %s", run["id"], exc)
 
 
 def _store_summary(store, run, result):
+    summary = {"run_id": str(run["id"]), "attempt": run["attempts"], "status": "completed", "result": result}
     try:
-        store.put_json(artifacts.summary_key(run["id"]), {"run_id": str(run["id"]), "attempt": run["attempts"],
-                                                          "status": "completed", "result": result})
+        artifacts.patiently(lambda: store.put_json(artifacts.summary_key(run["id"]), summary),
+                            get_settings().store_patience_s)
     except StoreUnavailable as exc:
         logger.warning("run %s: summary not stored: %s", run["id"], exc)

@@ -11,7 +11,10 @@ faults at once while work keeps arriving.  Here, for ``SOAK_S`` seconds:
   then stops its launch, SIGTERMing the sibling process, whose runs are
   handed back; a supervisor thread starts a new launch, as ``make run`` and
   compose do), SIGSTOP of a worker process with everything under it (a
-  frozen host) for 1-9 s, PostgreSQL stopped for 1-4 s and started again.
+  frozen host) for 1-9 s, PostgreSQL stopped for 1-4 s, the artifact store
+  (a real S3 server: checkpoints go through it) stopped for 1-6 s, and, when
+  the fleet runs on two hosts in network namespaces (as root, as in CI), one
+  host's link cut for 2-9 s.
 
 Then the faults stop and the fleet drains.  The invariants: every
 acknowledged key is exactly one run; every run ends final; every identical
@@ -19,9 +22,6 @@ training that completed ended at the same loss; no answer was a 500; no run
 had more attempts than its budget, and a run failed only for that reason.
 The seed and the schedule are printed; ``SOAK_SEED=<seed>`` replays the
 schedule (process ids and timings differ, so not the exact interleaving).
-
-Not yet here: link cuts and store outages, which need the fleet in network
-namespaces and the object store of a later issue.
 
 ``make test`` runs a short soak (``SOAK_S``, default 45 s); ``make soak`` and
 ``make test-all`` a long one (240 s).
@@ -40,7 +40,9 @@ import uuid
 import pytest
 import requests
 
-from support import DRY, Launch, connect, start_api
+from hosts import Hosts, launch_on, require_netns
+from s3server import S3Server
+from support import DRY, Launch, connect, free_port, start_api
 from reliability_support import FINAL, Stopwatch, training, wait_all_final
 from tasks.migrate import migrate
 from workers.pgembed import EmbeddedPostgres
@@ -72,21 +74,27 @@ class Fault:
         return f"{self.at_s:6.1f}s {self.kind}{length} (#{self.pick})"
 
 
-def schedule(seed, duration_s):
-    """The faults of one soak, from its seed alone."""
+#: Fault kinds and their weights; ``cut`` only on a fleet in namespaces.
+KINDS = {"kill": 5, "freeze": 3, "pg_restart": 2, "store_outage": 2, "cut": 2}
+
+
+def schedule(seed, duration_s, kinds=tuple(KINDS)):
+    """The faults of one soak, from its seed (and the kinds the fleet allows) alone."""
     rng = random.Random(seed)
     faults, t = [], rng.uniform(2, 4)
     while t < duration_s:
-        kind = rng.choices(["kill", "freeze", "pg_restart"], weights=[5, 3, 2])[0]
-        length = {"kill": 0.0, "freeze": rng.uniform(1, 9), "pg_restart": rng.uniform(1, 4)}[kind]
+        kind = rng.choices(list(kinds), weights=[KINDS[k] for k in kinds])[0]
+        length = {"kill": 0.0, "freeze": rng.uniform(1, 9), "pg_restart": rng.uniform(1, 4),
+                  "store_outage": rng.uniform(1, 6), "cut": rng.uniform(2, 9)}[kind]
         faults.append(Fault(round(t, 1), kind, rng.randrange(1000), round(length, 1)))
         t += length + rng.uniform(3, 7)
     return faults
 
 
 class Soak:
-    def __init__(self, server, url, data_dir, log_dir):
-        self.server, self.url, self.data_dir, self.log_dir = server, url, data_dir, log_dir
+    def __init__(self, topology, log_dir):
+        self.topology, self.log_dir = topology, log_dir
+        self.server, self.url = topology.pg, topology.url
         self.launches = []
         self.log_paths = []
         self.lock = threading.Lock()
@@ -102,8 +110,9 @@ class Soak:
 
     # ---------------------------------------------------------------- fleet
 
-    def start_launch(self):
-        launch = Launch(self.url, self.data_dir, self.log_dir, workers=2, threads=2, **FLEET_ENV)
+    def start_launch(self, slot):
+        launch = self.topology.launch(slot, self.log_dir)
+        launch.slot = slot
         with self.lock:
             self.launches.append(launch)
             self.log_paths.append(launch.log_path)
@@ -119,10 +128,10 @@ class Soak:
                 launch.stop()
                 while not self.stop.is_set():
                     try:
-                        self.start_launch()
+                        self.start_launch(launch.slot)
                         self.restarted += 1
                         break
-                    except RuntimeError:  # the database may be down: try again
+                    except RuntimeError:  # the database may be down, the link cut: try again
                         self.stop.wait(1)
 
     def worker_pids(self):
@@ -186,6 +195,16 @@ class Soak:
                 self.stop.wait(fault.length_s)
                 self.server.start()
                 self.done.append((fault, "restarted"))
+            elif fault.kind == "store_outage":
+                self.topology.store.stop(kill=fault.pick % 2 == 0)
+                self.stop.wait(fault.length_s)
+                self.topology.store.start()
+                self.done.append((fault, "store restarted"))
+            elif fault.kind == "cut":
+                name = self.topology.cut(fault.pick)
+                self.stop.wait(fault.length_s)
+                self.topology.restore(name)
+                self.done.append((fault, f"{name}'s link cut"))
             elif not pids:
                 self.done.append((fault, "no live worker process"))
             elif fault.kind == "kill":
@@ -258,30 +277,83 @@ def logs_of(url, run_id):
         conn.close()
 
 
+class Topology:
+    """PostgreSQL, the S3 store and two worker launch slots.  On two hosts in
+    network namespaces when this machine allows it (root: a host's link can
+    be cut), else all on this host."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.root = tempfile.mkdtemp(prefix="tunix-soak-")
+        self.why_single = require_netns()
+        self.net = None if self.why_single else Hosts()
+        ip = self.net.gateway if self.net else "127.0.0.1"
+        self.hosts = [self.net.add(name) for name in ("worker-a", "worker-b")] if self.net else []
+        if self.net:
+            self.pg = EmbeddedPostgres(os.path.join(self.root, "pg"), listen=(ip,), trust=(self.net.cidr,),
+                                       port=free_port())
+            self.pg.start()
+            self.url = self.pg.tcp_url()
+        else:
+            self.pg = EmbeddedPostgres(os.path.join(self.root, "pg"))
+            self.url = self.pg.start()
+        migrate(self.url)
+        self.store = S3Server(os.path.join(self.root, "s3"), ip=ip)
+        self.store.start()
+        self.env = dict(FLEET_ENV, ARTIFACTS_URL=self.store.url("soak"), STORE_PATIENCE_S=30, **self.store.env)
+
+    @property
+    def kinds(self):
+        return tuple(k for k in KINDS if self.net or k != "cut")
+
+    def launch(self, slot, log_dir):
+        if self.net:
+            host = self.hosts[slot]
+            return launch_on(host, self.url, log_dir, workers=2, threads=2, metrics_port=free_port(), **self.env)
+        return Launch(self.url, self.data_dir, log_dir, workers=2, threads=2, **self.env)
+
+    def cut(self, pick):
+        name = self.hosts[pick % len(self.hosts)].name
+        self.net.cut(name)
+        return name
+
+    def restore(self, name):
+        self.net.restore(name)
+
+    def restore_all(self):
+        for host in self.hosts:
+            if self.net.is_cut(host.name):
+                self.net.restore(host.name)
+
+    def close(self):
+        self.store.stop(kill=True)
+        self.pg.stop()
+        if self.net:
+            self.net.teardown()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture
-def own_pg():
-    root = tempfile.mkdtemp(prefix="tunix-soak-pg-")
-    server = EmbeddedPostgres(os.path.join(root, "pg"))
-    url = server.start()
-    migrate(url)
-    yield server, url
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+def topology(data_dir):
+    topology = Topology(data_dir)
+    yield topology
+    topology.close()
 
 
-def soak(own_pg, data_dir, log_dir, report, duration_s):
-
-    server, url = own_pg
-    faults = schedule(SEED, duration_s)
-    print(f"soak seed {SEED} (replay: SOAK_SEED={SEED}), {duration_s}s, schedule:\n"
+def soak(topology, data_dir, log_dir, report, duration_s):
+    server, url = topology.pg, topology.url
+    faults = schedule(SEED, duration_s, topology.kinds)
+    where = (f"2 hosts in network namespaces ({', '.join(h.name for h in topology.hosts)})" if topology.net
+             else f"one host (no link cuts: {topology.why_single})")
+    print(f"soak seed {SEED} (replay: SOAK_SEED={SEED}), {duration_s}s on {where}, schedule:\n"
           + "\n".join(map(str, faults)))
-    s = Soak(server, url, data_dir, log_dir)
-    api = start_api(url, data_dir, log_dir, threads=32)
+    s = Soak(topology, log_dir)
+    api = start_api(url, data_dir, log_dir, threads=32, **topology.env)
     s.api_url = api.url
     threads = []
     try:
-        for _ in range(LAUNCHES):
-            s.start_launch()
+        for slot in range(LAUNCHES):
+            s.start_launch(slot)
         threads = [threading.Thread(target=s.supervise, daemon=True),
                    threading.Thread(target=s.inject, args=(faults,), daemon=True)]
         for t in threads:
@@ -292,8 +364,12 @@ def soak(own_pg, data_dir, log_dir, report, duration_s):
         for t in threads:
             t.join(30)
         s.thaw_all()
+        if topology.net:
+            topology.restore_all()
         if not server.is_running():
             server.start()
+        if not topology.store.is_running():
+            topology.store.start()
         s.stop.clear()
         supervisor = threading.Thread(target=s.supervise, daemon=True)
         supervisor.start()
@@ -331,8 +407,10 @@ def soak(own_pg, data_dir, log_dir, report, duration_s):
         for fault, _ in s.done:
             kinds[fault.kind] = kinds.get(fault.kind, 0) + 1
         by_status = c["by_status"]
-        report(f"soak seed {SEED}, {duration_s}s: {kinds.get('kill', 0)} SIGKILLs, {kinds.get('freeze', 0)} "
-               f"freezes, {kinds.get('pg_restart', 0)} PostgreSQL restarts, {s.restarted} launches restarted; "
+        report(f"soak seed {SEED}, {duration_s}s on {where}: {kinds.get('kill', 0)} SIGKILLs, "
+               f"{kinds.get('freeze', 0)} freezes, {kinds.get('pg_restart', 0)} PostgreSQL restarts, "
+               f"{kinds.get('store_outage', 0)} store outages, {kinds.get('cut', 0)} link cuts, "
+               f"{s.restarted} launches restarted; "
                f"{len(s.acked)} submits acknowledged ({s.retries} retries; answers {s.answers}); runs "
                f"{by_status}; 0 lost, 0 duplicated, 0 stuck (drained in {drain_s:.0f}s); "
                f"{len(trainings)} identical trainings: "
@@ -342,15 +420,17 @@ def soak(own_pg, data_dir, log_dir, report, duration_s):
     finally:
         s.stop.set()
         s.thaw_all()
+        if topology.net:
+            topology.restore_all()
         for launch in list(s.launches):
             launch.stop()
         api.stop()
 
 
-def test_a_short_seeded_soak_loses_duplicates_and_strands_nothing(own_pg, data_dir, log_dir, report):
-    soak(own_pg, data_dir, log_dir, report, float(os.environ.get("SOAK_S", 45)))
+def test_a_short_seeded_soak_loses_duplicates_and_strands_nothing(topology, data_dir, log_dir, report):
+    soak(topology, data_dir, log_dir, report, float(os.environ.get("SOAK_S", 45)))
 
 
 @pytest.mark.slow
-def test_a_long_seeded_soak_loses_duplicates_and_strands_nothing(own_pg, data_dir, log_dir, report):
-    soak(own_pg, data_dir, log_dir, report, float(os.environ.get("SOAK_LONG_S", 240)))
+def test_a_long_seeded_soak_loses_duplicates_and_strands_nothing(topology, data_dir, log_dir, report):
+    soak(topology, data_dir, log_dir, report, float(os.environ.get("SOAK_LONG_S", 240)))
