@@ -128,7 +128,7 @@ def dry_run(run, dataset, model, scratch, store):
                 "dataset": dict(dataset.to_json(), examples=examples), "model": asdict(model)}
     _write_json(scratch.manifest, manifest)
     key = artifacts.manifest_key(run["id"])
-    store.put_json(key, manifest)
+    artifacts.patiently(lambda: store.put_json(key, manifest), get_settings().store_patience_s)
     return {"kind": "dry_run", "manifest": store.uri(key), "dataset_key": dataset.key, "model_id": model.model_id,
             "param_count": model.param_count, "effective_max_seq_length": where["effective_max_seq_length"]}
 
