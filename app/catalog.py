@@ -2,7 +2,7 @@
 
 from dataclasses import asdict
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from tasks import catalog
 
@@ -11,11 +11,11 @@ bp = Blueprint("catalog", __name__, url_prefix="/api/tunix")
 
 @bp.get("/datasets")
 def list_datasets():
-    data = []
-    for ds in catalog.datasets().values():
-        item = {"key": ds.key, "kind": ds.kind, "description": ds.description}
-        data.append(item)
-    return jsonify(data=data)
+    """Built-in, shipped, ``$DATA_DIR/datasets`` and artifact-store datasets
+    (``tasks/catalog.py``): ``key``, ``kind``, ``description``, ``origin``,
+    and ``size`` (and a store object's ``etag``) where known.  An
+    unreachable store leaves its last known datasets listed."""
+    return jsonify(data=[ds.listing() for ds in catalog.datasets(current_app.config["SETTINGS"]).values()])
 
 
 @bp.get("/models")

@@ -137,7 +137,14 @@ def document():
             "/api/tunix/workers": {"get": {
                 "summary": "The fleet: hosts, worker processes (alive or lost), the runs they hold, the queues.",
                 "responses": {"200": _json({"$ref": "#/components/schemas/Fleet"}), **_errors(401, 503)}}},
-            "/api/tunix/datasets": {"get": {"responses": {"200": _json({"type": "object"})}}},
+            "/api/tunix/datasets": {"get": {
+                "summary": "Built-in, shipped, $DATA_DIR/datasets and artifact-store (datasets/<key>.jsonl) datasets.",
+                "responses": {"200": _json({"type": "object", "properties": {"data": {"type": "array", "items": {
+                    "type": "object", "required": ["key", "kind", "description", "origin"], "properties": {
+                        "key": {"type": "string"}, "kind": {"enum": ["synthetic", "jsonl"]},
+                        "description": {"type": "string"},
+                        "origin": {"enum": ["builtin", "shipped", "operator", "store"]},
+                        "size": {"type": "integer"}, "etag": {"type": "string"}}}}}})}}},
             "/api/tunix/models": {"get": {"responses": {"200": _json({"type": "object"})}}},
             "/healthz": {"get": {"responses": {"200": _json({"type": "object"})}}},
             "/readyz": {"get": {"responses": {"200": _json({"type": "object"}), **_errors(503)}}},

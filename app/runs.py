@@ -64,7 +64,10 @@ def _field_problems(body, datasets, prefix=""):
         config = RunSpec.model_validate(body)
     except ValidationError as exc:
         return None, [dict(e, field=prefix + e["field"]) for e in field_errors(exc)]
-    if config.dataset_key not in datasets:
+    # A key the (cached) listing lacks may have just been uploaded to the store: list it again, at most
+    # once per MISS_MAX_AGE_S.
+    if config.dataset_key not in datasets and catalog.get_dataset(
+            config.dataset_key, current_app.config["SETTINGS"], max_age=catalog.MISS_MAX_AGE_S) is None:
         return None, [{"field": prefix + "dataset_key",
                        "message": f"unknown dataset {config.dataset_key!r}; see GET /api/tunix/datasets"}]
     try:

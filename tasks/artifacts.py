@@ -326,6 +326,17 @@ class ArtifactStore:
         return self.fs.exists(self.path(key))
 
     @_errors_are_unavailable
+    def stat(self, key):
+        """``{"size", "etag"}`` of the object ``key`` as ``list`` reports it
+        (``ObjectMissing`` when absent)."""
+        entry = self.fs.info(self.path(key))
+        if entry.get("type") == "directory":
+            raise FileNotFoundError(key)
+        etag = (entry.get("ETag") or entry.get("etag")
+                or f"{entry.get('size')}-{entry.get('mtime') or entry.get('LastModified')}")
+        return {"size": entry.get("size"), "etag": str(etag).strip('"')}
+
+    @_errors_are_unavailable
     def list(self, prefix):
         """``{key: {"size", "etag"}}`` of the objects under ``prefix``."""
         base = self.path(prefix).rstrip("/")

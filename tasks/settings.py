@@ -90,6 +90,9 @@ class Settings:
     #: Seconds a worker keeps trying the artifact store (a resume's download,
     #: the last uploads) before it fails the attempt with a clear error.
     store_patience_s: float = field(default_factory=lambda: _float("STORE_PATIENCE_S", 60))
+    #: Seconds the API (and ``python -m tasks.catalog list``) reuses its listing
+    #: of the store's ``datasets/`` before listing it again (``tasks/catalog.py``).
+    datasets_ttl_s: float = field(default_factory=lambda: _float("DATASETS_TTL_S", 5))
 
     @property
     def artifacts_url(self):

@@ -43,6 +43,7 @@ from tasks.lifecycle import RunStatus
 from tasks.run_spec import RunSpec
 from tasks.settings import get_settings
 
+from . import dataset_cache
 from .checkpoint_sync import CheckpointSync
 from .context import current_run
 from .monitor import FLUSH_INTERVAL_S, LOST, RunMonitor
@@ -77,13 +78,24 @@ def execute(run_id):
 
 
 def resolve(config, settings):
-    dataset = catalog.get_dataset(config["dataset_key"], settings)
-    if dataset is None:
-        raise UnknownDataset(f"unknown dataset {config['dataset_key']!r}", field="dataset_key")
+    """The run's dataset (as a local file) and model.
+
+    A key this machine does not have (``catalog.local_datasets``) is looked
+    for in the artifact store, asked directly rather than through the API's
+    cached listing, and its object used through this host's cache
+    (``workers/dataset_cache.py``)."""
+    key = config["dataset_key"]
     model = catalog.get_model(config["model_id"])
     if model is None:
         known = ", ".join(catalog.models())
         raise UnknownModel(f"unknown model {config['model_id']!r}; known models: {known}", field="model_id")
+    dataset = catalog.local_datasets(settings).get(key)
+    if dataset is None and catalog.DATASET_KEY.match(key):
+        store = get_store(settings)
+        dataset = dataset_cache.local_copy(catalog.store_object_dataset(store, artifacts.dataset_key(key)), store,
+                                           settings)
+    if dataset is None:
+        raise UnknownDataset(f"unknown dataset {key!r}", field="dataset_key")
     return dataset, model
 
 
@@ -119,7 +131,9 @@ def dry_run(run, dataset, model, scratch, store):
     spec = read_spec(run)
     where = placement(run, dataset, model, scratch)
     examples = None
-    if dataset.kind == "jsonl":
+    if dataset.examples is not None:
+        examples = dataset.examples  # validated as it was cached
+    elif dataset.kind == "jsonl":
         try:
             examples = validate_jsonl(dataset.path)
         except (ValueError, OSError) as exc:
