@@ -32,6 +32,7 @@ import json
 import os
 import pathlib
 import posixpath
+import re
 import shutil
 import tarfile
 import uuid
@@ -69,9 +70,14 @@ def checkpoint_key(run_id, step, attempt):
     return f"{checkpoints_prefix(run_id)}/{int(step)}.a{int(attempt)}.tar"
 
 
+_CHECKPOINT_NAME = re.compile(r"^(\d+)\.a(\d+)\.tar$")
+
+
 def checkpoint_attempt(key):
-    """The attempt that wrote the checkpoint object ``key``."""
-    return int(posixpath.basename(key).rsplit(".a", 1)[1].split(".", 1)[0])
+    """The attempt that wrote the checkpoint object ``key``; None for a name
+    that is not a checkpoint's (left alone by every clean-up)."""
+    match = _CHECKPOINT_NAME.match(posixpath.basename(key))
+    return int(match.group(2)) if match else None
 
 
 DATASETS_PREFIX = "datasets"

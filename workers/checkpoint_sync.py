@@ -71,8 +71,12 @@ def sweep_orphans(pool, store, run_id, below_attempt=None):
     listed = store.list(artifacts.checkpoints_prefix(run_id))
     with db.connection(pool) as conn:
         known = registry.all_checkpoint_keys(conn, run_id)
-    orphans = [key for key in listed if key not in known
-               and (below_attempt is None or artifacts.checkpoint_attempt(key) < below_attempt)]
+    orphans = []
+    for key in listed:
+        attempt = artifacts.checkpoint_attempt(key)
+        if key in known or attempt is None or (below_attempt is not None and attempt >= below_attempt):
+            continue
+        orphans.append(key)
     for key in orphans:
         store.delete(key)
     return len(orphans)

@@ -266,6 +266,26 @@ def _signal_tree(pid, sig, tree=None):
     return tree
 
 
+def stuck_report(conn, s):
+    """Each run not final: its row, its message, who holds the message's lock, what the launches logged."""
+    from workers.reaper import message_lock_key
+
+    out = []
+    with conn.cursor() as cur:
+        cur.execute("SELECT r.id::text, r.status, r.dry_run, r.attempts, r.max_attempts, r.worker_id, r.updated_at, "
+                    "q.queue_name, q.state, q.mtime FROM tunix_runs r LEFT JOIN dramatiq.queue q "
+                    "ON q.message_id = r.id WHERE r.status NOT IN ('completed', 'failed', 'cancelled', 'timeout')")
+        for row in cur.fetchall():
+            key = message_lock_key(row[7], row[0]) if row[7] else None
+            cur.execute("SELECT l.pid, a.application_name, a.state, a.backend_start FROM pg_locks l "
+                        "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                        "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s", (key,))
+            out.append(f"stuck {row}\n  lock held by {cur.fetchall()}\n{s.worker_log_lines(row[0], context=1)}")
+        cur.execute("SELECT worker_id, pid, heartbeat_at FROM tunix_workers ORDER BY worker_id")
+        out.append(f"workers: {cur.fetchall()}")
+    return "\n".join(out)
+
+
 def logs_of(url, run_id):
     """The run's stored log, for a failure message."""
     conn = connect(url)
@@ -376,7 +396,11 @@ def soak(topology, data_dir, log_dir, report, duration_s):
         # Then the fleet drains: every run ends final
         conn = connect(url)
         drain = Stopwatch()
-        c = wait_all_final(conn, timeout=DRAIN_S, interval=0.5)
+        try:
+            c = wait_all_final(conn, timeout=DRAIN_S, interval=0.5)
+        except AssertionError:
+            print(stuck_report(conn, s))
+            raise
         drain_s = drain()
         with conn.cursor() as cur:
             cur.execute("SELECT idempotency_key, id::text, status, attempts, max_attempts, result, error "
