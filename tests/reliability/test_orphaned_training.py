@@ -9,11 +9,11 @@ lifeline that supervises it (``python -m workers.lifeline``); both carry the
 run's ``<run_id>/training.json`` in their command line, which is how they are
 found in /proc.
 
-There is no upload phase yet: trainings write their checkpoints to the run's
-folder, and the uploader to the artifact store (``workers/checkpoint_sync.py``,
-a thread of the worker) is not wired into the runner yet.  When it is, a
-phase that kills the worker while an upload is in flight belongs in
-``PHASES``.
+The upload phase: every launch here uploads checkpoints to a store that
+accepts connections and never answers (``Blackhole``), so from the first
+finalised step on, the worker's uploader (``workers/checkpoint_sync.py``)
+sits in an upload in flight; the "upload" case kills the worker once the
+store has taken such a connection.
 
 One database and one API for the module; worker launches of one process and
 one training slot each, started ahead (``Spares``): a SIGKILLed worker ends its
@@ -27,6 +27,7 @@ import contextlib
 import os
 import pathlib
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,11 +61,52 @@ SLOW_SWEEP_REPEAT = int(os.environ.get("ORPHAN_SWEEP_REPEAT", "3"))
 SLOW_SWEEP_S = (0.0, 0.1, 0.3, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 
+class Blackhole:
+    """A TCP server that accepts connections, reads what comes and never
+    answers: an S3 endpoint whose every upload hangs in flight."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._held = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self._held.append(conn)
+            threading.Thread(target=self._drain, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _drain(conn):
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+
+    @property
+    def env(self):
+        return {"ARTIFACTS_URL": "s3://tunix/orphans", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}",
+                "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+                "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def close(self):
+        self.sock.close()
+        for conn in self._held:
+            conn.close()
+
+
 class Spares:
     """Worker launches waiting for a training (one process, one slot each)."""
 
-    def __init__(self, url, start):
-        self.url, self._start = url, start
+    def __init__(self, url, start, env=None):
+        self.url, self._start, self.env = url, start, dict(LAUNCH_ENV, **(env or {}))
         self.launches = []
         self._refill = None
 
@@ -79,7 +121,7 @@ class Spares:
         missing = n - len(self.launches)
         if missing > 0:
             self.launches += in_parallel(
-                *[lambda: self._start(workers=1, threads=2, url=self.url, **LAUNCH_ENV)] * missing)
+                *[lambda: self._start(workers=1, threads=2, url=self.url, **self.env)] * missing)
 
     def refill_in_background(self):
         """Replace the launch a kill just ended while the test watches its run."""
@@ -104,11 +146,14 @@ def stack(databases, data_dir, log_dir, worker_launch):
     url = databases.create()
     api = start_api(url, data_dir, log_dir)
     conn = connect(url)
-    spares = Spares(url, worker_launch)
+    store = Blackhole()
+    spares = Spares(url, worker_launch, env=store.env)
+    spares.store = store
     yield ApiClient(api.url), conn, spares, pathlib.Path(data_dir) / "runs"
     spares.stop()
     api.stop()
     conn.close()
+    store.close()
 
 
 # --------------------------------------------------------------------------
@@ -182,6 +227,14 @@ def at_checkpoint_save(case):
     return f"saving {entry}"
 
 
+def at_upload(case):
+    # A step finalised and its upload in flight: the store took the
+    # connection and will never answer (it would time out after 30 s).
+    before = case.store.accepted
+    poll(lambda: case.store.accepted > before, 120, "an upload to the store", interval=0.01)
+    return f"upload in flight ({case.store.accepted - before} connection(s) to the store hanging)"
+
+
 def after_claim(seconds):
     def moment(case):
         time.sleep(max(0.0, seconds - case.since_claim()))
@@ -197,6 +250,7 @@ class Case:
     conn: object
     run_dir: pathlib.Path
     since_claim: Stopwatch
+    store: object = None
     step_seen: int = 0
     # Filled by the kill
     phase: str = ""
@@ -226,7 +280,7 @@ def kill_worker(stack, moment, **overrides):
     assert response.status_code == 202, response.text
     run_id = response.json()["run_id"]
     row = wait_row(conn, run_id, lambda r: r["status"] == "running", 60, "claimed", interval=0.005)
-    case = Case(run_id, conn, runs_dir / run_id, Stopwatch())
+    case = Case(run_id, conn, runs_dir / run_id, Stopwatch(), store=spares.store)
     worker = worker_pid(row["worker_id"])
     case.phase = moment(case)
     case.killed_at_s = case.since_claim()
@@ -270,7 +324,7 @@ PHASES = {
     "step": (at_step, {}),
     "checkpoint_save": (at_checkpoint_save, {}),
     "frozen": (frozen_at_step, {}),
-    # "upload": no such phase yet (the uploader is not wired in; see the module docstring).
+    "upload": (at_upload, {}),
 }
 
 
