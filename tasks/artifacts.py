@@ -374,9 +374,13 @@ def patiently(fn, patience_s, first_delay_s=0.25, max_delay_s=5.0):
         try:
             return fn()
         except StoreUnavailable:
-            if time.monotonic() + delay > deadline:
+            # The last wait is cut to the deadline and a last try made at it:
+            # the store gets the whole patience, not the back-off's last
+            # multiple below it.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise
-            time.sleep(delay)
+            time.sleep(min(delay, remaining))
             delay = min(delay * 2, max_delay_s)
 
 

@@ -110,12 +110,17 @@ class CheckpointSync:
             try:
                 return self._restore_once()
             except (StoreUnavailable, ObjectMissing, DatabaseUnavailable, Overloaded) as exc:
-                if time.monotonic() + delay > deadline:
+                # The last wait is cut to the deadline, so the last try is
+                # made at it: the store gets the whole patience, not the
+                # back-off's last multiple below it (3.5 s of 5).
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     raise StoreUnavailable(
                         f"could not restore the run's latest checkpoint from the artifact store within "
                         f"{self.settings.store_patience_s:g}s: {exc}") from None
-                logger.warning("run %s: restore failed, trying again in %.1fs: %s", self.run_id, delay, exc)
-                time.sleep(delay)
+                wait = min(delay, remaining)
+                logger.warning("run %s: restore failed, trying again in %.1fs: %s", self.run_id, wait, exc)
+                time.sleep(wait)
                 delay = min(delay * 2, MAX_RETRY_S)
 
     def _restore_once(self):
@@ -209,12 +214,13 @@ class CheckpointSync:
             return list(self.recorded)
         deadline = time.monotonic() + self.settings.store_patience_s
         while not self.upload_pending(force=True):
-            if time.monotonic() + self._delay > deadline:
+            remaining = deadline - time.monotonic()  # the last try at the deadline, as in ``restore``
+            if remaining <= 0:
                 missing = [s for s in self.scratch.finalised_steps() if s not in self.handled]
                 self.say(f"artifact store unreachable: checkpoint(s) of step(s) {missing} not uploaded, "
                          "so not recorded")
                 break
-            time.sleep(self._delay)
+            time.sleep(min(self._delay, remaining))
         try:
             collect_garbage(self.pool, self.store, self.run_id, self.settings.checkpoint_keep)
         except Exception as exc:  # noqa: BLE001 - the reaper finishes marked rows
