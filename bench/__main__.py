@@ -4,6 +4,7 @@ On a shared, noisy machine compare figures from one run, not across runs.
 
     python -m bench                 # everything
     python -m bench submit pickup   # some of it
+    python -m bench store           # the artifact store's cost (bench/store.py)
 """
 
 import statistics
@@ -258,8 +259,14 @@ def bench_load(url, data_dir):
     run(url, data_dir)
 
 
+def bench_store(url, data_dir):
+    from .store import bench_store as run
+
+    run(url, data_dir)
+
+
 BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain, "load": bench_load,
-           "training": bench_training, "streams": bench_streams, "metrics": bench_metrics}
+           "training": bench_training, "streams": bench_streams, "metrics": bench_metrics, "store": bench_store}
 
 
 def main(argv):
