@@ -146,12 +146,16 @@ WHERE id = %(run_id)s AND attempts = %(attempt)s AND status IN ('running', 'canc
 RETURNING status;
 
 -- name: upsert_metrics
--- A batch of per-step values (psycopg2 execute_values).
+-- A batch of per-step values (psycopg2 execute_values).  A step another
+-- attempt recorded is replaced only by a later attempt: a stale one (a worker
+-- cut off, then back, writes what it buffered before it learns it is stale)
+-- cannot relabel a newer attempt's steps.
 INSERT INTO tunix_run_metrics (run_id, step, loss, learning_rate, grad_norm, attempt)
 VALUES %s
 ON CONFLICT (run_id, step) DO UPDATE SET
     loss = EXCLUDED.loss, learning_rate = EXCLUDED.learning_rate,
-    grad_norm = EXCLUDED.grad_norm, attempt = EXCLUDED.attempt, recorded_at = clock_timestamp();
+    grad_norm = EXCLUDED.grad_norm, attempt = EXCLUDED.attempt, recorded_at = clock_timestamp()
+WHERE tunix_run_metrics.attempt IS NULL OR EXCLUDED.attempt >= tunix_run_metrics.attempt;
 
 -- name: append_logs
 -- A batch of log lines (psycopg2 execute_values).

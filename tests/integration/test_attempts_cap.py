@@ -180,3 +180,15 @@ def test_a_hand_back_of_a_run_the_reaper_already_requeued_leaves_it_pending(pool
     # Then it is still pending, for its next attempt (not cancelled: nobody cancelled it)
     row = registry.get_run(conn, run["id"])
     assert (row["status"], row["attempts"]) == ("pending", 1), row
+
+
+def test_a_stale_attempts_buffered_steps_cannot_relabel_a_newer_attempts(conn):
+    # Given step 30 recorded by attempt 2
+    run = new_run(conn)
+    registry.record_activity(conn, run["id"], metrics=[(30, 1.5, 0.01, 0.9, 2)])
+    # When attempt 1, back from a cut link, flushes what it buffered: steps 30 and 40
+    registry.record_activity(conn, run["id"], metrics=[(30, 1.5, 0.01, 0.9, 1), (40, 1.4, 0.01, 0.8, 1)])
+    # Then step 30 stays attempt 2's; step 40 is attempt 1's until attempt 2 gets there
+    assert {m["step"]: m["attempt"] for m in registry.get_metrics(conn, run["id"])} == {30: 2, 40: 1}
+    registry.record_activity(conn, run["id"], metrics=[(40, 1.4, 0.01, 0.8, 2)])
+    assert {m["step"]: m["attempt"] for m in registry.get_metrics(conn, run["id"])} == {30: 2, 40: 2}
