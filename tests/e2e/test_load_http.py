@@ -5,7 +5,6 @@ Each test module here has a database of its own, an API under gunicorn with
 the pool it names and a worker launch of 2 processes."""
 
 import collections
-import json
 import select
 import threading
 import time
@@ -14,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from tasks import artifacts
+from tasks.artifacts import ArtifactStore
 from support import DRY, ApiClient, connect, scalar, start_api, wait_for
 
 CLIENTS = 64
@@ -80,9 +81,9 @@ def assert_each_completed_exactly_once(conn, ids, data_dir):
                   (ids,)) == len(ids)
     # And the actor recorded exactly one execution of each: its manifest, for that run
     for run_id, _, _, result in rows:
-        manifest = data_dir / "runs" / run_id / "manifest.json"
-        assert result["manifest"] == str(manifest)
-        assert json.loads(manifest.read_text())["run_id"] == run_id
+        store = ArtifactStore(f"file://{data_dir}/artifacts")  # the default ARTIFACTS_URL
+        assert result["manifest"] == store.uri(artifacts.manifest_key(run_id))
+        assert store.get_json(artifacts.manifest_key(run_id))["run_id"] == run_id
 
 
 def test_64_clients_on_a_pool_of_4_are_all_accepted_promptly_and_each_run_executes_once(

@@ -1,8 +1,9 @@
 """Two hundred async dry runs over one worker launch of two processes."""
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 
+from tasks import artifacts
+from tasks.artifacts import ArtifactStore
 from support import DRY, metric, scalar, wait_for
 
 N = 200
@@ -36,9 +37,9 @@ def test_two_hundred_async_runs_each_complete_exactly_once_across_both_processes
                            "AND state = 'done'", (ids,)) == N
     # And the actor wrote exactly one manifest per run, for that run, where its result says
     for run_id, _, _, _, _, result in rows:
-        manifest = data_dir / "runs" / run_id / "manifest.json"
-        assert result["manifest"] == str(manifest)
-        assert json.loads(manifest.read_text())["run_id"] == run_id
+        store = ArtifactStore(f"file://{data_dir}/artifacts")  # the default ARTIFACTS_URL
+        assert result["manifest"] == store.uri(artifacts.manifest_key(run_id))
+        assert store.get_json(artifacts.manifest_key(run_id))["run_id"] == run_id
     assert sorted(p.parent.name for p in (data_dir / "runs").glob("*/manifest.json") if p.parent.name in ids) == \
         sorted(ids)
     # And both worker processes took part
