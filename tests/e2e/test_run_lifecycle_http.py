@@ -1,13 +1,13 @@
 """Runs through the real API process and a real worker launch."""
 
-import json
 import re
-import pathlib
 import uuid
 from urllib.parse import urljoin
 
 import pytest
 
+from tasks import artifacts
+from tasks.artifacts import ArtifactStore
 from support import count_runs
 
 
@@ -31,16 +31,16 @@ def test_an_async_submit_answers_202_with_location_then_completes_with_a_manifes
     # When it is polled at that location
     final = api.wait_final(run["run_id"])
     assert api.http.get(urljoin(api.base, response.headers["Location"]), timeout=10).json()["status"] == "completed"
-    # Then a worker completed it once, and the manifest it names exists in DATA_DIR/runs/<id>/
+    # Then a worker completed it once, and the manifest it names is in the artifact store
     assert final["status"] == "completed", final["error"]
     assert final["attempts"] == 1 and final["worker_id"]
     assert final["started_at"] and final["completed_at"] and final["duration_seconds"] >= 0
     assert final["queue_wait_seconds"] >= 0
     result = final["result"]
     assert result["kind"] == "dry_run"
-    manifest = pathlib.Path(result["manifest"])
-    assert manifest == data_dir / "runs" / run["run_id"] / "manifest.json"
-    written = json.loads(manifest.read_text())
+    store = ArtifactStore(f"file://{data_dir}/artifacts")  # the default ARTIFACTS_URL
+    assert result["manifest"] == store.uri(artifacts.manifest_key(run["run_id"]))
+    written = store.get_json(artifacts.manifest_key(run["run_id"]))
     assert written["run_id"] == run["run_id"] and written["dry_run"] is True
     # And the spec the dry run read is exactly the stored one, seed included
     assert written["spec"] == final["config"]
