@@ -23,6 +23,10 @@ half a minute on two cores.
 
 To put a run on one host, the other host's launch is stopped until the run is
 claimed (``Fleet.claimed_on``), then started again.
+
+``slow`` (``make test-all``; ~3 minutes on 2 cores): ``make test`` keeps the
+short soak, which runs the fleet on two namespaced hosts with link cuts and
+store outages, and ``tests/multihost/test_store_failures.py``.
 """
 
 import hashlib
@@ -40,7 +44,7 @@ import requests
 from hosts import launch_on, start_api_on
 from support import ApiClient, connect, pids_with, wait_for
 
-pytestmark = pytest.mark.training
+pytestmark = [pytest.mark.training, pytest.mark.slow]
 
 HEARTBEAT_TIMEOUT_S = 4
 #: A real tiny training (llama3-tiny on the synthetic set, ~30 ms a step alone on two cores).

@@ -156,8 +156,9 @@ def test_a_lifeline_whose_parent_dies_stops_its_child(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(shell.pid, signal.SIGKILL)
-    # the grace, then SIGKILL
-    assert time.monotonic() - t0 < 0.5 + 2
+    # the lifeline's grace (0.5 s) then SIGKILL, not the default 10 s: within a
+    # few seconds even on a loaded machine under coverage (measured 2.5 s there)
+    assert time.monotonic() - t0 < 8
 
 
 def test_the_parent_check_is_a_backstop_for_a_missed_death_signal(monkeypatch):
