@@ -39,8 +39,13 @@ class RunMonitor:
         self._logs = []
         self.progress = None
         self.dropped = 0
-        with db.connection(pool) as conn:
-            self._seq = registry.last_log_seq(conn, self.run_id)
+        # Patient: a database restart right after the claim must not fail a
+        # training that has not started (found by the long chaos soak).
+        self._seq = db.patiently(self._last_seq, LAST_FLUSH_PATIENCE_S)
+
+    def _last_seq(self):
+        with db.connection(self.pool) as conn:
+            return registry.last_log_seq(conn, self.run_id)
 
     def line(self, stream, text):
         with self._lock:

@@ -418,7 +418,10 @@ def soak(topology, data_dir, log_dir, report, duration_s):
         for key, row in rows.items():
             assert row["attempts"] <= row["max_attempts"], (key, row)
             if row["status"] == "failed":
-                assert row["error"]["type"] == "WorkerLost" and row["attempts"] == row["max_attempts"], (key, row)
+                if not (row["error"]["type"] == "WorkerLost" and row["attempts"] == row["max_attempts"]):
+                    print(f"run {row}:\n{logs_of(url, row['id'])}\nworker logs:\n{s.worker_log_lines(row['id'])}")
+                    raise AssertionError(f"{key}: failed with {row['error']['type']}, expected only WorkerLost "
+                                         "with its attempts used")
             elif row["status"] != "completed":
                 print(f"run {row}:\n{logs_of(url, row['id'])}\nworker logs:\n{s.worker_log_lines(row['id'])}")
                 raise AssertionError(f"{key}: {row['status']}, expected completed or failed (WorkerLost)")
