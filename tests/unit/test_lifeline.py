@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from support import alive
 from workers import lifeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -33,14 +34,6 @@ CHILD = textwrap.dedent("""
         os.replace(sys.argv[1] + ".tmp", sys.argv[1])
     exec(sys.argv[2])
 """)
-
-
-def alive(pid):
-    try:
-        state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def group_alive(pgid):
