@@ -14,6 +14,8 @@ import time
 
 import requests
 
+from tasks.artifacts import Scratch
+
 from . import procs
 from .procs import fetch as _fetch
 from .procs import truncate as _truncate
@@ -139,16 +141,16 @@ def bench_training(url, data_dir, repeats=3):
         sampling.set()
         peak_training = peak[0]
         workers_busy = _rss_mb(_pids("dramatiq workers.boot"))
-        config = json.loads((pathlib.Path(data_dir) / "runs" / rid / "training.json").read_text())
+        config = json.loads(Scratch(pathlib.Path(data_dir) / "runs", rid, attempt=1).job.read_text())
     direct = []
     for i in range(repeats):
-        run_dir = pathlib.Path(tempfile.mkdtemp(prefix="tunix-direct-"))
-        job = dict(config, run=dict(config["run"], run_dir=str(run_dir)))
-        (run_dir / "training.json").write_text(json.dumps(job))
+        folder = Scratch.at(tempfile.mkdtemp(prefix="tunix-direct-"))
+        job = dict(config, run=dict(config["run"], run_dir=str(folder.path)))
+        folder.job.write_text(json.dumps(job))
         env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(data_dir, "jax-cache"),
                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
         t = time.perf_counter()
-        sp.run([sys.executable, "-m", "workers.training", str(run_dir / "training.json")], check=True,
+        sp.run([sys.executable, "-m", "workers.training", str(folder.job)], check=True,
                stdout=sp.DEVNULL, stderr=sp.DEVNULL, env=env, cwd=procs.ROOT)
         direct.append(time.perf_counter() - t)
     p, d = statistics.median(platform), statistics.median(direct)

@@ -20,10 +20,15 @@ overwrite a newer attempt's; whether it exists for the system is decided by
 its row in ``tunix_checkpoints`` (``tasks/sql``), which only the run's
 current attempt can write.
 
-**A worker's scratch folder** (``$DATA_DIR/runs/<run_id>/``, class
-``Scratch``): the job file, the logs, and orbax's checkpoints while the
+**A worker's scratch folder** (``$DATA_DIR/runs/<run_id>/a<attempt>/``,
+class ``Scratch``): the job file, the logs, and orbax's checkpoints while the
 training writes them (orbax 0.12 cannot write ``s3://``).  It is a cache: a
-resume on any host fills it from the store.
+resume on any host fills it from the store.  One folder per attempt, because
+two attempts of a run can run on one host at once: a frozen worker's training
+that thaws after the reaper gave its run to the other launch there goes on
+saving steps until its lifeline stops it, and in a shared folder orbax in the
+new attempt restored the stale attempt's newest step (seen: attempt 2 started
+from step 314 when 20 was recorded).
 """
 
 import contextlib
@@ -90,9 +95,9 @@ def dataset_key(key):
 class Scratch:
     """A run's folder on this host (see the module docstring)."""
 
-    def __init__(self, runs_dir, run_id):
-        root = pathlib.Path(runs_dir).resolve()
-        self._at(root / str(uuid.UUID(str(run_id))))
+    def __init__(self, runs_dir, run_id, attempt):
+        self.run_root = pathlib.Path(runs_dir).resolve() / str(uuid.UUID(str(run_id)))
+        self._at(self.run_root / f"a{int(attempt)}")
 
     @classmethod
     def at(cls, path):
@@ -134,6 +139,12 @@ class Scratch:
     def clear_checkpoints(self):
         shutil.rmtree(self.checkpoints, ignore_errors=True)
         shutil.rmtree(self.snapshots, ignore_errors=True)
+
+    def earlier_attempts(self):
+        """The scratch folders earlier attempts of the run left on this host."""
+        mine = self.path.name
+        return [Scratch.at(p) for p in sorted(self.run_root.glob("a*"))
+                if p.is_dir() and p.name != mine and p.name[1:].isdigit() and int(p.name[1:]) < int(mine[1:])]
 
     def snapshot(self, step):
         """A hard-linked copy of a finalised step, which orbax's own clean-up

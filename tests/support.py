@@ -308,6 +308,14 @@ def alive(pid):
     return state not in ("Z", "X")
 
 
+def scratch(data_dir, run_id, attempt=1):
+    """A run attempt's scratch folder under a host's ``DATA_DIR``
+    (``tasks.artifacts.Scratch``, the one place that names it)."""
+    from tasks.artifacts import Scratch
+
+    return Scratch(pathlib.Path(data_dir) / "runs", run_id, attempt)
+
+
 def pids_with(fragment):
     """Live processes whose command line contains ``fragment``."""
     needle = fragment.encode()

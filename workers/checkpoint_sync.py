@@ -9,7 +9,8 @@ artifact store (``tasks/artifacts.py``).
   tried for ``STORE_PATIENCE_S``, then the attempt fails with
   ``StoreUnavailable``: a run never starts from step 0 silently.
 * While it trains, a thread uploads each step once orbax has finalised it
-  (renamed into place, ``commit_success.txt``), streaming a tar, and then
+  (renamed into place, ``commit_success.txt``) in this attempt's own scratch
+  folder, streaming a tar, and then
   records it in ``tunix_checkpoints``.  A failed upload is tried again with
   back-off while the training goes on; a step that never uploaded is not
   recorded.  The record is fenced by the attempt (a stale attempt's upload is
@@ -127,6 +128,10 @@ class CheckpointSync:
         with db.connection(self.pool) as conn:
             latest = registry.latest_checkpoint(conn, self.run_id)
         self.scratch.clear_checkpoints()
+        for earlier in self.scratch.earlier_attempts():
+            # Disk only: a stale attempt still saving there cannot reach this
+            # attempt's folder, and what it uploads is refused (fencing).
+            earlier.clear_checkpoints()
         if self.attempt > 1:
             sweep_orphans(self.pool, self.store, self.run_id, below_attempt=self.attempt)
         if latest is None:
@@ -213,6 +218,12 @@ class CheckpointSync:
         if not upload:
             return list(self.recorded)
         deadline = time.monotonic() + self.settings.store_patience_s
+        # The back-off starts again: after a long outage it had reached
+        # MAX_RETRY_S, which would leave the whole patience (5 s in the store
+        # tests) two tries, both maybe in the second or so a store that just
+        # came back still answers 500 (SeaweedFS before its volume server
+        # registered: tests/s3server.py).
+        self._delay = FIRST_RETRY_S
         while not self.upload_pending(force=True):
             remaining = deadline - time.monotonic()  # the last try at the deadline, as in ``restore``
             if remaining <= 0:

@@ -71,10 +71,9 @@ def execute(run_id):
             run = registry.get_run(conn, run_id)
     settings = get_settings()
     dataset, model = resolve(run["config"], settings)
-    scratch = Scratch(settings.runs_dir, run["id"]).create()
     if run["dry_run"]:
-        return dry_run(run, dataset, model, scratch, get_store(settings))
-    return train(run, dataset, model, scratch, settings)
+        return dry_run(run, dataset, model, get_store(settings))
+    return train(run, dataset, model, Scratch(settings.runs_dir, run["id"], run["attempts"]).create(), settings)
 
 
 def resolve(config, settings):
@@ -107,9 +106,10 @@ def read_spec(run):
         raise RunFailed(f"the run's stored config is not a run spec: {exc}") from None
 
 
-def placement(run, dataset, model, scratch):
-    """Where and on what this execution runs: the job file's ``run`` part."""
-    return {"run_id": str(run["id"]), "run_dir": str(scratch.path), "dataset_kind": dataset.kind,
+def placement(run, dataset, model, scratch=None):
+    """Where and on what this execution runs: the job file's ``run`` part
+    (a dry run has no scratch folder: ``run_dir`` None)."""
+    return {"run_id": str(run["id"]), "run_dir": str(scratch.path) if scratch else None, "dataset_kind": dataset.kind,
             "dataset_path": dataset.path,
             "effective_max_seq_length": min(run["config"]["max_seq_length"], model.max_seq_length)}
 
@@ -125,11 +125,12 @@ def _write_json(path, data):
     os.replace(tmp, path)
 
 
-def dry_run(run, dataset, model, scratch, store):
+def dry_run(run, dataset, model, store):
     """Validate and resolve everything a training would use; train nothing.
-    The manifest goes to the artifact store, where every host sees it."""
+    The manifest goes to the artifact store, where every host sees it, and
+    nowhere else: a dry run writes nothing on the worker's disk."""
     spec = read_spec(run)
-    where = placement(run, dataset, model, scratch)
+    where = placement(run, dataset, model)
     examples = None
     if dataset.examples is not None:
         examples = dataset.examples  # validated as it was cached
@@ -140,7 +141,6 @@ def dry_run(run, dataset, model, scratch, store):
             raise InvalidDataset(f"dataset {dataset.key!r} ({dataset.path}): {exc}", field="dataset_key") from None
     manifest = {"run_id": str(run["id"]), "dry_run": True, "spec": spec.model_dump(mode="json"), "run": where,
                 "dataset": dict(dataset.to_json(), examples=examples), "model": asdict(model)}
-    _write_json(scratch.manifest, manifest)
     key = artifacts.manifest_key(run["id"])
     artifacts.patiently(lambda: store.put_json(key, manifest), get_settings().store_patience_s)
     return {"kind": "dry_run", "manifest": store.uri(key), "dataset_key": dataset.key, "model_id": model.model_id,

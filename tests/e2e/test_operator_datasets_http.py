@@ -11,7 +11,9 @@ import time
 import pytest
 
 from s3server import S3Server
-from support import ROOT, ApiClient, start_api
+from support import ROOT, ApiClient, scratch, start_api
+from tasks import artifacts
+from tasks.artifacts import ArtifactStore
 
 
 @pytest.fixture
@@ -96,6 +98,13 @@ class StoreSetup:
         else:
             self.server.fs().pipe(f"{self.server.bucket}/{STORE_PREFIX}/datasets/{key}.jsonl", text.encode())
 
+    def manifest(self, run_id):
+        """The run's manifest, read from the store (a dry run writes it nowhere else)."""
+        key = artifacts.manifest_key(run_id)
+        if self.server is None:
+            return ArtifactStore(f"file://{self.data_dir}/artifacts").get_json(key)
+        return json.loads(self.server.fs().cat(f"{self.server.bucket}/{STORE_PREFIX}/{key}"))
+
     @property
     def cache(self):
         return self.data_dir / "cache" / "datasets"
@@ -151,7 +160,7 @@ def test_a_dataset_uploaded_to_the_store_is_listed_dry_runs_and_trains_from_one_
     # Then it completes, from the worker's local copy named by the content's sha256
     assert run["status"] == "completed", run["error"]
     digest = hashlib.sha256(GOOD.encode()).hexdigest()
-    manifest = json.loads((s.data_dir / "runs" / run["run_id"] / "manifest.json").read_text())
+    manifest = s.manifest(run["run_id"])
     assert manifest["dataset"]["origin"] == "store" and manifest["dataset"]["sha256"] == digest
     assert manifest["dataset"]["examples"] == 3
     assert manifest["run"]["dataset_path"] == str(s.cache / f"{digest}.jsonl")
@@ -163,7 +172,7 @@ def test_a_dataset_uploaded_to_the_store_is_listed_dry_runs_and_trains_from_one_
     # Then it completes, training from the same copy, which was not downloaded again
     assert run["status"] == "completed", run["error"]
     assert run["result"]["steps"] == 2
-    job = json.loads((s.data_dir / "runs" / run["run_id"] / "training.json").read_text())
+    job = json.loads(scratch(s.data_dir, run["run_id"]).job.read_text())
     assert job["run"]["dataset_path"] == str(s.cache / f"{digest}.jsonl")
     assert s.cache_files() == cached
 

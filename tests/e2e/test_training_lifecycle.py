@@ -186,7 +186,7 @@ def slot_held(stack):
     w.message_before = stack.message_state(w.pending_id)
     w.cancel = stack.post(f"/api/tunix/runs/{w.pending_id}/cancel")
     w.long = stack.api.wait_final(w.long_id, timeout=60)
-    w.long_config_path = str(stack.run_dir(w.long_id) / "training.json")
+    w.long_config_path = str(stack.scratch(w.long_id).job)
     # The slot is free now: the worker takes the cancelled run's message and must skip it.
     wait_for(lambda: stack.message_state(w.pending_id) in ("done", None), 30, message="message consumed")
     w.pending = stack.api.run(w.pending_id)
@@ -206,7 +206,7 @@ def test_c_cancelling_a_pending_run_answers_200_and_it_never_starts(stack, slot_
     assert w.pending["started_at"] is None and w.pending["attempts"] == 0 and w.pending["worker_id"] is None
     assert w.pending["exit_code"] is None and w.pending["result"] is None
     assert stack.metrics(w.pending_id) == []
-    assert not stack.run_dir(w.pending_id).exists()  # nothing was executed for it
+    assert not stack.scratch(w.pending_id).run_root.exists()  # nothing was executed for it
     # And cancelling it again is a conflict naming its status
     again = stack.post(f"/api/tunix/runs/{w.pending_id}/cancel")
     assert again.status_code == 409 and again.json()["error"]["status"] == "cancelled"
@@ -242,7 +242,7 @@ def cancelled(stack, reference):
     w = Watched()
     w.steps = max(STEPS, math.ceil(reference.steps_per_s * CANCEL_MARGIN_S))
     w.run_id = stack.submit(training(max_steps=w.steps))
-    w.config_path = str(stack.run_dir(w.run_id) / "training.json")
+    w.config_path = str(stack.scratch(w.run_id).job)
     w.seen = stack.wait_status(w.run_id, lambda s: bool(s["progress"]), 120, message="first progress")
     w.pids_running = pids_with(w.config_path)
     t0 = time.monotonic()

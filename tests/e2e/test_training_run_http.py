@@ -6,6 +6,10 @@ import math
 
 import pytest
 
+from support import scratch
+from tasks import artifacts
+from tasks.artifacts import ArtifactStore
+
 pytestmark = pytest.mark.training
 
 
@@ -27,16 +31,16 @@ def test_a_tiny_training_completes_with_its_final_loss_and_steps(api, workers, d
     assert result["effective_max_seq_length"] == 32
     assert run["attempts"] == 1
     # And the training's logs are in the run's folder
-    run_dir = data_dir / "runs" / run["run_id"]
-    assert (run_dir / "stdout.log").is_file()
+    folder = scratch(data_dir, run["run_id"], attempt=1)
+    assert folder.stdout_log.is_file()
     # And the spec the training read is exactly the stored one: every default
     # filled at submit, the seed and the time limit included, nothing added
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = json.loads(folder.manifest.read_text())
     assert manifest["spec"] == run["config"]
     assert manifest["dry_run"] is False and manifest["run"]["run_id"] == run["run_id"]
     assert manifest["run"]["effective_max_seq_length"] == 32
     # And the job file the worker wrote carries that stored spec unchanged
-    assert json.loads((run_dir / "training.json").read_text())["spec"] == run["config"]
+    assert json.loads(folder.job.read_text())["spec"] == run["config"]
     # And its per-step series was recorded: one loss per step
     series = api.get(f"/api/tunix/runs/{run['run_id']}/metrics").json()["data"]
     assert [point["step"] for point in series] == [1, 2, 3, 4, 5]
@@ -57,7 +61,7 @@ def test_a_minimal_training_request_trains_on_exactly_its_stored_spec(api, worke
     assert (config["learning_rate"], config["num_epochs"], config["batch_size"]) == (2e-5, 3, 8)
     assert isinstance(config["seed"], int) and isinstance(config["time_limit_s"], int)
     # And the training read exactly that spec: no default of its own
-    manifest = json.loads((data_dir / "runs" / run["run_id"] / "manifest.json").read_text())
+    manifest = json.loads(scratch(data_dir, run["run_id"]).manifest.read_text())
     assert manifest["spec"] == config
     assert run["result"]["steps"] == 2
 
@@ -69,7 +73,7 @@ def test_a_dry_run_reads_exactly_its_stored_spec(api, workers, data_dir):
     run = api.wait_final(api.submit(body, mode="async").json()["run_id"])
     assert run["status"] == "completed", run["error"]
     # Then the manifest records exactly the stored spec, beside where it was placed
-    manifest = json.loads((data_dir / "runs" / run["run_id"] / "manifest.json").read_text())
+    manifest = ArtifactStore(f"file://{data_dir}/artifacts").get_json(artifacts.manifest_key(run["run_id"]))
     assert manifest["spec"] == run["config"]
     assert manifest["spec"]["learning_rate"] == 1.0 and manifest["spec"]["batch_size"] == 3
     assert manifest["run"]["dataset_kind"] == "jsonl"

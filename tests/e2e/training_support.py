@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from support import ApiClient, connect, start_api, wait_for
+from support import ApiClient, connect, scratch, start_api, wait_for
 from tasks import lifecycle
 
 FINAL = {s.value for s in lifecycle.FINAL}
@@ -32,8 +32,9 @@ class Stack:
     launch: object = None
     api_process: object = None
 
-    def run_dir(self, run_id):
-        return self.data_dir / "runs" / str(run_id)
+    def scratch(self, run_id, attempt=1):
+        """The attempt's scratch folder on the stack's one host."""
+        return scratch(self.data_dir, run_id, attempt)
 
     def status(self, run_id):
         response = self.api.get(f"/api/tunix/runs/{run_id}/status")

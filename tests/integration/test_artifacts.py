@@ -47,7 +47,7 @@ def test_the_layout_is_one_place_and_rejects_what_is_not_a_run_id():
 
 def test_a_folder_streams_to_the_store_and_back_with_its_checksum(store, tmp_path):
     # Given a step folder
-    scratch = Scratch(tmp_path / "runs", uuid.uuid4()).create()
+    scratch = Scratch(tmp_path / "runs", uuid.uuid4(), attempt=1).create()
     folder = fake_step(scratch, 7, 1.25, size=3 << 20)
     # When it is uploaded, then downloaded elsewhere
     size, sha256 = store.upload_tree(folder, "x/7.tar", arcname="7")
@@ -84,7 +84,7 @@ def test_retention_keeps_the_latest_and_the_best_and_an_interrupted_pass_is_fini
     # Given a training that recorded 7 steps, its best loss at step 20
     settings = dataclasses.replace(get_settings(), checkpoint_keep=3, store_patience_s=5)
     run = registry.claim(conn, new_run(conn)["id"], "w:1")
-    scratch = Scratch(tmp_path / "runs", run["id"]).create()
+    scratch = Scratch(tmp_path / "runs", run["id"], run["attempts"]).create()
     sync = CheckpointSync(pool, store, run, scratch, settings)
     losses = {10: 3.0, 20: 0.5, 30: 2.0, 40: 1.9, 50: 1.8, 60: 1.7, 70: 1.6}
     # GC waits: mark nothing until every step is there
@@ -113,7 +113,7 @@ def test_retention_keeps_the_latest_and_the_best_and_an_interrupted_pass_is_fini
 def test_objects_no_row_names_are_swept(conn, store, pool, tmp_path):
     # Given a recorded step, and an upload whose worker died before recording it
     run = registry.claim(conn, new_run(conn)["id"], "w:1")
-    scratch = Scratch(tmp_path / "runs", run["id"]).create()
+    scratch = Scratch(tmp_path / "runs", run["id"], run["attempts"]).create()
     sync = CheckpointSync(pool, store, run, scratch, get_settings())
     fake_step(scratch, 10, 1.0)
     assert sync.upload_pending(force=True)
@@ -127,20 +127,45 @@ def test_objects_no_row_names_are_swept(conn, store, pool, tmp_path):
 def test_a_resume_restores_the_latest_recorded_step_alone(conn, store, pool, tmp_path):
     # Given steps 10 and 20 recorded by attempt 1, and a step 30 it finalised but never recorded
     run = registry.claim(conn, new_run(conn)["id"], "w:1")
-    scratch_a = Scratch(tmp_path / "host-a", run["id"]).create()
+    scratch_a = Scratch(tmp_path / "host-a", run["id"], attempt=1).create()
     sync = CheckpointSync(pool, store, run, scratch_a, get_settings())
     for step in (10, 20):
         fake_step(scratch_a, step, 1.0)
     assert sync.upload_pending(force=True)
+    fake_step(scratch_a, 30, 0.1)
     registry.transition(conn, run["id"], "pending", attempt=1)
     run2 = registry.claim(conn, run["id"], "w:2")
     # When attempt 2 starts on another host, and on the first host
     lines = []
     for root in ("host-b", "host-a"):
-        scratch = Scratch(tmp_path / root, run["id"]).create()
-        if root == "host-a":
-            fake_step(scratch, 30, 0.1)
+        scratch = Scratch(tmp_path / root, run["id"], run2["attempts"]).create()
         step = CheckpointSync(pool, store, run2, scratch, get_settings(), say=lines.append).restore()
-        # Then each has step 20 alone, as recorded
+        # Then each has step 20 alone, as recorded, in a folder of its own attempt
         assert step == 20 and scratch.finalised_steps() == [20]
+        assert scratch.path != scratch_a.path
     assert "restored the checkpoint of step 20" in lines[0]
+    # And on the first host attempt 1's steps are gone from the disk (its logs stay)
+    assert scratch_a.finalised_steps() == [] and scratch_a.path.is_dir()
+
+
+def test_a_stale_attempt_saving_on_the_same_host_cannot_reach_the_current_attempts_steps(conn, store, pool,
+                                                                                       tmp_path):
+    # Given attempt 2 of a run restored on a host where attempt 1 (frozen, then thawed) still trains
+    run = registry.claim(conn, new_run(conn)["id"], "w:1")
+    sync = CheckpointSync(pool, store, run, Scratch(tmp_path, run["id"], 1).create(), get_settings())
+    fake_step(sync.scratch, 10, 1.0)
+    assert sync.upload_pending(force=True)
+    registry.transition(conn, run["id"], "pending", attempt=1)
+    run2 = registry.claim(conn, run["id"], "w:2")
+    current = Scratch(tmp_path, run["id"], run2["attempts"]).create()
+    assert CheckpointSync(pool, store, run2, current, get_settings()).restore() == 10
+    # When the stale attempt's training saves newer steps into its own folder
+    fake_step(sync.scratch, 310, 0.5)
+    fake_step(sync.scratch, 320, 0.4)
+    # Then the current attempt's folder holds the recorded step alone: orbax resumes there from step 10
+    assert current.finalised_steps() == [10]
+    # And the stale attempt's uploads are refused, their objects deleted again
+    assert sync.upload_pending(force=True)
+    assert sync.recorded == [10]
+    assert [c["step"] for c in registry.list_checkpoints(conn, run["id"])] == [10]
+    assert list(store.list(artifacts.checkpoints_prefix(run["id"]))) == [artifacts.checkpoint_key(run["id"], 10, 1)]

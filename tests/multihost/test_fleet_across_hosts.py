@@ -42,7 +42,7 @@ import pytest
 import requests
 
 from hosts import launch_on, start_api_on
-from support import ApiClient, connect, pids_with, wait_for
+from support import ApiClient, connect, pids_with, scratch, wait_for
 
 pytestmark = [pytest.mark.training, pytest.mark.slow]
 
@@ -204,7 +204,7 @@ def losses(client, run_id):
 
 def training_processes(host, run_id):
     """Live processes of the run's training on ``host`` (its job file is in that host's DATA_DIR)."""
-    return pids_with(f"{host.data_dir.resolve()}/runs/{run_id}/training.json")
+    return pids_with(f"{scratch(host.data_dir, run_id).run_root}/")
 
 
 def test_a_killed_workers_training_resumes_on_another_host_with_the_same_losses(fleet):
@@ -284,7 +284,7 @@ def test_a_cut_off_host_is_replaced_and_its_stale_attempt_records_nothing(fleet)
              if step > before_cut or created > cut_clock]
     assert stale == [], stale
     # though it had finalised steps past it to upload
-    local = host_a.data_dir / "runs" / run_id
+    local = scratch(host_a.data_dir, run_id, attempt=1).path
     finalised = sorted(int(p.name) for folder in ("checkpoints", "uploading") if (local / folder).is_dir()
                        for p in (local / folder).iterdir() if p.name.isdigit())
     report(f"worker-a cut at step ~{step_at_cut} (recorded {before_cut}): worker-b ran it after {takeover_s:.1f}s "
@@ -340,6 +340,6 @@ def test_a_dataset_uploaded_to_the_store_trains_on_another_host(fleet, s3):
     assert final["status"] == "completed", final["error"]
     assert final["result"]["steps"] == 20
     digest = hashlib.sha256(DATASET.encode()).hexdigest()
-    job = (host_b.data_dir / "runs" / run_id / "training.json").read_text()
+    job = scratch(host_b.data_dir, run_id).job.read_text()
     assert f"cache/datasets/{digest}.jsonl" in job and str(host_b.data_dir) in job
     assert not (host_a.data_dir / "cache" / "datasets" / f"{digest}.jsonl").exists()

@@ -127,8 +127,11 @@ def retry_delays(log_text, run_id):
 
 
 def test_the_store_stops_mid_training_the_run_goes_on_and_records_what_uploaded(stack, outage):
+    # Long enough to train on past the store's return: the outage takes ~6
+    # checkpoints and 3 retries (~300 steps here), a restart up to 5 s.
     # Given a training that recorded a checkpoint
-    run_id = stack.submit(training(max_steps=400))
+    STEPS = 800
+    run_id = stack.submit(training(max_steps=STEPS))
     stack.wait_recorded(run_id)
     # When the store stops
     outage()
@@ -141,9 +144,10 @@ def test_the_store_stops_mid_training_the_run_goes_on_and_records_what_uploaded(
              message="uploads retried")
     assert stack.row(run_id)["status"] == "running"
     assert stack.rows(run_id) == rows_at_stop  # nothing recorded while the store is down
-    # When the store comes back
+    # When the store comes back (the step read first: the start itself takes seconds)
+    step_at_restart = stack.step(run_id)
     stack.server.start()
-    outage_s, step_at_restart = time.monotonic() - stopped_at, stack.step(run_id)
+    outage_s = time.monotonic() - stopped_at
     # Then the run completes, on its first attempt
     final = stack.final(run_id)
     assert final["status"] == "completed" and final["attempts"] == 1, final["error"]
@@ -153,7 +157,8 @@ def test_the_store_stops_mid_training_the_run_goes_on_and_records_what_uploaded(
     delays = retry_delays(open(stack.launch.log_path).read(), run_id)
     assert delays[:3] == [0.5, 1.0, 2.0], delays
     # And the steps uploaded once the store was back are recorded, the last one included
-    assert max(recorded) == 400 and any(step > step_at_restart for step in recorded), recorded
+    assert step_at_restart < STEPS, "the training ended before the store came back: make STEPS larger"
+    assert max(recorded) == STEPS and any(step > step_at_restart for step in recorded), recorded
     # And a step finalised during the outage that never uploaded is not recorded: no row, no object
     never = [s for s in range(step_at_stop // EVERY * EVERY + EVERY, step_at_restart - 3 * EVERY, EVERY)
              if s not in recorded]

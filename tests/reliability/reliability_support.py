@@ -102,8 +102,8 @@ def module_of(pid):
 def run_processes(run_id):
     """Live processes of a run: its training and the lifeline that supervises
     it (``python -m workers.lifeline -- python -m workers.training JOB``):
-    both name the run's job file."""
-    return pids_with(f"{run_id}/training.json")
+    both name the job file in the run's scratch folder, whatever the attempt."""
+    return pids_with(f"{run_id}/")
 
 
 def training_pids(run_id):

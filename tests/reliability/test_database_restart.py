@@ -123,7 +123,7 @@ def restart_database(own_pg, data_dir, log_dir, worker_launch, report, outage_s)
         since_start = Stopwatch()
         assert server.start() == url
         start_s = since_start()
-        trained_through = bool(pids_with(f"{long_run}/training.json"))
+        trained_through = bool(pids_with(f"{long_run}/"))
         # Then the API is ready again by itself
         while probe("GET", f"{api.url}/readyz")[0] != 200:
             assert since_start() < 30, "the API is not ready 30 s after the database came back"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from support import ApiClient, connect, start_api
+from tasks.artifacts import Scratch
 from reliability_support import (
     Stopwatch,
     in_parallel,
@@ -189,7 +190,7 @@ def poll(predicate, timeout, what, interval=0.002):
 
 def checkpoint_entries(run_dir):
     try:
-        return os.listdir(run_dir / "checkpoints")
+        return os.listdir(Scratch.at(run_dir).checkpoints)
     except OSError:
         return None
 
@@ -280,7 +281,7 @@ def kill_worker(stack, moment, **overrides):
     assert response.status_code == 202, response.text
     run_id = response.json()["run_id"]
     row = wait_row(conn, run_id, lambda r: r["status"] == "running", 60, "claimed", interval=0.005)
-    case = Case(run_id, conn, runs_dir / run_id, Stopwatch(), store=spares.store)
+    case = Case(run_id, conn, Scratch(runs_dir, run_id, attempt=1).path, Stopwatch(), store=spares.store)
     worker = worker_pid(row["worker_id"])
     case.phase = moment(case)
     case.killed_at_s = case.since_claim()
