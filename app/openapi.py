@@ -123,6 +123,8 @@ def document():
                     {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0},
                      "description": "the last line number already seen"},
                     {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "follow", "in": "query", "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+                     "description": "0: the lines there are now, then the stream closes (default 1: until the run ends)"},
                 ],
                 "responses": {"200": {"description": "events `log` (id = line number), `progress`, "
                                                      "and a last `status` when the run is final",

@@ -3,7 +3,9 @@
 Events: ``log`` (``id:`` is the line's sequence number, so a client resumes
 with ``Last-Event-ID`` or ``?since=``), ``progress`` as steps complete, and a
 final ``status`` when the run ends, after which the stream closes.  A run that
-already ended replays its log and closes.
+already ended replays its log and closes.  With ``?follow=0`` the stream sends
+the lines there are now and closes (with ``status`` only if the run ended):
+``tunix logs`` without ``-f``.
 
 Costs: a stream holds a gunicorn thread while it is open, but no database
 connection while it waits: it sleeps until the process' waiter sees its run
@@ -57,7 +59,15 @@ def sse(event, data, event_id=None):
     return f"{head}event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
-def _events(pool, watch, run_id, after):
+def _follow():
+    raw = request.args.get("follow", "1")
+    if raw not in ("0", "1", "true", "false"):
+        raise ApiError(422, "validation_error", "follow must be 0 or 1",
+                       [{"field": "follow", "message": "expected 0 or 1"}])
+    return raw in ("1", "true")
+
+
+def _events(pool, watch, run_id, after, follow=True):
     progress = None
     while True:
         # Status first, then lines: once a final status is seen, every
@@ -78,6 +88,8 @@ def _events(pool, watch, run_id, after):
             yield sse("status", {"run_id": str(run_id), "status": status["status"],
                                  "exit_code": status["exit_code"]})
             return
+        if not follow:
+            return
         if not watch.wait(KEEPALIVE_S):
             yield ": keep-alive\n\n"
 
@@ -86,6 +98,7 @@ def _events(pool, watch, run_id, after):
 def stream_logs(run_id):
     run_id = parse_run_id(run_id)
     after = _since()
+    follow = _follow()
     if registry.get_status(get_db(), run_id) is None:
         raise RunNotFound(run_id)
     close_db()  # the stream must not keep the request's connection
@@ -98,7 +111,7 @@ def stream_logs(run_id):
         raise ApiError(503, "too_many_streams", "this API process has as many requests waiting as it may; retry")
     watch.__enter__()
     admission.leave()  # a stream mostly waits; its reads take no slot
-    response = Response(_events(get_pool(), watch, run_id, after), mimetype="text/event-stream",
+    response = Response(_events(get_pool(), watch, run_id, after, follow), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # The server closes the response however the stream ends (finished,

@@ -32,24 +32,26 @@ class RunSpec(BaseModel):
     # fields are mistakes, not extensions.
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    dataset_key: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    dataset_key: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                             description="a dataset of GET /api/tunix/datasets")
     #: A model of the catalog (``tasks/models.py``); the enum is there for
     #: clients (OpenAPI, the console), the check is ``_known_model``.
-    model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", json_schema_extra={"enum": list(MODELS)})
-    dry_run: bool = True
-    learning_rate: float = Field(2e-5, gt=0, le=1, allow_inf_nan=False)
-    num_epochs: int = Field(3, ge=1, le=1000)
-    batch_size: int = Field(8, ge=1, le=4096)
-    max_seq_length: int = Field(2048, ge=8, le=32768)
-    max_steps: Optional[int] = Field(None, ge=1, le=10_000_000)
+    model_id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", json_schema_extra={"enum": list(MODELS)},
+                          description="a model of GET /api/tunix/models")
+    dry_run: bool = Field(True, description="validate and resolve everything, train nothing")
+    learning_rate: float = Field(2e-5, gt=0, le=1, allow_inf_nan=False, description="the optimizer's step size")
+    num_epochs: int = Field(3, ge=1, le=1000, description="passes over the dataset (unless max_steps ends it first)")
+    batch_size: int = Field(8, ge=1, le=4096, description="examples per step")
+    max_seq_length: int = Field(2048, ge=8, le=32768, description="tokens per example (capped by the model's)")
+    max_steps: Optional[int] = Field(None, ge=1, le=10_000_000, description="stop after this many steps")
     #: Chosen at submit when absent, so a resumed or repeated run is the same run.
-    seed: Optional[int] = Field(None, ge=0, le=2**31 - 1)
-    device: Literal["auto", "cpu", "gpu"] = "auto"
+    seed: Optional[int] = Field(None, ge=0, le=2**31 - 1, description="chosen at submit when absent")
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="where the training runs")
     #: Seconds the run may execute before it is stopped and ends ``timeout``;
     #: default ``DEFAULT_TIME_LIMIT_S``, at most ``RUN_TIME_LIMIT_S``.
-    time_limit_s: Optional[int] = Field(None, ge=1)
+    time_limit_s: Optional[int] = Field(None, ge=1, description="seconds before the run is stopped and ends timeout")
     #: Save an orbax checkpoint every this many steps (and when stopped).
-    checkpoint_every_steps: int = Field(10, ge=1, le=10_000_000)
+    checkpoint_every_steps: int = Field(10, ge=1, le=10_000_000, description="save a checkpoint every this many steps")
 
     @field_validator("model_id")
     @classmethod

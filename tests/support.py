@@ -217,9 +217,10 @@ class Process:
         return self.proc.returncode
 
 
-def start_api(database_url, data_dir, log_dir, threads=16, **env):
-    """The API as in production: gunicorn, one gthread process."""
-    port = free_port()
+def start_api(database_url, data_dir, log_dir, threads=16, port=None, **env):
+    """The API as in production: gunicorn, one gthread process (on ``port``,
+    to start it again where its clients look, else a free one)."""
+    port = port or free_port()
     cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", str(threads),
            "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--graceful-timeout", "10",
            "app:create_app()"]

@@ -1,0 +1,458 @@
+"""``tunix``: submit, watch, follow, cancel and download runs from a terminal.
+
+A thin shell over ``tunix_cli.client.Client`` (HTTP only: ``TUNIX_URL``,
+``TUNIX_TOKEN``).  Every command takes ``--json`` for scripts.  An error is
+one line on stderr (the API's message and its bad fields, named as the flags
+that set them), never a traceback; the exit status says what happened
+(``EXIT``).
+"""
+
+import json
+import sys
+import typing
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tasks.run_spec import RunSpec
+
+from . import client as api
+from .models import LogLine, Progress as StepProgress, StatusEvent
+
+#: Exit statuses: how a run ended, or why the command could not tell.
+EXIT = {
+    "completed": 0,
+    "failed": 1,
+    # 2: a usage error (click's own)
+    "cancelled": 3,
+    "timeout": 4,
+    "api_error": 5,
+    "unreachable": 6,
+    "still_running": 7,
+    "interrupted": 130,
+}
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Failure(click.ClickException):
+    """One line on stderr and an exit status from ``EXIT``."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None):
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _flag(field):
+    """The option that sets a run request's field (``learning_rate`` -> ``--learning-rate``)."""
+    if field == "dry_run":
+        return "--train/--dry-run"
+    return "--" + field.replace("_", "-")
+
+
+def _api_failure(exc):
+    if isinstance(exc, api.Unreachable):
+        return Failure(str(exc), EXIT["unreachable"])
+    message = exc.message
+    if exc.fields:
+        message += ": " + "; ".join(f"{_flag(f['field']) if f['field'] in RunSpec.model_fields else f['field']}: "
+                                    f"{f['message']}" for f in exc.fields)
+    return Failure(f"{message} [{exc.code}, HTTP {exc.status}]", EXIT["api_error"])
+
+
+class _Command(click.Command):
+    """Turns the client's two exceptions into one line and an exit status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (api.ApiError, api.Unreachable) as exc:
+            raise _api_failure(exc) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT["interrupted"])
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+
+def _client(ctx):
+    return ctx.obj["client"]
+
+
+def _emit_json(data):
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def _dump(model):
+    return model.model_dump(mode="json")
+
+
+def _table(headers, rows):
+    """A table in a terminal; tab-separated lines, header first, in a pipe
+    (nothing folded or cut, for ``cut``, ``awk`` and friends)."""
+    if not out.is_terminal:
+        for row in (headers, *rows):
+            click.echo("\t".join(row))
+        return
+    table = Table()
+    for i, name in enumerate(headers):
+        table.add_column(name, no_wrap=i == 0)  # the first column (a run id, a step) is copied whole
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def _exit_for(run):
+    return EXIT.get(run.status, EXIT["still_running"])
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+
+
+@click.group(cls=_Group, epilog="Exit status: 0 completed, 1 failed, 2 usage, 3 cancelled, 4 timeout, "
+                                "5 the API refused the request, 6 the API is unreachable, 7 still running "
+                                "(wait --timeout), 130 interrupted.")
+@click.option("--url", envvar="TUNIX_URL", default=api.DEFAULT_URL, show_default=True,
+              help="The API (env TUNIX_URL).")
+@click.option("--token", envvar="TUNIX_TOKEN", default=None, help="Bearer token, when the API asks for one "
+                                                                 "(env TUNIX_TOKEN).")
+@click.option("--patience", type=float, default=30.0, show_default=True,
+              help="Seconds an unanswered (or 503) request is retried before giving up.")
+@click.version_option(package_name="tunix-rt")
+@click.pass_context
+def main(ctx, url, token, patience):
+    """Tunix RT from a terminal: submit runs, watch them, follow their logs,
+    cancel, resume and download checkpoints."""
+    ctx.obj = {"client": api.Client(url, token, patience_s=patience)}
+    ctx.call_on_close(ctx.obj["client"].close)
+
+
+# --------------------------------------------------------------------------- submit
+
+def _spec_options(command):
+    """One option per field of the run request (``RunSpec``, the API's one
+    schema), dashed; values go to the API as given and it validates them."""
+    for name, field in reversed(list(RunSpec.model_fields.items())):
+        if name == "dry_run":
+            # The flag before the slash sets True: dry_run is True for --dry-run.
+            command = click.option("--dry-run/--train", "dry_run", default=None,
+                                   help="--train trains for real (default: a dry run, which validates and "
+                                        "resolves everything and trains nothing).")(command)
+            continue
+        annotation = field.annotation
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) is typing.Literal:
+            kind = click.Choice([str(a) for a in args])
+        else:
+            base = next((a for a in args if a is not type(None)), annotation) if args else annotation
+            kind = {int: int, float: float, str: str}.get(base, str)
+        default = None if field.is_required() else field.get_default()
+        text = (field.description or "") + (" [required]" if field.is_required() else
+                                            f" [API default: {default}]" if default is not None else "")
+        command = click.option(_flag(name), name, type=kind, default=None, help=text.strip() or None)(command)
+    return command
+
+
+def _read_file(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--file") from None
+
+
+@main.command()
+@_spec_options
+@click.option("--file", "file_", type=click.Path(dir_okay=False), help="A run request as JSON; flags override it.")
+@click.option("--idempotency-key", help="Submitting again with this key answers the same run (default: a new key).")
+@click.option("--wait", "wait_", is_flag=True, help="Show a progress bar until the run ends; exit with its status.")
+@click.option("--follow", is_flag=True, help="Stream the run's log until it ends; exit with its status.")
+@json_option
+@click.pass_context
+def submit(ctx, file_, idempotency_key, wait_, follow, as_json, **fields):
+    """Submit one run; print its id."""
+    if wait_ and follow:
+        raise click.UsageError("--wait and --follow are exclusive")
+    spec = _read_file(file_) if file_ else {}
+    if not isinstance(spec, dict):
+        raise click.BadParameter("expected a JSON object", param_hint="--file")
+    spec.update({name: value for name, value in fields.items() if value is not None})
+    client = _client(ctx)
+    run = client.submit(spec, idempotency_key=idempotency_key)
+    if not (wait_ or follow):
+        if as_json:
+            _emit_json(_dump(run))
+        else:
+            click.echo(run.run_id)
+        return
+    if not as_json:
+        err.print(f"run {run.run_id} submitted ({'training' if not run.dry_run else 'dry run'})")
+    final = _follow(client, run.run_id, as_json) if follow else _wait(client, run.run_id, as_json)
+    _finish(ctx, final, as_json)
+
+
+def _finish(ctx, run, as_json):
+    if as_json:
+        _emit_json(_dump(run))
+    else:
+        _print_outcome(run)
+    ctx.exit(_exit_for(run))
+
+
+def _print_outcome(run):
+    line = f"run {run.run_id} {run.status}"
+    if run.result and run.result.get("final_loss") is not None:
+        line += f": final loss {run.result['final_loss']:.4f} after {run.result.get('steps')} steps"
+    if run.duration_seconds is not None:
+        line += f" ({run.duration_seconds:.1f}s)"
+    (out if run.status == "completed" else err).print(line)
+    if run.error:
+        err.print(f"{run.error.get('type', 'error')}: {run.error.get('message', '')}", markup=False)
+
+
+def _wait(client, run_id, as_json, timeout=None):
+    """A live progress bar (step/total, loss, ETA) until the run ends."""
+    if as_json or not err.is_terminal:
+        return client.wait(run_id, timeout=timeout)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn()]
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(f"run {str(run_id)[:8]}", total=None, loss="-")
+
+        def on_event(event):
+            if isinstance(event, StepProgress):
+                loss = f"{event.loss:.4f}" if event.loss is not None else "-"
+                bar.update(task, completed=event.step, total=event.total_steps, loss=loss)
+
+        run = client.wait(run_id, timeout=timeout, on_event=on_event)
+        if run.result and run.result.get("steps"):
+            bar.update(task, completed=run.result["steps"])
+        return run
+
+
+def _follow(client, run_id, as_json, since=0):
+    """Print the log until the run ends; Ctrl-C stops following, not the run."""
+    try:
+        for event in client.events(run_id, since=since, follow=True):
+            _print_event(event, as_json)
+    except KeyboardInterrupt:
+        err.print(f"stopped following; run {run_id} goes on (tunix logs -f {run_id})")
+        raise SystemExit(EXIT["interrupted"]) from None
+    return client.get(run_id)
+
+
+def _print_event(event, as_json):
+    if isinstance(event, LogLine):
+        if as_json:
+            click.echo(json.dumps({"event": "log", **_dump(event)}))
+        else:
+            click.echo(event.line)
+    elif as_json and isinstance(event, (StepProgress, StatusEvent)):
+        click.echo(json.dumps({"event": "progress" if isinstance(event, StepProgress) else "status", **_dump(event)}))
+
+
+# --------------------------------------------------------------------------- watching
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit 7).")
+@json_option
+@click.pass_context
+def wait(ctx, run_id, timeout, as_json):
+    """Wait for a run to end, with a progress bar; exit with its status."""
+    try:
+        run = _wait(_client(ctx), run_id, as_json, timeout=timeout)
+    except api.WaitTimeout as exc:
+        raise Failure(str(exc), EXIT["still_running"]) from None
+    _finish(ctx, run, as_json)
+
+
+@main.command()
+@click.argument("run_id")
+@json_option
+@click.pass_context
+def status(ctx, run_id, as_json):
+    """A run's status, attempts, progress, result or error."""
+    run = _client(ctx).get(run_id)
+    if as_json:
+        _emit_json(_dump(run))
+        return
+    table = Table(show_header=False, box=None)
+    rows = [("run", run.run_id), ("status", run.status), ("mode", f"{run.mode}, "
+                                                                   f"{'dry run' if run.dry_run else 'training'}"),
+            ("dataset", run.dataset_key), ("model", run.model_id),
+            ("attempts", f"{run.attempts}" + (f" of {run.max_attempts}" if run.max_attempts else "")),
+            ("worker", run.worker_id or "-"), ("queued", str(run.queued_at or "-")),
+            ("started", str(run.started_at or "-")), ("ended", str(run.completed_at or "-"))]
+    if run.progress:
+        rows.append(("progress", f"step {run.progress.step}/{run.progress.total_steps or '?'}"
+                                 + (f", loss {run.progress.loss:.4f}" if run.progress.loss is not None else "")))
+    if run.result and run.result.get("final_loss") is not None:
+        rows.append(("final loss", f"{run.result['final_loss']:.4f}"))
+    if run.error:
+        rows.append(("error", f"{run.error.get('type')}: {run.error.get('message')}"))
+    for key, value in rows:
+        table.add_row(f"[bold]{key}[/bold]", click.unstyle(str(value)))
+    out.print(table)
+
+
+@main.command(name="list")
+@click.option("--status", help="Only runs in this status.")
+@click.option("--dataset-key")
+@click.option("--model-id")
+@click.option("--mode", type=click.Choice(["sync", "async"]))
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True)
+@json_option
+@click.pass_context
+def list_(ctx, status, dataset_key, model_id, mode, limit, offset, as_json):
+    """The run history, newest first, as a table."""
+    page = _client(ctx).list(status=status, dataset_key=dataset_key, model_id=model_id, mode=mode, limit=limit,
+                             offset=offset)
+    if as_json:
+        _emit_json(_dump(page))
+        return
+    rows = []
+    for run in page.data:
+        loss = (run.result or {}).get("final_loss")
+        if loss is None and run.progress is not None:
+            loss = run.progress.loss
+        step = run.progress.step if run.progress else (run.result or {}).get("steps")
+        rows.append((run.run_id, run.status, "dry run" if run.dry_run else "training", run.dataset_key,
+                     run.model_id, str(run.attempts), "-" if step is None else str(step),
+                     "-" if loss is None else f"{loss:.4f}", str(run.queued_at or "-")[:19]))
+    _table(("run", "status", "kind", "dataset", "model", "attempts", "step", "loss", "queued"), rows)
+    more = page.pagination
+    out.print(f"{len(page.data)} of {more.total}" + (f"; next: --offset {more.next_offset}"
+                                                     if more.next_offset is not None else ""))
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("-f", "--follow", is_flag=True, help="Go on until the run ends (resumes across disconnects).")
+@click.option("--since", type=int, default=0, help="Start after this line number.")
+@json_option
+@click.pass_context
+def logs(ctx, run_id, follow, since, as_json):
+    """A run's log; with -f, live until the run ends."""
+    client = _client(ctx)
+    if follow:
+        run = _follow(client, run_id, as_json, since=since)
+        ctx.exit(_exit_for(run))
+    for event in client.events(run_id, since=since, follow=False):
+        _print_event(event, as_json)
+
+
+# --------------------------------------------------------------------------- acting
+
+
+@main.command()
+@click.argument("run_id")
+@json_option
+@click.pass_context
+def cancel(ctx, run_id, as_json):
+    """Cancel a run: a pending one at once, a running one saves a checkpoint and stops."""
+    run = _client(ctx).cancel(run_id)
+    if as_json:
+        _emit_json(_dump(run))
+    else:
+        out.print(f"run {run.run_id} {run.status.replace('_', ' ')}")
+
+
+@main.command()
+@click.argument("run_id")
+@json_option
+@click.pass_context
+def resume(ctx, run_id, as_json):
+    """Queue a failed, cancelled or timed-out run again, from its latest checkpoint."""
+    run = _client(ctx).resume(run_id)
+    if as_json:
+        _emit_json(_dump(run))
+    else:
+        out.print(f"run {run.run_id} {run.status} (attempt {run.attempts + 1} next)")
+
+
+@main.command()
+@click.argument("run_id")
+@json_option
+@click.pass_context
+def checkpoints(ctx, run_id, as_json):
+    """A run's recorded checkpoints."""
+    listed = _client(ctx).checkpoints(run_id)
+    if as_json:
+        _emit_json([_dump(c) for c in listed])
+        return
+    if not listed:
+        out.print("no recorded checkpoint")
+        return
+    _table(("step", "attempt", "bytes", "loss", "sha256", "recorded"),
+           [(str(c.step), str(c.attempt), str(c.size_bytes), "-" if c.loss is None else f"{c.loss:.4f}",
+             c.sha256, str(c.created_at)[:19]) for c in listed])
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("step", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default: <run>-step-<step>.tar")
+@json_option
+@click.pass_context
+def download(ctx, run_id, step, output, as_json):
+    """Download a recorded checkpoint (a tar), checking its size and sha256."""
+    path = output or f"{run_id}-step-{step}.tar"
+    client = _client(ctx)
+    if as_json or not err.is_terminal:
+        size = client.download(run_id, step, path)
+    else:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} B"),
+                      TimeRemainingColumn(), console=err) as bar:
+            task = bar.add_task(f"step {step}", total=None)
+            size = client.download(run_id, step, path,
+                                   on_chunk=lambda done, total: bar.update(task, completed=done, total=total or None))
+    if as_json:
+        _emit_json({"path": path, "size_bytes": size})
+    else:
+        out.print(f"{path}: {size} bytes, size and sha256 checked")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+@json_option
+@click.pass_context
+def batch(ctx, path, as_json):
+    """Submit many runs: a JSON list (or {"runs": [...]}) or JSON lines; all or none."""
+    specs = _read_specs(path)
+    runs = _client(ctx).submit_batch(specs)
+    if as_json:
+        _emit_json([_dump(r) for r in runs])
+    else:
+        for run in runs:
+            click.echo(run.run_id)
+
+
+def _read_specs(path):
+    try:
+        text = open(path, encoding="utf-8").read()
+        if path.endswith(".jsonl"):
+            specs = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            specs = json.loads(text)
+            if isinstance(specs, dict) and "runs" in specs:
+                specs = specs["runs"]
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="PATH") from None
+    if not isinstance(specs, list) or not specs:
+        raise click.BadParameter(f"{path}: expected a non-empty list of run requests", param_hint="PATH")
+    return specs
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""The Python client of the Tunix RT API: what the ``tunix`` command is a thin
+shell over.
+
+    from tunix_cli import Client
+    client = Client()                                  # TUNIX_URL, TUNIX_TOKEN
+    run = client.submit({"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False})
+    for line in client.logs(run.run_id, follow=True):  # resumes across disconnects
+        print(line.line)
+    run = client.wait(run.run_id)                      # a Run, final
+
+It speaks HTTP only (httpx; the log stream's Server-Sent Events through
+httpx-sse).  Failures are two exceptions: ``ApiError`` (the API answered an
+error: its code, message and bad fields) and ``Unreachable`` (no answer
+within the client's patience).
+
+Safe to retry, and retried: a submit always carries an ``Idempotency-Key``
+(one is made when the caller gives none), so the client tries it again on a
+connection error or a 503 and still creates one run; reads are retried the
+same way, honouring ``Retry-After``, for up to ``patience_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import time
+import uuid
+from typing import Iterator, Optional, Union
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from tasks import lifecycle
+
+from .models import (
+    Checkpoint,
+    CheckpointList,
+    Error,
+    LogLine,
+    MetricsList,
+    MetricsPoint,
+    Progress,
+    Run,
+    RunList,
+    RunPage,
+    RunStatus,
+    StatusEvent,
+)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+#: Statuses after which a run never changes again (``tasks/lifecycle.py``).
+FINAL = frozenset(s.value for s in lifecycle.FINAL)
+#: The API sends a keep-alive comment every 15 s on an idle stream
+#: (``app/streams.py``): a stream silent much longer than that is dead.
+STREAM_READ_TIMEOUT_S = 45
+
+
+class ApiError(Exception):
+    """The API answered an error: ``status`` (HTTP), ``code``, ``message``,
+    ``fields`` (``[{"field", "message"}]``) and the rest of its error body."""
+
+    def __init__(self, status, code, message, fields=None, extra=None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.fields = list(fields or [])
+        self.extra = dict(extra or {})
+
+    def __str__(self):
+        text = self.message
+        if self.fields:
+            text += " (" + "; ".join(f"{f['field']}: {f['message']}" for f in self.fields) + ")"
+        return text
+
+
+class Unreachable(Exception):
+    """The API did not answer (refused, timed out, unknown host) within the patience."""
+
+
+class WaitTimeout(Exception):
+    """``wait`` gave up before the run ended; ``status`` is its last known one."""
+
+    def __init__(self, run_id, status):
+        super().__init__(f"run {run_id} is still {status}")
+        self.run_id, self.status = run_id, status
+
+
+Event = Union[LogLine, Progress, StatusEvent]
+
+
+def _error(response):
+    try:
+        detail = Error.model_validate(response.json()).error
+        extra = {k: v for k, v in detail.model_dump().items() if k not in ("code", "message", "fields")}
+        return ApiError(response.status_code, detail.code, detail.message,
+                        [f.model_dump() for f in detail.fields], extra)
+    except (ValueError, TypeError):
+        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else response.reason_phrase
+        return ApiError(response.status_code, "http_error", f"HTTP {response.status_code}: {text}")
+
+
+def _retry_after(response, default):
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", default)))
+    except ValueError:
+        return default
+
+
+class Client:
+    def __init__(self, url=None, token=None, timeout=30.0, patience_s=30.0, transport=None):
+        """``url`` (else ``TUNIX_URL``, else ``http://127.0.0.1:8000``), ``token``
+        (else ``TUNIX_TOKEN``: a bearer token, when the API asks for one);
+        ``timeout`` per request; ``patience_s``: how long an unanswered or
+        503-answered request is tried again before it raises."""
+        self.url = (url or os.environ.get("TUNIX_URL") or DEFAULT_URL).rstrip("/")
+        token = token if token is not None else os.environ.get("TUNIX_TOKEN")
+        headers = {"Accept": "application/json", "User-Agent": "tunix-cli"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.timeout, self.patience_s = timeout, patience_s
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self):
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+
+    def _request(self, method, path, *, retry=True, ok=(200, 201, 202), **kwargs):
+        """The response of a request, retried on connection errors and 503 for
+        up to ``patience_s`` (only when ``retry``: a request that is safe to repeat)."""
+        deadline = time.monotonic() + self.patience_s
+        delay = 0.25
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if not retry or time.monotonic() + delay > deadline:
+                    raise Unreachable(f"the API at {self.url} did not answer: {_reason(exc)}") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if response.status_code in ok:
+                return response
+            if response.status_code == 503 and retry:
+                wait = _retry_after(response, delay)
+                if time.monotonic() + wait <= deadline:
+                    time.sleep(wait)
+                    continue
+            raise _error(response)
+
+    def _json(self, method, path, **kwargs):
+        return self._request(method, path, **kwargs).json()
+
+    # ------------------------------------------------------------------ runs
+
+    def submit(self, spec, *, wait=False, idempotency_key=None) -> Run:
+        """Submit one run (``spec``: a run request, ``GET /openapi.json``'s
+        ``RunSpec``).  ``wait=True`` submits in sync mode (the API answers when
+        the run ended, or 202 after its ``SYNC_TIMEOUT_S``)."""
+        key = idempotency_key or str(uuid.uuid4())
+        body = self._json("POST", "/api/tunix/run", params={"mode": "sync" if wait else "async"}, json=spec,
+                          headers={"Idempotency-Key": key},
+                          timeout=httpx.Timeout(self.timeout, read=None if wait else self.timeout))
+        return Run.model_validate(body)
+
+    def submit_batch(self, specs) -> list[Run]:
+        """Up to 1000 async runs in one request: all valid and created, or none.
+        Not retried (a batch carries no Idempotency-Key)."""
+        body = self._json("POST", "/api/tunix/runs/batch", json={"runs": list(specs)}, retry=False)
+        return RunList.model_validate(body).data
+
+    def get(self, run_id) -> Run:
+        return Run.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}"))
+
+    def status(self, run_id) -> RunStatus:
+        return RunStatus.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/status"))
+
+    def list(self, *, status=None, dataset_key=None, model_id=None, mode=None, limit=20, offset=0) -> RunPage:
+        params = {"status": status, "dataset_key": dataset_key, "model_id": model_id, "mode": mode,
+                  "limit": limit, "offset": offset}
+        return RunPage.model_validate(
+            self._json("GET", "/api/tunix/runs", params={k: v for k, v in params.items() if v is not None}))
+
+    def cancel(self, run_id) -> Run:
+        """A pending run is cancelled at once; a running one is asked to stop
+        (it saves a checkpoint and ends ``cancelled``).  Safe to repeat: a
+        second cancel of a run being cancelled answers the same."""
+        return Run.model_validate(self._json("POST", f"/api/tunix/runs/{run_id}/cancel"))
+
+    def resume(self, run_id) -> Run:
+        """Queue a failed, cancelled or timed-out run again (from its latest checkpoint)."""
+        return Run.model_validate(self._json("POST", f"/api/tunix/runs/{run_id}/resume", retry=False))
+
+    def metrics(self, run_id) -> list[MetricsPoint]:
+        return MetricsList.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/metrics")).data
+
+    def checkpoints(self, run_id) -> list[Checkpoint]:
+        return CheckpointList.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/checkpoints")).data
+
+    def download(self, run_id, step, path, on_chunk=None) -> int:
+        """Stream the checkpoint of ``step`` (a tar) to ``path``; returns its
+        size.  The file appears only once complete, its size and sha256 equal
+        to what was recorded (else ``ApiError`` ``incomplete_download``, and
+        no file).  ``on_chunk(done, total)`` after each chunk."""
+        tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"
+        try:
+            with self._http.stream("GET", f"/api/tunix/runs/{run_id}/checkpoints/{int(step)}",
+                                   headers={"Accept": "application/x-tar"}) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise _error(response)
+                total = int(response.headers.get("Content-Length") or 0)
+                expected_sha = response.headers.get("X-Checkpoint-SHA256")
+                digest, done = hashlib.sha256(), 0
+                with open(tmp, "wb") as fh:
+                    for chunk in response.iter_bytes(1 << 20):
+                        fh.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        if on_chunk is not None:
+                            on_chunk(done, total)
+            if (total and done != total) or (expected_sha and digest.hexdigest() != expected_sha):
+                raise ApiError(200, "incomplete_download",
+                               f"checkpoint {step} of run {run_id}: got {done} bytes (sha256 {digest.hexdigest()}), "
+                               f"expected {total} (sha256 {expected_sha})")
+            os.replace(tmp, path)
+            return done
+        except httpx.TransportError as exc:
+            raise Unreachable(f"the download from {self.url} broke off: {_reason(exc)}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+
+    # ------------------------------------------------------------------ logs and waiting
+
+    def events(self, run_id, *, since=0, follow=True) -> Iterator[Event]:
+        """The run's log stream: ``LogLine``, ``Progress`` and, last, a
+        ``StatusEvent`` once the run ended.  With ``follow``, a stream that
+        breaks off (an API restart, a proxy's time-out) is opened again from
+        the last line seen (``Last-Event-ID``), so no line is lost or repeated,
+        until the run ends; ``Unreachable`` after ``patience_s`` without an
+        answer.  Without ``follow``: the lines there are now, then it ends."""
+        last = int(since)
+        delay = 0.25
+        unanswered_since = None
+        while True:
+            try:
+                with connect_sse(self._http, "GET", f"/api/tunix/runs/{run_id}/logs",
+                                 params={"follow": "1" if follow else "0"},
+                                 headers={"Last-Event-ID": str(last), "Accept": "text/event-stream"},
+                                 timeout=httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT_S)) as source:
+                    response = source.response
+                    if response.status_code != 200:
+                        response.read()
+                        if response.status_code == 503:  # too many streams, or the database: later
+                            time.sleep(_retry_after(response, 1.0))
+                            continue
+                        raise _error(response)
+                    unanswered_since, delay = None, 0.25
+                    for sse in source.iter_sse():
+                        data = json.loads(sse.data) if sse.data else {}
+                        if sse.event == "log":
+                            line = LogLine.model_validate(data)
+                            if line.seq <= last:
+                                continue
+                            last = line.seq
+                            yield line
+                        elif sse.event == "progress":
+                            yield Progress.model_validate(data)
+                        elif sse.event == "status":
+                            yield StatusEvent.model_validate(data)
+                            return
+                if not follow:
+                    return
+                # The stream ended before the run did: open it again.
+            except (httpx.TransportError, SSEError) as exc:
+                now = time.monotonic()
+                unanswered_since = unanswered_since or now
+                if now - unanswered_since > self.patience_s:
+                    raise Unreachable(f"the log stream of run {run_id} from {self.url} broke off and did not "
+                                      f"come back within {self.patience_s:g}s: {_reason(exc)}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def logs(self, run_id, *, follow=False, since=0) -> Iterator[LogLine]:
+        """The run's log lines (``events`` without the rest)."""
+        for event in self.events(run_id, since=since, follow=follow):
+            if isinstance(event, LogLine):
+                yield event
+
+    def wait(self, run_id, *, timeout=None, on_event=None) -> Run:
+        """Block until the run ends; returns it.  ``on_event(event)`` for each
+        log line and progress event on the way.  ``WaitTimeout`` after
+        ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        run = self.get(run_id)
+        if run.status in FINAL:
+            return run
+        if deadline is None:
+            for event in self.events(run_id, follow=True):
+                if on_event is not None:
+                    on_event(event)
+            return self.get(run_id)
+        # With a deadline: poll the status (the stream's reads may outlast it).
+        while True:
+            status = self.status(run_id)
+            if status.status in FINAL:
+                return self.get(run_id)
+            if on_event is not None and status.progress is not None:
+                on_event(status.progress)
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(run_id, status.status)
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    # ------------------------------------------------------------------ catalog
+
+    def datasets(self) -> list[dict]:
+        return self._json("GET", "/api/tunix/datasets")["data"]
+
+    def models(self) -> list[dict]:
+        return self._json("GET", "/api/tunix/models")["data"]
+
+
+def _reason(exc):
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

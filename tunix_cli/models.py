@@ -1,0 +1,140 @@
+"""What the API answers, as typed objects: the Python client returns these,
+and the API's OpenAPI document describes its responses with their schemas.
+
+Unknown fields are kept, not refused: a newer API may add fields, and an
+older client must go on working.
+"""
+
+from datetime import datetime
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Progress(_Answer):
+    """The latest step a training reported (``progress`` events)."""
+
+    step: int
+    total_steps: Optional[int] = None
+    loss: Optional[float] = None
+    learning_rate: Optional[float] = None
+    grad_norm: Optional[float] = None
+
+
+class RunStatus(_Answer):
+    """``GET /api/tunix/runs/{run_id}/status``: what changes while a run moves."""
+
+    run_id: str
+    status: str
+    queued_at: Optional[datetime] = None
+    started_at: Optional[datetime] = None
+    completed_at: Optional[datetime] = None
+    exit_code: Optional[int] = None
+    attempts: int = Field(0, description="executions begun (claims)")
+    max_attempts: Optional[int] = Field(None, description="the run's attempts budget, set at its first claim")
+    progress: Optional[Progress] = None
+
+
+class Run(RunStatus):
+    """A run as the registry holds it (``GET /api/tunix/runs/{run_id}``)."""
+
+    mode: str
+    dry_run: bool
+    dataset_key: str
+    model_id: str
+    config: dict[str, Any] = Field(description="the stored run spec: every default filled in at submit")
+    worker_id: Optional[str] = None
+    error: Optional[dict[str, Any]] = None
+    result: Optional[dict[str, Any]] = None
+    queue_wait_seconds: Optional[float] = None
+    duration_seconds: Optional[float] = None
+    heartbeat_at: Optional[datetime] = None
+
+
+class Pagination(_Answer):
+    limit: int
+    offset: int
+    next_offset: Optional[int] = Field(None, description="the offset of the next page; null on the last")
+    total: int
+
+
+class RunPage(_Answer):
+    """``GET /api/tunix/runs``: one page of the history, newest first."""
+
+    data: list[Run]
+    pagination: Pagination
+
+
+class RunList(_Answer):
+    """``POST /api/tunix/runs/batch``: the runs created, in request order."""
+
+    data: list[Run]
+
+
+class Checkpoint(_Answer):
+    """A recorded checkpoint (``GET /api/tunix/runs/{run_id}/checkpoints``)."""
+
+    step: int
+    attempt: int
+    size_bytes: int
+    sha256: str
+    loss: Optional[float] = None
+    created_at: datetime
+    uri: str
+    download: str = Field(description="its download path on this API")
+
+
+class CheckpointList(_Answer):
+    data: list[Checkpoint]
+
+
+class MetricsPoint(_Answer):
+    """One training step's figures (``GET /api/tunix/runs/{run_id}/metrics``)."""
+
+    step: int
+    loss: Optional[float] = None
+    learning_rate: Optional[float] = None
+    grad_norm: Optional[float] = None
+    attempt: int
+
+
+class MetricsList(_Answer):
+    data: list[MetricsPoint]
+
+
+class LogLine(_Answer):
+    """A ``log`` event of ``GET /api/tunix/runs/{run_id}/logs`` (its SSE ``id`` is ``seq``)."""
+
+    seq: int
+    stream: str = Field(description="stdout, stderr or system")
+    line: str
+    at: datetime
+
+
+class StatusEvent(_Answer):
+    """The last event of a log stream: the run ended."""
+
+    run_id: str
+    status: str
+    exit_code: Optional[int] = None
+
+
+class FieldError(_Answer):
+    field: str
+    message: str
+
+
+class ErrorDetail(_Answer):
+    code: str
+    message: str
+    fields: list[FieldError] = []
+
+
+class Error(_Answer):
+    """Every 4xx and 5xx answer of the API."""
+
+    error: ErrorDetail
