@@ -26,6 +26,7 @@ def create_app(test_config=None):
     from . import (admission, auth, catalog, checkpoints, console, db, errors, fleet, health, observability, openapi,
                    runs, streams)
 
+    app.url_map.converters["run_id"] = runs.RunIdConverter
     admission.init_app(app)
     db.init_app(app)
     errors.init_app(app)

@@ -27,7 +27,7 @@ def _listed(run_id, row):
             "download": f"/api/tunix/runs/{run_id}/checkpoints/{row['step']}"}
 
 
-@bp.get("/runs/<run_id>/checkpoints")
+@bp.get("/runs/<run_id:run_id>/checkpoints")
 def list_checkpoints(run_id):
     run_id = parse_run_id(run_id)
     conn = get_db()
@@ -36,7 +36,7 @@ def list_checkpoints(run_id):
     return jsonify(data=[_listed(run_id, row) for row in registry.list_checkpoints(conn, run_id)])
 
 
-@bp.get("/runs/<run_id>/checkpoints/<int:step>")
+@bp.get("/runs/<run_id:run_id>/checkpoints/<int:step>")
 def download_checkpoint(run_id, step):
     run_id = parse_run_id(run_id)
     conn = get_db()

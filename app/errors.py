@@ -74,7 +74,12 @@ def _tunix_error(exc):
 
 def _http_error(exc):
     code = (exc.name or "error").lower().replace(" ", "_")
-    return error_response(exc.code or 500, code, exc.description or exc.name)
+    response = error_response(exc.code or 500, code, exc.description or exc.name)
+    # Werkzeug's own headers of the error: a 405's Allow (RFC 9110 requires it).
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 def _db_error(exc):

@@ -1,122 +1,169 @@
-"""``GET /openapi.json``: the API described for clients and for the fuzzing
-pass (schemathesis).  The request schema comes from ``RunSpec`` itself, so
-the document cannot drift from the validator."""
+"""``GET /openapi.json``: the API described for clients, for client
+generators and for the fuzzing pass (schemathesis), and ``/docs``, a page
+that reads it (Swagger UI, served from the ``swagger-ui-py`` package: no
+CDN).
 
-from flask import Blueprint, jsonify
+Nothing here is written twice: the request schema is ``RunSpec`` itself,
+with the datasets this installation knows at the time of the request as
+``dataset_key``'s enum (a key outside it is a 422, so the document says so);
+every answer's schema is a model of ``tasks/wire.py``, the fleet's of
+``app/fleet.py``; the links from a submit's answer (``run_id``) lead a
+stateful client (schemathesis's stateful phase) through status, logs,
+cancel, resume and checkpoints of the run it created.
+"""
 
-from tasks import lifecycle
+import os
+
+from flask import Blueprint, current_app, jsonify, render_template, send_from_directory
+from pydantic.json_schema import models_json_schema
+
+from tasks import catalog, lifecycle, wire
 from tasks.run_spec import MODES, RunSpec
 
 from . import fleet
+from .runs import LIST_FILTERS, MAX_BATCH, MAX_IDEMPOTENCY_KEY, MAX_OFFSET
 
 bp = Blueprint("openapi", __name__)
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_RUN = {"$ref": "#/components/schemas/Run"}
+#: Every answer's model, published under its class name.
+ANSWERS = (wire.Run, wire.RunStatus, wire.RunPage, wire.RunList, wire.CheckpointList, wire.MetricsList,
+           wire.LogLine, wire.Progress, wire.StatusEvent, wire.DatasetList, wire.ModelList, wire.Health, wire.Error)
 
 
-def _json(schema, description="OK"):
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_ERROR = _ref("Error")
+_RUN = _ref("Run")
+
+
+def _json(schema, description="OK", links=None):
+    answer = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if links:
+        answer["links"] = links
+    return answer
 
 
 def _errors(*codes):
     text = {400: "malformed JSON", 401: "missing or wrong bearer token", 404: "unknown run",
+            405: "method not allowed (the Allow header lists the allowed ones)",
             409: "not allowed in the run's status", 413: "body over 1 MiB", 415: "not JSON",
             422: "invalid fields",
             503: "database unavailable, or overloaded (no pooled connection within DB_POOL_WAIT_S); see Retry-After"}
     return {str(code): _json(_ERROR, text[code]) for code in codes}
 
 
-_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
+#: Where a submit's answer leads: the run-scoped operations, given its run_id.
+_RUN_OPERATIONS = ("getRun", "getRunStatus", "getRunMetrics", "listCheckpoints", "streamLogs", "cancelRun",
+                   "resumeRun")
 
 
-def document():
+def _links(source="$response.body#/run_id"):
+    return {op[0].upper() + op[1:]: {"operationId": op, "parameters": {"run_id": source}} for op in _RUN_OPERATIONS}
+
+
+def _schemas(datasets, run_time_limit_s):
+    _, top = models_json_schema([(model, "serialization") for model in ANSWERS],
+                                ref_template="#/components/schemas/{model}")
+    schemas = dict(top["$defs"])
     run_spec = RunSpec.model_json_schema()
+    run_spec["properties"]["dataset_key"]["enum"] = sorted(datasets)
+    # The operator's maximum (RUN_TIME_LIMIT_S), checked at submit (RunSpec.resolved).
+    for branch in run_spec["properties"]["time_limit_s"]["anyOf"]:
+        if branch.get("type") == "integer":
+            branch["maximum"] = run_time_limit_s
+    schemas["RunSpec"] = run_spec
+    schemas.update(fleet.openapi_schemas())
+    return schemas
+
+
+def document(settings=None):
+    """The document, as this installation's ``settings`` make it: the
+    datasets runs may name (``tasks/catalog.py``, as the submit checks
+    them) and the longest time limit."""
+    settings = settings or current_app.config["SETTINGS"]
+    datasets = catalog.datasets(settings)
     statuses = list(lifecycle.ALL)
-    nullable_obj = {"type": ["object", "null"]}
-    run = {
-        "type": "object",
-        "properties": {
-            "run_id": {"type": "string", "format": "uuid"},
-            "status": {"type": "string", "enum": statuses},
-            "mode": {"type": "string", "enum": list(MODES)},
-            "dry_run": {"type": "boolean"},
-            "dataset_key": {"type": "string"},
-            "model_id": {"type": "string"},
-            "config": {"type": "object"},
-            "attempts": {"type": "integer", "description": "executions begun (claims)"},
-            "max_attempts": {"type": ["integer", "null"],
-                             "description": "the run's attempts budget, set at its first claim"},
-            "error": nullable_obj,
-            "result": nullable_obj,
-            "progress": nullable_obj,
-            "queued_at": {"type": "string"},
-        },
-        "required": ["run_id", "status", "mode", "config", "attempts"],
-    }
-    error = {
-        "type": "object",
-        "properties": {"error": {
-            "type": "object",
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                           "fields": {"type": "array", "items": {"type": "object"}}},
-            "required": ["code", "message", "fields"]}},
-        "required": ["error"],
-    }
+    # Any text but a NUL (PostgreSQL text cannot hold one: the API answers 422).
+    text_filter = {"type": "string", "pattern": "^[^\\u0000]*$"}
     list_params = [
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
         {"name": "status", "in": "query", "schema": {"type": "string", "enum": statuses}},
         {"name": "mode", "in": "query", "schema": {"type": "string", "enum": list(MODES)}},
-        {"name": "dataset_key", "in": "query", "schema": {"type": "string"}},
-        {"name": "model_id", "in": "query", "schema": {"type": "string"}},
+        {"name": "dataset_key", "in": "query", "schema": text_filter},
+        {"name": "model_id", "in": "query", "schema": text_filter},
     ]
-    body = {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RunSpec"}}}}
+    assert {p["name"] for p in list_params} >= set(LIST_FILTERS)
+    body = {"required": True, "content": {"application/json": {"schema": _ref("RunSpec")}}}
+    run_answer = _json(_RUN, links=_links())
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tunix RT", "version": "0.1.0",
-                 "description": "Submit, watch, stop and resume Tunix training runs."},
+                 "description": "Submit, watch, stop and resume Tunix training runs. From a terminal: `tunix --help`."},
         "components": {
-            "schemas": {"RunSpec": run_spec, "Run": run, "Error": error, **fleet.openapi_schemas()},
+            "schemas": _schemas(datasets, settings.run_time_limit_s),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "paths": {
             "/api/tunix/run": {"post": {
+                "operationId": "submitRun",
                 "summary": "Submit a run (sync waits for it; async answers at once).",
                 "parameters": [
                     {"name": "mode", "in": "query", "schema": {"type": "string", "enum": list(MODES)}},
-                    {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 255}},
+                    {"name": "Idempotency-Key", "in": "header",
+                     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY,
+                                "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]*[\\x21-\\x7e])?$"},
+                     "description": "a retry with the same key and body answers the same run (200)"},
                 ],
                 "requestBody": body,
-                "responses": {"200": _json(_RUN), "202": _json(_RUN),
-                              **_errors(400, 401, 409, 413, 415, 422, 503)}}},
+                "responses": {"200": run_answer, "202": run_answer,
+                              **_errors(400, 401, 405, 409, 413, 415, 422, 503)}}},
             "/api/tunix/runs/batch": {"post": {
-                "summary": "Submit up to 1000 async runs at once.",
+                "operationId": "submitBatch",
+                "summary": f"Submit up to {MAX_BATCH} async runs at once: all valid and created, or none.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"runs": {"type": "array", "minItems": 1, "maxItems": 1000,
-                                                              "items": {"$ref": "#/components/schemas/RunSpec"}}},
+                    "type": "object", "properties": {"runs": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
+                                                              "items": _ref("RunSpec")}},
                     "required": ["runs"], "additionalProperties": False}}}},
-                "responses": {"202": _json({"type": "object"}), **_errors(400, 401, 413, 415, 422, 503)}}},
+                "responses": {"202": _json(_ref("RunList"), links=_links("$response.body#/data/0/run_id")),
+                              **_errors(400, 401, 405, 413, 415, 422, 503)}}},
             "/api/tunix/runs": {"get": {
+                "operationId": "listRuns",
                 "summary": "Run history, newest first.", "parameters": list_params,
-                "responses": {"200": _json({"type": "object"}), **_errors(422, 503)}}},
+                "responses": {"200": _json(_ref("RunPage")), **_errors(405, 422, 503)}}},
             "/api/tunix/runs/{run_id}": {"get": {
-                "parameters": [_RUN_ID], "responses": {"200": _json(_RUN), **_errors(404, 503)}}},
+                "operationId": "getRun",
+                "parameters": [_RUN_ID], "responses": {"200": _json(_RUN), **_errors(404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/status": {"get": {
-                "parameters": [_RUN_ID], "responses": {"200": _json({"type": "object"}), **_errors(404, 503)}}},
+                "operationId": "getRunStatus",
+                "parameters": [_RUN_ID],
+                "responses": {"200": _json(_ref("RunStatus")), **_errors(404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/metrics": {"get": {
-                "parameters": [_RUN_ID], "responses": {"200": _json({"type": "object"}), **_errors(404, 503)}}},
+                "operationId": "getRunMetrics",
+                "summary": "The per-step figures of a training, every attempt's.",
+                "parameters": [_RUN_ID],
+                "responses": {"200": _json(_ref("MetricsList")), **_errors(404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/checkpoints": {"get": {
-                "parameters": [_RUN_ID], "responses": {"200": _json({"type": "object"}), **_errors(404, 503)}}},
+                "operationId": "listCheckpoints",
+                "summary": "The run's recorded checkpoints.",
+                "parameters": [_RUN_ID],
+                "responses": {"200": _json(_ref("CheckpointList")), **_errors(404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/checkpoints/{step}": {"get": {
-                "summary": "One checkpoint as a .tar.gz.",
+                "operationId": "downloadCheckpoint",
+                "summary": "One recorded checkpoint as a tar (its sha256 in X-Checkpoint-SHA256).",
                 "parameters": [_RUN_ID, {"name": "step", "in": "path", "required": True,
                                          "schema": {"type": "integer", "minimum": 0}}],
-                "responses": {"200": {"description": "the checkpoint folder, gzipped tar",
-                                      "content": {"application/gzip": {"schema": {"type": "string",
-                                                                                  "format": "binary"}}}},
-                              **_errors(404, 503)}}},
+                "responses": {"200": {"description": "the checkpoint folder, an uncompressed tar",
+                                      "headers": {"X-Checkpoint-SHA256": {"schema": {"type": "string"}}},
+                                      "content": {"application/x-tar": {"schema": {"type": "string",
+                                                                                   "format": "binary"}}}},
+                              **_errors(404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/logs": {"get": {
+                "operationId": "streamLogs",
                 "summary": "The run's log and progress, live (Server-Sent Events) until it ends.",
                 "parameters": [
                     _RUN_ID,
@@ -124,32 +171,37 @@ def document():
                      "description": "the last line number already seen"},
                     {"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "follow", "in": "query", "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
-                     "description": "0: the lines there are now, then the stream closes (default 1: until the run ends)"},
+                     "description": "0: the lines there are now, then the stream closes (default 1: until the run "
+                                    "ends)"},
                 ],
-                "responses": {"200": {"description": "events `log` (id = line number), `progress`, "
-                                                     "and a last `status` when the run is final",
+                "responses": {"200": {"description": "events `log` (data: LogLine; id: its seq), `progress` "
+                                                     "(data: Progress), and a last `status` (data: StatusEvent) "
+                                                     "when the run is final",
                                       "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                              **_errors(404, 422, 503)}}},
+                              **_errors(404, 405, 422, 503)}}},
             "/api/tunix/runs/{run_id}/cancel": {"post": {
+                "operationId": "cancelRun",
                 "parameters": [_RUN_ID],
-                "responses": {"200": _json(_RUN), "202": _json(_RUN), **_errors(401, 404, 409, 503)}}},
+                "responses": {"200": _json(_RUN), "202": _json(_RUN), **_errors(401, 404, 405, 409, 503)}}},
             "/api/tunix/runs/{run_id}/resume": {"post": {
+                "operationId": "resumeRun",
                 "parameters": [_RUN_ID],
-                "responses": {"202": _json(_RUN), **_errors(401, 404, 409, 503)}}},
+                "responses": {"202": _json(_RUN), **_errors(401, 404, 405, 409, 503)}}},
             "/api/tunix/workers": {"get": {
+                "operationId": "getFleet",
                 "summary": "The fleet: hosts, worker processes (alive or lost), the runs they hold, the queues.",
-                "responses": {"200": _json({"$ref": "#/components/schemas/Fleet"}), **_errors(401, 503)}}},
+                "responses": {"200": _json(_ref("Fleet")), **_errors(401, 405, 503)}}},
             "/api/tunix/datasets": {"get": {
+                "operationId": "listDatasets",
                 "summary": "Built-in, shipped, $DATA_DIR/datasets and artifact-store (datasets/<key>.jsonl) datasets.",
-                "responses": {"200": _json({"type": "object", "properties": {"data": {"type": "array", "items": {
-                    "type": "object", "required": ["key", "kind", "description", "origin"], "properties": {
-                        "key": {"type": "string"}, "kind": {"enum": ["synthetic", "jsonl"]},
-                        "description": {"type": "string"},
-                        "origin": {"enum": ["builtin", "shipped", "operator", "store"]},
-                        "size": {"type": "integer"}, "etag": {"type": "string"}}}}}})}}},
-            "/api/tunix/models": {"get": {"responses": {"200": _json({"type": "object"})}}},
-            "/healthz": {"get": {"responses": {"200": _json({"type": "object"})}}},
-            "/readyz": {"get": {"responses": {"200": _json({"type": "object"}), **_errors(503)}}},
+                "responses": {"200": _json(_ref("DatasetList")), **_errors(405)}}},
+            "/api/tunix/models": {"get": {
+                "operationId": "listModels",
+                "responses": {"200": _json(_ref("ModelList")), **_errors(405)}}},
+            "/healthz": {"get": {"operationId": "healthz",
+                                 "responses": {"200": _json(_ref("Health")), **_errors(405)}}},
+            "/readyz": {"get": {"operationId": "readyz",
+                                "responses": {"200": _json(_ref("Health")), **_errors(405, 503)}}},
         },
     }
 
@@ -157,3 +209,26 @@ def document():
 @bp.get("/openapi.json")
 def openapi_json():
     return jsonify(document())
+
+
+#: The page's own files and Swagger UI's: nothing from elsewhere.
+DOCS_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def _swagger_ui_dir():
+    import swagger_ui  # swagger-ui-py: Swagger UI 5's files (OpenAPI 3.1), served as they are
+
+    return os.path.join(os.path.dirname(swagger_ui.__file__), "static")
+
+
+@bp.get("/docs")
+def docs():
+    """The API document, readable: Swagger UI from the installed package."""
+    return render_template("docs.html"), 200, {"Content-Security-Policy": DOCS_CSP,
+                                               "X-Content-Type-Options": "nosniff"}
+
+
+@bp.get("/docs/swagger-ui/<path:filename>")
+def swagger_ui(filename):
+    return send_from_directory(_swagger_ui_dir(), filename, max_age=3600)

@@ -8,6 +8,7 @@ import time
 import uuid
 
 from flask import Blueprint, current_app, jsonify, request, url_for
+from werkzeug.routing import BaseConverter
 
 from tasks import actors, catalog, db, lifecycle, registry
 from tasks.errors import InvalidTransition, RunNotFound
@@ -28,12 +29,25 @@ bp = Blueprint("runs", __name__, url_prefix="/api/tunix")
 MAX_IDEMPOTENCY_KEY = 255
 #: Most runs one batch submit may carry.
 MAX_BATCH = 1000
+#: Highest ``offset`` the history accepts (the document says so too).
+MAX_OFFSET = 10**9
+#: Most runs one page of the history holds.
+MAX_LIMIT = 100
 
 #: How long a sync submit's last read waits for a busy pool or the database.
 FINAL_READ_PATIENCE_S = 30
 
 #: Filters the history accepts, each an exact match on a column.
 LIST_FILTERS = ("status", "mode", "dataset_key", "model_id")
+
+class RunIdConverter(BaseConverter):
+    """``<run_id:...>``: any path segment but ``batch``, which is its sibling
+    (``POST /runs/batch``), so ``/runs/batch`` is one resource whose ``Allow``
+    lists its own methods, not also a run's GET.  Not a UUID check: a
+    malformed id stays a JSON 404 naming the run (``parse_run_id``)."""
+
+    regex = r"(?!batch(?![^/]))[^/]+"
+
 
 def parse_run_id(raw):
     try:
@@ -190,7 +204,7 @@ def _insert_and_queue(run_id, mode, config, key, request_hash):
     return run
 
 
-@bp.get("/runs/<run_id>")
+@bp.get("/runs/<run_id:run_id>")
 def get_run(run_id):
     row = registry.get_run(get_db(), parse_run_id(run_id))
     if row is None:
@@ -198,7 +212,7 @@ def get_run(run_id):
     return jsonify(run_json(row))
 
 
-@bp.get("/runs/<run_id>/status")
+@bp.get("/runs/<run_id:run_id>/status")
 def get_status(run_id):
     row = registry.get_status(get_db(), parse_run_id(run_id))
     if row is None:
@@ -222,8 +236,8 @@ def _int_arg(name, default, low, high):
 
 @bp.get("/runs")
 def list_runs():
-    limit = _int_arg("limit", 20, 1, 100)
-    offset = _int_arg("offset", 0, 0, 10**9)
+    limit = _int_arg("limit", 20, 1, MAX_LIMIT)
+    offset = _int_arg("offset", 0, 0, MAX_OFFSET)
     filters = {name: request.args.get(name) or None for name in LIST_FILTERS}
     # PostgreSQL text cannot hold NUL: such a filter matches nothing, and
     # sent to the database it raised (500).
@@ -243,7 +257,7 @@ def list_runs():
                    pagination={"limit": limit, "offset": offset, "next_offset": next_offset, "total": total})
 
 
-@bp.post("/runs/<run_id>/cancel")
+@bp.post("/runs/<run_id:run_id>/cancel")
 def cancel(run_id):
     """A pending run is cancelled at once; a running one is asked to stop
     (the worker saves a checkpoint and ends it ``cancelled``)."""
@@ -266,7 +280,7 @@ def cancel(run_id):
     return jsonify(run_json(row)), 202
 
 
-@bp.post("/runs/<run_id>/resume")
+@bp.post("/runs/<run_id:run_id>/resume")
 def resume(run_id):
     """Queue a failed, cancelled or timed-out run again; the training goes
     on from its latest checkpoint."""
@@ -281,7 +295,7 @@ def resume(run_id):
     return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
 
 
-@bp.get("/runs/<run_id>/metrics")
+@bp.get("/runs/<run_id:run_id>/metrics")
 def get_metrics(run_id):
     run_id = parse_run_id(run_id)
     conn = get_db()

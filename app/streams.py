@@ -94,7 +94,7 @@ def _events(pool, watch, run_id, after, follow=True):
             yield ": keep-alive\n\n"
 
 
-@bp.get("/runs/<run_id>/logs")
+@bp.get("/runs/<run_id:run_id>/logs")
 def stream_logs(run_id):
     run_id = parse_run_id(run_id)
     after = _since()

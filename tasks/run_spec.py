@@ -9,9 +9,9 @@ subprocess (``workers/training/spec.py``), which reads it back with
 """
 
 import secrets
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator  # noqa: F401
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator  # noqa: F401
 from pydantic_core import PydanticCustomError
 
 from .models import MODELS, get_model
@@ -23,13 +23,29 @@ MODES = ("sync", "async")
 RESOLVED_AT_SUBMIT = ("seed", "time_limit_s")
 
 
+def _integral(value):
+    # JSON has one number type, and JSON Schema (so the OpenAPI document, and
+    # every client generated from it) counts 3.0 as an integer: it is 3.  A
+    # fraction, a string or a boolean is still refused (strict mode).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An integer field: 3 or 3.0, never 3.5, "3" or true.
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+#: The same, or null.  (Not ``Optional[JsonInt]``: pydantic would then write
+#: the field's bounds into the JSON schema as "ge"/"le", which no validator reads.)
+OptionalJsonInt = Annotated[Optional[int], BeforeValidator(_integral)]
+
+
 class IncompleteSpec(ValueError):
     """Raised when a stored spec lacks a field (or a value resolved at submit)."""
 
 
 class RunSpec(BaseModel):
-    # Strict: "true" is not a boolean and 2.0 is not an integer; unknown
-    # fields are mistakes, not extensions.
+    # Strict: "true" is not a boolean and "2" is not an integer (2.0 is:
+    # ``JsonInt``); unknown fields are mistakes, not extensions.
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     dataset_key: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
@@ -40,18 +56,18 @@ class RunSpec(BaseModel):
                           description="a model of GET /api/tunix/models")
     dry_run: bool = Field(True, description="validate and resolve everything, train nothing")
     learning_rate: float = Field(2e-5, gt=0, le=1, allow_inf_nan=False, description="the optimizer's step size")
-    num_epochs: int = Field(3, ge=1, le=1000, description="passes over the dataset (unless max_steps ends it first)")
-    batch_size: int = Field(8, ge=1, le=4096, description="examples per step")
-    max_seq_length: int = Field(2048, ge=8, le=32768, description="tokens per example (capped by the model's)")
-    max_steps: Optional[int] = Field(None, ge=1, le=10_000_000, description="stop after this many steps")
+    num_epochs: JsonInt = Field(3, ge=1, le=1000, description="passes over the dataset (unless max_steps ends it first)")
+    batch_size: JsonInt = Field(8, ge=1, le=4096, description="examples per step")
+    max_seq_length: JsonInt = Field(2048, ge=8, le=32768, description="tokens per example (capped by the model's)")
+    max_steps: OptionalJsonInt = Field(None, ge=1, le=10_000_000, description="stop after this many steps")
     #: Chosen at submit when absent, so a resumed or repeated run is the same run.
-    seed: Optional[int] = Field(None, ge=0, le=2**31 - 1, description="chosen at submit when absent")
+    seed: OptionalJsonInt = Field(None, ge=0, le=2**31 - 1, description="chosen at submit when absent")
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="where the training runs")
     #: Seconds the run may execute before it is stopped and ends ``timeout``;
     #: default ``DEFAULT_TIME_LIMIT_S``, at most ``RUN_TIME_LIMIT_S``.
-    time_limit_s: Optional[int] = Field(None, ge=1, description="seconds before the run is stopped and ends timeout")
+    time_limit_s: OptionalJsonInt = Field(None, ge=1, description="seconds before the run is stopped and ends timeout")
     #: Save an orbax checkpoint every this many steps (and when stopped).
-    checkpoint_every_steps: int = Field(10, ge=1, le=10_000_000, description="save a checkpoint every this many steps")
+    checkpoint_every_steps: JsonInt = Field(10, ge=1, le=10_000_000, description="save a checkpoint every this many steps")
 
     @field_validator("model_id")
     @classmethod

@@ -2,8 +2,8 @@
 
 * ``client.py``: ``Client``, the API over HTTP (typed answers, retries that
   are safe, a log stream that resumes by ``Last-Event-ID``);
-* ``models.py``: the API's answers as pydantic models (the OpenAPI document
-  describes its responses with them);
+* its answers are ``tasks/wire.py``'s pydantic models (the API's OpenAPI
+  document describes its responses with the same ones);
 * ``cli.py``: the commands (click), tables and progress bars (rich).
 """
 

@@ -19,7 +19,7 @@ from rich.table import Table
 from tasks.run_spec import RunSpec
 
 from . import client as api
-from .models import LogLine, Progress as StepProgress, StatusEvent
+from tasks.wire import LogLine, Progress as StepProgress, StatusEvent
 
 #: Exit statuses: how a run ended, or why the command could not tell.
 EXIT = {

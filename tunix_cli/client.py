@@ -34,7 +34,7 @@ from httpx_sse import SSEError, connect_sse
 
 from tasks import lifecycle
 
-from .models import (
+from tasks.wire import (
     Checkpoint,
     CheckpointList,
     Error,

@@ -11,7 +11,12 @@ answers announced: a rejected request writes nothing.
 
 import json
 import math
+import os
+import re
+import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -163,6 +168,32 @@ def test_fuzzing_the_live_api_from_its_openapi_document(fuzzed_api, report):
            f"{ledger.slowest:.2f}s; {rows} rows = {ledger.created} announced by 2xx answers + {len(real_ids)} made "
            f"beforehand "
            f"({ledger.unsendable} cases the client could not send)")
+
+
+#: The log stream of a run that stays pending (no worker here) never ends;
+#: it is covered live in tests/e2e (test_cli.py, test_run_lifecycle_http.py).
+ENDLESS = "/api/tunix/runs/{run_id}/logs"
+
+
+def test_schemathesis_with_every_check_and_its_stateful_phase_finds_nothing(fuzzed_api, report):
+    """What a user of the API document runs: ``schemathesis run --checks all``
+    (examples, coverage, fuzzing and the stateful phase, which follows the
+    document's links from a submit to the run's own operations)."""
+    base, _ = fuzzed_api
+    cli = [sys.executable, "-m", "schemathesis.cli"]
+    started = time.monotonic()
+    result = subprocess.run([*cli, "run", f"{base}/openapi.json", "--checks", "all", "--max-examples", "40",
+                             "--seed", "20261202", "--exclude-path", ENDLESS, "--request-timeout", "10",
+                             "--no-color"], capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, SCHEMATHESIS_TELEMETRY="false", COLUMNS="160"))
+    summary = result.stdout[result.stdout.find("SUMMARY"):]
+    assert result.returncode == 0, result.stdout[-6000:]
+    for phase in ("Coverage", "Fuzzing", "Stateful"):
+        assert f"✅ {phase}" in summary, summary
+    cases = re.search(r"(\d+) generated, (\d+) passed", summary)
+    assert cases and cases.group(1) == cases.group(2), summary
+    report(f"schemathesis run --checks all (examples, coverage, fuzzing, stateful): {cases.group(1)} cases, "
+           f"0 failures in {time.monotonic() - started:.0f}s")
 
 
 # --------------------------------------------------------------------------

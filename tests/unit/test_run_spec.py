@@ -91,12 +91,21 @@ def test_an_integer_learning_rate_is_a_number_and_is_accepted():
 
 
 @pytest.mark.parametrize("field", INT_FIELDS)
-@pytest.mark.parametrize("value", ["3", 3.0, True], ids=["string", "float", "bool"])
-def test_an_integer_field_refuses_strings_floats_and_booleans(field, value):
+@pytest.mark.parametrize("value", ["3", 3.5, True], ids=["string", "fraction", "bool"])
+def test_an_integer_field_refuses_strings_fractions_and_booleans(field, value):
     # Given a value that a lax parser would coerce to an integer
     # When it is validated
     # Then strict mode refuses it and names the field
     assert fields_of({**BASE, field: value}) == [field]
+
+
+@pytest.mark.parametrize("field", INT_FIELDS)
+def test_an_integer_field_takes_an_integral_number_written_with_a_fraction(field):
+    # Given, say, 8.0, which JSON Schema (and so the OpenAPI document) counts as an integer
+    smallest = BOUNDS[field][0] or 1
+    spec = RunSpec.model_validate({**BASE, field: float(smallest)})
+    # Then it is the integer 8
+    assert getattr(spec, field) == smallest and type(getattr(spec, field)) is int
 
 
 @pytest.mark.parametrize("value", ["true", 1, 0, "yes", None])

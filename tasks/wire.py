@@ -1,14 +1,24 @@
-"""What the API answers, as typed objects: the Python client returns these,
-and the API's OpenAPI document describes its responses with their schemas.
+"""What the API answers, on the wire, as typed objects: one place for the
+API's response shapes.  The OpenAPI document (``app/openapi.py``) describes
+its responses with their schemas, the fuzzing pass checks every answer
+against them (``tests/reliability/test_fuzz.py``), and the Python client
+(``tunix_cli/client.py``) returns them.
 
 Unknown fields are kept, not refused: a newer API may add fields, and an
 older client must go on working.
 """
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from . import lifecycle
+from .run_spec import MODES
+
+#: What the document says a status is; a client still reads a status it does
+#: not know (a newer API's).
+_STATUS = Field(json_schema_extra={"enum": list(lifecycle.ALL)})
 
 
 class _Answer(BaseModel):
@@ -29,7 +39,7 @@ class RunStatus(_Answer):
     """``GET /api/tunix/runs/{run_id}/status``: what changes while a run moves."""
 
     run_id: str
-    status: str
+    status: str = _STATUS
     queued_at: Optional[datetime] = None
     started_at: Optional[datetime] = None
     completed_at: Optional[datetime] = None
@@ -42,7 +52,7 @@ class RunStatus(_Answer):
 class Run(RunStatus):
     """A run as the registry holds it (``GET /api/tunix/runs/{run_id}``)."""
 
-    mode: str
+    mode: str = Field(json_schema_extra={"enum": list(MODES)})
     dry_run: bool
     dataset_key: str
     model_id: str
@@ -119,7 +129,7 @@ class StatusEvent(_Answer):
     """The last event of a log stream: the run ended."""
 
     run_id: str
-    status: str
+    status: str = _STATUS
     exit_code: Optional[int] = None
 
 
@@ -138,3 +148,38 @@ class Error(_Answer):
     """Every 4xx and 5xx answer of the API."""
 
     error: ErrorDetail
+
+
+class Dataset(_Answer):
+    """A dataset runs may name (``GET /api/tunix/datasets``)."""
+
+    key: str
+    kind: Literal["synthetic", "jsonl"]
+    description: str
+    origin: Literal["builtin", "shipped", "operator", "store"]
+    size: Optional[int] = None
+    etag: Optional[str] = None
+
+
+class DatasetList(_Answer):
+    data: list[Dataset]
+
+
+class Model(_Answer):
+    """A model preset of the catalog (``GET /api/tunix/models``, ``tasks/models.py``)."""
+
+    model_id: str
+    family: str
+    description: str
+    param_count: int
+    requires_weights: bool
+
+
+class ModelList(_Answer):
+    data: list[Model]
+
+
+class Health(_Answer):
+    """``/healthz`` (``ok``: the process serves) and ``/readyz`` (``ready``: the database answers, migrated)."""
+
+    status: Literal["ok", "ready"]
