@@ -65,6 +65,22 @@ def _links(source="$response.body#/run_id"):
     return {op[0].upper() + op[1:]: {"operationId": op, "parameters": {"run_id": source}} for op in _RUN_OPERATIONS}
 
 
+def _sse_event():
+    """One event of the log stream (OpenAPI 3.1: a text/event-stream
+    ``schema`` describes each event): its name, and its data, the JSON of a
+    ``tasks/wire.py`` model."""
+    def event(name, model, with_id=False):
+        properties = {"event": {"const": name},
+                      "data": {"type": "string", "contentMediaType": "application/json",
+                               "contentSchema": _ref(model)}}
+        if with_id:
+            properties["id"] = {"type": "string", "pattern": "^[0-9]+$"}
+        return {"type": "object", "properties": properties, "required": ["event", "data"]}
+
+    return {"oneOf": [event("log", "LogLine", with_id=True), event("progress", "Progress"),
+                      event("status", "StatusEvent")]}
+
+
 def _schemas(datasets, run_time_limit_s):
     _, top = models_json_schema([(model, "serialization") for model in ANSWERS],
                                 ref_template="#/components/schemas/{model}")
@@ -80,6 +96,23 @@ def _schemas(datasets, run_time_limit_s):
     return schemas
 
 
+#: What gunicorn answers itself, before the API sees the request (its limits:
+#: gunicorn.conf.py): HTML, not the API's JSON error.
+_SERVER_LIMITS = {
+    "414": {"description": "request line over gunicorn's limit_request_line (4094 bytes), answered by the "
+                           "HTTP server itself", "content": {"text/html": {"schema": {"type": "string"}}}},
+    "431": {"description": "headers over gunicorn's limits, answered by the HTTP server itself",
+            "content": {"text/html": {"schema": {"type": "string"}}}},
+}
+
+
+def _with_server_limits(paths):
+    for item in paths.values():
+        for operation in item.values():
+            operation["responses"].update(_SERVER_LIMITS)
+    return paths
+
+
 def document(settings=None):
     """The document, as this installation's ``settings`` make it: the
     datasets runs may name (``tasks/catalog.py``, as the submit checks
@@ -92,8 +125,9 @@ def document(settings=None):
     list_params = [
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
-        {"name": "status", "in": "query", "schema": {"type": "string", "enum": statuses}},
-        {"name": "mode", "in": "query", "schema": {"type": "string", "enum": list(MODES)}},
+        # An empty filter (`?status=`, as the console sends it) is no filter.
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["", *statuses]}},
+        {"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["", *MODES]}},
         {"name": "dataset_key", "in": "query", "schema": text_filter},
         {"name": "model_id", "in": "query", "schema": text_filter},
     ]
@@ -108,7 +142,7 @@ def document(settings=None):
             "schemas": _schemas(datasets, settings.run_time_limit_s),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
-        "paths": {
+        "paths": _with_server_limits({
             "/api/tunix/run": {"post": {
                 "operationId": "submitRun",
                 "summary": "Submit a run (sync waits for it; async answers at once).",
@@ -177,7 +211,7 @@ def document(settings=None):
                 "responses": {"200": {"description": "events `log` (data: LogLine; id: its seq), `progress` "
                                                      "(data: Progress), and a last `status` (data: StatusEvent) "
                                                      "when the run is final",
-                                      "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                                      "content": {"text/event-stream": {"schema": _sse_event()}}},
                               **_errors(404, 405, 422, 503)}}},
             "/api/tunix/runs/{run_id}/cancel": {"post": {
                 "operationId": "cancelRun",
@@ -202,7 +236,7 @@ def document(settings=None):
                                  "responses": {"200": _json(_ref("Health")), **_errors(405)}}},
             "/readyz": {"get": {"operationId": "readyz",
                                 "responses": {"200": _json(_ref("Health")), **_errors(405, 503)}}},
-        },
+        }),
     }
 
 

@@ -43,15 +43,21 @@ def _stream_slots():
 
 
 def _since():
-    raw = request.headers.get("Last-Event-ID") or request.args.get("since") or "0"
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ApiError(422, "validation_error", "since / Last-Event-ID must be a non-negative integer",
-                       [{"field": "since", "message": "expected a non-negative integer"}])
-    return value
+    """Where the stream starts: ``Last-Event-ID`` (a reconnecting client)
+    over ``?since``; each one given must be a line number, or 422."""
+    given = {"Last-Event-ID": request.headers.get("Last-Event-ID"), "since": request.args.get("since")}
+    values = {}
+    for name, raw in given.items():
+        if raw is None:
+            continue
+        try:
+            values[name] = int(raw) if raw.strip().isdigit() else -1
+        except ValueError:
+            values[name] = -1
+        if values[name] < 0:
+            raise ApiError(422, "validation_error", f"{name} must be a non-negative integer",
+                           [{"field": name, "message": "expected a non-negative integer"}])
+    return values.get("Last-Event-ID", values.get("since", 0))
 
 
 def sse(event, data, event_id=None):
