@@ -6,6 +6,7 @@ traffic.  Runs finishing are recorded by the workers and served by each
 worker launch on ``METRICS_PORT``; nothing here repeats them.
 """
 
+import re
 import time
 
 from flask import Blueprint, Response, current_app, g, request
@@ -58,13 +59,18 @@ def metrics():
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
 def _start():
     g.started = time.perf_counter()
 
 
 def _record(response):
-    # The route pattern, never the raw path: a run id must not become a label.
-    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    # The route pattern, never the raw path: a run id must not become a
+    # label.  Without its converters (`<run_id:run_id>` is `<run_id>`): a
+    # label names the route, not how it parses.
+    endpoint = _CONVERTER.sub(r"<\1>", request.url_rule.rule) if request.url_rule is not None else "unmatched"
     HTTP_REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
     started = g.get("started")
     if started is not None:
