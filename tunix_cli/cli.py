@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from tasks.run_spec import RunSpec
 
@@ -219,7 +220,16 @@ def _print_outcome(run):
 
 
 def _wait(client, run_id, as_json, timeout=None):
-    """A live progress bar (step/total, loss, ETA) until the run ends."""
+    """A live progress bar (step/total, loss, ETA) until the run ends;
+    Ctrl-C stops waiting, not the run."""
+    try:
+        return _wait_with_bar(client, run_id, as_json, timeout)
+    except KeyboardInterrupt:
+        err.print(f"stopped waiting; run {run_id} goes on (tunix wait {run_id})")
+        raise SystemExit(EXIT["interrupted"]) from None
+
+
+def _wait_with_bar(client, run_id, as_json, timeout):
     if as_json or not err.is_terminal:
         return client.wait(run_id, timeout=timeout)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -301,7 +311,7 @@ def status(ctx, run_id, as_json):
     if run.error:
         rows.append(("error", f"{run.error.get('type')}: {run.error.get('message')}"))
     for key, value in rows:
-        table.add_row(f"[bold]{key}[/bold]", click.unstyle(str(value)))
+        table.add_row(Text(key, style="bold"), Text(str(value)))  # Text: a "[" in a message is no markup
     out.print(table)
 
 

@@ -27,7 +27,7 @@ import json
 import os
 import time
 import uuid
-from typing import Iterator, Optional, Union
+from typing import Iterator, Union
 
 import httpx
 from httpx_sse import SSEError, connect_sse
