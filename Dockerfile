@@ -53,9 +53,11 @@ RUN mkdir -p app tasks workers \
 
 # ---------------------------------------------------------------- api
 FROM api-deps AS api
-# Only what the API and the migration run: no workers/, no tests.
+# Only what the API and the migration run, and the `tunix` command
+# (`docker compose exec api tunix list`): no workers/, no tests.
 COPY app ./app
 COPY tasks ./tasks
+COPY tunix_cli ./tunix_cli
 # Read by gunicorn from its working directory (LOG_FORMAT).
 COPY gunicorn.conf.py ./
 RUN pip install --no-deps . && rm -rf build *.egg-info \
