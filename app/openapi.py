@@ -21,7 +21,7 @@ from tasks import catalog, lifecycle, wire
 from tasks.run_spec import MODES, RunSpec
 
 from . import fleet
-from .runs import LIST_FILTERS, MAX_BATCH, MAX_IDEMPOTENCY_KEY, MAX_OFFSET
+from .runs import LIST_FILTERS, MAX_BATCH, MAX_IDEMPOTENCY_KEY, MAX_LIMIT, MAX_OFFSET
 
 bp = Blueprint("openapi", __name__)
 
@@ -123,7 +123,7 @@ def document(settings=None):
     # Any text but a NUL (PostgreSQL text cannot hold one: the API answers 422).
     text_filter = {"type": "string", "pattern": "^[^\\u0000]*$"}
     list_params = [
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}},
         # An empty filter (`?status=`, as the console sends it) is no filter.
         {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["", *statuses]}},
