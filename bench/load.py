@@ -7,7 +7,9 @@ clients.  Per level: accepted/s, submit p50/p99/max, every non-2xx answer,
 completed/s end to end (first submit to last completion), the API's pool
 waits; and what a dry run costs the database (writing transactions and
 NOTIFYs per run).  Celery + Redis runs in the same run on the same no-op
-workload (``bench/celery_peer.py``), and the ratio is printed.
+workload (``bench/celery_peer.py``), and the ratio is printed; so does a
+no-op Flask submit under the same gunicorn and clients (``bench/noop_api.py``),
+the ceiling the WSGI stack alone sets on this machine.
 """
 
 import collections
@@ -196,6 +198,13 @@ def _training_costs(url, base, http):
         counter.close()
 
 
+def _http_ceiling(url, data_dir, clients, seconds):
+    """accepted/s per level of a no-op Flask submit under the same gunicorn
+    and clients (``bench/noop_api.py``): what the WSGI stack alone allows."""
+    with procs.api(url, data_dir, threads=256, app="bench.noop_api:app", ready=("/api/tunix/run", 405)) as base:
+        return {n: _one_level(base, n, seconds)[1].get(202, 0) / seconds for n in clients}
+
+
 def bench_load(url, data_dir, clients=CLIENTS, seconds=LEVEL_S):
     why = celery_peer.available()
     peer = None
@@ -203,6 +212,7 @@ def bench_load(url, data_dir, clients=CLIENTS, seconds=LEVEL_S):
         print(f"!!! Celery + Redis peer SKIPPED: {why}; no ratio printed")
     else:
         peer = celery_peer.measure()
+    ceiling = _http_ceiling(url, data_dir, clients, seconds)
     _truncate(url)
     rows = []
     with procs.workers(url, data_dir, processes=2), procs.api(url, data_dir, threads=256) as base, \
@@ -228,21 +238,23 @@ def bench_load(url, data_dir, clients=CLIENTS, seconds=LEVEL_S):
                              over_1s=sum(1 for x in latencies if x > 1.0),
                              non_2xx={k: v for k, v in codes.items() if k != 202},
                              completed=completed, executions=executions, completed_s=completed / span,
-                             drained=drained,
+                             drained=drained, ceiling=ceiling[n],
                              pool_waits_over_10ms=after["slow_waits"] - before["slow_waits"],
                              pool_wait_s=after["wait_s"] - before["wait_s"],
                              pool_timeouts=after["timeouts"] - before["timeouts"]))
     print(f"load: async dry-run submits, {WARMUP_S} s of warm-up then {seconds} s measured per level, 2 worker "
           f"processes draining, gunicorn 1 process x 256 threads, DB_POOL_MAX 16, API_ACTIVE 32")
     print("| clients | accepted/s | submit p50 / p99 / max | answers > 1 s | non-2xx | warm-up: > 1 s, non-2xx "
-          "| completed/s end to end | runs completed / executions | pool waits > 10 ms (total wait) | pool time-outs |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| completed/s end to end | runs completed / executions | pool waits > 10 ms (total wait) | pool time-outs "
+          "| no-op Flask accepted/s (ours / it) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['clients']} | {r['accepted_s']:.0f} | {r['p50'] * 1000:.0f} / {r['p99'] * 1000:.0f} / "
               f"{r['max'] * 1000:.0f} ms | {r['over_1s']} | {sum(r['non_2xx'].values())} {r['non_2xx'] or ''} | "
               f"{r['warm_slow']}, {r['warm_bad']} | "
               f"{r['completed_s']:.0f} | {r['completed']} / {r['executions']} | "
-              f"{r['pool_waits_over_10ms']:.0f} ({r['pool_wait_s']:.1f} s) | {r['pool_timeouts']:.0f} |")
+              f"{r['pool_waits_over_10ms']:.0f} ({r['pool_wait_s']:.1f} s) | {r['pool_timeouts']:.0f} | "
+              f"{r['ceiling']:.0f} ({r['accepted_s'] / r['ceiling']:.2f}) |")
     at16 = next((r for r in rows if r["clients"] == 16), None)
     if at16:
         print(f"accepted/s at 16 clients: {at16['accepted_s']:.0f} ({at16['accepted_s'] / 86:.1f}x the 86/s "
@@ -258,6 +270,8 @@ def bench_load(url, data_dir, clients=CLIENTS, seconds=LEVEL_S):
         best = max(r["completed_s"] for r in rows)
         print(f"Celery + Redis, same machine, same run: enqueue {peer['enqueue_per_s']:.0f}/s from one thread, "
               f"drain {peer['drain_per_s']:.0f}/s with 2 processes")
+        print(f"the no-op Flask submit under the same gunicorn peaks at {max(ceiling.values()):.0f}/s: "
+              f"{max(ceiling.values()) / peer['drain_per_s']:.2f} x Celery's drain, before any work")
         print(f"ratio, our end-to-end completed/s under concurrent submission / Celery's drain: best level "
               f"{best / peer['drain_per_s']:.2f}; at 16 clients "
               f"{(at16['completed_s'] if at16 else float('nan')) / peer['drain_per_s']:.2f}")

@@ -95,26 +95,28 @@ def _stop(proc, grace=15):
             proc.wait()
 
 
-def _wait_http(url, timeout=60):
+def _wait_http(url, timeout=60, ok=200):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=1).status_code == 200:
+            if requests.get(url, timeout=1).status_code == ok:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{url} did not answer within {timeout}s")
 
 
 @contextlib.contextmanager
-def api(url, data_dir, threads=16):
+def api(url, data_dir, threads=16, app="app:create_app()", ready=("/readyz", 200)):
+    """gunicorn as ``make run`` starts it, serving ``app``; ready once
+    ``ready``'s path answers its code."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", str(threads),
-         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "app:create_app()"],
+         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app],
         cwd=ROOT, env=_env(url, data_dir, API_THREADS=threads), start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(base + "/readyz")
+        _wait_http(base + ready[0], ok=ready[1])
         yield base
     finally:
         _stop(proc)
