@@ -29,6 +29,7 @@ def bootstrap():
     return {
         "schema": RunSpec.model_json_schema(),
         "statuses": list(lifecycle.ALL),
+        "meaning": {s.value: text for s, text in lifecycle.MEANING.items()},
         "final": sorted(s.value for s in lifecycle.FINAL),
         "active": sorted(s.value for s in lifecycle.ACTIVE),
         "resumable": sorted(s.value for s in lifecycle.RESUMABLE),

@@ -12,7 +12,7 @@ from werkzeug.routing import BaseConverter
 
 from tasks import actors, catalog, db, lifecycle, registry
 from tasks.errors import InvalidTransition, RunNotFound
-from tasks.metrics import RUNS_RETRIED, RUNS_TOTAL
+from tasks.metrics import RUNS_RETRIED
 from tasks.run_spec import MODES, RunSpec, ValidationError, field_errors
 
 from . import admission
@@ -199,8 +199,6 @@ def _insert_and_queue(run_id, mode, config, key, request_hash):
                                   message=message, idempotency_key=key, request_hash=request_hash)
     finally:
         close_db()
-    if run is not None:
-        RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, mode).inc()
     return run
 
 
@@ -269,14 +267,13 @@ def cancel(run_id):
     S = lifecycle.RunStatus
     if row["status"] == S.PENDING:
         try:
-            row = registry.transition(conn, run_id, S.CANCELLED, only_from={S.PENDING}, operation="cancel")
-            RUNS_TOTAL.labels(S.CANCELLED.value, row["mode"]).inc()
+            row = registry.transition(conn, run_id, "cancel_pending")
             return jsonify(run_json(row)), 200
         except InvalidTransition:
             row = registry.get_status(conn, run_id)  # claimed meanwhile: stop it instead
     if row["status"] == S.CANCEL_REQUESTED:
         return jsonify(run_json(registry.get_run(conn, run_id))), 202
-    row = registry.transition(conn, run_id, S.CANCEL_REQUESTED, operation="cancel")
+    row = registry.transition(conn, run_id, "request_cancel")
     return jsonify(run_json(row)), 202
 
 
@@ -286,11 +283,8 @@ def resume(run_id):
     on from its latest checkpoint."""
     run_id = parse_run_id(run_id)
     with transaction() as conn:
-        run = registry.transition(conn, run_id, lifecycle.RunStatus.PENDING, only_from=lifecycle.RESUMABLE,
-                                  operation="resume", budget="renew",
-                                  max_attempts=current_app.config["SETTINGS"].max_attempts)
+        run = registry.transition(conn, run_id, "resume", max_attempts=current_app.config["SETTINGS"].max_attempts)
         _queue(conn, [(run["id"], run["dry_run"])])
-    RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, run["mode"]).inc()
     RUNS_RETRIED.labels("resume").inc()
     return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
 
@@ -332,5 +326,4 @@ def submit_batch():
     with transaction() as conn:
         rows = registry.insert_runs(conn, runs)
         _queue(conn, [(r["run_id"], r["dry_run"]) for r in runs])
-    RUNS_TOTAL.labels(lifecycle.RunStatus.PENDING.value, "async").inc(len(rows))
     return jsonify(data=[run_json(r) for r in rows]), 202

@@ -21,6 +21,7 @@ from collections import Counter
 from urllib.parse import parse_qsl, urlparse
 
 import psycopg2
+import psycopg2.extensions
 import psycopg2.extras
 from psycopg2.pool import PoolError, ThreadedConnectionPool
 
@@ -41,6 +42,50 @@ psycopg2.extras.register_uuid()
 class NestedConnection(RuntimeError):
     """A thread that holds a connection of a pool asked it for another: a
     programming error, which under load would deadlock (see module doc)."""
+
+
+class Connection(psycopg2.extensions.connection):
+    """A connection that can defer work until its transaction commits.
+
+    ``after_commit(fn)`` runs ``fn`` once the transaction it was called in
+    commits (at once in autocommit mode: the statement before it has), and
+    never if it rolls back: a counter of status changes
+    (``tunix_runs_total``) then counts what the registry holds, not a write
+    an outage undid and ``patiently`` made again.  ``with conn:`` calls these
+    ``commit``/``rollback`` too.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._after_commit = []
+
+    def after_commit(self, fn):
+        if self.autocommit:
+            fn()
+        else:
+            self._after_commit.append(fn)
+
+    def commit(self):
+        super().commit()
+        done, self._after_commit = self._after_commit, []
+        for fn in done:
+            try:
+                fn()
+            except Exception:  # the commit stands; a callback's failure must not undo its answer
+                logger.exception("after-commit callback %r failed", fn)
+
+    def rollback(self):
+        self._after_commit = []
+        super().rollback()
+
+
+def after_commit(conn, fn):
+    """``conn.after_commit(fn)``; a plain psycopg2 connection (a test's, a
+    tool's) runs ``fn`` at once."""
+    if isinstance(conn, Connection):
+        conn.after_commit(fn)
+    else:
+        fn()
 
 
 class PoolTimeout(PoolError):
@@ -109,6 +154,8 @@ class BlockingPool(ThreadedConnectionPool):
     def putconn(self, conn, key=None, close=False):
         # Broken connections are dropped, not handed to the next thread.
         broken = close or bool(conn.closed)
+        if isinstance(conn, Connection):
+            conn._after_commit = []  # nothing committed them: the next holder must not run them
         # The books first: once psycopg2 has the connection back another
         # thread may take it at once, and a pop after that took the other
         # thread's entry (measured: under 64 clients a thread was left
@@ -164,6 +211,7 @@ def connect_kwargs(url):
 def make_pool(url, maxconn, application_name="tunix-rt", wait_s=POOL_WAIT_S, exclusive=True, options=None):
     kwargs = connect_kwargs(url)
     kwargs.setdefault("application_name", application_name)
+    kwargs.setdefault("connection_factory", Connection)
     if options:
         kwargs["options"] = " ".join(filter(None, [kwargs.get("options"), options]))
     pool = BlockingPool(0, maxconn, wait_s=wait_s, exclusive=exclusive, **kwargs)
@@ -174,6 +222,7 @@ def make_pool(url, maxconn, application_name="tunix-rt", wait_s=POOL_WAIT_S, exc
 
 def connect(url, **extra):
     kwargs = connect_kwargs(url)
+    kwargs.setdefault("connection_factory", Connection)
     kwargs.update(extra)
     return psycopg2.connect(**kwargs)
 

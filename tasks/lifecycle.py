@@ -1,17 +1,28 @@
-"""The run lifecycle: every status a run can have and every move between them.
+"""The run lifecycle: every status a run can have, what it means, and every
+named move between them.
 
-This is the one place the status list lives.  The database enforces the same
-list (``tasks/sql/migrations``) and every status change goes through
-``tasks.registry.transition``, which takes its allowed "from" states from
-``TRANSITIONS`` below, so two workers racing on one run get a clean
-``InvalidTransition`` instead of both winning.
+This is the one place the statuses live.  The database enforces the same
+list (``tasks/sql/migrations``); the named SQL says ``:HELD``, ``:FINAL`` …
+where it means a set below (``tasks/sql``); the console and the API document
+get the list, the meanings and the sets from here.  Every status change is
+one of ``MOVES``, made by ``tasks.registry.transition``: guarded by the
+move's "from" statuses, so two workers racing on one run get a clean
+``InvalidTransition`` instead of both winning, and counted there
+(``tunix_runs_total``) once its transaction commits, whoever made it: the
+API, a worker or the reaper.
 
-    pending ──claim──▶ running ──────────────▶ completed | failed | timeout
-       │  ▲               │ cancel                 ▲
-       │  │ resume        ▼                        │ (finished anyway)
-       │  │        cancel_requested ──▶ cancelled ─┘
-       ▼  │                                  ▲
-    cancelled / failed / timeout ────────────┘
+Each arrow is a move (``MOVES``, below):
+
+                  claim                finish / fail / time_out
+    pending ───────────────▶ running ─────────────────────────▶ completed
+     │  ▲                     │   │                            failed
+     │  │ hand_back, recover  │   │ request_cancel             timeout
+     │  └─────────────────────┘   ▼                                ▲
+     │                      cancel_requested ── finish / fail ─────┘
+     │ cancel_pending             │ cancel                 (done anyway)
+     ▼                            ▼
+    cancelled ◀───────────────────┘        (reject, lose: any held → failed)
+    cancelled / failed / timeout ── resume ──▶ pending
 
 Attempts
 --------
@@ -40,11 +51,12 @@ a run one attempt more: ``attempts <= max_attempts`` always (a CHECK says so).
 * A user's resume gives a fresh budget: ``max_attempts = attempts + MAX_ATTEMPTS``.
 """
 
+import dataclasses
 import enum
 
 
 class RunStatus(str, enum.Enum):
-    #: Committed to the registry and published; no worker holds it yet.
+    #: Committed to the registry and queued; no worker holds it yet.
     PENDING = "pending"
     #: A worker claimed it and is executing it.
     RUNNING = "running"
@@ -65,24 +77,16 @@ class RunStatus(str, enum.Enum):
 
 _S = RunStatus
 
-#: target status -> the statuses a run may move to it from.
-TRANSITIONS = {
-    # Back to the queue: a user resumes a run that stopped early, a worker
-    # shutting down hands its run back, the reaper recovers a run whose worker
-    # stopped heartbeating.  It continues from its latest checkpoint.
-    _S.PENDING: frozenset({_S.FAILED, _S.CANCELLED, _S.TIMEOUT, _S.RUNNING}),
-    # Claiming: only a pending run can start, so a message delivered twice
-    # executes once.
-    _S.RUNNING: frozenset({_S.PENDING}),
-    _S.CANCEL_REQUESTED: frozenset({_S.RUNNING}),
-    # A run may finish while its cancel is being delivered: what happened wins.
-    _S.COMPLETED: frozenset({_S.RUNNING, _S.CANCEL_REQUESTED}),
-    # A pending run fails when its message could not be published or when
-    # dramatiq gives the message up before it ever ran.
-    _S.FAILED: frozenset({_S.PENDING, _S.RUNNING, _S.CANCEL_REQUESTED}),
-    # A pending run is cancelled at once and never starts.
-    _S.CANCELLED: frozenset({_S.PENDING, _S.RUNNING, _S.CANCEL_REQUESTED}),
-    _S.TIMEOUT: frozenset({_S.RUNNING, _S.CANCEL_REQUESTED}),
+#: What each status means, in a user's words (the console's hints, the API
+#: document's description of ``status``).
+MEANING = {
+    _S.PENDING: "Queued: waiting for a free worker",
+    _S.RUNNING: "A worker is executing it",
+    _S.CANCEL_REQUESTED: "Stopping: the worker saves a checkpoint and ends it",
+    _S.COMPLETED: "Finished successfully",
+    _S.FAILED: "Ended with an error",
+    _S.CANCELLED: "Stopped by a user",
+    _S.TIMEOUT: "Stopped at its time limit",
 }
 
 #: Statuses a run stays in unless a user resumes it.
@@ -91,14 +95,106 @@ FINAL = frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.TIMEOUT})
 #: Statuses of a run that is still in the system's hands.
 ACTIVE = frozenset(RunStatus) - FINAL
 
+#: Statuses of a run a worker holds: it heartbeats, records steps and
+#: checkpoints, and the reaper recovers it when the worker falls silent.
+HELD = frozenset({_S.RUNNING, _S.CANCEL_REQUESTED})
+
+#: Statuses of a run waiting for a worker.
+WAITING = frozenset({_S.PENDING})
+
+
+@dataclasses.dataclass(frozen=True)
+class Move:
+    """One named status change: where it may start, where it goes, and what
+    the transition does besides setting the status (``tasks/sql/queries.sql``,
+    ``transition``)."""
+
+    name: str
+    sources: frozenset
+    target: RunStatus
+    #: What it is for, and who makes it.
+    doc: str
+    #: Starts an attempt: stamps the worker and the start, counts the
+    #: attempt, and is refused once the run has had its ``max_attempts``.
+    claims: bool = False
+    #: ``"give_back"``: the attempt goes back to the budget (not the run's
+    #: fault); ``"renew"``: a fresh budget (see "Attempts" above).
+    budget: str | None = None
+
+    @property
+    def ends(self):
+        """Stamps the end and the duration."""
+        return self.target in FINAL
+
+    @property
+    def requeues(self):
+        """Clears the previous attempt's outcome: it runs again, from its
+        latest checkpoint."""
+        return self.target is _S.PENDING
+
+
+_MOVES = (
+    Move("claim", WAITING, _S.RUNNING, claims=True,
+         doc="A worker starts an attempt.  Only a pending run can start, so a message delivered twice "
+             "executes once."),
+    Move("finish", HELD, _S.COMPLETED,
+         doc="The execution succeeded; also while its cancel was on its way: what happened wins."),
+    Move("fail", HELD, _S.FAILED, doc="The execution raised."),
+    Move("time_out", HELD, _S.TIMEOUT, doc="The execution ran past its time_limit_s."),
+    Move("request_cancel", frozenset({_S.RUNNING}), _S.CANCEL_REQUESTED,
+         doc="A user asks a held run to stop; its worker sees it at its next heartbeat."),
+    Move("cancel_pending", WAITING, _S.CANCELLED,
+         doc="A user cancels a run no worker holds: it never starts, even if a consumer prefetched it."),
+    Move("cancel", HELD, _S.CANCELLED,
+         doc="A worker stopped a run on a user's cancel (checkpoint saved), or the reaper ends one being "
+             "cancelled whose worker was lost."),
+    Move("hand_back", frozenset({_S.RUNNING}), _S.PENDING, budget="give_back",
+         doc="A worker told to stop (SIGTERM) checkpoints and queues the run again, at no cost to its budget."),
+    Move("recover", frozenset({_S.RUNNING}), _S.PENDING,
+         doc="The reaper queues again a run whose worker fell silent; the lost attempt is spent."),
+    Move("lose", HELD, _S.FAILED,
+         doc="The reaper fails (WorkerLost) a run whose worker fell silent and that has had its attempts."),
+    Move("exhaust", WAITING, _S.FAILED,
+         doc="A claim found the run had had its attempts (a race the reaper's own check lost): it fails "
+             "where the attempt would have begun."),
+    Move("reject", ACTIVE, _S.FAILED,
+         doc="dramatiq gave the run's message up: whatever the run was doing, it will not go on."),
+    Move("resume", FINAL - {_S.COMPLETED}, _S.PENDING, budget="renew",
+         doc="A user queues a failed, cancelled or timed-out run again, with a fresh attempts budget."),
+)
+
+#: name -> the move.
+MOVES = {m.name: m for m in _MOVES}
+
+#: The move by which a worker ends its execution in each final status.
+ENDINGS = {_S.COMPLETED: MOVES["finish"], _S.FAILED: MOVES["fail"], _S.CANCELLED: MOVES["cancel"],
+           _S.TIMEOUT: MOVES["time_out"]}
+
+#: target status -> every status some move reaches it from.
+TRANSITIONS = {target: frozenset().union(*(m.sources for m in _MOVES if m.target is target))
+               for target in RunStatus}
+
 #: Final statuses a user can resume a run from.
-RESUMABLE = TRANSITIONS[_S.PENDING] & FINAL
+RESUMABLE = MOVES["resume"].sources
 
 ALL = tuple(s.value for s in RunStatus)
 
+#: The sets the named SQL may name (``status IN :HELD``).
+SQL_SETS = {"WAITING": WAITING, "HELD": HELD, "ACTIVE": ACTIVE, "FINAL": FINAL}
+
+
+def move(name_or_move):
+    """The ``Move`` called ``name`` (a ``Move`` is returned as it is)."""
+    if isinstance(name_or_move, Move):
+        return name_or_move
+    try:
+        return MOVES[name_or_move]
+    except KeyError:
+        raise ValueError(f"no move is called {name_or_move!r}; moves: {', '.join(MOVES)}") from None
+
 
 def allowed_from(target):
-    """The statuses a run may move to ``target`` from."""
+    """The statuses a run may move to ``target`` from, by any move."""
     return TRANSITIONS[RunStatus(target)]
 
 

@@ -5,12 +5,14 @@ through ``transition``, whose allowed "from" statuses come from
 ``tasks.lifecycle``.
 """
 
+import collections
+
 import psycopg2.extras
 from psycopg2.extras import Json, execute_values
 
-from . import lifecycle
+from . import db, lifecycle
 from .errors import AttemptsExhausted, InvalidTransition, RunNotFound
-from .metrics import timed_write
+from .metrics import RUNS_TOTAL, timed_write
 from .settings import get_settings
 from .sql import QUERIES
 
@@ -40,7 +42,10 @@ def insert_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, id
                 request_hash=request_hash,
             ),
         )
-        return cur.fetchone()
+        run = cur.fetchone()
+    if run is not None:
+        _count(conn, lifecycle.RunStatus.PENDING, mode)
+    return run
 
 
 def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, message, idempotency_key=None,
@@ -55,7 +60,10 @@ def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, me
             run_id=run_id, mode=mode, dry_run=dry_run, dataset_key=dataset_key, model_id=model_id,
             config=Json(config), idempotency_key=idempotency_key, request_hash=request_hash,
             queue_name=queue_name, message=Json(message_json)))
-        return cur.fetchone()
+        run = cur.fetchone()
+    if run is not None:
+        _count(conn, lifecycle.RunStatus.PENDING, mode)
+    return run
 
 
 def get_run_by_idempotency_key(conn, key):
@@ -67,11 +75,14 @@ def get_run_by_idempotency_key(conn, key):
 def insert_runs(conn, runs):
     """Insert ``runs`` (dicts as for ``insert_run``) in ``conn``'s transaction."""
     with timed_write("insert_batch"), _cursor(conn) as cur:
-        return execute_values(
+        rows = execute_values(
             cur, QUERIES["insert_runs"],
             [(r["run_id"], r["mode"], r["dry_run"], r["dataset_key"], r["model_id"], Json(r["config"]))
              for r in runs],
             fetch=True, page_size=len(runs) or 1)
+    for mode, n in collections.Counter(r["mode"] for r in runs).items():
+        _count(conn, lifecycle.RunStatus.PENDING, mode, n)
+    return rows
 
 
 def enqueue_messages(conn, messages):
@@ -83,61 +94,64 @@ def enqueue_messages(conn, messages):
                        template="(%s, %s, 'queued', %s)", page_size=len(messages) or 1)
 
 
-def transition(conn, run_id, target, *, only_from=None, attempt=None, operation=None, worker_id=None,
-               result=None, error=None, exit_code=None, budget=None, max_attempts=None):
-    """Move a run to ``target`` if its current status allows it (and is one
-    of ``only_from``, when given: a caller may be stricter than the lifecycle),
-    and, when ``attempt`` is given, only if that is still the run's attempt.
-    ``budget`` (``"give_back"`` or ``"renew"``) changes the run's attempts
-    budget with the move; ``max_attempts`` defaults to ``MAX_ATTEMPTS``
-    (see "Attempts" in ``tasks/lifecycle.py``).
+def transition(conn, run_id, move, *, attempt=None, worker_id=None, result=None, error=None, exit_code=None,
+               max_attempts=None):
+    """Make ``move`` (a name of ``tasks.lifecycle.MOVES``) on a run, if its
+    status is one the move starts from and, when ``attempt`` is given, only
+    if that is still the run's attempt.  ``max_attempts`` defaults to
+    ``MAX_ATTEMPTS`` (see "Attempts" in ``tasks/lifecycle.py``).  Once the
+    transaction commits, ``tunix_runs_total`` counts the run's arrival in
+    the move's status.
 
     Returns the updated run.
 
     Raises:
       RunNotFound: no run has this id.
       AttemptsExhausted: a claim of a pending run that has had its attempts.
-      InvalidTransition: the run is in a status that may not become ``target``.
+      InvalidTransition: the run is in a status the move does not start from.
     """
-    assert budget in (None, "give_back", "renew"), budget
+    move = lifecycle.move(move)
     if max_attempts is None:
         max_attempts = get_settings().max_attempts
-    target = lifecycle.RunStatus(target)
-    allowed = lifecycle.allowed_from(target)
-    if only_from is not None:
-        allowed = allowed & {lifecycle.RunStatus(s) for s in only_from}
     params = dict(
         run_id=run_id,
-        target=target.value,
-        from_statuses=[s.value for s in allowed],
-        claim=target is lifecycle.RunStatus.RUNNING,
-        final=target in lifecycle.FINAL,
-        requeue=target is lifecycle.RunStatus.PENDING,
+        target=move.target.value,
+        from_statuses=[s.value for s in move.sources],
+        claim=move.claims,
+        final=move.ends,
+        requeue=move.requeues,
         worker_id=worker_id,
         result=_json(result),
         error=_json(error),
         exit_code=exit_code,
         attempt=attempt,
-        budget=budget,
+        budget=move.budget,
         max_attempts=max_attempts,
     )
-    with timed_write(operation or target.value), _cursor(conn) as cur:
+    with timed_write(move.name), _cursor(conn) as cur:
         cur.execute(QUERIES["transition"], params)
         row = cur.fetchone()
     if row is not None:
+        _count(conn, move.target, row["mode"])
         return row
     current = get_status(conn, run_id)
     if current is None:
         raise RunNotFound(run_id)
-    if params["claim"] and current["status"] == lifecycle.RunStatus.PENDING:
+    if move.claims and current["status"] == lifecycle.RunStatus.PENDING:
         raise AttemptsExhausted(run_id, current["attempts"], current["max_attempts"] or max_attempts)
-    raise InvalidTransition(run_id, current["status"], target.value)
+    raise InvalidTransition(run_id, current["status"], move.target.value)
+
+
+def _count(conn, status, mode, n=1):
+    """The one place ``tunix_runs_total`` is counted: runs arriving in
+    ``status``, once the transaction that moved them commits."""
+    if n:
+        db.after_commit(conn, lambda: RUNS_TOTAL.labels(str(status), mode).inc(n))
 
 
 def claim(conn, run_id, worker_id, max_attempts=None):
     """pending -> running, stamping the worker; see ``transition``."""
-    return transition(conn, run_id, lifecycle.RunStatus.RUNNING, operation="claim", worker_id=worker_id,
-                      max_attempts=max_attempts)
+    return transition(conn, run_id, "claim", worker_id=worker_id, max_attempts=max_attempts)
 
 
 def get_run(conn, run_id):

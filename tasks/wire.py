@@ -18,7 +18,8 @@ from .run_spec import MODES
 
 #: What the document says a status is; a client still reads a status it does
 #: not know (a newer API's).
-_STATUS = Field(json_schema_extra={"enum": list(lifecycle.ALL)})
+_STATUS = Field(json_schema_extra={"enum": list(lifecycle.ALL)}, description="; ".join(
+    f"`{s.value}`: {text}" for s, text in lifecycle.MEANING.items()))
 
 
 class _Answer(BaseModel):

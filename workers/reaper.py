@@ -73,20 +73,20 @@ class Reaper:
         requeued = []
         with db.connection(self.pool) as conn:
             for run in registry.lost_runs(conn, self.settings.heartbeat_timeout_s):
-                fence = dict(attempt=run["attempts"], operation="recover")
+                fence = dict(attempt=run["attempts"])
                 budget = run["max_attempts"] or self.settings.max_attempts
                 lost = {"type": "WorkerLost",
                         "message": f"worker {run['worker_id']} stopped heartbeating "
                                    f"(attempt {run['attempts']} of {budget})"}
                 try:
                     if run["status"] == _S.CANCEL_REQUESTED:
-                        registry.transition(conn, run["id"], _S.CANCELLED, error=lost, **fence)
+                        registry.transition(conn, run["id"], "cancel", error=lost, **fence)
                         counts["cancelled"] += 1
                     elif run["attempts"] >= budget:
-                        registry.transition(conn, run["id"], _S.FAILED, error=lost, **fence)
+                        registry.transition(conn, run["id"], "lose", error=lost, **fence)
                         counts["failed"] += 1
                     else:
-                        registry.transition(conn, run["id"], _S.PENDING, **fence)
+                        registry.transition(conn, run["id"], "recover", **fence)
                         requeued.append(run)
                 except InvalidTransition:
                     continue  # finished meanwhile

@@ -1,7 +1,10 @@
 """Named SQL, parsed once from ``queries.sql``.
 
 A query starts at a ``-- name: <name>`` line; the comment lines after it
-describe it; the rest, up to the next name, is the statement.
+describe it; the rest, up to the next name, is the statement.  A status set
+of the lifecycle is written by its name (``status IN :HELD``) and spelled
+out here from ``tasks.lifecycle.SQL_SETS``, so no query lists statuses by
+hand and a new status reaches every query that means its set.
 """
 
 import pathlib
@@ -13,6 +16,22 @@ HERE = pathlib.Path(__file__).parent
 MIGRATIONS_DIR = HERE / "migrations"
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+#: ``:HELD`` and the like; not ``::jsonb`` (a cast) nor ``%(name)s``.
+_SET = re.compile(r"(?<![:\w]):([A-Z][A-Z_]*)\b")
+
+
+def _spell_sets(statement):
+    from ..lifecycle import SQL_SETS, RunStatus
+
+    def literal(match):
+        try:
+            statuses = SQL_SETS[match.group(1)]
+        except KeyError:
+            raise ValueError(f"queries.sql names no status set {match.group(1)!r}; sets: "
+                             f"{', '.join(SQL_SETS)}") from None
+        return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses, key=list(RunStatus).index)) + ")"
+
+    return _SET.sub(literal, statement)
 
 
 def _parse(text):
@@ -20,7 +39,7 @@ def _parse(text):
     queries = {}
     for name, body in zip(parts[1::2], parts[2::2]):
         lines = [line for line in body.strip().splitlines() if not line.startswith("--")]
-        queries[name] = "\n".join(lines).strip()
+        queries[name] = _spell_sets("\n".join(lines).strip())
     return queries
 
 

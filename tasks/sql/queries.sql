@@ -142,7 +142,7 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
 -- claimed again yet (its attempts are still this worker's): the worker must
 -- stop then, not train on while nobody owns the run.
 UPDATE tunix_runs SET heartbeat_at = clock_timestamp(), progress = COALESCE(%(progress)s, progress)
-WHERE id = %(run_id)s AND attempts = %(attempt)s AND status IN ('running', 'cancel_requested')
+WHERE id = %(run_id)s AND attempts = %(attempt)s AND status IN :HELD
 RETURNING status;
 
 -- name: upsert_metrics
@@ -189,7 +189,7 @@ ORDER BY seq LIMIT %(limit)s;
 -- name: lost_runs
 -- Runs whose worker stopped heartbeating, locked for this reaper alone.
 SELECT * FROM tunix_runs
-WHERE status IN ('running', 'cancel_requested')
+WHERE status IN :HELD
   AND heartbeat_at < clock_timestamp() - make_interval(secs => %(timeout_s)s)
 ORDER BY heartbeat_at
 LIMIT %(limit)s
@@ -203,7 +203,7 @@ FOR UPDATE SKIP LOCKED;
 SELECT r.id, r.dry_run, q.state::text AS message_state
 FROM tunix_runs r
 LEFT JOIN dramatiq.queue q ON q.message_id = r.id
-WHERE r.status = 'pending'
+WHERE r.status IN :WAITING
   AND r.updated_at < clock_timestamp() - make_interval(secs => %(min_age_s)s)
   AND (q.message_id IS NULL OR q.state <> 'queued')
 ORDER BY r.created_at
@@ -221,7 +221,7 @@ SELECT m.message_id, pg_notify('dramatiq.' || m.queue_name || '.enqueue',
 FROM (
     SELECT DISTINCT ON (q.queue_name) q.queue_name, q.message_id
     FROM dramatiq.queue q
-    JOIN tunix_runs r ON r.id = q.message_id AND r.status = 'pending'
+    JOIN tunix_runs r ON r.id = q.message_id AND r.status IN :WAITING
     WHERE q.state = 'queued'
       AND q.mtime < clock_timestamp() - make_interval(secs => %(min_age_s)s)
     ORDER BY q.queue_name, q.mtime
@@ -268,9 +268,9 @@ DELETE FROM tunix_workers WHERE heartbeat_at < clock_timestamp() - make_interval
 SELECT
     (SELECT coalesce(jsonb_object_agg(status, n), '{}'::jsonb)
        FROM (SELECT status, count(*) AS n FROM tunix_runs
-             WHERE status IN ('pending', 'running', 'cancel_requested') GROUP BY status) s) AS active,
+             WHERE status IN :ACTIVE GROUP BY status) s) AS active,
     (SELECT extract(epoch FROM clock_timestamp() - min(created_at))
-       FROM tunix_runs WHERE status = 'pending') AS oldest_pending_age_s,
+       FROM tunix_runs WHERE status IN :WAITING) AS oldest_pending_age_s,
     (SELECT count(*) FROM tunix_workers
        WHERE heartbeat_at > clock_timestamp() - make_interval(secs => %(timeout_s)s)) AS workers_alive;
 
@@ -278,7 +278,7 @@ SELECT
 -- Runs in final statuses (an estimate from the planner would not match the
 -- registry exactly; the status index keeps this a fast index-only count).
 SELECT status, count(*) AS n FROM tunix_runs
-WHERE status IN ('completed', 'failed', 'cancelled', 'timeout') GROUP BY status;
+WHERE status IN :FINAL GROUP BY status;
 
 -- name: fleet_workers
 -- The fleet view (GET /api/tunix/workers): worker processes (those that beat
@@ -290,7 +290,7 @@ WHERE status IN ('completed', 'failed', 'cancelled', 'timeout') GROUP BY status;
 WITH held AS (
     SELECT id, status, mode, dry_run, dataset_key, model_id, worker_id, attempts, progress,
            started_at, heartbeat_at
-    FROM tunix_runs WHERE status IN ('running', 'cancel_requested')
+    FROM tunix_runs WHERE status IN :HELD
 ), shown AS (
     SELECT * FROM tunix_workers
     WHERE heartbeat_at > clock_timestamp() - make_interval(secs => %(lost_window_s)s)
@@ -312,9 +312,9 @@ ORDER BY 1, h.started_at;
 -- resume or requeue), and the messages a consumer holds (prefetched or
 -- executing).  The queue's (state, mtime) index keeps done messages out.
 SELECT q.queue_name,
-       count(*) FILTER (WHERE q.state = 'queued' AND r.status = 'pending') AS depth,
+       count(*) FILTER (WHERE q.state = 'queued' AND r.status IN :WAITING) AS depth,
        extract(epoch FROM clock_timestamp()
-               - min(r.updated_at) FILTER (WHERE q.state = 'queued' AND r.status = 'pending'))::float8
+               - min(r.updated_at) FILTER (WHERE q.state = 'queued' AND r.status IN :WAITING))::float8
            AS oldest_pending_age_s,
        count(*) FILTER (WHERE q.state = 'consumed') AS in_flight
 FROM dramatiq.queue q
@@ -330,7 +330,7 @@ GROUP BY q.queue_name;
 INSERT INTO tunix_checkpoints (run_id, step, attempt, uri, object_key, size_bytes, sha256, loss)
 SELECT r.id, %(step)s, %(attempt)s, %(uri)s, %(object_key)s, %(size_bytes)s, %(sha256)s, %(loss)s
 FROM tunix_runs r
-WHERE r.id = %(run_id)s AND r.attempts = %(attempt)s AND r.status IN ('running', 'cancel_requested')
+WHERE r.id = %(run_id)s AND r.attempts = %(attempt)s AND r.status IN :HELD
 ON CONFLICT (run_id, step) DO NOTHING
 RETURNING *;
 

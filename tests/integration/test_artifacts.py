@@ -69,7 +69,7 @@ def test_only_the_runs_current_attempt_records_a_checkpoint(conn, store, pool):
     # Given a run on its second attempt
     run = new_run(conn)
     first = registry.claim(conn, run["id"], "w:1")
-    registry.transition(conn, run["id"], "pending", attempt=first["attempts"])
+    registry.transition(conn, run["id"], "recover", attempt=first["attempts"])
     second = registry.claim(conn, run["id"], "w:2")
     args = dict(run_id=run["id"], step=10, uri="file:///x", object_key="k", size_bytes=1, sha256="s")
     # When the first (stale) attempt records step 10, then the current one
@@ -133,7 +133,7 @@ def test_a_resume_restores_the_latest_recorded_step_alone(conn, store, pool, tmp
         fake_step(scratch_a, step, 1.0)
     assert sync.upload_pending(force=True)
     fake_step(scratch_a, 30, 0.1)
-    registry.transition(conn, run["id"], "pending", attempt=1)
+    registry.transition(conn, run["id"], "recover", attempt=1)
     run2 = registry.claim(conn, run["id"], "w:2")
     # When attempt 2 starts on another host, and on the first host
     lines = []
@@ -155,7 +155,7 @@ def test_a_stale_attempt_saving_on_the_same_host_cannot_reach_the_current_attemp
     sync = CheckpointSync(pool, store, run, Scratch(tmp_path, run["id"], 1).create(), get_settings())
     fake_step(sync.scratch, 10, 1.0)
     assert sync.upload_pending(force=True)
-    registry.transition(conn, run["id"], "pending", attempt=1)
+    registry.transition(conn, run["id"], "recover", attempt=1)
     run2 = registry.claim(conn, run["id"], "w:2")
     current = Scratch(tmp_path, run["id"], run2["attempts"]).create()
     assert CheckpointSync(pool, store, run2, current, get_settings()).restore() == 10

@@ -109,7 +109,7 @@ def test_a_claim_past_the_budget_is_refused_and_the_database_enforces_it(conn):
     # Given a run that has had its attempts (as a racing recovery could leave it)
     run = new_run(conn)
     claimed = registry.claim(conn, run["id"], "w:1", max_attempts=1)
-    registry.transition(conn, run["id"], S.PENDING, attempt=claimed["attempts"])
+    registry.transition(conn, run["id"], "recover", attempt=claimed["attempts"])
     # When it is claimed again, even by a worker whose MAX_ATTEMPTS is higher
     try:
         registry.claim(conn, run["id"], "w:2", max_attempts=5)
@@ -132,12 +132,11 @@ def test_a_users_resume_gives_a_fresh_budget(conn):
     run = new_run(conn)
     for _ in range(MAX_ATTEMPTS):
         claimed = registry.claim(conn, run["id"], "w:1")
-        registry.transition(conn, run["id"], S.PENDING, attempt=claimed["attempts"], max_attempts=MAX_ATTEMPTS)
-    claimed = registry.transition(conn, run["id"], S.FAILED)
+        registry.transition(conn, run["id"], "recover", attempt=claimed["attempts"], max_attempts=MAX_ATTEMPTS)
+    claimed = registry.transition(conn, run["id"], "reject")
     assert claimed["attempts"] == claimed["max_attempts"] == MAX_ATTEMPTS
     # When a user resumes it
-    resumed = registry.transition(conn, run["id"], S.PENDING, only_from={S.FAILED}, budget="renew",
-                                  max_attempts=MAX_ATTEMPTS)
+    resumed = registry.transition(conn, run["id"], "resume", max_attempts=MAX_ATTEMPTS)
     # Then it may be attempted MAX_ATTEMPTS more times
     assert resumed["max_attempts"] == 2 * MAX_ATTEMPTS
     assert registry.claim(conn, run["id"], "w:1")["attempts"] == MAX_ATTEMPTS + 1

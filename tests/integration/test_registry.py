@@ -50,7 +50,7 @@ def test_claiming_then_finishing_stamps_worker_attempt_start_end_and_result(conn
     assert claimed["attempts"] == 1
     assert claimed["started_at"] is not None and claimed["started_at"] >= run["created_at"]
     # When it finishes
-    done = registry.transition(conn, run["id"], S.COMPLETED, result={"kind": "dry_run"}, exit_code=0)
+    done = registry.transition(conn, run["id"], "finish", result={"kind": "dry_run"}, exit_code=0)
     # Then it is completed with its result, end time and a duration
     assert done["status"] == "completed"
     assert done["result"] == {"kind": "dry_run"} and done["exit_code"] == 0
@@ -65,7 +65,7 @@ def test_a_failed_run_keeps_its_error(conn):
     run = new_run(conn)
     registry.claim(conn, run["id"], "w")
     # When it fails
-    failed = registry.transition(conn, run["id"], S.FAILED, error={"type": "Boom", "message": "m"}, exit_code=3)
+    failed = registry.transition(conn, run["id"], "fail", error={"type": "Boom", "message": "m"}, exit_code=3)
     # Then its error and exit code are stored, and no result
     assert failed["status"] == "failed"
     assert failed["error"] == {"type": "Boom", "message": "m"} and failed["exit_code"] == 3
@@ -88,11 +88,11 @@ def test_finishing_a_run_twice_raises_invalid_transition_on_the_second(conn):
     # Given a completed run
     run = new_run(conn)
     registry.claim(conn, run["id"], "w1")
-    done = registry.transition(conn, run["id"], S.COMPLETED, result={"n": 1})
+    done = registry.transition(conn, run["id"], "finish", result={"n": 1})
     # When it is finished again, either way
-    for target in (S.COMPLETED, S.FAILED):
+    for move in ("finish", "fail"):
         with pytest.raises(InvalidTransition) as info:
-            registry.transition(conn, run["id"], target, result={"n": 2}, error={"type": "x"})
+            registry.transition(conn, run["id"], move, result={"n": 2}, error={"type": "x"})
         assert info.value.current == "completed"
     # Then the first outcome stands untouched
     assert registry.get_run(conn, run["id"]) == done
@@ -137,13 +137,13 @@ def test_twenty_threads_racing_to_claim_one_run_leave_exactly_one_winner(conn, r
     assert stored["worker_id"] == wins[0]["worker_id"]
 
 
-def test_only_from_narrows_what_the_lifecycle_allows(conn):
-    # Given a running run, which the lifecycle lets become cancelled
+def test_a_move_starts_only_from_its_own_statuses_not_from_every_way_into_its_target(conn):
+    # Given a running run, which another move (a worker's cancel) may end cancelled
     run = new_run(conn)
     registry.claim(conn, run["id"], "w")
-    # When a caller cancels it only if it is still pending
+    # When a user's cancel of a pending run is made on it
     with pytest.raises(InvalidTransition):
-        registry.transition(conn, run["id"], S.CANCELLED, only_from={S.PENDING})
+        registry.transition(conn, run["id"], "cancel_pending")
     # Then it stays running
     assert registry.get_status(conn, run["id"])["status"] == "running"
 
@@ -152,22 +152,22 @@ def test_a_stale_attempt_cannot_finish_the_next_attempt_of_its_run(conn):
     # Given a run claimed (attempt 1), handed back, and claimed again (attempt 2)
     run = new_run(conn)
     registry.claim(conn, run["id"], "old")
-    registry.transition(conn, run["id"], S.PENDING)
+    registry.transition(conn, run["id"], "hand_back")
     registry.claim(conn, run["id"], "new")
     # When the first attempt's worker tries to finish it
     with pytest.raises(InvalidTransition):
-        registry.transition(conn, run["id"], S.COMPLETED, attempt=1)
+        registry.transition(conn, run["id"], "finish", attempt=1)
     # Then only the current attempt may
-    assert registry.transition(conn, run["id"], S.COMPLETED, attempt=2)["worker_id"] == "new"
+    assert registry.transition(conn, run["id"], "finish", attempt=2)["worker_id"] == "new"
 
 
 def test_requeueing_a_run_clears_the_previous_attempts_outcome(conn):
     # Given a failed run
     run = new_run(conn)
     registry.claim(conn, run["id"], "w")
-    registry.transition(conn, run["id"], S.FAILED, error={"type": "X"}, exit_code=1)
+    registry.transition(conn, run["id"], "fail", error={"type": "X"}, exit_code=1)
     # When it is queued again (resume)
-    again = registry.transition(conn, run["id"], S.PENDING)
+    again = registry.transition(conn, run["id"], "resume")
     # Then it is pending with no trace of the failed attempt's outcome
     assert again["status"] == "pending"
     assert (again["error"], again["result"], again["exit_code"], again["completed_at"]) == (None,) * 4
@@ -177,19 +177,20 @@ def test_requeueing_a_run_clears_the_previous_attempts_outcome(conn):
 STATUSES = [s.value for s in S]
 
 
-@pytest.mark.parametrize(("current", "target"), list(itertools.product(STATUSES, STATUSES)),
-                         ids=[f"{a}->{b}" for a, b in itertools.product(STATUSES, STATUSES)])
-def test_the_database_guard_enforces_the_lifecycle_table_for_every_pair(conn, current, target):
+@pytest.mark.parametrize(("current", "move"), list(itertools.product(STATUSES, lifecycle.MOVES)),
+                         ids=[f"{a}-{m}" for a, m in itertools.product(STATUSES, lifecycle.MOVES)])
+def test_the_database_guard_enforces_every_move_from_every_status(conn, current, move):
     # Given a run stored in status `current` (the CHECK constraint must accept it)
     run = new_run(conn)
     force_status(conn, run["id"], current)
-    # When it is moved to `target`
-    if lifecycle.can_move(current, target):
-        # Then the update happens exactly when the lifecycle allows it
-        assert registry.transition(conn, run["id"], target)["status"] == target
+    # When the move is made on it
+    move = lifecycle.MOVES[move]
+    if lifecycle.RunStatus(current) in move.sources:
+        # Then the update happens exactly when the move starts from that status
+        assert registry.transition(conn, run["id"], move.name)["status"] == move.target
     else:
         with pytest.raises(InvalidTransition):
-            registry.transition(conn, run["id"], target)
+            registry.transition(conn, run["id"], move.name)
         assert registry.get_status(conn, run["id"])["status"] == current
 
 
@@ -257,3 +258,45 @@ class TestHistory:
         want = [runs[i]["id"] for i in reversed(expected)]
         assert total == len(expected)
         assert [r["id"] for r in rows] == want[:2]
+
+
+def _runs_total(status, mode="async"):
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("tunix_runs_total", {"status": status, "mode": mode}) or 0.0
+
+
+def test_a_move_is_counted_once_its_transaction_commits_and_never_when_it_rolls_back(registry_url):
+    from tasks import db
+
+    conn = db.connect(registry_url)
+    try:
+        conn.autocommit = True
+        run = new_run(conn)
+        conn.autocommit = False
+        # Given a claim whose transaction rolls back (an outage at commit)
+        before = _runs_total("running")
+        registry.claim(conn, run["id"], "w:1")
+        assert _runs_total("running") == before  # not yet: nothing is committed
+        conn.rollback()
+        # Then it was never counted
+        assert _runs_total("running") == before
+        # When the claim is made again and commits
+        with conn:
+            registry.claim(conn, run["id"], "w:2")
+        # Then it is counted once
+        assert _runs_total("running") == before + 1
+        # And a reaper's move is counted like any other (status pending, from the recover)
+        pending = _runs_total("pending")
+        with conn:
+            registry.transition(conn, run["id"], "recover", attempt=1)
+        assert _runs_total("pending") == pending + 1
+    finally:
+        conn.close()
+
+
+def test_a_submit_on_an_autocommit_connection_is_counted_at_once(conn):
+    # Given the API's way of writing a submit (autocommit: the statement commits)
+    before = _runs_total("pending", "sync")
+    new_run(conn, mode="sync")
+    assert _runs_total("pending", "sync") == before + 1

@@ -126,7 +126,7 @@ def test_a_run_cancelled_while_queued_never_starts(conn, stub, calls):
     broker, actors = stub
     # Given a run cancelled while its message waited in the queue
     run = pending_run(conn)
-    registry.transition(conn, run["id"], S.CANCELLED)
+    registry.transition(conn, run["id"], "cancel_pending")
     # When the message is delivered
     deliver(broker, actors["succeed"], run["id"])
     # Then the claim fails, the actor never runs and the run stays cancelled

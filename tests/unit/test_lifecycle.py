@@ -96,3 +96,53 @@ def test_an_unknown_status_is_refused_loudly():
 def test_a_status_prints_as_its_plain_value():
     assert str(S.CANCEL_REQUESTED) == "cancel_requested"
     assert S("running") is S.RUNNING
+
+
+#: Every named move, written out: name -> (the statuses it starts from, its target).
+MOVES = {
+    "claim": ({"pending"}, "running"),
+    "finish": ({"running", "cancel_requested"}, "completed"),
+    "fail": ({"running", "cancel_requested"}, "failed"),
+    "time_out": ({"running", "cancel_requested"}, "timeout"),
+    "request_cancel": ({"running"}, "cancel_requested"),
+    "cancel_pending": ({"pending"}, "cancelled"),
+    "cancel": ({"running", "cancel_requested"}, "cancelled"),
+    "hand_back": ({"running"}, "pending"),
+    "recover": ({"running"}, "pending"),
+    "lose": ({"running", "cancel_requested"}, "failed"),
+    "exhaust": ({"pending"}, "failed"),
+    "reject": ({"pending", "running", "cancel_requested"}, "failed"),
+    "resume": ({"failed", "cancelled", "timeout"}, "pending"),
+}
+
+
+def test_every_named_move_starts_where_it_should_and_goes_where_it_should():
+    assert {name: ({s.value for s in m.sources}, m.target.value) for name, m in lifecycle.MOVES.items()} == MOVES
+
+
+def test_the_pairs_table_is_exactly_what_the_named_moves_make():
+    # Given the moves, the pairs they make are the lifecycle's pairs and no other
+    made = {(source, target) for sources, target in MOVES.values() for source in sources}
+    assert made == ALLOWED
+
+
+def test_only_the_claim_takes_an_attempt_and_only_hand_back_and_resume_touch_the_budget():
+    assert [m.name for m in lifecycle.MOVES.values() if m.claims] == ["claim"]
+    assert {m.name: m.budget for m in lifecycle.MOVES.values() if m.budget} == {
+        "hand_back": "give_back", "resume": "renew"}
+    assert {m.name for m in lifecycle.MOVES.values() if m.ends} == {
+        "finish", "fail", "time_out", "cancel_pending", "cancel", "lose", "exhaust", "reject"}
+
+
+def test_a_worker_ends_each_final_status_by_a_move_that_reaches_it():
+    for status, move in lifecycle.ENDINGS.items():
+        assert move.target is status and S.RUNNING in move.sources
+
+
+def test_an_unknown_move_is_named_in_the_error():
+    with pytest.raises(ValueError, match="no move is called 'finsh'"):
+        lifecycle.move("finsh")
+
+
+def test_every_status_has_a_meaning():
+    assert set(lifecycle.MEANING) == set(S) and all(lifecycle.MEANING.values())

@@ -78,3 +78,25 @@ def test_the_status_constraint_of_the_latest_migration_lists_every_lifecycle_sta
     listed = re.findall(r"'(\w+)'", texts[-1].split("tunix_runs_status_check")[-1].split(")")[0])
     # Then it names exactly the lifecycle's statuses
     assert sorted(listed) == sorted(lifecycle.ALL)
+
+
+def test_no_query_spells_a_run_status_by_hand_and_a_set_name_is_spelled_from_the_lifecycle():
+    from tasks import lifecycle
+
+    text = (sql.HERE / "queries.sql").read_text()
+    # Given queries.sql without its comments
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    # Then no run status is written as a literal there: a query names a set of the lifecycle
+    assert [s for s in lifecycle.ALL if f"'{s}'" in code] == []
+    assert ":HELD" in code
+    # And the parsed statement lists the set's statuses
+    assert "status IN ('running', 'cancel_requested')" in QUERIES["heartbeat"]
+
+
+def test_a_set_the_lifecycle_does_not_know_is_refused_when_the_queries_are_parsed():
+    import pytest
+
+    with pytest.raises(ValueError, match="no status set 'HELF'"):
+        sql._parse("-- name: q\nSELECT 1 FROM tunix_runs WHERE status IN :HELF")
+    # And a cast is not a set
+    assert sql._parse("-- name: q\nSELECT '{}'::jsonb")["q"] == "SELECT '{}'::jsonb"

@@ -1,4 +1,5 @@
-"""Count and time runs as they finish.
+"""Time runs as they finish (``tunix_runs_total`` is counted by the
+registry's transition, whoever makes the move).
 
 Runs after ``RunRegistry`` has recorded the final status (``after_*`` hooks
 run in reverse order of the middleware list) and reads it from the message.
@@ -6,7 +7,7 @@ run in reverse order of the middleware list) and reads it from the message.
 
 from dramatiq.middleware import Middleware
 
-from tasks.metrics import QUEUE_WAIT, RUNS_DURATION, RUNS_TOTAL
+from tasks.metrics import QUEUE_WAIT, RUNS_DURATION
 
 
 class RunMetrics(Middleware):
@@ -16,6 +17,5 @@ class RunMetrics(Middleware):
             return
         if run["started_at"] is not None:
             QUEUE_WAIT.observe((run["started_at"] - run["created_at"]).total_seconds())
-        RUNS_TOTAL.labels(run["status"], run["mode"]).inc()
         if run["duration_seconds"] is not None:
             RUNS_DURATION.labels(run["status"], run["mode"]).observe(run["duration_seconds"])

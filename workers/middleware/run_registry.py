@@ -76,8 +76,7 @@ class RunRegistry(Middleware):
             # Only reachable through a race the reaper's own check lost: the
             # cap holds here, where the attempt would begin.
             logger.warning("failing run %s: %s", run_id, exc)
-            self._finish(run_id, lifecycle.RunStatus.FAILED, only_from={lifecycle.RunStatus.PENDING},
-                         error={"type": "AttemptsExhausted", "message": str(exc)})
+            self._finish(run_id, "exhaust", error={"type": "AttemptsExhausted", "message": str(exc)})
             raise SkipMessage(str(exc)) from None
         except (InvalidTransition, RunNotFound) as exc:
             logger.info("skipping message %s: %s", message.message_id, exc)
@@ -130,7 +129,7 @@ class RunRegistry(Middleware):
         S = lifecycle.RunStatus
         fence = dict(attempt=run["attempts"])
         if exception is None:
-            message.tunix_run = self._finish(run["id"], S.COMPLETED, result=result, exit_code=_exit_code(result),
+            message.tunix_run = self._finish(run["id"], "finish", result=result, exit_code=_exit_code(result),
                                              settle=message, **fence)
         elif isinstance(exception, RunLost):
             # The reaper gave this attempt to another worker: not ours to record.
@@ -141,22 +140,20 @@ class RunRegistry(Middleware):
             message.tunix_run = self._hand_back(run, fence)
         else:
             # A stopped run names its own final status (cancelled, timeout).
-            target = S(exception.status) if isinstance(exception, RunStopped) else S.FAILED
-            message.tunix_run = self._finish(run["id"], target, error=describe(exception),
+            move = lifecycle.ENDINGS[S(exception.status)] if isinstance(exception, RunStopped) else "fail"
+            message.tunix_run = self._finish(run["id"], move, error=describe(exception),
                                              exit_code=getattr(exception, "exit_code", None), settle=message,
                                              **fence)
 
     def _hand_back(self, run, fence):
-        S = lifecycle.RunStatus
         # Not the run's fault: the attempt goes back to its budget.
-        requeued = self._finish(run["id"], S.PENDING, only_from={S.RUNNING}, operation="hand_back",
-                                budget="give_back", **fence)
+        requeued = self._finish(run["id"], "hand_back", **fence)
         if requeued is None:
             # Only a run being cancelled ends here.  One the reaper already
             # sent back to pending (its heartbeat stopped while this process
             # stopped its training: found by the soak, which saw such runs
             # end "cancelled" with nobody cancelling) is left as it is.
-            return self._finish(run["id"], S.CANCELLED, only_from={S.CANCEL_REQUESTED}, quiet=True, **fence)
+            return self._finish(run["id"], "cancel", quiet=True, **fence)
         RUNS_RETRIED.labels("hand_back").inc()
         # Published in after_worker_shutdown, not now: the new message has the
         # same id as the one in hand, so (measured) the nack that follows
@@ -194,15 +191,15 @@ class RunRegistry(Middleware):
         if run_id is None or getattr(message, "tunix_recorded", False):
             return
         error = {"type": "MessageRejected", "message": "the broker gave the run's message up"}
-        self._finish(run_id, lifecycle.RunStatus.FAILED, error=error, quiet=True)
+        self._finish(run_id, "reject", error=error, quiet=True)
 
-    def _finish(self, run_id, target, quiet=False, operation="finish", settle=None, **fields):
-        """Record ``target``; with ``settle`` (the run's message), mark the
+    def _finish(self, run_id, move, quiet=False, settle=None, **fields):
+        """Make ``move``; with ``settle`` (the run's message), mark the
         message done in the same transaction: one commit fewer per run, and
         the consumer's ack has nothing left to write (``tasks/broker.py``)."""
         def write():
             with db.connection(self.pool) as conn:
-                row = registry.transition(conn, run_id, target, operation=operation, **fields)
+                row = registry.transition(conn, run_id, move, **fields)
                 if settle is not None:
                     registry.settle_message(conn, settle)
             if settle is not None:
@@ -213,11 +210,11 @@ class RunRegistry(Middleware):
             return db.patiently(write, FINAL_WRITE_PATIENCE_S)
         except InvalidTransition as exc:
             if not quiet:
-                logger.warning("run %s not finished as %s: %s", run_id, target, exc)
+                logger.warning("run %s: %s refused: %s", run_id, lifecycle.move(move).name, exc)
         except Exception:
             # NOTE: dramatiq's emit_after logs and swallows hook errors; a run
             # left running must be loud in the worker log.
-            logger.exception("FAILED TO RECORD run %s as %s", run_id, target)
+            logger.exception("FAILED TO RECORD run %s: %s", run_id, lifecycle.move(move).name)
         return None
 
 

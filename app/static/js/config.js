@@ -4,10 +4,12 @@ const el = document.getElementById("bootstrap");
 const boot = el ? JSON.parse(el.textContent) : {};
 
 export const schema = boot.schema || { properties: {}, required: [] };
-export const STATUSES = boot.statuses || ["pending", "running", "cancel_requested", "completed", "failed", "cancelled", "timeout"];
-export const FINAL = new Set(boot.final || ["completed", "failed", "cancelled", "timeout"]);
+// The statuses, their sets and meanings are tasks/lifecycle.py's: none is spelled here.
+export const STATUSES = boot.statuses || [];
+export const MEANING = boot.meaning || {};
+export const FINAL = new Set(boot.final || []);
 export const ACTIVE = new Set(boot.active || STATUSES.filter((st) => !FINAL.has(st)));
-export const RESUMABLE = new Set(boot.resumable || ["failed", "cancelled", "timeout"]);
+export const RESUMABLE = new Set(boot.resumable || []);
 export const MODES = boot.modes || ["sync", "async"];
 export const limits = boot.limits || {};
 export const syncTimeoutS = boot.sync_timeout_s;

@@ -1,16 +1,16 @@
 // Status badges and progress bars: readable without colour (icon + words).
 
 import { h, icon, fmtNumber } from "./dom.js";
+import { MEANING } from "./config.js";
 
-const LOOK = {
-  pending: { icon: "clock", label: "pending", hint: "Queued; no worker holds it yet" },
-  running: { icon: "play", label: "running", hint: "A worker is executing it" },
-  cancel_requested: { icon: "stop", label: "cancel requested", hint: "Stopping: the worker saves a checkpoint and ends it" },
-  completed: { icon: "check", label: "completed", hint: "Finished successfully" },
-  failed: { icon: "x", label: "failed", hint: "Finished unsuccessfully; see the error" },
-  cancelled: { icon: "ban", label: "cancelled", hint: "Stopped by a user" },
-  timeout: { icon: "hourglass", label: "timeout", hint: "Stopped at its time limit" },
+// The console's style of each status; what it means comes from the lifecycle (MEANING).
+const ICON = {
+  pending: "clock", running: "play", cancel_requested: "stop", completed: "check", failed: "x",
+  cancelled: "ban", timeout: "hourglass",
 };
+
+const LOOK = Object.fromEntries(Object.entries(ICON).map(([status, name]) => [
+  status, { icon: name, label: status.replace(/_/g, " "), hint: MEANING[status] || status }]));
 
 export function statusLabel(status) {
   return (LOOK[status] || { label: String(status).replace(/_/g, " ") }).label;
