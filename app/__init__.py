@@ -24,9 +24,10 @@ def create_app(test_config=None):
     app.json.sort_keys = False
 
     from . import (admission, auth, catalog, checkpoints, console, db, errors, fleet, health, observability, openapi,
-                   runs, streams)
+                   runs, streams, sweeps)
 
     app.url_map.converters["run_id"] = runs.RunIdConverter
+    app.url_map.converters["sweep_id"] = sweeps.SweepIdConverter
     admission.init_app(app)
     db.init_app(app)
     errors.init_app(app)
@@ -35,6 +36,7 @@ def create_app(test_config=None):
     app.register_blueprint(health.bp)
     app.register_blueprint(catalog.bp)
     app.register_blueprint(runs.bp)
+    app.register_blueprint(sweeps.bp)
     app.register_blueprint(streams.bp)
     app.register_blueprint(checkpoints.bp)
     app.register_blueprint(fleet.bp)

@@ -12,6 +12,7 @@ from tasks.errors import (
     ObjectMissing,
     Overloaded,
     RunNotFound,
+    SweepNotFound,
     StoreUnavailable,
     TunixError,
 )
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 #: Status code of each error the platform raises on purpose.
 STATUS = {
     RunNotFound: 404,
+    SweepNotFound: 404,
     InvalidTransition: 409,
     DatabaseUnavailable: 503,
     Overloaded: 503,

@@ -17,8 +17,9 @@ import os
 from flask import Blueprint, current_app, jsonify, render_template, send_from_directory
 from pydantic.json_schema import models_json_schema
 
-from tasks import catalog, lifecycle, wire
+from tasks import catalog, lifecycle, sweep_spec, wire
 from tasks.run_spec import MODES, RunSpec
+from tasks.sweep_spec import SweepSpec
 
 from . import fleet
 from .runs import LIST_FILTERS, MAX_BATCH, MAX_IDEMPOTENCY_KEY, MAX_LIMIT, MAX_OFFSET
@@ -27,7 +28,8 @@ bp = Blueprint("openapi", __name__)
 
 #: Every answer's model, published under its class name.
 ANSWERS = (wire.Run, wire.RunStatus, wire.RunPage, wire.RunList, wire.CheckpointList, wire.MetricsList,
-           wire.LogLine, wire.Progress, wire.StatusEvent, wire.DatasetList, wire.ModelList, wire.Health, wire.Error)
+           wire.LogLine, wire.Progress, wire.StatusEvent, wire.DatasetList, wire.ModelList, wire.Health, wire.Error,
+           wire.SweepCreated, wire.SweepDetail, wire.SweepPage)
 
 
 def _ref(name):
@@ -92,8 +94,36 @@ def _schemas(datasets, run_time_limit_s):
         if branch.get("type") == "integer":
             branch["maximum"] = run_time_limit_s
     schemas["RunSpec"] = run_spec
+    schemas["SweepSpec"] = _sweep_spec(run_spec)
     schemas.update(fleet.openapi_schemas())
     return schemas
+
+
+def _sweep_spec(run_spec):
+    """``SweepSpec``, with its base a ``RunSpec`` and each grid field a list
+    of that field's values.  What no schema can say (the trials' count, a
+    value's validity with the rest of its trial) is a 422 at submit
+    (``tasks/sweep_spec.py``)."""
+    schema = SweepSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    schema["properties"]["base"] = _ref("RunSpec")
+    fields = {name: {"type": "array", "minItems": 1, "items": field}
+              for name, field in run_spec["properties"].items()}
+    schema["properties"]["grid"] = {"anyOf": [{"type": "object", "properties": fields, "additionalProperties": False},
+                                              {"type": "null"}],
+                                    "description": schema["properties"]["grid"].get("description")}
+    random = defs["RandomSearch"]
+    random["properties"]["space"]["propertyNames"] = {"enum": list(run_spec["properties"])}
+    random["properties"]["space"]["additionalProperties"] = {
+        "type": "object", "minProperties": 1, "maxProperties": 1,
+        "propertyNames": {"enum": list(sweep_spec.DISTRIBUTIONS)},
+        "additionalProperties": {"type": "array"}}
+    schema["properties"]["random"] = {"anyOf": [random, {"type": "null"}]}
+    schema["properties"]["metric"]["enum"] = list(sweep_spec.METRICS)
+    return schema
+
+
+_SWEEP_ID = {"name": "sweep_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 
 
 #: What gunicorn answers itself, before the API sees the request (its limits:
@@ -221,6 +251,42 @@ def document(settings=None):
                 "operationId": "resumeRun",
                 "parameters": [_RUN_ID],
                 "responses": {"202": _json(_RUN), **_errors(401, 404, 405, 409, 503)}}},
+            "/api/tunix/sweeps": {
+                "post": {
+                    "operationId": "submitSweep",
+                    "summary": f"Submit a sweep: a grid and/or random search over a run request, up to "
+                               f"{sweep_spec.MAX_TRIALS} trials, each an async run; all valid and created, or none.",
+                    "requestBody": {"required": True,
+                                    "content": {"application/json": {"schema": _ref("SweepSpec")}}},
+                    "responses": {"202": _json(_ref("SweepCreated"), links={
+                        "GetSweep": {"operationId": "getSweep",
+                                     "parameters": {"sweep_id": "$response.body#/sweep_id"}},
+                        "CancelSweep": {"operationId": "cancelSweep",
+                                        "parameters": {"sweep_id": "$response.body#/sweep_id"}},
+                        "ResumeSweep": {"operationId": "resumeSweep",
+                                        "parameters": {"sweep_id": "$response.body#/sweep_id"}}}),
+                                  **_errors(400, 401, 405, 413, 415, 422, 503)}},
+                "get": {
+                    "operationId": "listSweeps",
+                    "summary": "Sweeps, newest first, their trials counted by status.",
+                    "parameters": list_params[:2],
+                    "responses": {"200": _json(_ref("SweepPage")), **_errors(405, 422, 503)}}},
+            "/api/tunix/sweeps/{sweep_id}": {"get": {
+                "operationId": "getSweep",
+                "summary": "A sweep: counts by status, the best trial by its metric, every trial with its "
+                           "parameters and latest loss.",
+                "parameters": [_SWEEP_ID], "responses": {"200": _json(_ref("SweepDetail")),
+                                                         **_errors(404, 405, 503)}}},
+            "/api/tunix/sweeps/{sweep_id}/cancel": {"post": {
+                "operationId": "cancelSweep",
+                "summary": "Stop every trial still in the system's hands.",
+                "parameters": [_SWEEP_ID], "responses": {"202": _json(_ref("SweepDetail")),
+                                                         **_errors(401, 404, 405, 503)}}},
+            "/api/tunix/sweeps/{sweep_id}/resume": {"post": {
+                "operationId": "resumeSweep",
+                "summary": "Queue every failed, cancelled or timed-out trial again.",
+                "parameters": [_SWEEP_ID], "responses": {"202": _json(_ref("SweepDetail")),
+                                                         **_errors(401, 404, 405, 503)}}},
             "/api/tunix/workers": {"get": {
                 "operationId": "getFleet",
                 "summary": "The fleet: hosts, worker processes (alive or lost), the runs they hold, the queues.",

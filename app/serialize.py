@@ -30,6 +30,8 @@ def run_json(row):
         "duration_seconds": row["duration_seconds"],
         "progress": row.get("progress"),
         "heartbeat_at": _ts(row.get("heartbeat_at")),
+        "sweep_id": str(row["sweep_id"]) if row.get("sweep_id") else None,
+        "trial": row.get("trial"),
     }
 
 

@@ -56,7 +56,7 @@ def truncate(url):
     conn = db.connect(url)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE tunix_runs CASCADE; TRUNCATE dramatiq.queue")
+            cur.execute("TRUNCATE tunix_sweeps, tunix_runs CASCADE; TRUNCATE dramatiq.queue")
     finally:
         conn.close()
 

@@ -22,6 +22,16 @@ class RunNotFound(TunixError):
         self.run_id = run_id
 
 
+class SweepNotFound(TunixError):
+    """Raised when a sweep id names no sweep."""
+
+    code = "sweep_not_found"
+
+    def __init__(self, sweep_id):
+        super().__init__(f"sweep {sweep_id} not found")
+        self.sweep_id = sweep_id
+
+
 class InvalidTransition(TunixError):
     """Raised when a run is not in a status it may leave for ``target``."""
 

@@ -364,3 +364,42 @@ def all_checkpoint_keys(conn, run_id):
 def delete_checkpoint_row(conn, run_id, step):
     with conn.cursor() as cur:
         cur.execute(QUERIES["delete_checkpoint_row"], dict(run_id=run_id, step=step))
+
+
+def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials):
+    """A sweep and its ``trials`` (dicts as for ``insert_runs``, with
+    ``params``) in ``conn``'s transaction; ``(sweep row, run rows)``."""
+    with timed_write("insert_sweep"), _cursor(conn) as cur:
+        cur.execute(QUERIES["insert_sweep"], dict(sweep_id=sweep_id, name=name, spec=Json(spec), metric=metric,
+                                                  duplicates=duplicates))
+        sweep = cur.fetchone()
+        rows = execute_values(
+            cur, QUERIES["insert_trials"],
+            [(t["run_id"], t["mode"], t["dry_run"], t["dataset_key"], t["model_id"], Json(t["config"]), sweep_id,
+              Json(t["params"])) for t in trials],
+            fetch=True, page_size=len(trials) or 1)
+    for mode, n in collections.Counter(t["mode"] for t in trials).items():
+        _count(conn, lifecycle.RunStatus.PENDING, mode, n)
+    return sweep, rows
+
+
+def list_sweeps(conn, *, limit, offset):
+    """``(rows, total)`` for one page of sweeps, newest first."""
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["list_sweeps"], dict(limit=limit, offset=offset))
+        rows = cur.fetchall()
+        cur.execute(QUERIES["count_sweeps"])
+        total = cur.fetchone()["count"]
+    return rows, total
+
+
+def get_sweep(conn, sweep_id):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["get_sweep"], dict(sweep_id=sweep_id))
+        return cur.fetchone()
+
+
+def sweep_trials(conn, sweep_id):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["sweep_trials"], dict(sweep_id=sweep_id))
+        return cur.fetchall()

@@ -64,6 +64,8 @@ class Run(RunStatus):
     queue_wait_seconds: Optional[float] = None
     duration_seconds: Optional[float] = None
     heartbeat_at: Optional[datetime] = None
+    sweep_id: Optional[str] = Field(None, description="the sweep this run is a trial of")
+    trial: Optional[dict[str, Any]] = Field(None, description="a trial's parameters: what its sweep varied")
 
 
 class Pagination(_Answer):
@@ -184,3 +186,48 @@ class Health(_Answer):
     """``/healthz`` (``ok``: the process serves) and ``/readyz`` (``ready``: the database answers, migrated)."""
 
     status: Literal["ok", "ready"]
+
+
+class Trial(_Answer):
+    """One trial of a sweep, with its latest recorded step."""
+
+    run_id: str
+    status: str = _STATUS
+    params: dict[str, Any]
+    step: Optional[int] = None
+    loss: Optional[float] = Field(None, description="at its latest recorded step")
+    attempts: int = 0
+
+
+class Sweep(_Answer):
+    """A sweep, its trials counted by status (``GET /api/tunix/sweeps``)."""
+
+    sweep_id: str
+    name: str
+    metric: str
+    status: Literal["active", "finished"] = Field(
+        description="active while any trial is in the system's hands, then finished")
+    trials: int
+    counts: dict[str, int] = Field(description="trials by status")
+    duplicates: int = Field(0, description="trials not created: their request equalled an earlier trial's")
+    created_at: datetime
+
+
+class SweepDetail(Sweep):
+    """``GET /api/tunix/sweeps/{sweep_id}``: the sweep, its best trial and
+    every trial."""
+
+    spec: dict[str, Any] = Field(description="the request as validated, with the seeds chosen at submit")
+    best: Optional[Trial] = Field(None, description="the completed trial with the lowest metric")
+    runs: list[Trial] = Field(description="every trial, in the order they were made")
+
+
+class SweepCreated(Sweep):
+    """``POST /api/tunix/sweeps``: the sweep and its trials, as runs."""
+
+    runs: list[Run] = Field(description="the trials created, in order")
+
+
+class SweepPage(_Answer):
+    data: list[Sweep]
+    pagination: Pagination

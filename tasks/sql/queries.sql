@@ -374,3 +374,44 @@ SELECT object_key FROM tunix_checkpoints WHERE run_id = %(run_id)s;
 
 -- name: delete_checkpoint_row
 DELETE FROM tunix_checkpoints WHERE run_id = %(run_id)s AND step = %(step)s AND deleting;
+
+-- name: insert_sweep
+INSERT INTO tunix_sweeps (id, name, spec, metric, duplicates)
+VALUES (%(sweep_id)s, %(name)s, %(spec)s, %(metric)s, %(duplicates)s)
+RETURNING *;
+
+-- name: insert_trials
+-- A sweep's trials: submitted runs carrying the sweep and their parameters
+-- (psycopg2 execute_values).
+INSERT INTO tunix_runs (id, mode, dry_run, dataset_key, model_id, config, sweep_id, trial) VALUES %s
+RETURNING *;
+
+-- name: list_sweeps
+-- One page of sweeps, newest first, each with its trials counted by status.
+SELECT s.id, s.name, s.metric, s.duplicates, s.created_at,
+       coalesce((SELECT jsonb_object_agg(status, n) FROM (
+           SELECT status, count(*) AS n FROM tunix_runs WHERE sweep_id = s.id GROUP BY status) c),
+           '{}'::jsonb) AS counts
+FROM tunix_sweeps s
+ORDER BY s.created_at DESC, s.id DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: count_sweeps
+SELECT count(*) FROM tunix_sweeps;
+
+-- name: get_sweep
+SELECT s.*, coalesce((SELECT jsonb_object_agg(status, n) FROM (
+           SELECT status, count(*) AS n FROM tunix_runs WHERE sweep_id = s.id GROUP BY status) c),
+           '{}'::jsonb) AS counts
+FROM tunix_sweeps s WHERE s.id = %(sweep_id)s;
+
+-- name: sweep_trials
+-- A sweep's trials in the order they were made, each with its latest
+-- recorded step and loss (the metrics' primary key serves the lateral read).
+SELECT r.id, r.status, r.trial, r.result, r.attempts, m.step, m.loss
+FROM tunix_runs r
+LEFT JOIN LATERAL (
+    SELECT step, loss FROM tunix_run_metrics WHERE run_id = r.id ORDER BY step DESC LIMIT 1
+) m ON true
+WHERE r.sweep_id = %(sweep_id)s
+ORDER BY r.created_at, r.id;

@@ -1,0 +1,145 @@
+"""Sweeps: submit a search space, read its trials, cancel and resume it.
+
+A sweep's trials are ordinary async runs (``tasks/sweep_spec.py``); they are
+written with the sweep and their messages in one transaction, as a batch
+submit writes its runs, so a sweep is all there or not at all.
+"""
+
+import uuid
+
+from flask import Blueprint, current_app, jsonify, url_for
+from werkzeug.routing import BaseConverter
+
+from tasks import catalog, lifecycle, registry, sweep_spec
+from tasks.errors import InvalidTransition, SweepNotFound
+
+from .db import get_db, transaction
+from .errors import ApiError
+from .runs import MAX_LIMIT, MAX_OFFSET, _int_arg, _json_body, _queue
+from .serialize import _ts, run_json
+
+bp = Blueprint("sweeps", __name__, url_prefix="/api/tunix")
+
+
+class SweepIdConverter(BaseConverter):
+    """``<sweep_id:...>``: a path segment; a malformed id is a JSON 404."""
+
+    regex = r"[^/]+"
+
+
+def _parse_id(raw):
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise SweepNotFound(raw) from None
+
+
+def _trial_json(row):
+    return {"run_id": str(row["id"]), "status": row["status"], "params": row["trial"] or {},
+            "step": row["step"], "loss": row["loss"], "attempts": row["attempts"]}
+
+
+def _summary(row):
+    counts = {status: int(n) for status, n in (row["counts"] or {}).items()}
+    active = any(status in lifecycle.ACTIVE for status in counts)
+    return {"sweep_id": str(row["id"]), "name": row["name"], "metric": row["metric"],
+            "status": "active" if active else "finished", "trials": sum(counts.values()), "counts": counts,
+            "duplicates": row["duplicates"], "created_at": _ts(row["created_at"])}
+
+
+def _detail(conn, sweep_id):
+    row = registry.get_sweep(conn, sweep_id)
+    if row is None:
+        raise SweepNotFound(sweep_id)
+    trials = [_trial_json(t) for t in registry.sweep_trials(conn, sweep_id)]
+    ranked = [t for t in trials if t["status"] == lifecycle.RunStatus.COMPLETED and t["loss"] is not None]
+    best = min(ranked, key=lambda t: t["loss"]) if ranked else None
+    return dict(_summary(row), spec=row["spec"], best=best, runs=trials)
+
+
+def _unknown_datasets(trials):
+    settings = current_app.config["SETTINGS"]
+    known = catalog.datasets(settings)
+    problems = []
+    for key in sorted({config["dataset_key"] for _, config in trials} - set(known)):
+        if catalog.get_dataset(key, settings, max_age=catalog.MISS_MAX_AGE_S) is None:
+            problems.append({"field": "base.dataset_key", "message": f"unknown dataset {key!r}; see GET "
+                                                                      "/api/tunix/datasets"})
+    return problems
+
+
+@bp.post("/sweeps")
+def submit_sweep():
+    body = _json_body()
+    try:
+        spec, trials, duplicates, seeds = sweep_spec.expand(body, current_app.config["SETTINGS"])
+    except sweep_spec.SweepInvalid as exc:
+        raise ApiError(422, "validation_error", str(exc), exc.fields) from None
+    problems = _unknown_datasets(trials)
+    if problems:
+        raise ApiError(422, "validation_error", f"{len(problems)} invalid field(s)", problems)
+    sweep_id = uuid.uuid4()
+    runs = [dict(run_id=uuid.uuid4(), mode="async", dry_run=config["dry_run"], dataset_key=config["dataset_key"],
+                 model_id=config["model_id"], config=config, params=params) for params, config in trials]
+    stored = dict(spec.model_dump(), **seeds)
+    with transaction() as conn:
+        sweep, rows = registry.insert_sweep(conn, sweep_id=sweep_id, name=spec.name, spec=stored,
+                                            metric=spec.metric, duplicates=duplicates, trials=runs)
+        _queue(conn, [(r["run_id"], r["dry_run"]) for r in runs])
+    answer = dict(_summary(dict(sweep, counts={lifecycle.RunStatus.PENDING.value: len(rows)})),
+                  runs=[run_json(r) for r in rows])
+    return jsonify(answer), 202, {"Location": url_for("sweeps.get_sweep", sweep_id=str(sweep_id))}
+
+
+@bp.get("/sweeps")
+def list_sweeps():
+    limit = _int_arg("limit", 20, 1, MAX_LIMIT)
+    offset = _int_arg("offset", 0, 0, MAX_OFFSET)
+    rows, total = registry.list_sweeps(get_db(), limit=limit, offset=offset)
+    next_offset = offset + len(rows) if offset + len(rows) < total else None
+    return jsonify(data=[_summary(r) for r in rows],
+                   pagination={"limit": limit, "offset": offset, "next_offset": next_offset, "total": total})
+
+
+@bp.get("/sweeps/<sweep_id:sweep_id>")
+def get_sweep(sweep_id):
+    return jsonify(_detail(get_db(), _parse_id(sweep_id)))
+
+
+@bp.post("/sweeps/<sweep_id:sweep_id>/cancel")
+def cancel_sweep(sweep_id):
+    """Every trial still in the system's hands stops: a pending one at once
+    (it never starts), a running one at its next heartbeat (checkpoint saved)."""
+    sweep_id = _parse_id(sweep_id)
+    conn = get_db()
+    if registry.get_sweep(conn, sweep_id) is None:
+        raise SweepNotFound(sweep_id)
+    S = lifecycle.RunStatus
+    for trial in registry.sweep_trials(conn, sweep_id):
+        if trial["status"] not in (S.PENDING, S.RUNNING):
+            continue
+        # Claimed between the read and the move: then it is running, and asked to stop.
+        for move in (("cancel_pending", "request_cancel") if trial["status"] == S.PENDING else ("request_cancel",)):
+            try:
+                registry.transition(conn, trial["id"], move)
+                break
+            except InvalidTransition:
+                continue
+    return jsonify(_detail(conn, sweep_id)), 202
+
+
+@bp.post("/sweeps/<sweep_id:sweep_id>/resume")
+def resume_sweep(sweep_id):
+    """Every failed, cancelled or timed-out trial is queued again; each goes
+    on from its latest checkpoint."""
+    sweep_id = _parse_id(sweep_id)
+    with transaction() as conn:
+        if registry.get_sweep(conn, sweep_id) is None:
+            raise SweepNotFound(sweep_id)
+        resumed = []
+        for trial in registry.sweep_trials(conn, sweep_id):
+            if trial["status"] in lifecycle.RESUMABLE:
+                resumed.append(registry.transition(conn, trial["id"], "resume",
+                                                   max_attempts=current_app.config["SETTINGS"].max_attempts))
+        _queue(conn, [(r["id"], r["dry_run"]) for r in resumed])
+    return jsonify(_detail(get_db(), sweep_id)), 202

@@ -1,0 +1,199 @@
+"""The sweep spec: a search space over run requests, and the trials it makes.
+
+A sweep is ``base`` (a run request, ``RunSpec``) varied by ``grid`` (every
+combination of the listed values) and ``random`` (``count`` draws from
+distributions, for each grid point).  Every trial is an ordinary run: its
+request is ``base`` with its parameters set, validated as strictly as a
+single submit, and stored resolved.  The base's seed, when absent, is chosen
+once for the whole sweep, so trials differ by their parameters only, and a
+trial whose resolved request equals an earlier one's is created once.
+
+Why 422 may answer a request its JSON Schema allows: that the product of
+the grid's lengths times ``count`` stays within ``MAX_TRIALS``, that a
+swept field is a run field, and that each value is valid for its field are
+rules no JSON Schema can state.
+"""
+
+import itertools
+import json
+import math
+import random
+import secrets
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .run_spec import JsonInt, OptionalJsonInt, RunSpec, field_errors
+
+#: Most trials one sweep may make.
+MAX_TRIALS = 500
+#: The metrics a sweep can rank trials by (lower is better).
+METRICS = ("loss",)
+#: Distributions of the random search, each over ``[low, high]`` but
+#: ``choice``, over its values.  A draw for an integer field is rounded.
+DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
+
+
+class RandomSearch(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    count: JsonInt = Field(ge=1, le=MAX_TRIALS, description="draws for each grid point")
+    seed: OptionalJsonInt = Field(None, ge=0, le=2**31 - 1, description="of the draws; chosen when absent")
+    space: dict[str, dict[str, list[Any]]] = Field(
+        min_length=1, description='field -> {"uniform" | "log_uniform": [low, high]} or {"choice": [values]}')
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*$", description="shown in the console")
+    base: dict[str, Any] = Field(description="a run request (RunSpec): what every trial shares")
+    grid: Optional[dict[str, list[Any]]] = Field(
+        None, description="field -> values: one trial for each combination")
+    random: Optional[RandomSearch] = None
+    metric: str = Field("loss", description="what ranks the trials; lower is better")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value):
+        if value not in METRICS:
+            raise ValueError(f"expected one of {', '.join(METRICS)}")
+        return value
+
+
+class SweepInvalid(ValueError):
+    """A sweep request that makes no valid set of trials: ``fields`` names
+    each problem as ``[{"field", "message"}]``."""
+
+    def __init__(self, fields):
+        super().__init__(f"{len(fields)} invalid field(s)")
+        self.fields = fields
+
+
+def _draw(rng, field, distribution, integral):
+    (kind, values), = distribution.items()
+    if kind == "choice":
+        return rng.choice(values)
+    low, high = sorted(values)
+    value = math.exp(rng.uniform(math.log(low), math.log(high))) if kind == "log_uniform" else rng.uniform(low, high)
+    return round(value) if integral else value
+
+
+def _check_space(spec):
+    """Problems of the search space's shape: fields that are not run
+    fields, a field both in the grid and the random space, distributions
+    that are not one of ``DISTRIBUTIONS`` with the right bounds."""
+    problems = []
+    known = set(RunSpec.model_fields)
+    for name in spec.grid or {}:
+        if name not in known:
+            problems.append({"field": f"grid.{name}", "message": "not a field of a run request"})
+        elif not spec.grid[name]:
+            problems.append({"field": f"grid.{name}", "message": "expected at least one value"})
+    for name, distribution in (spec.random.space if spec.random else {}).items():
+        where = f"random.space.{name}"
+        if name not in known:
+            problems.append({"field": where, "message": "not a field of a run request"})
+            continue
+        if name in (spec.grid or {}):
+            problems.append({"field": where, "message": "also in grid: a field is swept one way"})
+            continue
+        if len(distribution) != 1 or next(iter(distribution)) not in DISTRIBUTIONS:
+            problems.append({"field": where, "message": f"expected one of {', '.join(DISTRIBUTIONS)}"})
+            continue
+        (kind, values), = distribution.items()
+        if kind == "choice":
+            if not values:
+                problems.append({"field": f"{where}.choice", "message": "expected at least one value"})
+            continue
+        numbers = len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           and math.isfinite(v) for v in values)
+        if not numbers:
+            problems.append({"field": f"{where}.{kind}", "message": "expected [low, high], two finite numbers"})
+        elif kind == "log_uniform" and min(values) <= 0:
+            problems.append({"field": f"{where}.{kind}", "message": "log_uniform needs bounds above 0"})
+    return problems
+
+
+def _count(spec):
+    points = math.prod(len(v) for v in (spec.grid or {}).values())
+    return points * (spec.random.count if spec.random else 1)
+
+
+def trial_params(spec, random_seed):
+    """The parameters of every trial, in order: the grid's combinations
+    (last field fastest), each with ``random.count`` draws."""
+    grid = spec.grid or {}
+    names = list(grid)
+    points = [dict(zip(names, values)) for values in itertools.product(*grid.values())] or [{}]
+    if spec.random is None:
+        return points
+    rng = random.Random(random_seed)
+    integral = {name: RunSpec.model_fields[name].annotation is not float for name in spec.random.space}
+    out = []
+    for point in points:
+        for _ in range(spec.random.count):
+            drawn = {name: _draw(rng, name, d, integral[name]) for name, d in spec.random.space.items()}
+            out.append({**point, **drawn})
+    return out
+
+
+def _where(field, params, spec):
+    """The request field a trial's error is about, named where the user wrote it."""
+    name = field.split(".", 1)[0]
+    if name in (spec.grid or {}):
+        return f"grid.{name}"
+    if spec.random and name in spec.random.space:
+        return f"random.space.{name}"
+    return f"base.{field}"
+
+
+def expand(body, settings):
+    """``(spec, [(params, resolved request)], duplicates, chosen seeds)`` of
+    a sweep request.
+
+    Raises:
+      SweepInvalid: naming every bad field; nothing is to be written then.
+    """
+    try:
+        spec = SweepSpec.model_validate(body)
+    except ValidationError as exc:
+        raise SweepInvalid(field_errors(exc)) from None
+    try:
+        base = RunSpec.model_validate(spec.base)
+    except ValidationError as exc:
+        raise SweepInvalid([dict(e, field="base." + e["field"]) for e in field_errors(exc)]) from None
+    if not spec.grid and not spec.random:
+        raise SweepInvalid([{"field": "grid", "message": "a sweep needs a grid, a random search, or both"}])
+    problems = _check_space(spec)
+    if problems:
+        raise SweepInvalid(problems)
+    if _count(spec) > MAX_TRIALS:
+        raise SweepInvalid([{"field": "grid" if spec.grid else "random.count",
+                             "message": f"makes {_count(spec)} trials; a sweep makes at most {MAX_TRIALS}"}])
+    seeds = {"base_seed": base.seed if base.seed is not None else secrets.randbelow(2**31),
+             "random_seed": None}
+    if spec.random:
+        seeds["random_seed"] = spec.random.seed if spec.random.seed is not None else secrets.randbelow(2**31)
+    base_request = dict(spec.base, seed=seeds["base_seed"])
+    trials, seen, duplicates, problems = [], set(), 0, {}
+    for params in trial_params(spec, seeds["random_seed"]):
+        try:
+            config = RunSpec.model_validate({**base_request, **params}).resolved(settings)
+        except ValidationError as exc:
+            for e in field_errors(exc):
+                where = _where(e["field"], params, spec)
+                problems.setdefault(where, f"{e['message']} (trial {json.dumps(params, sort_keys=True)})")
+            continue
+        except ValueError as exc:  # time_limit_s over the operator's maximum
+            problems.setdefault(_where("time_limit_s", params, spec), str(exc))
+            continue
+        key = json.dumps(config, sort_keys=True)
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        trials.append((params, config))
+    if problems:
+        raise SweepInvalid([{"field": f, "message": m} for f, m in problems.items()])
+    return spec, trials, duplicates, seeds

@@ -1,0 +1,113 @@
+"""Sweeps through the real API process and the session's worker launch:
+a search space becomes trials that are ordinary runs, ranked by their loss."""
+
+import pytest
+
+from support import count_runs, scalar, wait_for
+
+BASE = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
+TRAIN = dict(BASE, dry_run=False, max_steps=30, batch_size=4, max_seq_length=32, checkpoint_every_steps=100)
+
+
+@pytest.fixture(autouse=True)
+def _workers(workers):
+    return workers
+
+
+def post(api, path, body=None):
+    return api.http.post(api.url(path), json=body, timeout=60)
+
+
+def wait_finished(api, sweep_id, timeout=120):
+    return wait_for(lambda: (lambda s: s if s["status"] == "finished" else None)(
+        api.get(f"/api/tunix/sweeps/{sweep_id}").json()), timeout, message=f"sweep {sweep_id} finished")
+
+
+def test_a_grid_sweep_makes_one_run_per_combination_each_executed_once(api, db_conn):
+    # Given a 2 x 2 grid over dry runs
+    body = {"name": "grid of dry runs", "base": BASE, "grid": {"batch_size": [2, 4], "seed": [1, 2]}}
+    # When it is submitted
+    response = post(api, "/api/tunix/sweeps", body)
+    # Then it is accepted with its four trials, ordinary runs carrying the sweep and their parameters
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    assert response.headers["Location"].endswith(f"/api/tunix/sweeps/{sweep['sweep_id']}")
+    assert sweep["trials"] == 4 and sweep["counts"] == {"pending": 4} and sweep["status"] == "active"
+    assert [r["trial"] for r in sweep["runs"]] == [{"batch_size": b, "seed": s} for b in (2, 4) for s in (1, 2)]
+    assert all(r["sweep_id"] == sweep["sweep_id"] and r["config"]["batch_size"] == r["trial"]["batch_size"]
+               for r in sweep["runs"])
+    # When the workers drain it
+    done = wait_finished(api, sweep["sweep_id"])
+    # Then every trial completed, once
+    assert done["counts"] == {"completed": 4} and done["trials"] == 4
+    assert [t["attempts"] for t in done["runs"]] == [1, 1, 1, 1]
+    assert {t["run_id"] for t in done["runs"]} == {r["run_id"] for r in sweep["runs"]}
+    assert api.run(sweep["runs"][0]["run_id"])["trial"] == {"batch_size": 2, "seed": 1}
+    # And the sweep is listed, newest first
+    listed = api.get("/api/tunix/sweeps", limit=1).json()
+    assert listed["data"][0]["sweep_id"] == sweep["sweep_id"] and listed["pagination"]["total"] >= 1
+    assert scalar(db_conn, "SELECT count(*) FROM tunix_runs WHERE sweep_id = %s", (sweep["sweep_id"],)) == 4
+
+
+def test_the_best_trial_is_the_completed_one_with_the_lowest_loss(api):
+    # Given three tiny trainings differing by learning rate, one of them far too low to learn
+    body = {"name": "lr", "base": dict(TRAIN, seed=5), "grid": {"learning_rate": [1e-6, 3e-3, 1e-2]}}
+    sweep = post(api, "/api/tunix/sweeps", body).json()
+    # When they have all trained
+    done = wait_finished(api, sweep["sweep_id"], timeout=300)
+    # Then each reports its latest step and loss, and the best is the lowest of the completed
+    assert done["counts"] == {"completed": 3}, done
+    assert all(t["step"] == 30 and t["loss"] is not None for t in done["runs"])
+    lowest = min(done["runs"], key=lambda t: t["loss"])
+    assert done["best"]["run_id"] == lowest["run_id"] and done["best"]["params"] == lowest["params"]
+    assert done["best"]["params"] != {"learning_rate": 1e-6}
+    # And the best's loss is the one its run recorded at its last step
+    metrics = api.get(f"/api/tunix/runs/{lowest['run_id']}/metrics").json()["data"]
+    assert metrics[-1]["loss"] == pytest.approx(done["best"]["loss"])
+
+
+def test_a_bad_search_space_is_a_422_naming_each_field_and_writes_nothing(api, db_conn):
+    runs, sweeps = count_runs(db_conn), scalar(db_conn, "SELECT count(*) FROM tunix_sweeps")
+    response = post(api, "/api/tunix/sweeps", {
+        "name": "bad", "base": BASE, "grid": {"learning_rate": [1e-3, 7.0], "colour": ["red"]},
+        "random": {"count": 2, "space": {"batch_size": {"log_uniform": [0, 8]}}}})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert {f["field"] for f in error["fields"]} == {"grid.colour", "random.space.batch_size.log_uniform"}
+    response = post(api, "/api/tunix/sweeps", {"name": "bad", "base": BASE, "grid": {"learning_rate": [1e-3, 7.0]}})
+    assert response.status_code == 422
+    assert [f["field"] for f in response.json()["error"]["fields"]] == ["grid.learning_rate"]
+    response = post(api, "/api/tunix/sweeps", {"name": "bad", "base": dict(BASE, dataset_key="nope"),
+                                               "grid": {"seed": [1]}})
+    assert response.status_code == 422
+    assert [f["field"] for f in response.json()["error"]["fields"]] == ["base.dataset_key"]
+    assert (count_runs(db_conn), scalar(db_conn, "SELECT count(*) FROM tunix_sweeps")) == (runs, sweeps)
+    # And an unknown sweep is a JSON 404
+    for path in ("/api/tunix/sweeps/5f0e1d2c-0000-4000-8000-000000000000", "/api/tunix/sweeps/nope"):
+        response = api.get(path)
+        assert response.status_code == 404 and response.json()["error"]["code"] == "sweep_not_found"
+
+
+def test_a_cancelled_sweep_stops_every_trial_and_a_resumed_one_queues_them_again(api):
+    # Given a sweep of long trainings, some running, the rest pending
+    body = {"name": "long", "base": dict(TRAIN, max_steps=100000, checkpoint_every_steps=20),
+            "grid": {"seed": [1, 2, 3, 4]}}
+    sweep = post(api, "/api/tunix/sweeps", body).json()
+    first = sweep["runs"][0]["run_id"]
+    wait_for(lambda: api.run(first)["status"] == "running", 120, message="a trial running")
+    # When the sweep is cancelled
+    response = post(api, f"/api/tunix/sweeps/{sweep['sweep_id']}/cancel")
+    assert response.status_code == 202, response.text
+    # Then every trial ends cancelled: the pending at once, the running at its next heartbeat
+    done = wait_finished(api, sweep["sweep_id"], timeout=120)
+    assert done["counts"] == {"cancelled": 4}, done
+    # When it is resumed
+    response = post(api, f"/api/tunix/sweeps/{sweep['sweep_id']}/resume")
+    assert response.status_code == 202, response.text
+    # Then every trial is back in the system's hands
+    assert response.json()["status"] == "active"
+    assert set(response.json()["counts"]) <= {"pending", "running"}
+    # (and stopped again, so the session's workers are free for the next test)
+    post(api, f"/api/tunix/sweeps/{sweep['sweep_id']}/cancel")
+    assert wait_finished(api, sweep["sweep_id"], timeout=120)["counts"] == {"cancelled": 4}

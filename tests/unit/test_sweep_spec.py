@@ -1,0 +1,75 @@
+"""The sweep spec: the trials a search space makes, and what it refuses."""
+
+import types
+
+import pytest
+
+from tasks import sweep_spec
+from tasks.sweep_spec import SweepInvalid, expand
+
+SETTINGS = types.SimpleNamespace(default_time_limit_s=3600, run_time_limit_s=86400)
+BASE = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
+
+
+def fields(body):
+    with pytest.raises(SweepInvalid) as info:
+        expand(body, SETTINGS)
+    return {f["field"]: f["message"] for f in info.value.fields}
+
+
+def test_a_grid_makes_every_combination_in_order_sharing_one_chosen_seed():
+    spec, trials, duplicates, seeds = expand(
+        {"name": "g", "base": BASE, "grid": {"learning_rate": [1e-3, 3e-3], "batch_size": [2, 4, 8]}}, SETTINGS)
+    assert [p for p, _ in trials] == [{"learning_rate": lr, "batch_size": b}
+                                      for lr in (1e-3, 3e-3) for b in (2, 4, 8)]
+    assert {c["seed"] for _, c in trials} == {seeds["base_seed"]} and duplicates == 0
+    assert all(c["learning_rate"] == p["learning_rate"] and c["batch_size"] == p["batch_size"] for p, c in trials)
+
+
+def test_a_random_search_draws_count_per_grid_point_reproducibly_within_bounds():
+    body = {"name": "r", "base": BASE, "grid": {"seed": [1, 2]},
+            "random": {"count": 5, "seed": 7, "space": {"learning_rate": {"log_uniform": [1e-4, 1e-2]},
+                                                         "batch_size": {"uniform": [2, 16]},
+                                                         "device": {"choice": ["cpu"]}}}}
+    _, trials, _, seeds = expand(body, SETTINGS)
+    assert len(trials) == 10 and seeds["random_seed"] == 7
+    for params, config in trials:
+        assert 1e-4 <= params["learning_rate"] <= 1e-2
+        assert isinstance(params["batch_size"], int) and 2 <= params["batch_size"] <= 16
+        assert config["device"] == "cpu"
+    assert [p for p, _ in expand(body, SETTINGS)[1]] == [p for p, _ in trials]
+
+
+def test_a_trial_equal_to_an_earlier_one_is_created_once():
+    _, trials, duplicates, _ = expand(
+        {"name": "d", "base": dict(BASE, seed=3), "grid": {"seed": [3, 3, 4], "batch_size": [8, 8]}}, SETTINGS)
+    assert [p for p, _ in trials] == [{"seed": 3, "batch_size": 8}, {"seed": 4, "batch_size": 8}]
+    assert duplicates == 4
+
+
+def test_bad_values_are_named_where_the_user_wrote_them():
+    problems = fields({"name": "b", "base": dict(BASE, num_epochs=0),
+                       "grid": {"learning_rate": [1e-3, 5.0]}})
+    assert set(problems) == {"base.num_epochs"}
+    problems = fields({"name": "b", "base": BASE, "grid": {"learning_rate": [1e-3, 5.0]}})
+    assert set(problems) == {"grid.learning_rate"} and "5.0" in problems["grid.learning_rate"]
+    problems = fields({"name": "b", "base": BASE,
+                       "random": {"count": 3, "space": {"learning_rate": {"log_uniform": [0, 1]},
+                                                        "colour": {"choice": [1]},
+                                                        "seed": {"normal": [0, 1]}}}})
+    assert set(problems) == {"random.space.learning_rate.log_uniform", "random.space.colour", "random.space.seed"}
+
+
+def test_what_is_not_a_sweep_is_refused():
+    assert set(fields({"name": "x", "base": BASE})) == {"grid"}
+    assert set(fields({"base": BASE, "grid": {"seed": [1]}, "early": 1})) == {"name", "early"}
+    assert set(fields({"name": "x", "base": BASE, "grid": {"seed": []}})) == {"grid.seed"}
+    assert set(fields({"name": "x", "base": BASE, "grid": {"seed": [1]},
+                       "random": {"count": 2, "space": {"seed": {"choice": [1, 2]}}}})) == {"random.space.seed"}
+    assert set(fields({"name": "x", "base": BASE, "grid": {"seed": [1]}, "metric": "accuracy"})) == {"metric"}
+
+
+def test_a_sweep_making_more_than_max_trials_is_refused_before_any_is_built():
+    n = sweep_spec.MAX_TRIALS
+    problems = fields({"name": "big", "base": BASE, "grid": {"seed": list(range(n)), "batch_size": [1, 2]}})
+    assert problems == {"grid": f"makes {2 * n} trials; a sweep makes at most {n}"}
