@@ -466,3 +466,89 @@ def _read_specs(path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.group(cls=_Group)
+def sweep():
+    """Sweeps: a grid and/or random search over a run request."""
+
+
+@sweep.command(name="submit")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+@json_option
+@click.pass_context
+def sweep_submit(ctx, path, as_json):
+    """Submit the sweep in PATH (JSON: name, base, grid, random); prints its id."""
+    try:
+        spec = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="PATH") from None
+    created = _client(ctx).submit_sweep(spec)
+    if as_json:
+        _emit_json(_dump(created))
+        return
+    click.echo(created.sweep_id)
+    err.print(f"{created.trials} trials queued" + (f", {created.duplicates} duplicates not created"
+                                                   if created.duplicates else ""))
+
+
+@sweep.command(name="status")
+@click.argument("sweep_id")
+@json_option
+@click.pass_context
+def sweep_status(ctx, sweep_id, as_json):
+    """A sweep's counts, best trial and every trial, best first."""
+    detail = _client(ctx).sweep(sweep_id)
+    if as_json:
+        _emit_json(_dump(detail))
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(detail.counts.items()))
+    err.print(Text(f"{detail.name}: {detail.status}, {detail.trials} trials ({counts})"))
+    if detail.best is not None:
+        err.print(Text(f"best: {detail.best.run_id} loss {detail.best.loss:.4f} {json.dumps(detail.best.params)}"))
+    ranked = sorted(detail.runs, key=lambda t: (t.loss is None, t.loss if t.loss is not None else 0))
+    _table(["run", "status", "step", "loss", "params"],
+           [[t.run_id, t.status, "-" if t.step is None else str(t.step),
+             "-" if t.loss is None else f"{t.loss:.4f}", json.dumps(t.params, sort_keys=True)] for t in ranked])
+
+
+@sweep.command(name="list")
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True)
+@json_option
+@click.pass_context
+def sweep_list(ctx, limit, offset, as_json):
+    """Sweeps, newest first."""
+    page = _client(ctx).sweeps(limit=limit, offset=offset)
+    if as_json:
+        _emit_json(_dump(page))
+        return
+    _table(["sweep", "name", "status", "trials", "counts"],
+           [[s.sweep_id, s.name, s.status, str(s.trials),
+             ", ".join(f"{n} {status}" for status, n in sorted(s.counts.items()))] for s in page.data])
+
+
+@sweep.command(name="cancel")
+@click.argument("sweep_id")
+@json_option
+@click.pass_context
+def sweep_cancel(ctx, sweep_id, as_json):
+    """Stop every trial still pending or running."""
+    _print_sweep(_client(ctx).cancel_sweep(sweep_id), as_json)
+
+
+@sweep.command(name="resume")
+@click.argument("sweep_id")
+@json_option
+@click.pass_context
+def sweep_resume(ctx, sweep_id, as_json):
+    """Queue every failed, cancelled or timed-out trial again."""
+    _print_sweep(_client(ctx).resume_sweep(sweep_id), as_json)
+
+
+def _print_sweep(detail, as_json):
+    if as_json:
+        _emit_json(_dump(detail))
+    else:
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(detail.counts.items()))
+        click.echo(f"{detail.sweep_id} {detail.status} ({counts})")

@@ -47,6 +47,9 @@ from tasks.wire import (
     RunPage,
     RunStatus,
     StatusEvent,
+    SweepCreated,
+    SweepDetail,
+    SweepPage,
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -197,6 +200,25 @@ class Client:
     def resume(self, run_id) -> Run:
         """Queue a failed, cancelled or timed-out run again (from its latest checkpoint)."""
         return Run.model_validate(self._json("POST", f"/api/tunix/runs/{run_id}/resume", retry=False))
+
+    def submit_sweep(self, spec) -> SweepCreated:
+        """A grid and/or random search over a run request: every trial an
+        async run, all created or none.  Not retried (it carries no
+        Idempotency-Key)."""
+        return SweepCreated.model_validate(self._json("POST", "/api/tunix/sweeps", json=spec, retry=False))
+
+    def sweep(self, sweep_id) -> SweepDetail:
+        return SweepDetail.model_validate(self._json("GET", f"/api/tunix/sweeps/{sweep_id}"))
+
+    def sweeps(self, *, limit=20, offset=0) -> SweepPage:
+        return SweepPage.model_validate(self._json("GET", "/api/tunix/sweeps",
+                                                   params={"limit": limit, "offset": offset}))
+
+    def cancel_sweep(self, sweep_id) -> SweepDetail:
+        return SweepDetail.model_validate(self._json("POST", f"/api/tunix/sweeps/{sweep_id}/cancel"))
+
+    def resume_sweep(self, sweep_id) -> SweepDetail:
+        return SweepDetail.model_validate(self._json("POST", f"/api/tunix/sweeps/{sweep_id}/resume", retry=False))
 
     def metrics(self, run_id) -> list[MetricsPoint]:
         return MetricsList.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/metrics")).data

@@ -211,6 +211,31 @@ def test_batch_submits_many_runs_from_json_lines(stack, tmp_path):
     assert refused.returncode == 5 and "runs.1" in one_line_error(refused)
 
 
+def test_a_sweep_from_a_file_is_submitted_watched_and_listed(stack, tmp_path):
+    path = tmp_path / "sweep.json"
+    path.write_text(json.dumps({"name": "dry grid", "base": {"dataset_key": "synthetic", "model_id": "llama3-tiny"},
+                                "grid": {"seed": [1, 2, 2]}}))
+    result = stack.tunix("sweep", "submit", str(path))
+    assert result.returncode == 0, result.stderr
+    sweep_id = result.stdout.strip()
+    assert "2 trials queued, 1 duplicates not created" in result.stderr
+    wait_for(lambda: json.loads(stack.tunix("sweep", "status", sweep_id, "--json").stdout)["status"] == "finished",
+             120, message="sweep finished")
+    shown = stack.tunix("sweep", "status", sweep_id)  # in a pipe: tab-separated, header first
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[0].split("\t") == ["run", "status", "step", "loss", "params"]
+    assert sorted(line.split("\t")[4] for line in lines[1:]) == ['{"seed": 1}', '{"seed": 2}']
+    assert "dry grid: finished, 2 trials (2 completed)" in shown.stderr
+    listed = stack.tunix("sweep", "list")
+    assert sweep_id in listed.stdout
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "base": {"dataset_key": "synthetic", "model_id": "llama3-tiny"},
+                               "grid": {"learning_rate": [7.0]}}))
+    refused = stack.tunix("sweep", "submit", str(bad))
+    assert refused.returncode == 5 and "grid.learning_rate" in one_line_error(refused)
+
+
 # --------------------------------------------------------------------------- a real terminal
 
 
