@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, jsonify, render_template, send_from_di
 from pydantic.json_schema import models_json_schema
 
 from tasks import catalog, lifecycle, sweep_spec, wire
-from tasks.run_spec import MODES, RunSpec
+from tasks.run_spec import MODES, RunFilter, RunSpec
 from tasks.sweep_spec import SweepSpec
 
 from . import fleet
@@ -29,7 +29,7 @@ bp = Blueprint("openapi", __name__)
 #: Every answer's model, published under its class name.
 ANSWERS = (wire.Run, wire.RunStatus, wire.RunPage, wire.RunList, wire.CheckpointList, wire.MetricsList,
            wire.LogLine, wire.Progress, wire.StatusEvent, wire.DatasetList, wire.ModelList, wire.Health, wire.Error,
-           wire.SweepCreated, wire.SweepDetail, wire.SweepPage)
+           wire.SweepCreated, wire.SweepDetail, wire.SweepPage, wire.BulkMove)
 
 
 def _ref(name):
@@ -95,6 +95,7 @@ def _schemas(datasets, run_time_limit_s):
             branch["maximum"] = run_time_limit_s
     schemas["RunSpec"] = run_spec
     schemas["SweepSpec"] = _sweep_spec(run_spec)
+    schemas["RunFilter"] = RunFilter.model_json_schema()
     schemas.update(fleet.openapi_schemas())
     return schemas
 
@@ -195,6 +196,16 @@ def document(settings=None):
                     "required": ["runs"], "additionalProperties": False}}}},
                 "responses": {"202": _json(_ref("RunList"), links=_links("$response.body#/data/0/run_id")),
                               **_errors(400, 401, 405, 413, 415, 422, 503)}}},
+            "/api/tunix/runs/cancel": {"post": {
+                "operationId": "cancelRuns",
+                "summary": "Cancel every pending or running run the filter matches (as each run's own cancel).",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RunFilter")}}},
+                "responses": {"202": _json(_ref("BulkMove")), **_errors(400, 401, 405, 413, 415, 422, 503)}}},
+            "/api/tunix/runs/resume": {"post": {
+                "operationId": "resumeRuns",
+                "summary": "Queue again every failed, cancelled or timed-out run the filter matches.",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RunFilter")}}},
+                "responses": {"202": _json(_ref("BulkMove")), **_errors(400, 401, 405, 413, 415, 422, 503)}}},
             "/api/tunix/runs": {"get": {
                 "operationId": "listRuns",
                 "summary": "Run history, newest first.", "parameters": list_params,

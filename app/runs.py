@@ -13,7 +13,7 @@ from werkzeug.routing import BaseConverter
 from tasks import actors, catalog, db, lifecycle, registry
 from tasks.errors import InvalidTransition, RunNotFound
 from tasks.metrics import RUNS_RETRIED
-from tasks.run_spec import MODES, RunSpec, ValidationError, field_errors
+from tasks.run_spec import MODES, RunFilter, RunSpec, ValidationError, field_errors
 
 from . import admission
 from .db import close_db, get_db, transaction
@@ -41,12 +41,12 @@ FINAL_READ_PATIENCE_S = 30
 LIST_FILTERS = ("status", "mode", "dataset_key", "model_id")
 
 class RunIdConverter(BaseConverter):
-    """``<run_id:...>``: any path segment but ``batch``, which is its sibling
-    (``POST /runs/batch``), so ``/runs/batch`` is one resource whose ``Allow``
-    lists its own methods, not also a run's GET.  Not a UUID check: a
+    """``<run_id:...>``: any path segment but ``batch``, ``cancel`` and
+    ``resume``, its siblings (``POST /runs/batch``, the bulk moves), so each
+    is one resource whose ``Allow`` lists its own methods, not also a run's GET.  Not a UUID check: a
     malformed id stays a JSON 404 naming the run (``parse_run_id``)."""
 
-    regex = r"(?!batch(?![^/]))[^/]+"
+    regex = r"(?!(?:batch|cancel|resume)(?![^/]))[^/]+"
 
 
 def parse_run_id(raw):
@@ -327,3 +327,58 @@ def submit_batch():
         rows = registry.insert_runs(conn, runs)
         _queue(conn, [(r["run_id"], r["dry_run"]) for r in runs])
     return jsonify(data=[run_json(r) for r in rows]), 202
+
+
+def cancel_each(conn, runs):
+    """Cancel ``runs`` (rows with ``id`` and ``status``), each as its own
+    cancel would: a pending one at once, a running one asked to stop.
+    Returns how many reached each status; one that moved on meanwhile (it
+    ended, or was claimed: then it is asked to stop) is taken as it is."""
+    S = lifecycle.RunStatus
+    moved = {S.CANCELLED.value: 0, S.CANCEL_REQUESTED.value: 0}
+    for run in runs:
+        if run["status"] not in (S.PENDING, S.RUNNING):
+            continue
+        for move in (("cancel_pending", "request_cancel") if run["status"] == S.PENDING else ("request_cancel",)):
+            try:
+                moved[registry.transition(conn, run["id"], move)["status"]] += 1
+                break
+            except InvalidTransition:
+                continue
+    return moved
+
+
+def resume_each(conn, runs):
+    """Queue ``runs`` again, in ``conn``'s transaction (each from its latest
+    checkpoint, with a fresh attempts budget); the runs resumed."""
+    resumed = [registry.transition(conn, run["id"], "resume", max_attempts=current_app.config["SETTINGS"].max_attempts)
+               for run in runs if run["status"] in lifecycle.RESUMABLE]
+    _queue(conn, [(r["id"], r["dry_run"]) for r in resumed])
+    if resumed:
+        db.after_commit(conn, lambda: RUNS_RETRIED.labels("resume").inc(len(resumed)))
+    return resumed
+
+
+def _run_filter():
+    try:
+        return RunFilter.model_validate(_json_body()).given()
+    except ValidationError as exc:
+        fields = field_errors(exc)
+        raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None
+
+
+@bp.post("/runs/cancel")
+def cancel_matching():
+    """Cancel every pending or running run the filter matches."""
+    conn = get_db()
+    runs = registry.matching_runs(conn, "active", **_run_filter())
+    return jsonify(matched=len(runs), moved=cancel_each(conn, runs)), 202
+
+
+@bp.post("/runs/resume")
+def resume_matching():
+    """Queue again every failed, cancelled or timed-out run the filter matches."""
+    filters = _run_filter()
+    with transaction() as conn:
+        resumed = resume_each(conn, registry.matching_runs(conn, "resumable", **filters))
+    return jsonify(matched=len(resumed), moved={lifecycle.RunStatus.PENDING.value: len(resumed)}), 202

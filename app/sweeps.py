@@ -11,11 +11,11 @@ from flask import Blueprint, current_app, jsonify, url_for
 from werkzeug.routing import BaseConverter
 
 from tasks import catalog, lifecycle, registry, sweep_spec
-from tasks.errors import InvalidTransition, SweepNotFound
+from tasks.errors import SweepNotFound
 
 from .db import get_db, transaction
 from .errors import ApiError
-from .runs import MAX_LIMIT, MAX_OFFSET, _int_arg, _json_body, _queue
+from .runs import MAX_LIMIT, MAX_OFFSET, _int_arg, _json_body, _queue, cancel_each, resume_each
 from .serialize import _ts, run_json
 
 bp = Blueprint("sweeps", __name__, url_prefix="/api/tunix")
@@ -114,17 +114,7 @@ def cancel_sweep(sweep_id):
     conn = get_db()
     if registry.get_sweep(conn, sweep_id) is None:
         raise SweepNotFound(sweep_id)
-    S = lifecycle.RunStatus
-    for trial in registry.sweep_trials(conn, sweep_id):
-        if trial["status"] not in (S.PENDING, S.RUNNING):
-            continue
-        # Claimed between the read and the move: then it is running, and asked to stop.
-        for move in (("cancel_pending", "request_cancel") if trial["status"] == S.PENDING else ("request_cancel",)):
-            try:
-                registry.transition(conn, trial["id"], move)
-                break
-            except InvalidTransition:
-                continue
+    cancel_each(conn, registry.matching_runs(conn, "active", sweep_id=sweep_id))
     return jsonify(_detail(conn, sweep_id)), 202
 
 
@@ -136,10 +126,5 @@ def resume_sweep(sweep_id):
     with transaction() as conn:
         if registry.get_sweep(conn, sweep_id) is None:
             raise SweepNotFound(sweep_id)
-        resumed = []
-        for trial in registry.sweep_trials(conn, sweep_id):
-            if trial["status"] in lifecycle.RESUMABLE:
-                resumed.append(registry.transition(conn, trial["id"], "resume",
-                                                   max_attempts=current_app.config["SETTINGS"].max_attempts))
-        _queue(conn, [(r["id"], r["dry_run"]) for r in resumed])
+        resume_each(conn, registry.matching_runs(conn, "resumable", sweep_id=sweep_id))
     return jsonify(_detail(get_db(), sweep_id)), 202

@@ -180,7 +180,7 @@ RESUMABLE = MOVES["resume"].sources
 ALL = tuple(s.value for s in RunStatus)
 
 #: The sets the named SQL may name (``status IN :HELD``).
-SQL_SETS = {"WAITING": WAITING, "HELD": HELD, "ACTIVE": ACTIVE, "FINAL": FINAL}
+SQL_SETS = {"WAITING": WAITING, "HELD": HELD, "ACTIVE": ACTIVE, "FINAL": FINAL, "RESUMABLE": RESUMABLE}
 
 
 def move(name_or_move):

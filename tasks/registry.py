@@ -403,3 +403,13 @@ def sweep_trials(conn, sweep_id):
     with _cursor(conn) as cur:
         cur.execute(QUERIES["sweep_trials"], dict(sweep_id=sweep_id))
         return cur.fetchall()
+
+
+def matching_runs(conn, status_set, *, status=None, sweep_id=None, dataset_key=None, model_id=None):
+    """The runs a bulk move acts on: ``status_set`` ``"active"`` (to cancel)
+    or ``"resumable"``, narrowed by the filters; oldest first."""
+    assert status_set in ("active", "resumable"), status_set
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["matching_runs"], dict(status_set=status_set, status=status, sweep_id=sweep_id,
+                                                   dataset_key=dataset_key, model_id=model_id))
+        return cur.fetchall()

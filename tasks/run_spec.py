@@ -11,9 +11,12 @@ subprocess (``workers/training/spec.py``), which reads it back with
 import secrets
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator  # noqa: F401
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,  # noqa: F401
+                      field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from . import lifecycle
+from .lifecycle import RunStatus
 from .models import MODELS, get_model
 
 #: Submit modes.
@@ -121,3 +124,37 @@ def field_errors(exc):
             message = "unknown field"
         out.append({"field": field, "message": message})
     return out
+
+
+#: A run id or sweep id as the API writes it.
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+
+
+class RunFilter(BaseModel):
+    """Which runs a bulk cancel or resume acts on: every field given must
+    match, and at least one must be given (a bulk move over every run is
+    not a typo the API should carry out)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
+
+    # Not Optional: null is no filter the document could describe as one.
+    status: str = Field(None, json_schema_extra={"enum": [s.value for s in RunStatus]})
+    sweep_id: str = Field(None, pattern=UUID_PATTERN, description="the trials of this sweep")
+    dataset_key: str = Field(None, pattern=r"^[^\x00]*$")
+    model_id: str = Field(None, pattern=r"^[^\x00]*$")
+
+    @field_validator("status")
+    @classmethod
+    def _known_status(cls, value):
+        if value not in lifecycle.ALL:
+            raise PydanticCustomError("unknown_status", f"expected one of {', '.join(lifecycle.ALL)}")
+        return value
+
+    @model_validator(mode="after")
+    def _something_given(self):
+        if not self.given():
+            raise PydanticCustomError("no_filter", "name at least one of status, sweep_id, dataset_key, model_id")
+        return self
+
+    def given(self):
+        return {name: value for name, value in self.model_dump().items() if value is not None}

@@ -231,3 +231,11 @@ class SweepCreated(Sweep):
 class SweepPage(_Answer):
     data: list[Sweep]
     pagination: Pagination
+
+
+class BulkMove(_Answer):
+    """``POST /api/tunix/runs/cancel`` and ``/resume``: what the filter matched
+    and where those runs went."""
+
+    matched: int = Field(description="runs the filter matched that could make the move")
+    moved: dict[str, int] = Field(description="runs by the status they reached")

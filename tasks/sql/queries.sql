@@ -415,3 +415,14 @@ LEFT JOIN LATERAL (
 ) m ON true
 WHERE r.sweep_id = %(sweep_id)s
 ORDER BY r.created_at, r.id;
+
+-- name: matching_runs
+-- The runs a bulk cancel or resume acts on (status_set: 'active' or
+-- 'resumable'), oldest first, by the history's filters and the sweep.
+SELECT id, status, dry_run FROM tunix_runs
+WHERE CASE %(status_set)s WHEN 'active' THEN status IN :ACTIVE ELSE status IN :RESUMABLE END
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(sweep_id)s::uuid IS NULL OR sweep_id = %(sweep_id)s)
+  AND (%(dataset_key)s::text IS NULL OR dataset_key = %(dataset_key)s)
+  AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s)
+ORDER BY created_at, id;

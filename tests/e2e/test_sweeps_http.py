@@ -111,3 +111,33 @@ def test_a_cancelled_sweep_stops_every_trial_and_a_resumed_one_queues_them_again
     # (and stopped again, so the session's workers are free for the next test)
     post(api, f"/api/tunix/sweeps/{sweep['sweep_id']}/cancel")
     assert wait_finished(api, sweep["sweep_id"], timeout=120)["counts"] == {"cancelled": 4}
+
+
+def test_runs_are_cancelled_and_resumed_in_bulk_by_filter_and_a_filterless_move_is_refused(api, db_conn):
+    # Given two sweeps of long trainings
+    body = {"name": "bulk", "base": dict(TRAIN, max_steps=100000), "grid": {"seed": [1, 2, 3]}}
+    target, other = (post(api, "/api/tunix/sweeps", body).json() for _ in range(2))
+    # When the runs of one are cancelled by filter
+    response = post(api, "/api/tunix/runs/cancel", {"sweep_id": target["sweep_id"]})
+    # Then that sweep's three are stopped, and only they
+    assert response.status_code == 202, response.text
+    assert response.json()["matched"] == 3 and sum(response.json()["moved"].values()) == 3
+    assert wait_finished(api, target["sweep_id"])["counts"] == {"cancelled": 3}
+    assert api.get(f"/api/tunix/sweeps/{other['sweep_id']}").json()["status"] == "active"
+    # When they are resumed by filter
+    response = post(api, "/api/tunix/runs/resume", {"sweep_id": target["sweep_id"], "status": "cancelled"})
+    assert response.status_code == 202 and response.json() == {"matched": 3, "moved": {"pending": 3}}
+    # Then they are queued again, with the rest
+    assert api.get(f"/api/tunix/sweeps/{target['sweep_id']}").json()["status"] == "active"
+    # And a bulk move naming nothing, or something unknown, is a 422 that moves nothing
+    before = scalar(db_conn, "SELECT count(*) FROM tunix_runs WHERE status IN ('pending', 'running')")
+    for bad, field in (({}, "body"), ({"status": "lost"}, "status"), ({"sweep_id": "x"}, "sweep_id"),
+                       ({"colour": "red"}, "colour")):
+        response = post(api, "/api/tunix/runs/cancel", bad)
+        assert response.status_code == 422, (bad, response.text)
+        assert [f["field"] for f in response.json()["error"]["fields"]] == [field]
+    assert scalar(db_conn, "SELECT count(*) FROM tunix_runs WHERE status IN ('pending', 'running')") == before
+    # (both stopped, so the session's workers are free for the next test)
+    for sweep in (target, other):
+        post(api, "/api/tunix/runs/cancel", {"sweep_id": sweep["sweep_id"]})
+        assert wait_finished(api, sweep["sweep_id"])["counts"] == {"cancelled": 3}
