@@ -265,7 +265,7 @@ def cancel(run_id):
     if row is None:
         raise RunNotFound(run_id)
     S = lifecycle.RunStatus
-    if row["status"] == S.PENDING:
+    if row["status"] in (S.PENDING, S.DEFERRED):
         try:
             row = registry.transition(conn, run_id, "cancel_pending")
             return jsonify(run_json(row)), 200
@@ -337,9 +337,10 @@ def cancel_each(conn, runs):
     S = lifecycle.RunStatus
     moved = {S.CANCELLED.value: 0, S.CANCEL_REQUESTED.value: 0}
     for run in runs:
-        if run["status"] not in (S.PENDING, S.RUNNING):
+        if run["status"] not in (S.DEFERRED, S.PENDING, S.RUNNING):
             continue
-        for move in (("cancel_pending", "request_cancel") if run["status"] == S.PENDING else ("request_cancel",)):
+        waiting = run["status"] in (S.DEFERRED, S.PENDING)
+        for move in (("cancel_pending", "request_cancel") if waiting else ("request_cancel",)):
             try:
                 moved[registry.transition(conn, run["id"], move)["status"]] += 1
                 break

@@ -84,10 +84,13 @@ def submit_sweep():
     stored = dict(spec.model_dump(), **seeds)
     with transaction() as conn:
         sweep, rows = registry.insert_sweep(conn, sweep_id=sweep_id, name=spec.name, spec=stored,
-                                            metric=spec.metric, duplicates=duplicates, trials=runs)
-        _queue(conn, [(r["run_id"], r["dry_run"]) for r in runs])
-    answer = dict(_summary(dict(sweep, counts={lifecycle.RunStatus.PENDING.value: len(rows)})),
-                  runs=[run_json(r) for r in rows])
+                                            metric=spec.metric, duplicates=duplicates, trials=runs,
+                                            max_concurrent=spec.max_concurrent)
+        _queue(conn, [(r["id"], r["dry_run"]) for r in rows if r["status"] == lifecycle.RunStatus.PENDING])
+    counts = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    answer = dict(_summary(dict(sweep, counts=counts)), runs=[run_json(r) for r in rows])
     return jsonify(answer), 202, {"Location": url_for("sweeps.get_sweep", sweep_id=str(sweep_id))}
 
 

@@ -56,6 +56,10 @@ import enum
 
 
 class RunStatus(str, enum.Enum):
+    #: A sweep's trial held back while its sweep runs ``max_concurrent``
+    #: trials already: it has no message yet, and is admitted (``admit``)
+    #: when one of them ends.
+    DEFERRED = "deferred"
     #: Committed to the registry and queued; no worker holds it yet.
     PENDING = "pending"
     #: A worker claimed it and is executing it.
@@ -80,6 +84,7 @@ _S = RunStatus
 #: What each status means, in a user's words (the console's hints, the API
 #: document's description of ``status``).
 MEANING = {
+    _S.DEFERRED: "Held back: its sweep already runs its max_concurrent trials",
     _S.PENDING: "Queued: waiting for a free worker",
     _S.RUNNING: "A worker is executing it",
     _S.CANCEL_REQUESTED: "Stopping: the worker saves a checkpoint and ends it",
@@ -99,8 +104,11 @@ ACTIVE = frozenset(RunStatus) - FINAL
 #: checkpoints, and the reaper recovers it when the worker falls silent.
 HELD = frozenset({_S.RUNNING, _S.CANCEL_REQUESTED})
 
-#: Statuses of a run waiting for a worker.
+#: Statuses of a run waiting for a worker: it has its message.
 WAITING = frozenset({_S.PENDING})
+
+#: Statuses of a run held back from the queue (no message yet).
+DEFERRED = frozenset({_S.DEFERRED})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +151,10 @@ _MOVES = (
     Move("time_out", HELD, _S.TIMEOUT, doc="The execution ran past its time_limit_s."),
     Move("request_cancel", frozenset({_S.RUNNING}), _S.CANCEL_REQUESTED,
          doc="A user asks a held run to stop; its worker sees it at its next heartbeat."),
-    Move("cancel_pending", WAITING, _S.CANCELLED,
+    Move("admit", DEFERRED, _S.PENDING,
+         doc="Its sweep runs fewer than max_concurrent trials: the trial gets its message, in the same "
+             "transaction (tasks/admission.py)."),
+    Move("cancel_pending", WAITING | DEFERRED, _S.CANCELLED,
          doc="A user cancels a run no worker holds: it never starts, even if a consumer prefetched it."),
     Move("cancel", HELD, _S.CANCELLED,
          doc="A worker stopped a run on a user's cancel (checkpoint saved), or the reaper ends one being "
@@ -157,7 +168,7 @@ _MOVES = (
     Move("exhaust", WAITING, _S.FAILED,
          doc="A claim found the run had had its attempts (a race the reaper's own check lost): it fails "
              "where the attempt would have begun."),
-    Move("reject", ACTIVE, _S.FAILED,
+    Move("reject", WAITING | HELD, _S.FAILED,
          doc="dramatiq gave the run's message up: whatever the run was doing, it will not go on."),
     Move("resume", FINAL - {_S.COMPLETED}, _S.PENDING, budget="renew",
          doc="A user queues a failed, cancelled or timed-out run again, with a fresh attempts budget."),
@@ -180,7 +191,7 @@ RESUMABLE = MOVES["resume"].sources
 ALL = tuple(s.value for s in RunStatus)
 
 #: The sets the named SQL may name (``status IN :HELD``).
-SQL_SETS = {"WAITING": WAITING, "HELD": HELD, "ACTIVE": ACTIVE, "FINAL": FINAL, "RESUMABLE": RESUMABLE}
+SQL_SETS = {"WAITING": WAITING, "DEFERRED": DEFERRED, "HELD": HELD, "ACTIVE": ACTIVE, "FINAL": FINAL, "RESUMABLE": RESUMABLE}
 
 
 def move(name_or_move):

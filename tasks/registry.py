@@ -366,21 +366,31 @@ def delete_checkpoint_row(conn, run_id, step):
         cur.execute(QUERIES["delete_checkpoint_row"], dict(run_id=run_id, step=step))
 
 
-def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials):
+def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials, max_concurrent=None):
     """A sweep and its ``trials`` (dicts as for ``insert_runs``, with
-    ``params``) in ``conn``'s transaction; ``(sweep row, run rows)``."""
+    ``params``) in ``conn``'s transaction: the first ``max_concurrent``
+    pending, the rest deferred; ``(sweep row, run rows)``."""
+    S = lifecycle.RunStatus
+    queued = len(trials) if max_concurrent is None else max_concurrent
     with timed_write("insert_sweep"), _cursor(conn) as cur:
         cur.execute(QUERIES["insert_sweep"], dict(sweep_id=sweep_id, name=name, spec=Json(spec), metric=metric,
-                                                  duplicates=duplicates))
+                                                  duplicates=duplicates, max_concurrent=max_concurrent))
         sweep = cur.fetchone()
         rows = execute_values(
             cur, QUERIES["insert_trials"],
-            [(t["run_id"], t["mode"], t["dry_run"], t["dataset_key"], t["model_id"], Json(t["config"]), sweep_id,
-              Json(t["params"])) for t in trials],
+            [(t["run_id"], (S.PENDING if i < queued else S.DEFERRED).value, t["mode"], t["dry_run"],
+              t["dataset_key"], t["model_id"], Json(t["config"]), sweep_id, Json(t["params"]))
+             for i, t in enumerate(trials)],
             fetch=True, page_size=len(trials) or 1)
-    for mode, n in collections.Counter(t["mode"] for t in trials).items():
-        _count(conn, lifecycle.RunStatus.PENDING, mode, n)
+    for (status, mode), n in collections.Counter((r["status"], r["mode"]) for r in rows).items():
+        _count(conn, status, mode, n)
     return sweep, rows
+
+
+def trials_to_admit(conn, limit=1000):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["trials_to_admit"], dict(limit=limit))
+        return cur.fetchall()
 
 
 def list_sweeps(conn, *, limit, offset):

@@ -52,6 +52,9 @@ class SweepSpec(BaseModel):
         None, description="field -> values: one trial for each combination")
     random: Optional[RandomSearch] = None
     metric: str = Field("loss", description="what ranks the trials; lower is better")
+    max_concurrent: OptionalJsonInt = Field(
+        None, ge=1, le=MAX_TRIALS, description="trials queued or running at once; the rest wait 'deferred' and "
+                                               "are admitted as trials end (default: all queued at once)")
 
     @field_validator("metric")
     @classmethod

@@ -36,7 +36,7 @@ import threading
 import time
 from hashlib import sha256
 
-from tasks import db, lifecycle, registry
+from tasks import admission, db, lifecycle, registry
 from tasks.errors import InvalidTransition
 from tasks.metrics import RUNS_RECOVERED, RUNS_RETRIED, SILENT_SESSIONS_ENDED
 
@@ -168,7 +168,15 @@ class Reaper:
             self.finish_checkpoint_deletions()
         except Exception as exc:  # noqa: BLE001 - the store may be down: the next pass tries again
             logger.warning("checkpoint deletions deferred: %s", exc)
-        return self.recover_lost(), self.republish_orphans()
+        recovered, republished = self.recover_lost(), self.republish_orphans()
+        self.admit_deferred()
+        return recovered, republished
+
+    def admit_deferred(self):
+        """Places a cancel, a crash or a kill freed in a sweep (a trial that
+        ends on a worker admits the next itself: tasks/admission.py)."""
+        with db.connection(self.pool) as conn:
+            return admission.admit(conn)
 
     def run_pass(self):
         """``run_once``, with a failure (the database may be down) logged and remembered."""

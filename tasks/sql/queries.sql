@@ -376,15 +376,32 @@ SELECT object_key FROM tunix_checkpoints WHERE run_id = %(run_id)s;
 DELETE FROM tunix_checkpoints WHERE run_id = %(run_id)s AND step = %(step)s AND deleting;
 
 -- name: insert_sweep
-INSERT INTO tunix_sweeps (id, name, spec, metric, duplicates)
-VALUES (%(sweep_id)s, %(name)s, %(spec)s, %(metric)s, %(duplicates)s)
+INSERT INTO tunix_sweeps (id, name, spec, metric, duplicates, max_concurrent)
+VALUES (%(sweep_id)s, %(name)s, %(spec)s, %(metric)s, %(duplicates)s, %(max_concurrent)s)
 RETURNING *;
 
 -- name: insert_trials
--- A sweep's trials: submitted runs carrying the sweep and their parameters
--- (psycopg2 execute_values).
-INSERT INTO tunix_runs (id, mode, dry_run, dataset_key, model_id, config, sweep_id, trial) VALUES %s
+-- A sweep's trials: submitted runs carrying the sweep and their parameters,
+-- pending or deferred (psycopg2 execute_values).
+INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, sweep_id, trial) VALUES %s
 RETURNING *;
+
+-- name: trials_to_admit
+-- Deferred trials whose sweep runs fewer than max_concurrent trials now
+-- (queued or held by a worker), oldest first within each sweep: as many of
+-- each sweep's as it has free places.  One admitter at a time (the caller
+-- holds the admission lock), so two cannot fill one place twice.
+SELECT q.id, q.dry_run FROM (
+    SELECT r.id, r.dry_run, r.created_at, s.max_concurrent,
+           row_number() OVER (PARTITION BY r.sweep_id ORDER BY r.created_at, r.id) AS place,
+           (SELECT count(*) FROM tunix_runs a
+             WHERE a.sweep_id = r.sweep_id AND (a.status IN :WAITING OR a.status IN :HELD)) AS busy
+    FROM tunix_runs r JOIN tunix_sweeps s ON s.id = r.sweep_id
+    WHERE r.status IN :DEFERRED
+) q
+WHERE q.place <= q.max_concurrent - q.busy
+ORDER BY q.created_at
+LIMIT %(limit)s;
 
 -- name: list_sweeps
 -- One page of sweeps, newest first, each with its trials counted by status.

@@ -300,3 +300,46 @@ def test_a_submit_on_an_autocommit_connection_is_counted_at_once(conn):
     before = _runs_total("pending", "sync")
     new_run(conn, mode="sync")
     assert _runs_total("pending", "sync") == before + 1
+
+
+def _sweep(conn, n, max_concurrent):
+    trials = [dict(run_id=uuid.uuid4(), mode="async", dry_run=True, dataset_key="synthetic", model_id="llama3-tiny",
+                   config=dict(CONFIG, seed=i), params={"seed": i}) for i in range(n)]
+    sweep_id = uuid.uuid4()
+    _, rows = registry.insert_sweep(conn, sweep_id=sweep_id, name="s", spec={}, metric="loss", duplicates=0,
+                                    trials=trials, max_concurrent=max_concurrent)
+    return sweep_id, rows
+
+
+def test_admission_fills_each_sweeps_free_places_oldest_first_and_only_one_admitter_at_a_time(registry_url):
+    from tasks import admission, db
+
+    conn = db.connect(registry_url)
+    other = db.connect(registry_url)
+    try:
+        with conn:
+            sweep_id, rows = _sweep(conn, 5, max_concurrent=2)
+        assert [r["status"] for r in rows] == ["pending", "pending", "deferred", "deferred", "deferred"]
+        # Nothing to admit while both places are taken
+        with conn:
+            assert admission.admit(conn) == 0
+        # When one trial ends, the oldest deferred one is admitted, with its message
+        with conn:
+            registry.claim(conn, rows[0]["id"], "w")
+            registry.transition(conn, rows[0]["id"], "finish")
+        with conn:
+            # A second admitter while the first holds the lock admits nothing
+            with other.cursor() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (admission.LOCK_KEY,))
+            assert admission.admit(conn) == 0
+            other.rollback()
+        with conn:
+            assert admission.admit(conn) == 1
+        statuses = {r["id"]: registry.get_status(conn, r["id"])["status"] for r in rows}
+        assert [statuses[r["id"]] for r in rows] == ["completed", "pending", "pending", "deferred", "deferred"]
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM dramatiq.queue WHERE message_id = %s", (rows[2]["id"],))
+            assert cur.fetchone()[0] == 1
+    finally:
+        conn.close()
+        other.close()

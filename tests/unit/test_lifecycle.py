@@ -15,6 +15,9 @@ from tasks.lifecycle import RunStatus as S
 ALLOWED = {
     # claim
     ("pending", "running"),
+    # admit (a deferred sweep trial gets its message)
+    ("deferred", "pending"),
+    ("deferred", "cancelled"),
     # cancel
     ("running", "cancel_requested"),
     ("pending", "cancelled"),
@@ -35,7 +38,7 @@ ALLOWED = {
     ("timeout", "pending"),
 }
 
-STATUSES = ["pending", "running", "cancel_requested", "completed", "failed", "cancelled", "timeout"]
+STATUSES = ["deferred", "pending", "running", "cancel_requested", "completed", "failed", "cancelled", "timeout"]
 PAIRS = list(itertools.product(STATUSES, STATUSES))
 
 
@@ -74,7 +77,7 @@ def test_completed_is_never_left_and_failed_cancelled_and_timeout_only_by_resume
 
 
 def test_active_statuses_are_those_that_are_not_final():
-    assert lifecycle.ACTIVE == {S.PENDING, S.RUNNING, S.CANCEL_REQUESTED}
+    assert lifecycle.ACTIVE == {S.DEFERRED, S.PENDING, S.RUNNING, S.CANCEL_REQUESTED}
     assert lifecycle.ACTIVE.isdisjoint(lifecycle.FINAL)
 
 
@@ -105,7 +108,8 @@ MOVES = {
     "fail": ({"running", "cancel_requested"}, "failed"),
     "time_out": ({"running", "cancel_requested"}, "timeout"),
     "request_cancel": ({"running"}, "cancel_requested"),
-    "cancel_pending": ({"pending"}, "cancelled"),
+    "admit": ({"deferred"}, "pending"),
+    "cancel_pending": ({"pending", "deferred"}, "cancelled"),
     "cancel": ({"running", "cancel_requested"}, "cancelled"),
     "hand_back": ({"running"}, "pending"),
     "recover": ({"running"}, "pending"),

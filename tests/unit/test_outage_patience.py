@@ -112,6 +112,7 @@ def make_reaper(outcomes):
     reaper.end_silent_sessions = end_silent_sessions
     reaper.forget_dead_workers = lambda: database() or 0
     reaper.finish_checkpoint_deletions = lambda: database() or 0
+    reaper.admit_deferred = lambda: database() or 0
     reaper.run_pass = run_pass
     return reaper
 

@@ -73,3 +73,9 @@ def test_a_sweep_making_more_than_max_trials_is_refused_before_any_is_built():
     n = sweep_spec.MAX_TRIALS
     problems = fields({"name": "big", "base": BASE, "grid": {"seed": list(range(n)), "batch_size": [1, 2]}})
     assert problems == {"grid": f"makes {2 * n} trials; a sweep makes at most {n}"}
+
+
+def test_max_concurrent_is_bounded():
+    spec, *_ = expand({"name": "m", "base": BASE, "grid": {"seed": [1, 2]}, "max_concurrent": 1}, SETTINGS)
+    assert spec.max_concurrent == 1
+    assert set(fields({"name": "m", "base": BASE, "grid": {"seed": [1]}, "max_concurrent": 0})) == {"max_concurrent"}

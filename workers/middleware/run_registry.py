@@ -15,7 +15,7 @@ import traceback
 
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage
 
-from tasks import db, lifecycle, registry
+from tasks import admission, db, lifecycle, registry
 from tasks.errors import (
     AttemptsExhausted,
     DatabaseUnavailable,
@@ -144,6 +144,22 @@ class RunRegistry(Middleware):
             message.tunix_run = self._finish(run["id"], move, error=describe(exception),
                                              exit_code=getattr(exception, "exit_code", None), settle=message,
                                              **fence)
+        self._admit_after(message.tunix_run)
+
+    def _admit_after(self, ended):
+        """A trial of a sweep ended: its place goes to the sweep's next
+        deferred trial now, not at the next reaper pass."""
+        if ended is None or not ended.get("sweep_id") or ended["status"] not in lifecycle.FINAL:
+            return
+
+        def admit():
+            with db.connection(self.pool) as conn:
+                return admission.admit(conn)
+
+        try:
+            db.patiently(admit, CLAIM_PATIENCE_S)
+        except Exception:  # the reaper's next pass admits
+            logger.exception("admitting after run %s ended", ended["id"])
 
     def _hand_back(self, run, fence):
         # Not the run's fault: the attempt goes back to its budget.

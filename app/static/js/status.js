@@ -5,7 +5,7 @@ import { MEANING } from "./config.js";
 
 // The console's style of each status; what it means comes from the lifecycle (MEANING).
 const ICON = {
-  pending: "clock", running: "play", cancel_requested: "stop", completed: "check", failed: "x",
+  deferred: "pause", pending: "clock", running: "play", cancel_requested: "stop", completed: "check", failed: "x",
   cancelled: "ban", timeout: "hourglass",
 };
 

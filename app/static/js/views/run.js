@@ -83,7 +83,7 @@ export function renderRun(root, { runId, toast }) {
 
   function renderActions() {
     const buttons = [];
-    if (run.status === "pending" || run.status === "running") {
+    if (run.status === "deferred" || run.status === "pending" || run.status === "running") {
       buttons.push(h("button.btn.btn-danger", { type: "button", dataset: { testid: "cancel" }, onclick: cancel }, icon("stop"), "Cancel"));
     } else if (run.status === "cancel_requested") {
       buttons.push(h("button.btn.btn-danger", { type: "button", disabled: true, dataset: { testid: "cancel" } }, h("span.spinner"), "Cancelling…"));
