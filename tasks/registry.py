@@ -1,8 +1,8 @@
 """The run registry: one small function per named query.
 
-Views and middleware call these and hold no SQL.  Every status change goes
-through ``transition``, whose allowed "from" statuses come from
-``tasks.lifecycle``.
+Views and middleware call these and hold no SQL.  Every status change is a
+named move of ``tasks.lifecycle`` made by ``transition``, and this module is
+the one place ``tunix_runs_total`` is counted (``_count``: after the commit).
 """
 
 import collections
