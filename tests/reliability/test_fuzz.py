@@ -87,6 +87,9 @@ class Ledger:
             elif method == "POST" and status == 202 and path == "/api/tunix/runs/batch":
                 self.created += len(body["data"])
                 self.run_ids.update(r["run_id"] for r in body["data"])
+            elif method == "POST" and status == 202 and path == "/api/tunix/sweeps":
+                self.created += len(body["runs"])  # a sweep's trials are runs
+                self.run_ids.update(r["run_id"] for r in body["runs"])
 
 
 @pytest.fixture(scope="module")
