@@ -27,7 +27,6 @@ def create_app(test_config=None):
                    runs, streams, sweeps)
 
     app.url_map.converters["run_id"] = runs.RunIdConverter
-    app.url_map.converters["sweep_id"] = sweeps.SweepIdConverter
     admission.init_app(app)
     db.init_app(app)
     errors.init_app(app)

@@ -8,7 +8,6 @@ submit writes its runs, so a sweep is all there or not at all.
 import uuid
 
 from flask import Blueprint, current_app, jsonify, url_for
-from werkzeug.routing import BaseConverter
 
 from tasks import catalog, lifecycle, registry, sweep_spec
 from tasks.errors import SweepNotFound
@@ -19,12 +18,6 @@ from .runs import MAX_LIMIT, MAX_OFFSET, _int_arg, _json_body, _queue, cancel_ea
 from .serialize import _ts, run_json
 
 bp = Blueprint("sweeps", __name__, url_prefix="/api/tunix")
-
-
-class SweepIdConverter(BaseConverter):
-    """``<sweep_id:...>``: a path segment; a malformed id is a JSON 404."""
-
-    regex = r"[^/]+"
 
 
 def _parse_id(raw):
@@ -104,12 +97,12 @@ def list_sweeps():
                    pagination={"limit": limit, "offset": offset, "next_offset": next_offset, "total": total})
 
 
-@bp.get("/sweeps/<sweep_id:sweep_id>")
+@bp.get("/sweeps/<sweep_id>")
 def get_sweep(sweep_id):
     return jsonify(_detail(get_db(), _parse_id(sweep_id)))
 
 
-@bp.post("/sweeps/<sweep_id:sweep_id>/cancel")
+@bp.post("/sweeps/<sweep_id>/cancel")
 def cancel_sweep(sweep_id):
     """Every trial still in the system's hands stops: a pending one at once
     (it never starts), a running one at its next heartbeat (checkpoint saved)."""
@@ -121,7 +114,7 @@ def cancel_sweep(sweep_id):
     return jsonify(_detail(conn, sweep_id)), 202
 
 
-@bp.post("/sweeps/<sweep_id:sweep_id>/resume")
+@bp.post("/sweeps/<sweep_id>/resume")
 def resume_sweep(sweep_id):
     """Every failed, cancelled or timed-out trial is queued again; each goes
     on from its latest checkpoint."""

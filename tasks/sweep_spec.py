@@ -73,7 +73,7 @@ class SweepInvalid(ValueError):
         self.fields = fields
 
 
-def _draw(rng, field, distribution, integral):
+def _draw(rng, distribution, integral):
     (kind, values), = distribution.items()
     if kind == "choice":
         return rng.choice(values)
@@ -136,12 +136,12 @@ def trial_params(spec, random_seed):
     out = []
     for point in points:
         for _ in range(spec.random.count):
-            drawn = {name: _draw(rng, name, d, integral[name]) for name, d in spec.random.space.items()}
+            drawn = {name: _draw(rng, d, integral[name]) for name, d in spec.random.space.items()}
             out.append({**point, **drawn})
     return out
 
 
-def _where(field, params, spec):
+def _where(field, spec):
     """The request field a trial's error is about, named where the user wrote it."""
     name = field.split(".", 1)[0]
     if name in (spec.grid or {}):
@@ -185,11 +185,11 @@ def expand(body, settings):
             config = RunSpec.model_validate({**base_request, **params}).resolved(settings)
         except ValidationError as exc:
             for e in field_errors(exc):
-                where = _where(e["field"], params, spec)
+                where = _where(e["field"], spec)
                 problems.setdefault(where, f"{e['message']} (trial {json.dumps(params, sort_keys=True)})")
             continue
         except ValueError as exc:  # time_limit_s over the operator's maximum
-            problems.setdefault(_where("time_limit_s", params, spec), str(exc))
+            problems.setdefault(_where("time_limit_s", spec), str(exc))
             continue
         key = json.dumps(config, sort_keys=True)
         if key in seen:
