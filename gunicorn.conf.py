@@ -1,4 +1,4 @@
-"""gunicorn's settings for the API: only its log format.
+"""gunicorn's settings for the API: keep-alive and the log format.
 
 gunicorn reads ``./gunicorn.conf.py`` from its working directory by default,
 so every way the API is started (``make run``, ``workers/stack.py``, compose,
@@ -11,6 +11,16 @@ from tasks.log_format import check, gunicorn_logconfig
 from tasks.settings import get_settings
 
 _settings = get_settings()
+
+# Seconds an idle kept-alive connection stays open (gunicorn's default: 2).
+# gunicorn closes one idle past this, and one that sent nothing 5 s after
+# being accepted as soon as this much longer passes: a client whose next
+# request crossed the close got "Remote end closed connection without
+# response" (CI: 2 of 1,280 submits in tests/e2e/test_load_http.py, under
+# coverage on 2 busy cores).  Longer than the common proxies' idle timeout
+# (60 s on AWS's load balancers), so a proxy in front closes first, as it
+# should; an idle connection costs the API a poller entry, not a thread.
+keepalive = 75
 
 if check(_settings.log_format) == "json":
     logconfig_dict = gunicorn_logconfig(_settings.hostname)
