@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from werkzeug.routing import BaseConverter
 
 from tasks import actors, catalog, db, lifecycle, registry
+from tasks import admission as run_admission
 from tasks.errors import InvalidTransition, RunNotFound
 from tasks.metrics import RUNS_RETRIED
 from tasks.run_spec import MODES, RunFilter, RunSpec, ValidationError, field_errors
@@ -73,11 +74,12 @@ def _json_body():
 
 
 def _field_problems(body, datasets, prefix=""):
-    """``(resolved config, [])`` or ``(None, [{"field", "message"}])``."""
+    """``((resolved config, priority), [])`` or ``(None, [{"field", "message"}])``."""
     try:
         config = RunSpec.model_validate(body)
     except ValidationError as exc:
         return None, [dict(e, field=prefix + e["field"]) for e in field_errors(exc)]
+    priority = config.priority
     # A key the (cached) listing lacks may have just been uploaded to the store: list it again, at most
     # once per MISS_MAX_AGE_S.
     if config.dataset_key not in datasets and catalog.get_dataset(
@@ -85,16 +87,29 @@ def _field_problems(body, datasets, prefix=""):
         return None, [{"field": prefix + "dataset_key",
                        "message": f"unknown dataset {config.dataset_key!r}; see GET /api/tunix/datasets"}]
     try:
-        return config.resolved(current_app.config["SETTINGS"]), []
+        return (config.resolved(current_app.config["SETTINGS"]), priority), []
     except ValueError as exc:
         return None, [{"field": prefix + "time_limit_s", "message": str(exc)}]
 
 
 def _validated(body):
-    config, fields = _field_problems(body, catalog.datasets(current_app.config["SETTINGS"]))
+    """``(resolved config, priority)`` of a run request, or the 422."""
+    spec, fields = _field_problems(body, catalog.datasets(current_app.config["SETTINGS"]))
     if fields:
         raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields)
-    return config
+    return spec
+
+
+def admit_deferred():
+    """Runs were written deferred: admit now those whose turn it is (one
+    transaction; a failure leaves them to the next reaper pass)."""
+    try:
+        with transaction() as conn:
+            run_admission.admit(conn)
+    except Exception:  # noqa: BLE001 - see the docstring
+        logger.exception("admission after a submit failed; the next reaper pass admits")
+    finally:
+        close_db()
 
 
 def _mode():
@@ -165,7 +180,7 @@ def submit():
     mode = _mode()
     key = _idempotency_key()
     body = _json_body()
-    config = _validated(body)
+    config, priority = _validated(body)
     request_hash = _request_hash(mode, body) if key else None
     run_id = uuid.uuid4()
     # Watch before the commit, so a fast worker cannot finish unseen.  No
@@ -173,9 +188,11 @@ def submit():
     # the sync submit is answered as it would be after SYNC_TIMEOUT_S).
     watch = get_waiter().watch(run_id) if mode == "sync" else None
     with watch or contextlib.nullcontext():
-        run = _insert_and_queue(run_id, mode, config, key, request_hash)
+        run = _insert_and_queue(run_id, mode, config, priority, key, request_hash)
         if run is None:
             return _replay(key, request_hash)
+        if run["status"] == lifecycle.RunStatus.DEFERRED:
+            admit_deferred()
         if watch is not None:
             admission.leave()  # waiting is not work
             run = _wait_until_final(run_id, watch, current_app.config["SYNC_TIMEOUT_S"])
@@ -184,9 +201,9 @@ def submit():
     return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
 
 
-def _insert_and_queue(run_id, mode, config, key, request_hash):
-    """The new pending run, written with its message in one statement (one
-    round trip, one commit); None when ``key`` was used before (nothing is
+def _insert_and_queue(run_id, mode, config, priority, key, request_hash):
+    """The new run, pending and written with its message in one statement
+    (one round trip, one commit), or deferred (``tasks/admission.py``); None when ``key`` was used before (nothing is
     written then).  The request's connection is given back at once: under
     load a thread waits its turn for the GIL, and it must not hold a
     connection while it does (measured: 64 clients spent 46% of their time
@@ -196,7 +213,8 @@ def _insert_and_queue(run_id, mode, config, key, request_hash):
     try:
         run = registry.submit_run(get_db(), run_id=run_id, mode=mode, dry_run=config["dry_run"],
                                   dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
-                                  message=message, idempotency_key=key, request_hash=request_hash)
+                                  message=message, priority=priority, idempotency_key=key,
+                                  request_hash=request_hash)
     finally:
         close_db()
     return run
@@ -303,8 +321,9 @@ def get_metrics(run_id):
 @bp.post("/runs/batch")
 def submit_batch():
     """Up to ``MAX_BATCH`` async runs in one call: all valid or none written.
-    The runs and their messages are written in one transaction, as a single
-    submit writes its own."""
+    The runs and their messages are written in one transaction; dry runs are
+    queued at once, trainings deferred and admitted in turn
+    (``tasks/admission.py``)."""
     body = _json_body()
     runs_in = body.get("runs")
     if set(body) != {"runs"} or not isinstance(runs_in, list) or not 1 <= len(runs_in) <= MAX_BATCH:
@@ -316,16 +335,21 @@ def submit_batch():
         if not isinstance(item, dict):
             fields.append({"field": f"runs.{i}", "message": "expected an object"})
             continue
-        config, problems = _field_problems(item, datasets, prefix=f"runs.{i}.")
+        spec, problems = _field_problems(item, datasets, prefix=f"runs.{i}.")
         fields += problems
-        if config is not None:
-            runs.append(dict(run_id=uuid.uuid4(), mode="async", dry_run=config["dry_run"],
-                             dataset_key=config["dataset_key"], model_id=config["model_id"], config=config))
+        if spec is not None:
+            config, priority = spec
+            status = lifecycle.RunStatus.PENDING if config["dry_run"] else lifecycle.RunStatus.DEFERRED
+            runs.append(dict(run_id=uuid.uuid4(), status=status, mode="async", dry_run=config["dry_run"],
+                             dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
+                             priority=priority))
     if fields:
         raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields)
     with transaction() as conn:
         rows = registry.insert_runs(conn, runs)
-        _queue(conn, [(r["run_id"], r["dry_run"]) for r in runs])
+        _queue(conn, [(r["run_id"], r["dry_run"]) for r in runs if r["status"] == lifecycle.RunStatus.PENDING])
+    if any(r["status"] == lifecycle.RunStatus.DEFERRED for r in rows):
+        admit_deferred()
     return jsonify(data=[run_json(r) for r in rows]), 202
 
 

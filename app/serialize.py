@@ -32,6 +32,7 @@ def run_json(row):
         "heartbeat_at": _ts(row.get("heartbeat_at")),
         "sweep_id": str(row["sweep_id"]) if row.get("sweep_id") else None,
         "trial": row.get("trial"),
+        "priority": row.get("priority", 0),
     }
 
 

@@ -1,8 +1,8 @@
 """Sweeps: submit a search space, read its trials, cancel and resume it.
 
 A sweep's trials are ordinary async runs (``tasks/sweep_spec.py``); they are
-written with the sweep and their messages in one transaction, as a batch
-submit writes its runs, so a sweep is all there or not at all.
+written with the sweep in one transaction, so a sweep is all there or not at
+all, every one deferred: admission queues them in turn (``tasks/admission.py``).
 """
 
 import uuid
@@ -14,7 +14,7 @@ from tasks.errors import SweepNotFound
 
 from .db import get_db, transaction
 from .errors import ApiError
-from .runs import MAX_LIMIT, MAX_OFFSET, _int_arg, _json_body, _queue, cancel_each, resume_each
+from .runs import MAX_LIMIT, MAX_OFFSET, _int_arg, _json_body, admit_deferred, cancel_each, resume_each
 from .serialize import _ts, run_json
 
 bp = Blueprint("sweeps", __name__, url_prefix="/api/tunix")
@@ -37,7 +37,8 @@ def _summary(row):
     active = any(status in lifecycle.ACTIVE for status in counts)
     return {"sweep_id": str(row["id"]), "name": row["name"], "metric": row["metric"],
             "status": "active" if active else "finished", "trials": sum(counts.values()), "counts": counts,
-            "duplicates": row["duplicates"], "created_at": _ts(row["created_at"])}
+            "duplicates": row["duplicates"], "priority": row.get("priority", 0),
+            "created_at": _ts(row["created_at"])}
 
 
 def _detail(conn, sweep_id):
@@ -78,8 +79,10 @@ def submit_sweep():
     with transaction() as conn:
         sweep, rows = registry.insert_sweep(conn, sweep_id=sweep_id, name=spec.name, spec=stored,
                                             metric=spec.metric, duplicates=duplicates, trials=runs,
-                                            max_concurrent=spec.max_concurrent)
-        _queue(conn, [(r["id"], r["dry_run"]) for r in rows if r["status"] == lifecycle.RunStatus.PENDING])
+                                            max_concurrent=spec.max_concurrent,
+                                            priority=sweep_spec.trial_priority(spec))
+    admit_deferred()
+    rows = registry.sweep_runs(get_db(), sweep_id)  # as admission left them
     counts = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1

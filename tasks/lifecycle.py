@@ -13,6 +13,8 @@ API, a worker or the reaper.
 
 Each arrow is a move (``MOVES``, below):
 
+    deferred ── admit ──▶ pending            (cancel_pending: deferred → cancelled too)
+
                   claim                finish / fail / time_out
     pending ───────────────▶ running ─────────────────────────▶ completed
      │  ▲                     │   │                            failed
@@ -56,9 +58,9 @@ import enum
 
 
 class RunStatus(str, enum.Enum):
-    #: A sweep's trial held back while its sweep runs ``max_concurrent``
-    #: trials already: it has no message yet, and is admitted (``admit``)
-    #: when one of them ends.
+    #: Waiting its turn in the registry, with no message yet: admission
+    #: (``admit``) gives it one by priority, fair share between sweeps and
+    #: single runs, and its sweep's ``max_concurrent`` (tasks/admission.py).
     DEFERRED = "deferred"
     #: Committed to the registry and queued; no worker holds it yet.
     PENDING = "pending"
@@ -84,7 +86,7 @@ _S = RunStatus
 #: What each status means, in a user's words (the console's hints, the API
 #: document's description of ``status``).
 MEANING = {
-    _S.DEFERRED: "Held back: its sweep already runs its max_concurrent trials",
+    _S.DEFERRED: "Waiting its turn: admitted to the queue by priority, then fair share between sweeps and runs",
     _S.PENDING: "Queued: waiting for a free worker",
     _S.RUNNING: "A worker is executing it",
     _S.CANCEL_REQUESTED: "Stopping: the worker saves a checkpoint and ends it",
@@ -107,7 +109,7 @@ HELD = frozenset({_S.RUNNING, _S.CANCEL_REQUESTED})
 #: Statuses of a run waiting for a worker: it has its message.
 WAITING = frozenset({_S.PENDING})
 
-#: Statuses of a run held back from the queue (no message yet).
+#: Statuses of a run waiting for admission (no message yet).
 DEFERRED = frozenset({_S.DEFERRED})
 
 
@@ -152,8 +154,8 @@ _MOVES = (
     Move("request_cancel", frozenset({_S.RUNNING}), _S.CANCEL_REQUESTED,
          doc="A user asks a held run to stop; its worker sees it at its next heartbeat."),
     Move("admit", DEFERRED, _S.PENDING,
-         doc="Its sweep runs fewer than max_concurrent trials: the trial gets its message, in the same "
-             "transaction (tasks/admission.py)."),
+         doc="Its turn came (priority, fair share, its sweep's max_concurrent): the run gets its message, "
+             "in the same transaction (tasks/admission.py)."),
     Move("cancel_pending", WAITING | DEFERRED, _S.CANCELLED,
          doc="A user cancels a run no worker holds: it never starts, even if a consumer prefetched it."),
     Move("cancel", HELD, _S.CANCELLED,

@@ -48,21 +48,24 @@ def insert_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, id
     return run
 
 
-def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, message, idempotency_key=None,
-               request_hash=None):
-    """Insert the new pending run and its dramatiq ``message``
-    ``(queue_name, message_id, message_json)`` in one statement; the run, or
-    None when ``idempotency_key`` is taken (nothing is written then)."""
+def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, message, priority=0,
+               idempotency_key=None, request_hash=None):
+    """Insert the new run, pending with its dramatiq ``message``
+    ``(queue_name, message_id, message_json)`` or deferred (see the query),
+    in one statement; the run, or None when ``idempotency_key`` is taken
+    (nothing is written then)."""
     queue_name, message_id, message_json = message
     assert str(message_id) == str(run_id), "a run's message id is its run id"
+    S = lifecycle.RunStatus
     with timed_write("submit"), _cursor(conn) as cur:
         cur.execute(QUERIES["submit_run"], dict(
             run_id=run_id, mode=mode, dry_run=dry_run, dataset_key=dataset_key, model_id=model_id,
-            config=Json(config), idempotency_key=idempotency_key, request_hash=request_hash,
-            queue_name=queue_name, message=Json(message_json)))
+            config=Json(config), priority=priority, idempotency_key=idempotency_key, request_hash=request_hash,
+            queue_name=queue_name, message=Json(message_json), ahead=get_settings().admit_ahead,
+            pending=S.PENDING.value, deferred=S.DEFERRED.value))
         run = cur.fetchone()
     if run is not None:
-        _count(conn, lifecycle.RunStatus.PENDING, mode)
+        _count(conn, run["status"], mode)
     return run
 
 
@@ -73,15 +76,16 @@ def get_run_by_idempotency_key(conn, key):
 
 
 def insert_runs(conn, runs):
-    """Insert ``runs`` (dicts as for ``insert_run``) in ``conn``'s transaction."""
+    """Insert ``runs`` (dicts of ``submit_run``'s fields, with ``status``)
+    in ``conn``'s transaction."""
     with timed_write("insert_batch"), _cursor(conn) as cur:
         rows = execute_values(
             cur, QUERIES["insert_runs"],
-            [(r["run_id"], r["mode"], r["dry_run"], r["dataset_key"], r["model_id"], Json(r["config"]))
-             for r in runs],
+            [(r["run_id"], r["status"].value, r["mode"], r["dry_run"], r["dataset_key"], r["model_id"],
+              Json(r["config"]), r.get("priority", 0)) for r in runs],
             fetch=True, page_size=len(runs) or 1)
-    for mode, n in collections.Counter(r["mode"] for r in runs).items():
-        _count(conn, lifecycle.RunStatus.PENDING, mode, n)
+    for (status, mode), n in collections.Counter((r["status"], r["mode"]) for r in rows).items():
+        _count(conn, status, mode, n)
     return rows
 
 
@@ -366,31 +370,38 @@ def delete_checkpoint_row(conn, run_id, step):
         cur.execute(QUERIES["delete_checkpoint_row"], dict(run_id=run_id, step=step))
 
 
-def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials, max_concurrent=None):
+def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials, max_concurrent=None, priority=0):
     """A sweep and its ``trials`` (dicts as for ``insert_runs``, with
-    ``params``) in ``conn``'s transaction: the first ``max_concurrent``
-    pending, the rest deferred; ``(sweep row, run rows)``."""
-    S = lifecycle.RunStatus
-    queued = len(trials) if max_concurrent is None else max_concurrent
+    ``params``), all deferred, in ``conn``'s transaction; ``(sweep row, run
+    rows)``.  Admission queues them (``tasks.admission``)."""
+    deferred = lifecycle.RunStatus.DEFERRED.value
     with timed_write("insert_sweep"), _cursor(conn) as cur:
         cur.execute(QUERIES["insert_sweep"], dict(sweep_id=sweep_id, name=name, spec=Json(spec), metric=metric,
-                                                  duplicates=duplicates, max_concurrent=max_concurrent))
+                                                  duplicates=duplicates, max_concurrent=max_concurrent,
+                                                  priority=priority))
         sweep = cur.fetchone()
         rows = execute_values(
             cur, QUERIES["insert_trials"],
-            [(t["run_id"], (S.PENDING if i < queued else S.DEFERRED).value, t["mode"], t["dry_run"],
-              t["dataset_key"], t["model_id"], Json(t["config"]), sweep_id, Json(t["params"]))
-             for i, t in enumerate(trials)],
+            [(t["run_id"], deferred, t["mode"], t["dry_run"], t["dataset_key"], t["model_id"], Json(t["config"]),
+              priority, sweep_id, Json(t["params"])) for t in trials],
             fetch=True, page_size=len(trials) or 1)
-    for (status, mode), n in collections.Counter((r["status"], r["mode"]) for r in rows).items():
-        _count(conn, status, mode, n)
+    for mode, n in collections.Counter(r["mode"] for r in rows).items():
+        _count(conn, deferred, mode, n)
     return sweep, rows
 
 
-def trials_to_admit(conn, limit=1000):
+def runs_to_admit(conn, limit=1000):
+    """The deferred runs admission may take, in its order (see the query)."""
     with _cursor(conn) as cur:
-        cur.execute(QUERIES["trials_to_admit"], dict(limit=limit))
+        cur.execute(QUERIES["runs_to_admit"], dict(limit=limit))
         return cur.fetchall()
+
+
+def queued_trainings(conn, ahead):
+    """Admitted trainings no worker took yet, counted up to ``ahead``."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["queued_trainings"], dict(ahead=ahead))
+        return cur.fetchone()[0]
 
 
 def list_sweeps(conn, *, limit, offset):
@@ -412,6 +423,12 @@ def get_sweep(conn, sweep_id):
 def sweep_trials(conn, sweep_id):
     with _cursor(conn) as cur:
         cur.execute(QUERIES["sweep_trials"], dict(sweep_id=sweep_id))
+        return cur.fetchall()
+
+
+def sweep_runs(conn, sweep_id):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["sweep_runs"], dict(sweep_id=sweep_id))
         return cur.fetchall()
 
 

@@ -24,6 +24,10 @@ MODES = ("sync", "async")
 
 #: Fields ``resolved`` fills in; a stored spec must carry a value for each.
 RESOLVED_AT_SUBMIT = ("seed", "time_limit_s")
+#: Fields that say when a run is admitted, not what it trains: the registry
+#: keeps them in columns of their own, and the stored spec (``config``, what
+#: the training reads) leaves them out.
+SCHEDULING = ("priority",)
 
 
 def _integral(value):
@@ -71,6 +75,10 @@ class RunSpec(BaseModel):
     time_limit_s: OptionalJsonInt = Field(None, ge=1, description="seconds before the run is stopped and ends timeout")
     #: Save an orbax checkpoint every this many steps (and when stopped).
     checkpoint_every_steps: JsonInt = Field(10, ge=1, le=10_000_000, description="save a checkpoint every this many steps")
+    #: Admission order among the trainings waiting (tasks/admission.py).
+    priority: JsonInt = Field(0, ge=-1000, le=1000,
+                              description="higher is admitted first; equal priorities share the workers fairly "
+                                          "between sweeps and single runs")
 
     @field_validator("model_id")
     @classmethod
@@ -83,12 +91,13 @@ class RunSpec(BaseModel):
         return value
 
     def resolved(self, settings):
-        """The spec as stored: every default filled in, including the seed.
+        """The spec as stored (less ``SCHEDULING``, which the caller takes
+        with ``scheduling``): every default filled in, including the seed.
 
         Raises:
           ValueError: ``time_limit_s`` is over the operator's maximum.
         """
-        data = self.model_dump()
+        data = self.model_dump(exclude=set(SCHEDULING))
         if data["seed"] is None:
             data["seed"] = secrets.randbelow(2**31)
         if data["time_limit_s"] is None:
@@ -96,6 +105,14 @@ class RunSpec(BaseModel):
         if data["time_limit_s"] > settings.run_time_limit_s:
             raise ValueError(f"at most {settings.run_time_limit_s} (the operator's maximum)")
         return data
+
+    def scheduling(self):
+        """``{"priority": …}``: what ``resolved`` leaves out."""
+        return {name: getattr(self, name) for name in SCHEDULING}
+
+    def as_stored(self):
+        """The spec as JSON, as the registry stores it (less ``SCHEDULING``)."""
+        return self.model_dump(mode="json", exclude=set(SCHEDULING))
 
     @classmethod
     def stored(cls, obj):
@@ -106,7 +123,7 @@ class RunSpec(BaseModel):
           IncompleteSpec: a field is missing, or one ``resolved`` fills is null.
         """
         spec = cls.model_validate(obj)
-        missing = [name for name in cls.model_fields if name not in spec.model_fields_set]
+        missing = [name for name in cls.model_fields if name not in spec.model_fields_set and name not in SCHEDULING]
         missing += [name for name in RESOLVED_AT_SUBMIT if name not in missing and getattr(spec, name) is None]
         if missing:
             raise IncompleteSpec("missing " + ", ".join(repr(name) for name in missing)

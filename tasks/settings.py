@@ -47,6 +47,11 @@ class Settings:
     dry_prefetch: int = field(default_factory=lambda: _int("DRY_PREFETCH", 200))
     #: Trainings one worker process runs at once (each is a JAX subprocess).
     train_concurrency: int = field(default_factory=lambda: _int("TRAIN_CONCURRENCY", 1))
+    #: Trainings admitted to the broker's queue that no worker took yet, at
+    #: most: the rest wait 'deferred' in the registry, where admission
+    #: orders them (priority, fair share); in dramatiq's queue they would
+    #: wait first in, first out (tasks/admission.py).
+    admit_ahead: int = field(default_factory=lambda: _int("ADMIT_AHEAD", 1))
     #: Seconds without a heartbeat after which a running run's worker is lost.
     heartbeat_timeout_s: float = field(default_factory=lambda: _float("HEARTBEAT_TIMEOUT_S", 30))
     #: Attempts a run gets before a lost worker fails it for good.

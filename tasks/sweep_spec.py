@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .run_spec import JsonInt, OptionalJsonInt, RunSpec, field_errors
+from .run_spec import SCHEDULING, JsonInt, OptionalJsonInt, RunSpec, field_errors
 
 #: Most trials one sweep may make.
 MAX_TRIALS = 500
@@ -54,7 +54,9 @@ class SweepSpec(BaseModel):
     metric: str = Field("loss", description="what ranks the trials; lower is better")
     max_concurrent: OptionalJsonInt = Field(
         None, ge=1, le=MAX_TRIALS, description="trials queued or running at once; the rest wait 'deferred' and "
-                                               "are admitted as trials end (default: all queued at once)")
+                                               "are admitted as trials end (default: as many as the workers take)")
+    priority: OptionalJsonInt = Field(
+        None, ge=-1000, le=1000, description="of every trial (default: the base's): higher is admitted first")
 
     @field_validator("metric")
     @classmethod
@@ -87,14 +89,21 @@ def _check_space(spec):
     fields, a field both in the grid and the random space, distributions
     that are not one of ``DISTRIBUTIONS`` with the right bounds."""
     problems = []
-    known = set(RunSpec.model_fields)
+    known = set(RunSpec.model_fields) - set(SCHEDULING)
     for name in spec.grid or {}:
-        if name not in known:
+        if name in SCHEDULING:
+            problems.append({"field": f"grid.{name}", "message": "says when a trial runs, not what it trains: "
+                                                                 "set the sweep's own"})
+        elif name not in known:
             problems.append({"field": f"grid.{name}", "message": "not a field of a run request"})
         elif not spec.grid[name]:
             problems.append({"field": f"grid.{name}", "message": "expected at least one value"})
     for name, distribution in (spec.random.space if spec.random else {}).items():
         where = f"random.space.{name}"
+        if name in SCHEDULING:
+            problems.append({"field": where, "message": "says when a trial runs, not what it trains: set the "
+                                                        "sweep's own"})
+            continue
         if name not in known:
             problems.append({"field": where, "message": "not a field of a run request"})
             continue
@@ -151,9 +160,14 @@ def _where(field, spec):
     return f"base.{field}"
 
 
+def trial_priority(spec):
+    """The priority every trial of ``spec`` (validated) is admitted with."""
+    return spec.priority if spec.priority is not None else RunSpec.model_validate(spec.base).priority
+
+
 def expand(body, settings):
     """``(spec, [(params, resolved request)], duplicates, chosen seeds)`` of
-    a sweep request.
+    a sweep request (each trial's priority: ``trial_priority``).
 
     Raises:
       SweepInvalid: naming every bad field; nothing is to be written then.

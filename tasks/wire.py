@@ -66,6 +66,7 @@ class Run(RunStatus):
     heartbeat_at: Optional[datetime] = None
     sweep_id: Optional[str] = Field(None, description="the sweep this run is a trial of")
     trial: Optional[dict[str, Any]] = Field(None, description="a trial's parameters: what its sweep varied")
+    priority: int = Field(0, description="admission order among waiting runs: higher first")
 
 
 class Pagination(_Answer):
@@ -210,6 +211,7 @@ class Sweep(_Answer):
     trials: int
     counts: dict[str, int] = Field(description="trials by status")
     duplicates: int = Field(0, description="trials not created: their request equalled an earlier trial's")
+    priority: int = Field(0, description="every trial's: higher is admitted first")
     created_at: datetime
 
 

@@ -173,8 +173,8 @@ class Reaper:
         return recovered, republished
 
     def admit_deferred(self):
-        """Places a cancel, a crash or a kill freed in a sweep (a trial that
-        ends on a worker admits the next itself: tasks/admission.py)."""
+        """Places a cancel, a crash or a kill freed, and any admission a
+        worker or the API missed (tasks/admission.py)."""
         with db.connection(self.pool) as conn:
             return admission.admit(conn)
 

@@ -139,7 +139,7 @@ def dry_run(run, dataset, model, store):
             examples = validate_jsonl(dataset.path)
         except (ValueError, OSError) as exc:
             raise InvalidDataset(f"dataset {dataset.key!r} ({dataset.path}): {exc}", field="dataset_key") from None
-    manifest = {"run_id": str(run["id"]), "dry_run": True, "spec": spec.model_dump(mode="json"), "run": where,
+    manifest = {"run_id": str(run["id"]), "dry_run": True, "spec": spec.as_stored(), "run": where,
                 "dataset": dict(dataset.to_json(), examples=examples), "model": asdict(model)}
     key = artifacts.manifest_key(run["id"])
     artifacts.patiently(lambda: store.put_json(key, manifest), get_settings().store_patience_s)

@@ -10,19 +10,31 @@ ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
 -- name: submit_run
--- A submit: the run, pending, and its dramatiq message in one statement, so
--- one round trip and one commit (the connection is held for that alone).
--- The message's NOTIFY is the only one a run costs.  With an idempotency key
--- already used nothing is written and no row returns.
-WITH run AS (
-    INSERT INTO tunix_runs (id, mode, dry_run, dataset_key, model_id, config, idempotency_key, request_hash)
-    VALUES (%(run_id)s, %(mode)s, %(dry_run)s, %(dataset_key)s, %(model_id)s, %(config)s,
-            %(idempotency_key)s, %(request_hash)s)
+-- A submit: the run and, when it is admitted at once, its dramatiq message,
+-- in one statement, so one round trip and one commit (the connection is
+-- held for that alone).  A dry run is admitted at once; a training when
+-- fewer than %(ahead)s admitted trainings wait for a worker and no deferred
+-- one comes before it (priority as high): otherwise it is written deferred,
+-- and admission orders it (tasks/admission.py).  The message's NOTIFY is
+-- the only one a run costs.  With an idempotency key already used nothing
+-- is written and no row returns.
+WITH now AS (
+    SELECT %(dry_run)s OR (
+        (SELECT count(*) FROM (SELECT 1 FROM tunix_runs
+                               WHERE status IN :WAITING AND NOT dry_run LIMIT %(ahead)s) w) < %(ahead)s
+        AND NOT EXISTS (SELECT 1 FROM tunix_runs
+                        WHERE status IN :DEFERRED AND NOT dry_run AND priority >= %(priority)s)) AS admitted
+), run AS (
+    INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority, idempotency_key,
+                            request_hash)
+    SELECT %(run_id)s, CASE WHEN now.admitted THEN %(pending)s ELSE %(deferred)s END, %(mode)s, %(dry_run)s,
+           %(dataset_key)s, %(model_id)s, %(config)s, %(priority)s, %(idempotency_key)s, %(request_hash)s
+    FROM now
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), queued AS (
     INSERT INTO dramatiq.queue (queue_name, message_id, "state", message)
-    SELECT %(queue_name)s, run.id, 'queued', %(message)s FROM run
+    SELECT %(queue_name)s, run.id, 'queued', %(message)s FROM run WHERE run.status = %(pending)s
     RETURNING queue_name, message_id, message
 ), announced AS (
     SELECT pg_notify('dramatiq.' || queue_name || '.enqueue',
@@ -31,15 +43,15 @@ WITH run AS (
                           ELSE message::text END)
     FROM queued
 )
-SELECT run.* FROM run WHERE (SELECT count(*) FROM announced) = 1;
+SELECT run.* FROM run WHERE (SELECT count(*) FROM announced) = (SELECT count(*) FROM queued);
 
 -- name: get_run_by_idempotency_key
 -- The run an earlier submit with this key created.
 SELECT * FROM tunix_runs WHERE idempotency_key = %(idempotency_key)s;
 
 -- name: insert_runs
--- A batch of submitted runs (psycopg2 execute_values).
-INSERT INTO tunix_runs (id, mode, dry_run, dataset_key, model_id, config) VALUES %s
+-- A batch of submitted runs, each pending or deferred (psycopg2 execute_values).
+INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority) VALUES %s
 RETURNING *;
 
 -- name: enqueue_messages
@@ -376,36 +388,51 @@ SELECT object_key FROM tunix_checkpoints WHERE run_id = %(run_id)s;
 DELETE FROM tunix_checkpoints WHERE run_id = %(run_id)s AND step = %(step)s AND deleting;
 
 -- name: insert_sweep
-INSERT INTO tunix_sweeps (id, name, spec, metric, duplicates, max_concurrent)
-VALUES (%(sweep_id)s, %(name)s, %(spec)s, %(metric)s, %(duplicates)s, %(max_concurrent)s)
+INSERT INTO tunix_sweeps (id, name, spec, metric, duplicates, max_concurrent, priority)
+VALUES (%(sweep_id)s, %(name)s, %(spec)s, %(metric)s, %(duplicates)s, %(max_concurrent)s, %(priority)s)
 RETURNING *;
 
 -- name: insert_trials
 -- A sweep's trials: submitted runs carrying the sweep and their parameters,
--- pending or deferred (psycopg2 execute_values).
-INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, sweep_id, trial) VALUES %s
+-- all deferred: admission queues them (psycopg2 execute_values).
+INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority, sweep_id, trial)
+VALUES %s
 RETURNING *;
 
--- name: trials_to_admit
--- Deferred trials whose sweep runs fewer than max_concurrent trials now
--- (queued or held by a worker), oldest first within each sweep: as many of
--- each sweep's as it has free places.  One admitter at a time (the caller
--- holds the admission lock), so two cannot fill one place twice.
-SELECT q.id, q.dry_run FROM (
-    SELECT r.id, r.dry_run, r.created_at, s.max_concurrent,
-           row_number() OVER (PARTITION BY r.sweep_id ORDER BY r.created_at, r.id) AS place,
-           (SELECT count(*) FROM tunix_runs a
-             WHERE a.sweep_id = r.sweep_id AND (a.status IN :WAITING OR a.status IN :HELD)) AS busy
-    FROM tunix_runs r JOIN tunix_sweeps s ON s.id = r.sweep_id
+-- name: runs_to_admit
+-- The deferred runs in the order admission takes them: priority first,
+-- then fair share, then age.  A run's share is how many of its group (its
+-- sweep; a single run is a group of its own) would be queued or running
+-- once it is admitted: a sweep with 5 trials running comes after one with
+-- 1, and a single run (share 1) before any sweep already running one.  A
+-- trial past its sweep's max_concurrent is not listed.  One admitter at a
+-- time reads this (the caller holds the admission lock), so two cannot
+-- fill one place twice.
+WITH busy AS (
+    SELECT sweep_id, count(*) AS n FROM tunix_runs
+    WHERE sweep_id IS NOT NULL AND (status IN :WAITING OR status IN :HELD)
+    GROUP BY sweep_id
+), ranked AS (
+    SELECT r.id, r.dry_run, r.priority, r.created_at, s.max_concurrent,
+           coalesce(b.n, 0) + row_number() OVER (PARTITION BY coalesce(r.sweep_id, r.id)
+                                                 ORDER BY r.created_at, r.id) AS share
+    FROM tunix_runs r
+    LEFT JOIN tunix_sweeps s ON s.id = r.sweep_id
+    LEFT JOIN busy b ON b.sweep_id = r.sweep_id
     WHERE r.status IN :DEFERRED
-) q
-WHERE q.place <= q.max_concurrent - q.busy
-ORDER BY q.created_at
+)
+SELECT id, dry_run, priority, share FROM ranked
+WHERE max_concurrent IS NULL OR share <= max_concurrent
+ORDER BY priority DESC, share, created_at, id
 LIMIT %(limit)s;
+
+-- name: queued_trainings
+-- Admitted trainings no worker took yet, counted up to %(ahead)s.
+SELECT count(*) FROM (SELECT 1 FROM tunix_runs WHERE status IN :WAITING AND NOT dry_run LIMIT %(ahead)s) w;
 
 -- name: list_sweeps
 -- One page of sweeps, newest first, each with its trials counted by status.
-SELECT s.id, s.name, s.metric, s.duplicates, s.created_at,
+SELECT s.id, s.name, s.metric, s.duplicates, s.priority, s.created_at,
        coalesce((SELECT jsonb_object_agg(status, n) FROM (
            SELECT status, count(*) AS n FROM tunix_runs WHERE sweep_id = s.id GROUP BY status) c),
            '{}'::jsonb) AS counts
@@ -432,6 +459,10 @@ LEFT JOIN LATERAL (
 ) m ON true
 WHERE r.sweep_id = %(sweep_id)s
 ORDER BY r.created_at, r.id;
+
+-- name: sweep_runs
+-- A sweep's trials, whole, in the order they were made.
+SELECT * FROM tunix_runs WHERE sweep_id = %(sweep_id)s ORDER BY created_at, id;
 
 -- name: matching_runs
 -- The runs a bulk cancel or resume acts on (status_set: 'active' or

@@ -47,7 +47,7 @@ def test_a_minimal_request_gets_every_documented_default():
     assert config.model_dump() == {
         "dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True, "learning_rate": 2e-5,
         "num_epochs": 3, "batch_size": 8, "max_seq_length": 2048, "max_steps": None, "seed": None,
-        "device": "auto", "time_limit_s": None, "checkpoint_every_steps": 10,
+        "device": "auto", "time_limit_s": None, "checkpoint_every_steps": 10, "priority": 0,
     }
 
 
@@ -232,7 +232,7 @@ def test_a_stored_spec_reads_back_as_itself():
     # When it is read back as the training does
     spec = RunSpec.stored(stored)
     # Then it is exactly what was stored
-    assert spec.model_dump() == stored
+    assert spec.as_stored() == stored
 
 
 @pytest.mark.parametrize("field", ["batch_size", "seed", "checkpoint_every_steps"])
@@ -254,3 +254,20 @@ def test_a_stored_spec_is_as_strict_as_a_request():
     stored = dict(RunSpec.model_validate(BASE).resolved(settings()), batch_size="8")
     with pytest.raises(ValidationError):
         RunSpec.stored(stored)
+
+
+def test_priority_is_a_request_field_the_stored_spec_leaves_to_the_registry():
+    # Given a request with a priority
+    spec = RunSpec.model_validate({**BASE, "priority": 7})
+    # Then it is the run's scheduling, not part of what the training reads
+    assert spec.scheduling() == {"priority": 7}
+    stored = spec.resolved(settings())
+    assert "priority" not in stored
+    # And the stored spec reads back without it
+    assert RunSpec.stored(stored).priority == 0
+
+
+@pytest.mark.parametrize("priority", [1001, -1001, 1.5, "1", True])
+def test_a_priority_out_of_range_or_not_an_integer_is_refused(priority):
+    with pytest.raises(ValidationError):
+        RunSpec.model_validate({**BASE, "priority": priority})

@@ -79,3 +79,16 @@ def test_max_concurrent_is_bounded():
     spec, *_ = expand({"name": "m", "base": BASE, "grid": {"seed": [1, 2]}, "max_concurrent": 1}, SETTINGS)
     assert spec.max_concurrent == 1
     assert set(fields({"name": "m", "base": BASE, "grid": {"seed": [1]}, "max_concurrent": 0})) == {"max_concurrent"}
+
+
+def test_trials_take_the_sweeps_priority_else_the_bases_and_it_is_not_swept():
+    spec, *_ = expand({"name": "p", "base": dict(BASE, priority=3), "grid": {"seed": [1]}}, SETTINGS)
+    assert sweep_spec.trial_priority(spec) == 3
+    spec, *_ = expand({"name": "p", "base": dict(BASE, priority=3), "grid": {"seed": [1]}, "priority": -2},
+                      SETTINGS)
+    assert sweep_spec.trial_priority(spec) == -2
+    # A field that says when a trial runs is no search dimension: its trials would all train the same
+    problems = fields({"name": "p", "base": BASE, "grid": {"priority": [1, 2]},
+                       "random": {"count": 1, "space": {"priority": {"choice": [1]}}}})
+    assert set(problems) == {"grid.priority", "random.space.priority"}
+    assert "not what it trains" in problems["grid.priority"]

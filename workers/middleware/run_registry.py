@@ -91,6 +91,9 @@ class RunRegistry(Middleware):
             self._executing.add(str(run_id))
         message.tunix_run = run
         set_current_run(run)
+        if not run["dry_run"]:
+            # Taken from the queue: its place there goes to the next deferred training.
+            admission.admit_with(self.pool)
 
     def _claimer(self, run_id):
         """The claim, for ``db.patiently``: a try after a lost connection
@@ -147,19 +150,14 @@ class RunRegistry(Middleware):
         self._admit_after(message.tunix_run)
 
     def _admit_after(self, ended):
-        """A trial of a sweep ended: its place goes to the sweep's next
-        deferred trial now, not at the next reaper pass."""
-        if ended is None or not ended.get("sweep_id") or ended["status"] not in lifecycle.FINAL:
+        """A training or a sweep's trial ended: its worker, or its place in
+        the sweep, is free for the next deferred run now, not at the next
+        reaper pass (tasks/admission.py)."""
+        if ended is None or ended["status"] not in lifecycle.FINAL:
             return
-
-        def admit():
-            with db.connection(self.pool) as conn:
-                return admission.admit(conn)
-
-        try:
-            db.patiently(admit, CLAIM_PATIENCE_S)
-        except Exception:  # the reaper's next pass admits
-            logger.exception("admitting after run %s ended", ended["id"])
+        if ended["dry_run"] and not ended.get("sweep_id"):
+            return
+        admission.admit_with(self.pool, CLAIM_PATIENCE_S)
 
     def _hand_back(self, run, fence):
         # Not the run's fault: the attempt goes back to its budget.

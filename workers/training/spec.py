@@ -90,7 +90,7 @@ def load_job(path):
 
 def manifest(job, model_spec):
     """What this training read, as ``<run_dir>/manifest.json`` records it."""
-    return {"run_id": job.run.run_id, "dry_run": False, "spec": job.spec.model_dump(mode="json"),
+    return {"run_id": job.run.run_id, "dry_run": False, "spec": job.spec.as_stored(),
             "run": job.run.model_dump(mode="json"), "model": asdict(model_spec)}
 
 
