@@ -143,32 +143,6 @@ def test_runs_are_cancelled_and_resumed_in_bulk_by_filter_and_a_filterless_move_
         assert wait_finished(api, sweep["sweep_id"])["counts"] == {"cancelled": 3}
 
 
-def test_max_concurrent_defers_the_rest_and_a_single_run_does_not_wait_behind_the_sweep(api, db_conn):
-    # Given a sweep of 4 tiny trainings that may run one at a time
-    body = {"name": "one at a time", "base": dict(TRAIN, max_steps=40), "grid": {"seed": [1, 2, 3, 4]},
-            "max_concurrent": 1}
-    response = post(api, "/api/tunix/sweeps", body)
-    assert response.status_code == 202, response.text
-    sweep = response.json()
-    # Then one trial is queued and the rest deferred: they have no message yet
-    assert sweep["counts"] == {"pending": 1, "deferred": 3}
-    ids = [r["run_id"] for r in sweep["runs"]]
-    assert scalar(db_conn, "SELECT count(*) FROM dramatiq.queue WHERE message_id = ANY(%s::uuid[])", (ids,)) == 1
-    # When a single run is submitted after it
-    single = api.submit(dict(TRAIN, max_steps=5)).json()["run_id"]
-    # Then it starts before the sweep's second trial (it waits behind one trial at most)
-    done = wait_finished(api, sweep["sweep_id"], timeout=300)
-    assert done["counts"] == {"completed": 4}, done
-    assert api.wait_final(single, timeout=120)["status"] == "completed"
-    runs = {r: api.run(r) for r in [*ids, single]}
-    assert runs[single]["started_at"] < runs[ids[1]]["started_at"]
-    # And no two trials of the sweep ever ran at once, each executed once, in order
-    spans = sorted((runs[r]["started_at"], runs[r]["completed_at"]) for r in ids)
-    assert all(earlier[1] <= later[0] for earlier, later in zip(spans, spans[1:])), spans
-    assert [runs[r]["attempts"] for r in ids] == [1, 1, 1, 1]
-    assert [runs[r]["started_at"] for r in ids] == sorted(runs[r]["started_at"] for r in ids)
-
-
 def test_a_deferred_trial_is_cancelled_at_once_and_the_cancelled_sweep_admits_nothing_more(api, db_conn):
     body = {"name": "deferred cancel", "base": dict(TRAIN, max_steps=100000), "grid": {"seed": [1, 2, 3]},
             "max_concurrent": 1}
