@@ -51,7 +51,7 @@ class Settings:
     #: most: the rest wait 'deferred' in the registry, where admission
     #: orders them (priority, fair share); in dramatiq's queue they would
     #: wait first in, first out (tasks/admission.py).
-    admit_ahead: int = field(default_factory=lambda: _int("ADMIT_AHEAD", 1))
+    admit_ahead: int = field(default_factory=lambda: max(1, _int("ADMIT_AHEAD", 1)))
     #: Seconds without a heartbeat after which a running run's worker is lost.
     heartbeat_timeout_s: float = field(default_factory=lambda: _float("HEARTBEAT_TIMEOUT_S", 30))
     #: Attempts a run gets before a lost worker fails it for good.
