@@ -19,6 +19,7 @@ const FIELDS = {
   device: { label: "Device", group: "more" },
   time_limit_s: { label: "Time limit", unit: "s", group: "more" },
   checkpoint_every_steps: { label: "Checkpoint every", unit: "steps", group: "more" },
+  priority: { label: "Priority", group: "more", note: "higher is admitted first" },
 };
 const SPECIAL = new Set(["dataset_key", "model_id", "dry_run"]);
 

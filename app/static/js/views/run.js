@@ -12,7 +12,7 @@ import { badge, updateBadge, progressBar, renderProgress, statusLabel } from "..
 const CONFIG_LABELS = {
   dataset_key: "Dataset", model_id: "Model", dry_run: "Dry run", learning_rate: "Learning rate", num_epochs: "Epochs",
   batch_size: "Batch size", max_seq_length: "Max sequence length", max_steps: "Max steps", seed: "Seed", device: "Device",
-  time_limit_s: "Time limit (s)", checkpoint_every_steps: "Checkpoint every (steps)",
+  time_limit_s: "Time limit (s)", checkpoint_every_steps: "Checkpoint every (steps)", priority: "Priority",
 };
 const CONFIG_ORDER = Object.keys(CONFIG_LABELS);
 
@@ -143,7 +143,8 @@ export function renderRun(root, { runId, toast }) {
   }
 
   function renderConfig() {
-    const config = run.config || {};
+    // The priority is a column of the run, not part of what the training reads.
+    const config = { ...(run.config || {}), priority: run.priority ?? 0 };
     const keys = [...CONFIG_ORDER.filter((k) => k in config), ...Object.keys(config).filter((k) => !CONFIG_ORDER.includes(k)).sort()];
     configBody.replaceChildren(dl(keys.map((k) => {
       const v = config[k];
