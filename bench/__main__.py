@@ -5,6 +5,7 @@ On a shared, noisy machine compare figures from one run, not across runs.
     python -m bench                 # everything
     python -m bench submit pickup   # some of it
     python -m bench store           # the artifact store's cost (bench/store.py)
+    python -m bench sweep           # what admission costs (bench/sweep.py)
 """
 
 import statistics
@@ -267,8 +268,15 @@ def bench_store(url, data_dir):
     run(url, data_dir)
 
 
+def bench_sweep(url, data_dir):
+    from .sweep import bench_sweep as run
+
+    run(url, data_dir)
+
+
 BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain, "load": bench_load,
-           "training": bench_training, "streams": bench_streams, "metrics": bench_metrics, "store": bench_store}
+           "training": bench_training, "streams": bench_streams, "metrics": bench_metrics, "store": bench_store,
+           "sweep": bench_sweep}
 
 
 def main(argv):

@@ -56,11 +56,7 @@ def admit(conn, ahead=None):
             return 0
     room = max(ahead - registry.queued_trainings(conn, ahead), 0)
     admitted = []
-    for run in registry.runs_to_admit(conn, BATCH):
-        if not run["dry_run"]:
-            if not room:
-                continue
-            room -= 1
+    for run in registry.runs_to_admit(conn, room, BATCH):
         try:
             registry.transition(conn, run["id"], "admit")
         except InvalidTransition:  # cancelled meanwhile

@@ -390,10 +390,11 @@ def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials, max_
     return sweep, rows
 
 
-def runs_to_admit(conn, limit=1000):
-    """The deferred runs admission may take, in its order (see the query)."""
+def runs_to_admit(conn, room=None, limit=1000):
+    """The deferred runs admission takes, in its order: every dry run its
+    sweep has a place for, and the first ``room`` trainings (all when None)."""
     with _cursor(conn) as cur:
-        cur.execute(QUERIES["runs_to_admit"], dict(limit=limit))
+        cur.execute(QUERIES["runs_to_admit"], dict(limit=limit, room=room))
         return cur.fetchall()
 
 

@@ -405,7 +405,8 @@ RETURNING *;
 -- sweep; a single run is a group of its own) would be queued or running
 -- once it is admitted: a sweep with 5 trials running comes after one with
 -- 1, and a single run (share 1) before any sweep already running one.  A
--- trial past its sweep's max_concurrent is not listed.  One admitter at a
+-- trial past its sweep's max_concurrent is not listed, nor a training past
+-- the %(room)s the queue has (all of them when room is null).  One admitter at a
 -- time reads this (the caller holds the admission lock), so two cannot
 -- fill one place twice.
 WITH busy AS (
@@ -421,8 +422,13 @@ WITH busy AS (
     LEFT JOIN busy b ON b.sweep_id = r.sweep_id
     WHERE r.status IN :DEFERRED
 )
-SELECT id, dry_run, priority, share FROM ranked
-WHERE max_concurrent IS NULL OR share <= max_concurrent
+SELECT id, dry_run, priority, share FROM (
+    SELECT *, row_number() OVER (PARTITION BY dry_run ORDER BY priority DESC, share, created_at, id) AS turn
+    FROM ranked
+    WHERE max_concurrent IS NULL OR share <= max_concurrent
+) t
+-- Trainings only as many as the queue has room for (dry runs take no place).
+WHERE dry_run OR %(room)s::int IS NULL OR turn <= %(room)s
 ORDER BY priority DESC, share, created_at, id
 LIMIT %(limit)s;
 

@@ -1,0 +1,91 @@
+"""What admission costs (``python -m bench sweep``): an admission pass and a
+training submit, with few runs waiting and with 1,000 deferred trials more.
+
+A pass here is what a worker makes each time it takes a training: lock,
+count the queue, rank the deferred runs, admit one.  Figures from one run
+only: compare the two rows, not runs on different days.
+"""
+
+import statistics
+import time
+import uuid
+
+import requests
+
+from tasks import admission, db, registry
+
+from . import procs
+from .procs import truncate
+
+TRAINING = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False, "max_steps": 5, "seed": 1}
+
+
+def _sweeps(conn, n_sweeps, trials):
+    for s in range(n_sweeps):
+        rows = [dict(run_id=uuid.uuid4(), mode="async", dry_run=False, dataset_key="synthetic",
+                     model_id="llama3-tiny", config=dict(TRAINING, seed=i), params={"seed": i})
+                for i in range(trials)]
+        with conn:
+            registry.insert_sweep(conn, sweep_id=uuid.uuid4(), name=f"bench {s}", spec={}, metric="loss",
+                                  duplicates=0, trials=rows)
+
+
+def _passes(conn, n):
+    """``n`` admission passes, each followed by a worker taking what it
+    admitted; seconds per pass."""
+    seconds = []
+    for _ in range(n):
+        t = time.perf_counter()
+        with conn:
+            admission.admit(conn)
+        seconds.append(time.perf_counter() - t)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT id FROM tunix_runs WHERE status = 'pending' AND NOT dry_run")
+            for (run_id,) in cur.fetchall():
+                registry.claim(conn, run_id, "bench:1")
+    return seconds
+
+
+def _submits(base, n):
+    seconds = []
+    with requests.Session() as http:
+        for i in range(n):
+            t = time.perf_counter()
+            r = http.post(base + "/api/tunix/run?mode=async", json=dict(TRAINING, seed=10_000 + i))
+            seconds.append(time.perf_counter() - t)
+            assert r.status_code == 202, r.text
+    return seconds
+
+
+def _ms(values):
+    values = sorted(values)
+    return (f"p50 {statistics.median(values) * 1000:.2f} ms, "
+            f"p99 {values[int(0.99 * (len(values) - 1))] * 1000:.2f} ms")
+
+
+def bench_sweep(url, data_dir, passes=200, submits=200):
+    conn = db.connect(url)
+    try:
+        figures = {}
+        for more in (0, 1000):
+            truncate(url)
+            _sweeps(conn, 1, passes)
+            if more:
+                _sweeps(conn, 2, more // 2)
+            figures[more] = _passes(conn, passes)
+        print(f"admission pass (one training admitted, with its message, and taken; {passes} passes): "
+              f"{passes} deferred trials {_ms(figures[0])}; {passes + 1000:,} in 3 sweeps {_ms(figures[1000])} "
+              f"-> ratio of medians {statistics.median(figures[1000]) / statistics.median(figures[0]):.2f}")
+        submit = {}
+        with procs.api(url, data_dir) as base:
+            for deferred in (0, 1000):
+                truncate(url)
+                if deferred:
+                    _sweeps(conn, 2, deferred // 2)
+                submit[deferred] = _submits(base, submits)
+        print(f"training submit over HTTP ({submits} sequential, no worker: each after the first is deferred and "
+              f"followed by an admission pass): no sweep waiting {_ms(submit[0])}; 1,000 deferred trials "
+              f"{_ms(submit[1000])} -> ratio of medians "
+              f"{statistics.median(submit[1000]) / statistics.median(submit[0]):.2f}")
+    finally:
+        conn.close()
