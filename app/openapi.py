@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, jsonify, render_template, send_from_di
 from pydantic.json_schema import models_json_schema
 
 from tasks import catalog, lifecycle, sweep_spec, wire
-from tasks.run_spec import MODES, RunFilter, RunSpec
+from tasks.run_spec import MODES, SCHEDULING, RunFilter, RunSpec
 from tasks.sweep_spec import SweepSpec
 
 from . import fleet
@@ -94,33 +94,35 @@ def _schemas(datasets, run_time_limit_s):
         if branch.get("type") == "integer":
             branch["maximum"] = run_time_limit_s
     schemas["RunSpec"] = run_spec
-    schemas["SweepSpec"] = _sweep_spec(run_spec)
+    schemas["SweepSpec"] = _sweep_spec(run_spec, schemas)
     schemas["RunFilter"] = RunFilter.model_json_schema()
     schemas.update(fleet.openapi_schemas())
     return schemas
 
 
-def _sweep_spec(run_spec):
+def _sweep_spec(run_spec, schemas):
     """``SweepSpec``, with its base a ``RunSpec`` and each grid field a list
     of that field's values.  What no schema can say (the trials' count, a
     value's validity with the rest of its trial) is a 422 at submit
-    (``tasks/sweep_spec.py``)."""
+    (``tasks/sweep_spec.py``).  Its other models (``EarlyStopping``) join
+    ``schemas``."""
     schema = SweepSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})
     schema["properties"]["base"] = _ref("RunSpec")
-    fields = {name: {"type": "array", "minItems": 1, "items": field}
-              for name, field in run_spec["properties"].items()}
+    swept = [name for name in run_spec["properties"] if name not in SCHEDULING]
+    fields = {name: {"type": "array", "minItems": 1, "items": run_spec["properties"][name]} for name in swept}
     schema["properties"]["grid"] = {"anyOf": [{"type": "object", "properties": fields, "additionalProperties": False},
                                               {"type": "null"}],
                                     "description": schema["properties"]["grid"].get("description")}
     random = defs["RandomSearch"]
-    random["properties"]["space"]["propertyNames"] = {"enum": list(run_spec["properties"])}
+    random["properties"]["space"]["propertyNames"] = {"enum": swept}
     random["properties"]["space"]["additionalProperties"] = {
         "type": "object", "minProperties": 1, "maxProperties": 1,
         "propertyNames": {"enum": list(sweep_spec.DISTRIBUTIONS)},
         "additionalProperties": {"type": "array"}}
     schema["properties"]["random"] = {"anyOf": [random, {"type": "null"}]}
     schema["properties"]["metric"]["enum"] = list(sweep_spec.METRICS)
+    schemas.update((name, d) for name, d in defs.items() if name != "RandomSearch")
     return schema
 
 

@@ -9,7 +9,7 @@ import uuid
 
 from flask import Blueprint, current_app, jsonify, url_for
 
-from tasks import catalog, lifecycle, registry, sweep_spec
+from tasks import catalog, early_stopping, lifecycle, registry, sweep_spec
 from tasks.errors import SweepNotFound
 
 from .db import get_db, transaction
@@ -29,7 +29,7 @@ def _parse_id(raw):
 
 def _trial_json(row):
     return {"run_id": str(row["id"]), "status": row["status"], "params": row["trial"] or {},
-            "step": row["step"], "loss": row["loss"], "attempts": row["attempts"]}
+            "step": row["step"], "loss": row["loss"], "attempts": row["attempts"], "stop_reason": row["stop_reason"]}
 
 
 def _summary(row):
@@ -45,10 +45,13 @@ def _detail(conn, sweep_id):
     row = registry.get_sweep(conn, sweep_id)
     if row is None:
         raise SweepNotFound(sweep_id)
-    trials = [_trial_json(t) for t in registry.sweep_trials(conn, sweep_id)]
+    rows = registry.sweep_trials(conn, sweep_id)
+    trials = [_trial_json(t) for t in rows]
     ranked = [t for t in trials if t["status"] == lifecycle.RunStatus.COMPLETED and t["loss"] is not None]
     best = min(ranked, key=lambda t: t["loss"]) if ranked else None
-    return dict(_summary(row), spec=row["spec"], best=best, runs=trials)
+    stopped = [t for t in rows if t["stop_reason"] == early_stopping.REASON]
+    return dict(_summary(row), spec=row["spec"], best=best, runs=trials, early_stopped=len(stopped),
+                steps_saved=sum(early_stopping.saved_steps(t) for t in stopped))
 
 
 def _unknown_datasets(trials):
@@ -80,7 +83,8 @@ def submit_sweep():
         sweep, rows = registry.insert_sweep(conn, sweep_id=sweep_id, name=spec.name, spec=stored,
                                             metric=spec.metric, duplicates=duplicates, trials=runs,
                                             max_concurrent=spec.max_concurrent,
-                                            priority=sweep_spec.trial_priority(spec))
+                                            priority=sweep_spec.trial_priority(spec),
+                                            early_stopping=spec.early_stopping and spec.early_stopping.model_dump())
     admit_deferred()
     rows = registry.sweep_runs(get_db(), sweep_id)  # as admission left them
     counts = {}

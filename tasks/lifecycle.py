@@ -153,6 +153,9 @@ _MOVES = (
     Move("time_out", HELD, _S.TIMEOUT, doc="The execution ran past its time_limit_s."),
     Move("request_cancel", frozenset({_S.RUNNING}), _S.CANCEL_REQUESTED,
          doc="A user asks a held run to stop; its worker sees it at its next heartbeat."),
+    Move("stop_early", frozenset({_S.RUNNING}), _S.CANCEL_REQUESTED,
+         doc="Its sweep's early-stopping rule found the trial hopeless (tasks/early_stopping.py): its worker "
+             "stops it as on a cancel, checkpoint saved; stop_reason says early_stopped."),
     Move("admit", DEFERRED, _S.PENDING,
          doc="Its turn came (priority, fair share, its sweep's max_concurrent): the run gets its message, "
              "in the same transaction (tasks/admission.py)."),

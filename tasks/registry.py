@@ -99,7 +99,7 @@ def enqueue_messages(conn, messages):
 
 
 def transition(conn, run_id, move, *, attempt=None, worker_id=None, result=None, error=None, exit_code=None,
-               max_attempts=None):
+               max_attempts=None, stop_reason=None):
     """Make ``move`` (a name of ``tasks.lifecycle.MOVES``) on a run, if its
     status is one the move starts from and, when ``attempt`` is given, only
     if that is still the run's attempt.  ``max_attempts`` defaults to
@@ -131,6 +131,7 @@ def transition(conn, run_id, move, *, attempt=None, worker_id=None, result=None,
         attempt=attempt,
         budget=move.budget,
         max_attempts=max_attempts,
+        stop_reason=stop_reason,
     )
     with timed_write(move.name), _cursor(conn) as cur:
         cur.execute(QUERIES["transition"], params)
@@ -370,7 +371,8 @@ def delete_checkpoint_row(conn, run_id, step):
         cur.execute(QUERIES["delete_checkpoint_row"], dict(run_id=run_id, step=step))
 
 
-def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials, max_concurrent=None, priority=0):
+def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials, max_concurrent=None, priority=0,
+                 early_stopping=None):
     """A sweep and its ``trials`` (dicts as for ``insert_runs``, with
     ``params``), all deferred, in ``conn``'s transaction; ``(sweep row, run
     rows)``.  Admission queues them (``tasks.admission``)."""
@@ -378,7 +380,7 @@ def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials, max_
     with timed_write("insert_sweep"), _cursor(conn) as cur:
         cur.execute(QUERIES["insert_sweep"], dict(sweep_id=sweep_id, name=name, spec=Json(spec), metric=metric,
                                                   duplicates=duplicates, max_concurrent=max_concurrent,
-                                                  priority=priority))
+                                                  priority=priority, early_stopping=_json(early_stopping)))
         sweep = cur.fetchone()
         rows = execute_values(
             cur, QUERIES["insert_trials"],
@@ -425,6 +427,36 @@ def sweep_trials(conn, sweep_id):
     with _cursor(conn) as cur:
         cur.execute(QUERIES["sweep_trials"], dict(sweep_id=sweep_id))
         return cur.fetchall()
+
+
+def sweep_rule(conn, sweep_id):
+    """A sweep's early-stopping rule (a dict), or None."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["sweep_rule"], dict(sweep_id=sweep_id))
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def median_inputs(conn, run_id, sweep_id, step):
+    """``(best loss up to step, [other trials' mean loss up to it])``."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["median_inputs"], dict(run_id=run_id, sweep_id=sweep_id, step=step))
+        best, peers = cur.fetchone()
+    return best, list(peers)
+
+
+def rung_inputs(conn, run_id, sweep_id, step):
+    """``(the trial's loss at the rung, [the other trials' there])``."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["rung_inputs"], dict(run_id=run_id, sweep_id=sweep_id, step=step))
+        rows = cur.fetchall()
+    own = [loss for is_own, loss in rows if is_own]
+    return (own[0] if own else None), [loss for is_own, loss in rows if not is_own]
+
+
+def promote(conn, run_id, attempt, rung):
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["promote"], dict(run_id=run_id, attempt=attempt, rung=rung))
 
 
 def sweep_runs(conn, sweep_id):

@@ -19,7 +19,7 @@ import json
 import math
 import random
 import secrets
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -43,6 +43,22 @@ class RandomSearch(BaseModel):
         min_length=1, description='field -> {"uniform" | "log_uniform": [low, high]} or {"choice": [values]}')
 
 
+class EarlyStopping(BaseModel):
+    """How the platform stops a sweep's hopeless trials (``tasks/early_stopping.py``)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    rule: Literal["median", "asha"] = Field(
+        description="median: stop a trial whose best loss is worse than the median of the other trials' "
+                    "running mean loss at the same step; asha: at steps min_steps x reduction_factor^k, keep "
+                    "only the best 1/reduction_factor of the trials that reached it")
+    min_steps: JsonInt = Field(10, ge=1, le=10_000_000, description="no trial is stopped before this step "
+                                                                     "(asha: its first rung)")
+    min_trials: JsonInt = Field(3, ge=1, le=MAX_TRIALS, description="median: other trials that must have "
+                                                                    "reached the step before any is stopped")
+    reduction_factor: JsonInt = Field(3, ge=2, le=100, description="asha: 1 in this many goes on at each rung")
+
+
 class SweepSpec(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -57,6 +73,8 @@ class SweepSpec(BaseModel):
                                                "are admitted as trials end (default: as many as the workers take)")
     priority: OptionalJsonInt = Field(
         None, ge=-1000, le=1000, description="of every trial (default: the base's): higher is admitted first")
+    early_stopping: Optional[EarlyStopping] = Field(
+        None, description="stop the hopeless trials (they end cancelled, reason early_stopped, checkpoint saved)")
 
     @field_validator("metric")
     @classmethod

@@ -198,6 +198,7 @@ class Trial(_Answer):
     step: Optional[int] = None
     loss: Optional[float] = Field(None, description="at its latest recorded step")
     attempts: int = 0
+    stop_reason: Optional[str] = Field(None, description="early_stopped: its sweep's rule stopped it")
 
 
 class Sweep(_Answer):
@@ -221,6 +222,8 @@ class SweepDetail(Sweep):
 
     spec: dict[str, Any] = Field(description="the request as validated, with the seeds chosen at submit")
     best: Optional[Trial] = Field(None, description="the completed trial with the lowest metric")
+    early_stopped: int = Field(0, description="trials its early-stopping rule stopped")
+    steps_saved: int = Field(0, description="training steps those trials did not run: planned minus done")
     runs: list[Trial] = Field(description="every trial, in the order they were made")
 
 

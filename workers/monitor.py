@@ -12,6 +12,8 @@ import logging
 import threading
 
 from tasks import db, registry
+from tasks.early_stopping import Stopper
+from tasks.lifecycle import RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +41,18 @@ class RunMonitor:
         self._logs = []
         self.progress = None
         self.dropped = 0
+        self._run = run
+        #: A sweep trial's early stopping (tasks/early_stopping.py), or None.
+        self.stopper = None
         # Patient: a database restart right after the claim must not fail a
         # training that has not started (found by the long chaos soak).
-        self._seq = db.patiently(self._last_seq, LAST_FLUSH_PATIENCE_S)
+        self._seq = db.patiently(self._start, LAST_FLUSH_PATIENCE_S)
 
-    def _last_seq(self):
+    def _start(self):
         with db.connection(self.pool) as conn:
+            rule = registry.sweep_rule(conn, self._run["sweep_id"]) if self._run.get("sweep_id") else None
+            if rule:
+                self.stopper = Stopper(self._run, rule)
             return registry.last_log_seq(conn, self.run_id)
 
     def line(self, stream, text):
@@ -85,6 +93,9 @@ class RunMonitor:
                 if metrics or logs:
                     registry.record_activity(conn, self.run_id, metrics=metrics, logs=logs)
                 status = registry.heartbeat(conn, self.run_id, self.attempt, progress)
+                if status == RunStatus.RUNNING and metrics and self.stopper is not None:
+                    if self.stopper.check(conn, max(m[0] for m in metrics)):
+                        return RunStatus.CANCEL_REQUESTED
                 return LOST if status is None else status
         except BaseException:
             with self._lock:

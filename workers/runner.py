@@ -255,7 +255,9 @@ def train(run, dataset, model, scratch, settings):
                 next_flush = now + FLUSH_INTERVAL_S
                 status = monitor.flush()
                 if status == RunStatus.CANCEL_REQUESTED:
-                    stopped = RunCancelled("cancelled by request while training")
+                    early = monitor.stopper and monitor.stopper.reason
+                    stopped = RunCancelled(f"early stopped: {early}" if early
+                                           else "cancelled by request while training")
                     break
                 if status == LOST:
                     stopped = RunLost("this attempt was recovered by the reaper; another worker runs the run")

@@ -111,6 +111,7 @@ UPDATE tunix_runs SET
     result = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(result)s, result) END,
     error = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(error)s, error) END,
     exit_code = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(exit_code)s, exit_code) END,
+    stop_reason = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(stop_reason)s, stop_reason) END,
     updated_at = clock_timestamp()
 WHERE id = %(run_id)s AND status = ANY(%(from_statuses)s)
   -- Fencing: a worker finishes only the attempt it claimed, never the next
@@ -388,8 +389,9 @@ SELECT object_key FROM tunix_checkpoints WHERE run_id = %(run_id)s;
 DELETE FROM tunix_checkpoints WHERE run_id = %(run_id)s AND step = %(step)s AND deleting;
 
 -- name: insert_sweep
-INSERT INTO tunix_sweeps (id, name, spec, metric, duplicates, max_concurrent, priority)
-VALUES (%(sweep_id)s, %(name)s, %(spec)s, %(metric)s, %(duplicates)s, %(max_concurrent)s, %(priority)s)
+INSERT INTO tunix_sweeps (id, name, spec, metric, duplicates, max_concurrent, priority, early_stopping)
+VALUES (%(sweep_id)s, %(name)s, %(spec)s, %(metric)s, %(duplicates)s, %(max_concurrent)s, %(priority)s,
+        %(early_stopping)s)
 RETURNING *;
 
 -- name: insert_trials
@@ -458,13 +460,41 @@ FROM tunix_sweeps s WHERE s.id = %(sweep_id)s;
 -- name: sweep_trials
 -- A sweep's trials in the order they were made, each with its latest
 -- recorded step and loss (the metrics' primary key serves the lateral read).
-SELECT r.id, r.status, r.trial, r.result, r.attempts, m.step, m.loss
+SELECT r.id, r.status, r.trial, r.result, r.attempts, r.stop_reason, r.progress, r.config, m.step, m.loss
 FROM tunix_runs r
 LEFT JOIN LATERAL (
     SELECT step, loss FROM tunix_run_metrics WHERE run_id = r.id ORDER BY step DESC LIMIT 1
 ) m ON true
 WHERE r.sweep_id = %(sweep_id)s
 ORDER BY r.created_at, r.id;
+
+-- name: sweep_rule
+-- A sweep's early-stopping rule (null: none).
+SELECT early_stopping FROM tunix_sweeps WHERE id = %(sweep_id)s;
+
+-- name: median_inputs
+-- For the median rule at step %(step)s: the trial's best loss up to it, and
+-- each other trial's mean loss over its steps up to it, for those that
+-- reached it (the metrics' primary key serves both).
+SELECT
+    (SELECT min(loss) FROM tunix_run_metrics WHERE run_id = %(run_id)s AND step <= %(step)s) AS best,
+    (SELECT coalesce(array_agg(mean), '{}') FROM (
+        SELECT avg(m.loss) AS mean FROM tunix_runs r JOIN tunix_run_metrics m ON m.run_id = r.id
+        WHERE r.sweep_id = %(sweep_id)s AND r.id <> %(run_id)s AND m.step <= %(step)s AND m.loss IS NOT NULL
+        GROUP BY r.id HAVING max(m.step) >= %(step)s) p) AS peers;
+
+-- name: rung_inputs
+-- For an ASHA rung at step %(step)s: each trial's loss at the first step it
+-- recorded at or past it, the trial's own apart.
+SELECT r.id = %(run_id)s AS own, l.loss
+FROM tunix_runs r
+JOIN LATERAL (SELECT loss FROM tunix_run_metrics WHERE run_id = r.id AND step >= %(step)s AND loss IS NOT NULL
+              ORDER BY step LIMIT 1) l ON true
+WHERE r.sweep_id = %(sweep_id)s;
+
+-- name: promote
+-- An ASHA promotion: the trial passed rung %(rung)s (fenced by the attempt).
+UPDATE tunix_runs SET rung = %(rung)s WHERE id = %(run_id)s AND attempts = %(attempt)s;
 
 -- name: sweep_runs
 -- A sweep's trials, whole, in the order they were made.

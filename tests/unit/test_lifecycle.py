@@ -108,6 +108,7 @@ MOVES = {
     "fail": ({"running", "cancel_requested"}, "failed"),
     "time_out": ({"running", "cancel_requested"}, "timeout"),
     "request_cancel": ({"running"}, "cancel_requested"),
+    "stop_early": ({"running"}, "cancel_requested"),
     "admit": ({"deferred"}, "pending"),
     "cancel_pending": ({"pending", "deferred"}, "cancelled"),
     "cancel": ({"running", "cancel_requested"}, "cancelled"),
