@@ -157,3 +157,37 @@ def test_a_deferred_trial_is_cancelled_at_once_and_the_cancelled_sweep_admits_no
     assert wait_finished(api, sweep["sweep_id"])["counts"] == {"cancelled": 3}
     ids = [r["run_id"] for r in sweep["runs"]]
     assert scalar(db_conn, "SELECT count(*) FROM dramatiq.queue WHERE message_id = ANY(%s::uuid[])", (ids,)) == 1
+
+
+# 12 trainings (~2 min here on 2 slots): in `make test-all`; the rules' decisions are tested in
+# tests/unit/test_early_stopping.py and tests/integration/test_early_stopping.py.
+@pytest.mark.slow
+def test_a_median_rule_stops_the_hopeless_half_of_a_12_trial_grid_and_reports_the_steps_saved(api):
+    # Given a grid of 12 tiny trainings: 6 that learn, then 6 whose learning rate is too small to move
+    good, hopeless = [1e-2, 2e-2, 5e-3], [1e-7, 2e-7, 5e-7]
+    body = {"name": "median", "base": dict(TRAIN, max_steps=150, learning_rate=1e-2),
+            "grid": {"learning_rate": good + hopeless, "seed": [1, 2]},
+            "early_stopping": {"rule": "median", "min_steps": 20, "min_trials": 3}}
+    response = post(api, "/api/tunix/sweeps", body)
+    assert response.status_code == 202, response.text
+    # When it runs to its end
+    sweep = wait_finished(api, response.json()["sweep_id"], timeout=900)
+    by_lr = {}
+    for trial in sweep["runs"]:
+        by_lr.setdefault(trial["params"]["learning_rate"], []).append(trial)
+    # Then every trial that learns completed, and the hopeless ones were stopped early, as cancelled
+    assert {t["status"] for lr in good for t in by_lr[lr]} == {"completed"}, sweep["runs"]
+    stopped = [t for lr in hopeless for t in by_lr[lr]]
+    assert {(t["status"], t["stop_reason"]) for t in stopped} == {("cancelled", "early_stopped")}, stopped
+    assert all(20 <= t["step"] < 150 for t in stopped), [t["step"] for t in stopped]
+    # And the best trial is one that learns, with the lowest loss of the whole grid
+    assert sweep["best"]["params"]["learning_rate"] in good
+    assert sweep["best"]["loss"] == min(t["loss"] for t in sweep["runs"])
+    # And the steps not trained are reported
+    assert sweep["early_stopped"] == 6
+    assert sweep["steps_saved"] == sum(150 - t["step"] for t in stopped) > 0
+    # And a stopped trial kept a checkpoint and says why it stopped
+    run = api.run(stopped[0]["run_id"])
+    assert "early stopped" in run["error"]["message"] and "median" in run["error"]["message"]
+    checkpoints = api.get(f"/api/tunix/runs/{stopped[0]['run_id']}/checkpoints").json()["data"]
+    assert checkpoints, "a stopped trial keeps its last checkpoint"
