@@ -1,5 +1,7 @@
-"""What admission costs (``python -m bench sweep``): an admission pass and a
-training submit, with few runs waiting and with 1,000 deferred trials more.
+"""Sweeps (``python -m bench sweep``): what admission costs (an admission pass
+and a training submit, with few runs waiting and with 1,000 deferred trials
+more), and what early stopping saves (a 50-trial sweep of tiny trainings,
+wall time with and without the median rule, on one launch of 2 processes).
 
 A pass here is what a worker makes each time it takes a training: lock,
 count the queue, rank the deferred runs, admit one.  Figures from one run
@@ -63,7 +65,44 @@ def _ms(values):
             f"p99 {values[int(0.99 * (len(values) - 1))] * 1000:.2f} ms")
 
 
+def _sweep_wall(base, http, url, trials, rule):
+    """Wall seconds from submit to the last trial's end, and the sweep's detail."""
+    lrs = [10 ** (-2 - 5 * i / (trials // 2 - 1)) for i in range(trials // 2)]  # 1e-2 down to 1e-7
+    body = {"name": f"bench {rule}", "base": dict(TRAINING, max_steps=150, batch_size=4, max_seq_length=32),
+            "grid": {"learning_rate": lrs, "seed": [1, 2]},
+            "early_stopping": {"rule": rule, "min_steps": 20} if rule else None}
+    t = time.perf_counter()
+    sweep_id = http.post(base + "/api/tunix/sweeps", json=body, timeout=60).json()["sweep_id"]
+    while True:
+        detail = http.get(f"{base}/api/tunix/sweeps/{sweep_id}", timeout=30).json()
+        if detail["status"] == "finished":
+            return time.perf_counter() - t, detail
+        time.sleep(1)
+
+
+def bench_early_stopping(url, data_dir, trials=50):
+    truncate(url)
+    walls = {}
+    with procs.workers(url, data_dir, processes=2), procs.api(url, data_dir) as base, requests.Session() as http:
+        time.sleep(2)
+        # Warm the compilation cache, as a steady-state platform has it.
+        http.post(base + "/api/tunix/run?mode=sync", json=dict(TRAINING, max_steps=150, batch_size=4,
+                                                               max_seq_length=32), timeout=600)
+        for rule in (None, "median"):
+            walls[rule] = _sweep_wall(base, http, url, trials, rule)
+    (plain, _), (early, detail) = walls[None], walls["median"]
+    print(f"{trials}-trial sweep of tiny trainings (150 steps, learning rates 1e-2 to 1e-7 x 2 seeds, 2 worker "
+          f"processes): without early stopping {plain:.0f} s, median rule {early:.0f} s -> ratio {early / plain:.2f}; "
+          f"{detail['early_stopped']} trials stopped, {detail['steps_saved']} steps saved, best loss "
+          f"{detail['best']['loss'] if detail['best'] else None}")
+
+
 def bench_sweep(url, data_dir, passes=200, submits=200):
+    bench_admission(url, data_dir, passes, submits)
+    bench_early_stopping(url, data_dir)
+
+
+def bench_admission(url, data_dir, passes=200, submits=200):
     conn = db.connect(url)
     try:
         figures = {}
