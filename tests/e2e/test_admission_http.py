@@ -5,7 +5,7 @@ sweep, and a higher priority overtakes the runs waiting before it."""
 import pytest
 
 from support import wait_for
-from training_support import start_stack
+from training_support import stack_for_module
 
 pytestmark = pytest.mark.training
 
@@ -15,11 +15,7 @@ TRAIN = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False
 
 @pytest.fixture(scope="module")
 def stack(databases, data_dir, log_dir, worker_launch):
-    stack = start_stack(databases, data_dir, log_dir, worker_launch)
-    yield stack
-    stack.launch.stop()
-    stack.api_process.stop()
-    stack.conn.close()
+    yield from stack_for_module(databases, data_dir, log_dir, worker_launch)
 
 
 def started(stack, ids):

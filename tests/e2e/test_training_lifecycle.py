@@ -25,7 +25,7 @@ from datetime import datetime
 import pytest
 
 from support import pids_with, wait_for
-from training_support import FINAL, StreamWatch, log_ids, raw_get, read_stream, start_stack
+from training_support import FINAL, StreamWatch, log_ids, raw_get, read_stream, stack_for_module
 
 pytestmark = pytest.mark.training
 
@@ -45,11 +45,7 @@ def training(**overrides):
 
 @pytest.fixture(scope="module")
 def stack(databases, data_dir, log_dir, worker_launch):
-    stack = start_stack(databases, data_dir, log_dir, worker_launch)
-    yield stack
-    stack.launch.stop()
-    stack.api_process.stop()
-    stack.conn.close()
+    yield from stack_for_module(databases, data_dir, log_dir, worker_launch)
 
 
 def losses(series):

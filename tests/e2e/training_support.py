@@ -92,6 +92,16 @@ def start_stack(databases, data_dir, log_dir, worker_launch):
                  api_process=process)
 
 
+def stack_for_module(databases, data_dir, log_dir, worker_launch):
+    """A module fixture's body: ``yield from`` it for a ``start_stack``
+    stopped when the module's tests are done."""
+    stack = start_stack(databases, data_dir, log_dir, worker_launch)
+    yield stack
+    stack.launch.stop()
+    stack.api_process.stop()
+    stack.conn.close()
+
+
 # --------------------------------------------------------------------------
 # Server-Sent Events
 

@@ -40,3 +40,15 @@ def consumer_pool(registry_url):
     pool = db.make_pool(registry_url, 6, exclusive=False)
     yield pool
     pool.closeall()
+
+
+@pytest.fixture
+def tx(registry_url):
+    """A connection to an empty registry, for tests that commit their own
+    transactions (``with tx:``), as the API and the workers do."""
+    conn = db.connect(registry_url)
+    conn.autocommit = True
+    truncate(conn)
+    conn.autocommit = False
+    yield conn
+    conn.close()

@@ -4,25 +4,12 @@ messages, in which order, and only one admitter at a time
 
 import uuid
 
-import pytest
 
 from tasks import admission, db, registry
 from tasks.lifecycle import RunStatus as S
 
-from support import truncate
 
 CONFIG = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "seed": 7}
-
-
-@pytest.fixture
-def tx(registry_url):
-    """A connection (transactions: ``with tx:``) to an empty registry."""
-    conn = db.connect(registry_url)
-    conn.autocommit = True
-    truncate(conn)
-    conn.autocommit = False
-    yield conn
-    conn.close()
 
 
 def sweep(conn, n, *, dry_run=False, max_concurrent=None, priority=0):

@@ -3,23 +3,11 @@ the workers record, written as rows, made once (tasks/early_stopping.py)."""
 
 import uuid
 
-import pytest
 
-from tasks import db, early_stopping, registry
+from tasks import early_stopping, registry
 
-from support import truncate
 
 CONFIG = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False, "max_steps": 100}
-
-
-@pytest.fixture
-def tx(registry_url):
-    conn = db.connect(registry_url)
-    conn.autocommit = True
-    truncate(conn)
-    conn.autocommit = False
-    yield conn
-    conn.close()
 
 
 def sweep(conn, n, rule):
