@@ -203,8 +203,8 @@ def submit():
 
 def _insert_and_queue(run_id, mode, config, priority, key, request_hash):
     """The new run, pending and written with its message in one statement
-    (one round trip, one commit), or deferred (``tasks/admission.py``); None when ``key`` was used before (nothing is
-    written then).  The request's connection is given back at once: under
+    (one round trip, one commit), or deferred (``tasks/admission.py``); None
+    when ``key`` was used before (nothing is written then).  The request's connection is given back at once: under
     load a thread waits its turn for the GIL, and it must not hold a
     connection while it does (measured: 64 clients spent 46% of their time
     waiting for the pool when the connection was kept to the end of the
