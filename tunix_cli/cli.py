@@ -506,10 +506,13 @@ def sweep_status(ctx, sweep_id, as_json):
     err.print(Text(f"{detail.name}: {detail.status}, {detail.trials} trials ({counts})"))
     if detail.best is not None:
         err.print(Text(f"best: {detail.best.run_id} loss {detail.best.loss:.4f} {json.dumps(detail.best.params)}"))
+    if detail.early_stopped:
+        err.print(Text(f"early stopped: {detail.early_stopped} trials, {detail.steps_saved} steps saved"))
     ranked = sorted(detail.runs, key=lambda t: (t.loss is None, t.loss if t.loss is not None else 0))
     _table(["run", "status", "step", "loss", "params"],
            [[t.run_id, t.status, "-" if t.step is None else str(t.step),
-             "-" if t.loss is None else f"{t.loss:.4f}", json.dumps(t.params, sort_keys=True)] for t in ranked])
+             "-" if t.loss is None else f"{t.loss:.4f}" + (" (stopped early)" if t.stop_reason else ""),
+             json.dumps(t.params, sort_keys=True)] for t in ranked])
 
 
 @sweep.command(name="list")
