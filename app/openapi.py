@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, jsonify, render_template, send_from_di
 from pydantic.json_schema import models_json_schema
 
 from tasks import catalog, lifecycle, sweep_spec, wire
-from tasks.run_spec import MODES, SCHEDULING, RunFilter, RunSpec
+from tasks.run_spec import MAX_SERIES_POINTS, MAX_SERIES_RUNS, MODES, SCHEDULING, RunFilter, RunSpec, SeriesRequest
 from tasks.sweep_spec import SweepSpec
 
 from . import fleet
@@ -29,7 +29,7 @@ bp = Blueprint("openapi", __name__)
 #: Every answer's model, published under its class name.
 ANSWERS = (wire.Run, wire.RunStatus, wire.RunPage, wire.RunList, wire.CheckpointList, wire.MetricsList,
            wire.LogLine, wire.Progress, wire.StatusEvent, wire.DatasetList, wire.ModelList, wire.Health, wire.Error,
-           wire.SweepCreated, wire.SweepDetail, wire.SweepPage, wire.BulkMove)
+           wire.SweepCreated, wire.SweepDetail, wire.SweepPage, wire.BulkMove, wire.SeriesList)
 
 
 def _ref(name):
@@ -96,6 +96,7 @@ def _schemas(datasets, run_time_limit_s):
     schemas["RunSpec"] = run_spec
     schemas["SweepSpec"] = _sweep_spec(run_spec, schemas)
     schemas["RunFilter"] = RunFilter.model_json_schema()
+    schemas["SeriesRequest"] = SeriesRequest.model_json_schema()
     schemas.update(fleet.openapi_schemas())
     return schemas
 
@@ -208,6 +209,11 @@ def document(settings=None):
                 "summary": "Queue again every failed, cancelled or timed-out run the filter matches.",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RunFilter")}}},
                 "responses": {"202": _json(_ref("BulkMove")), **_errors(400, 401, 405, 413, 415, 422, 503)}}},
+            "/api/tunix/runs/series": {"post": {
+                "operationId": "getRunsSeries",
+                "summary": f"Many runs' loss curves in one answer (up to {MAX_SERIES_RUNS}), each downsampled.",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("SeriesRequest")}}},
+                "responses": {"200": _json(_ref("SeriesList")), **_errors(400, 401, 404, 405, 413, 415, 422, 503)}}},
             "/api/tunix/runs": {"get": {
                 "operationId": "listRuns",
                 "summary": "Run history, newest first.", "parameters": list_params,
@@ -290,6 +296,13 @@ def document(settings=None):
                            "parameters and latest loss.",
                 "parameters": [_SWEEP_ID], "responses": {"200": _json(_ref("SweepDetail")),
                                                          **_errors(404, 405, 503)}}},
+            "/api/tunix/sweeps/{sweep_id}/series": {"get": {
+                "operationId": "getSweepSeries",
+                "summary": "Every trial's loss curve, downsampled, in one answer.",
+                "parameters": [_SWEEP_ID, {"name": "points", "in": "query",
+                                           "schema": {"type": "integer", "minimum": 2,
+                                                      "maximum": MAX_SERIES_POINTS}}],
+                "responses": {"200": _json(_ref("SeriesList")), **_errors(404, 405, 422, 503)}}},
             "/api/tunix/sweeps/{sweep_id}/cancel": {"post": {
                 "operationId": "cancelSweep",
                 "summary": "Stop every trial still in the system's hands.",

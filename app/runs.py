@@ -14,7 +14,7 @@ from tasks import actors, catalog, db, lifecycle, registry
 from tasks import admission as run_admission
 from tasks.errors import InvalidTransition, RunNotFound
 from tasks.metrics import RUNS_RETRIED
-from tasks.run_spec import MODES, RunFilter, RunSpec, ValidationError, field_errors
+from tasks.run_spec import MODES, RunFilter, RunSpec, SeriesRequest, ValidationError, field_errors
 
 from . import admission
 from .db import close_db, get_db, transaction
@@ -42,12 +42,13 @@ FINAL_READ_PATIENCE_S = 30
 LIST_FILTERS = ("status", "mode", "dataset_key", "model_id")
 
 class RunIdConverter(BaseConverter):
-    """``<run_id:...>``: any path segment but ``batch``, ``cancel`` and
-    ``resume``, its siblings (``POST /runs/batch``, the bulk moves), so each
+    """``<run_id:...>``: any path segment but ``batch``, ``cancel``,
+    ``resume`` and ``series``, its siblings (``POST /runs/batch``, the bulk
+    moves, many runs' curves), so each
     is one resource whose ``Allow`` lists its own methods, not also a run's GET.  Not a UUID check: a
     malformed id stays a JSON 404 naming the run (``parse_run_id``)."""
 
-    regex = r"(?!(?:batch|cancel|resume)(?![^/]))[^/]+"
+    regex = r"(?!(?:batch|cancel|resume|series)(?![^/]))[^/]+"
 
 
 def parse_run_id(raw):
@@ -407,3 +408,31 @@ def resume_matching():
     with transaction() as conn:
         resumed = resume_each(conn, registry.matching_runs(conn, "resumable", **filters))
     return jsonify(matched=len(resumed), moved={lifecycle.RunStatus.PENDING.value: len(resumed)}), 202
+
+
+def series_json(conn, run_ids, points):
+    """The ``SeriesList`` answer for ``run_ids``, in their order."""
+    curves = registry.series(conn, run_ids, points)
+    data = []
+    for run_id in run_ids:
+        steps, losses = curves.get(str(run_id), ([], []))
+        data.append({"run_id": str(run_id), "steps": steps, "loss": losses})
+    return {"points": points, "data": data}
+
+
+@bp.post("/runs/series")
+def runs_series():
+    """Many runs' loss curves in one answer, each downsampled to ``points``:
+    what a comparison of runs draws."""
+    try:
+        query = SeriesRequest.model_validate(_json_body())
+    except ValidationError as exc:
+        fields = field_errors(exc)
+        raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None
+    ids = list(dict.fromkeys(str(uuid.UUID(i)) for i in query.run_ids))
+    conn = get_db()
+    known = registry.existing_runs(conn, ids)
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise ApiError(404, "run_not_found", f"{len(missing)} run(s) not found", extra={"run_ids": missing})
+    return jsonify(series_json(conn, ids, query.points))

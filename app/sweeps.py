@@ -14,7 +14,9 @@ from tasks.errors import SweepNotFound
 
 from .db import get_db, transaction
 from .errors import ApiError
-from .runs import MAX_LIMIT, MAX_OFFSET, _int_arg, _json_body, admit_deferred, cancel_each, resume_each
+from tasks.run_spec import MAX_SERIES_POINTS
+
+from .runs import MAX_LIMIT, MAX_OFFSET, _int_arg, _json_body, admit_deferred, cancel_each, resume_each, series_json
 from .serialize import _ts, run_json
 
 bp = Blueprint("sweeps", __name__, url_prefix="/api/tunix")
@@ -107,6 +109,18 @@ def list_sweeps():
 @bp.get("/sweeps/<sweep_id>")
 def get_sweep(sweep_id):
     return jsonify(_detail(get_db(), _parse_id(sweep_id)))
+
+
+@bp.get("/sweeps/<sweep_id>/series")
+def get_sweep_series(sweep_id):
+    """Every trial's loss curve, downsampled to ``points``, in one answer:
+    what the sweep's overlaid curves draw."""
+    sweep_id = _parse_id(sweep_id)
+    points = _int_arg("points", 200, 2, MAX_SERIES_POINTS)
+    conn = get_db()
+    if registry.get_sweep(conn, sweep_id) is None:
+        raise SweepNotFound(sweep_id)
+    return jsonify(series_json(conn, [r["id"] for r in registry.sweep_trials(conn, sweep_id)], points))
 
 
 @bp.post("/sweeps/<sweep_id>/cancel")

@@ -459,6 +459,21 @@ def promote(conn, run_id, attempt, rung):
         cur.execute(QUERIES["promote"], dict(run_id=run_id, attempt=attempt, rung=rung))
 
 
+def series(conn, run_ids, points):
+    """``{run id (str): (steps, losses)}``, each at most ``points`` long
+    (see the query); runs with no recorded loss are absent."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["series"], dict(ids=[str(i) for i in run_ids], points=points))
+        return {run_id: (steps, losses) for run_id, steps, losses in cur.fetchall()}
+
+
+def existing_runs(conn, run_ids):
+    """The ids (str) of ``run_ids`` that are runs."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["existing_runs"], dict(ids=[str(i) for i in run_ids]))
+        return {row[0] for row in cur.fetchall()}
+
+
 def sweep_runs(conn, sweep_id):
     with _cursor(conn) as cur:
         cur.execute(QUERIES["sweep_runs"], dict(sweep_id=sweep_id))

@@ -175,3 +175,19 @@ class RunFilter(BaseModel):
 
     def given(self):
         return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+#: Most runs one series request may ask for (a sweep has at most 500 trials).
+MAX_SERIES_RUNS = 500
+#: Most points a series request may ask for, per run.
+MAX_SERIES_POINTS = 1000
+
+
+class SeriesRequest(BaseModel):
+    """``POST /api/tunix/runs/series``: the runs whose loss curves to read."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    run_ids: list[Annotated[str, Field(pattern=UUID_PATTERN)]] = Field(
+        min_length=1, max_length=MAX_SERIES_RUNS, description="the runs to compare")
+    points: JsonInt = Field(200, ge=2, le=MAX_SERIES_POINTS, description="at most this many points per run")

@@ -120,6 +120,23 @@ class MetricsList(_Answer):
     data: list[MetricsPoint]
 
 
+class Series(_Answer):
+    """One run's loss curve, downsampled: ``steps[i]`` and ``loss[i]`` go together."""
+
+    run_id: str
+    steps: list[int]
+    loss: list[float]
+
+
+class SeriesList(_Answer):
+    """``GET /api/tunix/sweeps/{sweep_id}/series`` and ``POST /api/tunix/runs/series``:
+    many runs' curves in one answer, each at most ``points`` long (every
+    k-th step and the last); a run with no recorded step has empty lists."""
+
+    points: int
+    data: list[Series]
+
+
 class LogLine(_Answer):
     """A ``log`` event of ``GET /api/tunix/runs/{run_id}/logs`` (its SSE ``id`` is ``seq``)."""
 

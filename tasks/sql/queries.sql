@@ -496,6 +496,23 @@ WHERE r.sweep_id = %(sweep_id)s;
 -- An ASHA promotion: the trial passed rung %(rung)s (fenced by the attempt).
 UPDATE tunix_runs SET rung = %(rung)s WHERE id = %(run_id)s AND attempts = %(attempt)s;
 
+-- name: series
+-- Loss curves of many runs in one read, each cut to at most %(points)s
+-- points: every k-th recorded step from the first (k = ceil((steps - 1) /
+-- (points - 1))) and always the last, so a curve keeps its start, its
+-- shape and its end.
+SELECT run_id::text, array_agg(step ORDER BY step) AS steps, array_agg(loss ORDER BY step) AS losses
+FROM (
+    SELECT run_id, step, loss, row_number() OVER (PARTITION BY run_id ORDER BY step) AS n,
+           count(*) OVER (PARTITION BY run_id) AS total
+    FROM tunix_run_metrics WHERE run_id = ANY(%(ids)s::uuid[]) AND loss IS NOT NULL
+) m
+WHERE mod(n - 1, greatest(ceil((total - 1) / (%(points)s - 1)::numeric), 1)::bigint) = 0 OR n = total
+GROUP BY run_id;
+
+-- name: existing_runs
+SELECT id::text FROM tunix_runs WHERE id = ANY(%(ids)s::uuid[]);
+
 -- name: sweep_runs
 -- A sweep's trials, whole, in the order they were made.
 SELECT * FROM tunix_runs WHERE sweep_id = %(sweep_id)s ORDER BY created_at, id;

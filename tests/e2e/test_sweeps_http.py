@@ -191,3 +191,36 @@ def test_a_median_rule_stops_the_hopeless_half_of_a_12_trial_grid_and_reports_th
     assert "early stopped" in run["error"]["message"] and "median" in run["error"]["message"]
     checkpoints = api.get(f"/api/tunix/runs/{stopped[0]['run_id']}/checkpoints").json()["data"]
     assert checkpoints, "a stopped trial keeps its last checkpoint"
+
+
+def test_one_request_returns_every_trials_curve_downsampled_keeping_each_start_and_end(api, db_conn):
+    # Given a sweep of 3 trials whose workers recorded 1,000, 37 and no steps
+    sweep = post(api, "/api/tunix/sweeps", {"name": "curves", "base": BASE, "grid": {"seed": [1, 2, 3]}}).json()
+    ids = [r["run_id"] for r in sweep["runs"]]
+    with db_conn.cursor() as cur:
+        for run_id, steps in zip(ids, (1000, 37)):
+            cur.execute("INSERT INTO tunix_run_metrics (run_id, step, loss, attempt) "
+                        "SELECT %s, s, 10.0 / s, 1 FROM generate_series(1, %s) s", (run_id, steps))
+    # When the sweep's curves are asked for with 50 points
+    response = api.get(f"/api/tunix/sweeps/{sweep['sweep_id']}/series", points=50)
+    assert response.status_code == 200, response.text
+    curves = {c["run_id"]: c for c in response.json()["data"]}
+    # Then each trial's curve is there, at most 50 points, its first and last step kept, steps and losses paired
+    assert list(curves) == ids
+    long, short, empty = (curves[i] for i in ids)
+    assert len(long["steps"]) <= 50 and long["steps"][0] == 1 and long["steps"][-1] == 1000
+    assert long["steps"] == sorted(long["steps"]) and len(long["loss"]) == len(long["steps"])
+    assert long["loss"][-1] == 10.0 / 1000
+    assert short["steps"] == list(range(1, 38))  # already under 50: every step
+    assert empty == {"run_id": ids[2], "steps": [], "loss": []}
+    # And the same curves come for any runs, named in one POST
+    response = api.http.post(api.url("/api/tunix/runs/series"), json={"run_ids": ids[:2], "points": 50}, timeout=30)
+    assert response.status_code == 200 and response.json()["data"] == [long, short]
+    # And a run that does not exist is a 404 naming it, a bad request a 422 naming the field
+    ghost = "00000000-0000-4000-8000-000000000000"
+    response = api.http.post(api.url("/api/tunix/runs/series"), json={"run_ids": [ids[0], ghost]}, timeout=30)
+    assert response.status_code == 404 and response.json()["error"]["run_ids"] == [ghost]
+    response = api.http.post(api.url("/api/tunix/runs/series"), json={"run_ids": [], "points": 1}, timeout=30)
+    assert response.status_code == 422
+    assert {f["field"] for f in response.json()["error"]["fields"]} == {"run_ids", "points"}
+    assert api.get(f"/api/tunix/sweeps/{sweep['sweep_id']}/series", points=1).status_code == 422
