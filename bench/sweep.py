@@ -97,8 +97,34 @@ def bench_early_stopping(url, data_dir, trials=50):
           f"{detail['best']['loss'] if detail['best'] else None}")
 
 
+def bench_series(url, data_dir, trials=200, steps=1000, repeats=10):
+    """A 200-trial sweep page's curves: one request for every trial's series."""
+    truncate(url)
+    conn = db.connect(url)
+    try:
+        _sweeps(conn, 1, trials)
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT id FROM tunix_sweeps")
+            (sweep_id,), = cur.fetchall()
+            cur.execute("INSERT INTO tunix_run_metrics (run_id, step, loss, attempt) "
+                        "SELECT r.id, s, 10.0 / s, 1 FROM tunix_runs r, generate_series(1, %s) s", (steps,))
+    finally:
+        conn.close()
+    with procs.api(url, data_dir) as base, requests.Session() as http:
+        seconds, size = [], 0
+        for _ in range(repeats):
+            t = time.perf_counter()
+            r = http.get(f"{base}/api/tunix/sweeps/{sweep_id}/series", params={"points": 200})
+            seconds.append(time.perf_counter() - t)
+            assert r.status_code == 200, r.text
+            size = len(r.content)
+    print(f"series of a {trials}-trial sweep ({steps} steps each, 200 points per curve, one request, "
+          f"{size / 1e6:.1f} MB): {_ms(seconds)}")
+
+
 def bench_sweep(url, data_dir, passes=200, submits=200):
     bench_admission(url, data_dir, passes, submits)
+    bench_series(url, data_dir)
     bench_early_stopping(url, data_dir)
 
 
