@@ -1,5 +1,6 @@
-"""The web console: ``/`` (submit, live history), ``/runs/<id>`` (one run)
-and ``/fleet`` (hosts, worker processes, queues).
+"""The web console: ``/`` (submit, live history), ``/runs/<id>`` (one run),
+``/sweeps`` and ``/sweeps/<id>`` (trials, curves, scatter), ``/compare``
+(runs side by side) and ``/fleet`` (hosts, worker processes, queues).
 
 Every page is the same HTML shell; plain ES modules under ``/static/``
 render them from the public API, so there is no build step and nothing the
@@ -57,6 +58,21 @@ def index():
 
 @bp.get("/fleet")
 def fleet_page():
+    return _shell()
+
+
+@bp.get("/sweeps")
+@bp.get("/compare")
+def sweeps_page():
+    return _shell()
+
+
+@bp.get("/sweeps/<sweep_id>")
+def sweep_page(sweep_id):
+    try:
+        uuid.UUID(sweep_id)
+    except ValueError:
+        return _shell(404)
     return _shell()
 
 

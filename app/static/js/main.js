@@ -1,4 +1,4 @@
-// Entry point: the router (/, /runs/<id>, /fleet), the token dialog, toasts
+// Entry point: the router (/, /runs/<id>, /fleet, /sweeps, /sweeps/<id>, /compare), the token dialog, toasts
 // and the clocks that keep relative times and running durations fresh.
 
 import { getToken, onApiEvent, setToken } from "./api.js";
@@ -6,12 +6,16 @@ import { h, icon, tickTimes, fmtDuration } from "./dom.js";
 import { renderFleet } from "./views/fleet.js";
 import { renderHome } from "./views/home.js";
 import { renderRun } from "./views/run.js";
+import { renderCompare, renderSweep, renderSweeps } from "./views/sweeps.js";
 
 const main = document.getElementById("main");
 
 const ROUTES = [
   [/^\/$/, () => renderHome],
   [/^\/fleet\/?$/, () => renderFleet],
+  [/^\/sweeps\/?$/, () => renderSweeps],
+  [/^\/sweeps\/([^/]+)\/?$/, (m) => (root, ctx) => renderSweep(root, { ...ctx, sweepId: decodeURIComponent(m[1]) })],
+  [/^\/compare\/?$/, () => renderCompare],
   [/^\/runs\/([^/]+)\/?$/, (m) => (root, ctx) => renderRun(root, { ...ctx, runId: decodeURIComponent(m[1]) })],
 ];
 
