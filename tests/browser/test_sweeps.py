@@ -1,0 +1,69 @@
+"""The Sweeps pages in Chromium against the live system: a sweep of dry runs
+whose trials get recorded loss curves (written to the registry as a worker
+writes them), then the list, the sweep's curves, scatter and sortable table,
+and the comparison of two selected trials."""
+
+import pytest
+
+from support import connect, wait_for
+
+pytestmark = pytest.mark.browser
+
+BASE = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
+
+
+@pytest.fixture
+def sweep(live_system):
+    body = {"name": "ui sweep", "base": BASE, "grid": {"learning_rate": [1e-3, 1e-2, 1e-1], "batch_size": [2, 4]}}
+    response = live_system.http.post(live_system.url("/api/tunix/sweeps"), json=body, timeout=60)
+    assert response.status_code == 202, response.text
+    sweep = response.json()
+    ids = [r["run_id"] for r in sweep["runs"]]
+    wait_for(lambda: live_system.http.get(live_system.url(f"/api/tunix/sweeps/{sweep['sweep_id']}"), timeout=10)
+             .json()["status"] == "finished", 60, message="dry trials done")
+    conn = connect(live_system.database_url)
+    try:
+        with conn.cursor() as cur:
+            # Trial i's loss falls to 1 + i: trial 0 is the best
+            for i, run_id in enumerate(ids):
+                cur.execute("INSERT INTO tunix_run_metrics (run_id, step, loss, attempt) "
+                            "SELECT %s, s, %s + 5.0 / s, 1 FROM generate_series(1, 300) s", (run_id, 1 + i))
+    finally:
+        conn.close()
+    return sweep["sweep_id"], ids
+
+
+def test_a_sweeps_page_overlays_every_curve_ranks_the_trials_and_compares_two(page, sweep):
+    sweep_id, ids = sweep
+    # The list links to the sweep
+    page.goto("/sweeps")
+    page.locator("[data-testid=sweep-row]", has_text="ui sweep").first.locator("a").click()
+    page.wait_for_url(f"**/sweeps/{sweep_id}")
+    # Every trial's curve is drawn, one of them (the best) in colour
+    page.locator("[data-testid=curve]").nth(5).wait_for()
+    assert page.locator("[data-testid=curve]").count() == 6
+    assert page.locator(".curve-best").count() == 1
+    # Pointing at a trial's row raises its curve
+    page.locator(f'[data-testid=trial-row][data-run="{ids[3]}"]').hover()
+    assert page.locator(f'path.curve-hover[data-run="{ids[3]}"]').count() == 1
+    # The scatter has a dot per trial with a loss
+    assert page.locator("[data-testid=scatter-dot]").count() == 6
+    # The table sorts by loss (the default) and by a parameter when its header is clicked
+    rows = page.locator("[data-testid=trial-row]")
+    losses = [float(t) for t in page.locator("[data-testid=trial-loss]").all_inner_texts()]
+    assert losses == sorted(losses)
+    page.click("[data-testid=sort-loss]")
+    losses = [float(t) for t in page.locator("[data-testid=trial-loss]").all_inner_texts()]
+    assert losses == sorted(losses, reverse=True)
+    page.click("[data-testid=sort-learning_rate]")
+    assert rows.first.get_attribute("data-run") in ids[:2]  # learning rate 1e-3 first
+    # Two trials selected are compared: their configs side by side, the differing fields marked, two curves
+    page.locator(f'[data-testid=trial-row][data-run="{ids[0]}"] input').check()
+    page.locator(f'[data-testid=trial-row][data-run="{ids[5]}"] input').check()
+    page.click("[data-testid=compare]")
+    page.wait_for_url("**/compare?runs=*")
+    page.locator("[data-testid=compare-row]").first.wait_for()
+    differs = {r.get_attribute("data-field") for r in page.locator('[data-testid=compare-row][data-differs="true"]').all()}
+    assert differs == {"learning_rate", "batch_size"}
+    page.locator("[data-testid=curve]").nth(1).wait_for()
+    assert page.locator("[data-testid=curve]").count() == 2
