@@ -142,6 +142,7 @@ def test_async_submit_badge_goes_pending_running_completed_live(page, live_syste
     assert requests_seen == []
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_sync_submit_waits_with_a_spinner_and_shows_the_result(page, live_system):
     open_console(page)
     fill_form(page, dry_run=False, learning_rate="0.01", max_steps="30", batch_size="4", max_seq_length="32")
@@ -302,6 +303,7 @@ def test_history_paginates_filters_and_links_to_runs(page, live_system):
     wait_range(page, "1–10 of 23")
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_run_detail_is_reloadable_and_complete(page, live_system, quick_training):
     run = live_system.submit(quick_training, mode="sync")
     assert run["status"] == "completed", run

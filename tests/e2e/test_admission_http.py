@@ -49,6 +49,7 @@ def test_a_single_run_submitted_after_a_20_trial_sweep_starts_before_its_third_t
              message="sweep cancelled")
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_a_higher_priority_run_overtakes_the_lower_priority_runs_waiting(stack):
     # Given one training running, one queued behind it, and two more waiting, all of priority 0
     first = stack.submit(dict(TRAIN, max_steps=20, seed=1))

@@ -131,6 +131,7 @@ def test_an_unreachable_api_exits_6_with_one_clear_line(stack):
     assert time.monotonic() - started < 30
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_logs_follow_across_an_api_kill_and_restart_print_every_line_once_in_order(stack):
     # Given a training that logs a line every few steps for a while
     submitted = stack.tunix("submit", *TINY, "--max-steps", "400", "--checkpoint-every-steps", "100")
@@ -258,6 +259,7 @@ def _pane(tmux):
     return tmux("capture-pane", "-p", "-t", tmux.name).stdout
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_in_a_terminal_the_progress_bar_renders_and_ctrl_c_on_follow_leaves_the_run_running(stack, tmux,
                                                                                             tmp_path):
     env = f"TUNIX_URL={stack.url}"

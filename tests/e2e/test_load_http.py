@@ -107,6 +107,7 @@ def test_64_clients_on_a_pool_of_4_are_all_accepted_promptly_and_each_run_execut
         conn.close()
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_the_same_storm_with_sync_submits_mixed_in_answers_each_sync_submit_completed(storm_api, storm_db, data_dir):
     # When 64 clients submit 20 dry runs each, every fourth one sync
     answers = storm(storm_api.url, CLIENTS, PER_CLIENT, sync_every=4)
@@ -272,6 +273,7 @@ def test_a_dry_run_costs_one_notify_its_enqueue(storm_api, storm_db):
 # ---------------------------------------------------------------- threads
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_waiting_requests_never_take_the_threads_other_requests_need(databases, data_dir, log_dir):
     url = databases.create()  # no worker: its runs stay pending
     # Given an API of 8 threads (2 kept for requests that do not wait)

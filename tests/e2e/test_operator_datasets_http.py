@@ -118,7 +118,8 @@ class StoreSetup:
 STORE_PREFIX = "team/tunix"
 
 
-@pytest.fixture(params=["file", "s3"])
+# The S3 variants in `make test-all` (tests/multihost covers the S3 store in `make test`).
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.slow)])
 def store_setup(request, databases, log_dir, tmp_path, worker_launch):
     server, env = None, {"DATASETS_TTL_S": 1, "STORE_PATIENCE_S": 3}
     if request.param == "s3":

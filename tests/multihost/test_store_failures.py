@@ -174,6 +174,7 @@ def test_the_store_stops_mid_training_the_run_goes_on_and_records_what_uploaded(
           f"recorded {recorded}; never uploaded {never}")
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_a_resume_while_the_store_is_down_fails_its_attempt_after_the_patience(stack, outage):
     # Given a cancelled training whose last checkpoint is recorded
     run_id = stack.submit(training())
@@ -213,6 +214,7 @@ def test_a_resume_while_the_store_is_down_fails_its_attempt_after_the_patience(s
           f"{failed['error']['message']}; resumed again from step {latest} once it was back")
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_a_run_with_no_checkpoint_at_all_says_so(stack, outage):
     # Given the store down from the start
     outage()

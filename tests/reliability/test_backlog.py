@@ -97,6 +97,7 @@ def drain(n, databases, data_dir, log_dir, worker_launch, report):
         conn.close()
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_a_backlog_of_5000_drains_once_each_with_bounded_locks(databases, data_dir, log_dir, worker_launch, report):
     drain(5000, databases, data_dir, log_dir, worker_launch, report)
 

@@ -164,6 +164,7 @@ def restart_database(own_pg, data_dir, log_dir, worker_launch, report, outage_s)
         api.stop()
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_database_restart_10s(own_pg, data_dir, log_dir, worker_launch, report):
     restart_database(own_pg, data_dir, log_dir, worker_launch, report, outage_s=10)
 

@@ -100,6 +100,7 @@ def fuzzed_api(databases, data_dir, log_dir):
     api.stop()
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_fuzzing_the_live_api_from_its_openapi_document(fuzzed_api, report):
     base, url = fuzzed_api
     conn = connect(url)

@@ -329,7 +329,10 @@ PHASES = {
 }
 
 
-@pytest.mark.parametrize("phase", list(PHASES))
+# Two phases in `make test` (before the training's Python started, and mid-step);
+# the other four in `make test-all`.
+@pytest.mark.parametrize("phase", [phase if phase in ("imports", "step") else pytest.param(phase, marks=pytest.mark.slow)
+                                   for phase in PHASES])
 def test_a_training_whose_worker_is_killed_is_gone_within_seconds(stack, report, phase):
     moment, overrides = PHASES[phase]
     # Given a training at its <phase>, when its worker process is SIGKILLed

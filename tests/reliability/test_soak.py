@@ -454,6 +454,7 @@ def soak(topology, data_dir, log_dir, report, duration_s):
         api.stop()
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_a_short_seeded_soak_loses_duplicates_and_strands_nothing(topology, data_dir, log_dir, report):
     soak(topology, data_dir, log_dir, report, float(os.environ.get("SOAK_S", 45)))
 

@@ -198,6 +198,7 @@ def _recorded_steps(conn, run_id):
         return [step for (step,) in cur.fetchall()]
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_a_frozen_worker_whose_run_was_recovered_stops_its_training_when_it_thaws(stack, report):
     client, conn, fleet = stack
     # Given two launches whose reapers republish a lost message after 2 s

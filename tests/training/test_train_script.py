@@ -122,6 +122,7 @@ def test_llama3_synthetic_trains_and_loss_falls(llama_run):
     assert result["duration_s"] > 0
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_same_seed_gives_identical_losses(tmp_path, jax_cache, llama_run):
     again = run_train(tmp_path, jax_cache, name="again")
     assert again.returncode == 0, again.stderr
@@ -131,6 +132,7 @@ def test_same_seed_gives_identical_losses(tmp_path, jax_cache, llama_run):
     assert other.losses != llama_run.losses[:3]
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_qwen3_jsonl_short_run(tmp_path, jax_cache):
     run = run_train(tmp_path, jax_cache, model_id="qwen3-tiny", dataset_key="text-sft", dataset_kind="jsonl",
                     dataset_path=str(SHIPPED), max_steps=6, max_seq_length=2048)
@@ -143,6 +145,7 @@ def test_qwen3_jsonl_short_run(tmp_path, jax_cache):
     assert result["batch_seq_length"] % 8 == 0 and result["batch_seq_length"] <= 64
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_epochs_decide_the_steps_without_max_steps(tmp_path, jax_cache):
     data = tmp_path / "small.jsonl"
     data.write_text("\n".join(json.dumps({"prompt": f"Q{i}?", "completion": f" A{i}."}) for i in range(10)) + "\n")
@@ -240,6 +243,7 @@ def test_sigterm_before_the_first_step_exits_143_without_a_checkpoint(tmp_path, 
     assert not ckpt.exists() or not [p for p in ckpt.iterdir() if p.name.isdigit()]
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_sigterm_after_the_last_step_finishes_and_a_resume_reports_the_final_loss(tmp_path, jax_cache, llama_run):
     # A SIGTERM that arrives once the last step is done (its progress event
     # comes from the trainer's close) changes nothing: the run completes.
@@ -308,6 +312,7 @@ sys.exit(main([config_path]))
 """
 
 
+@pytest.mark.slow  # make test-all: see README, "Tests"
 def test_real_preset_path_loads_safetensors_and_tokenizer(tmp_path, jax_cache):
     script = tmp_path / "fake_preset.py"
     script.write_text(FAKE_PRESET)
