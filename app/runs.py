@@ -316,7 +316,8 @@ def get_metrics(run_id):
         raise RunNotFound(run_id)
     rows = registry.get_metrics(conn, run_id)
     return jsonify(data=[{"step": r["step"], "loss": r["loss"], "learning_rate": r["learning_rate"],
-                          "grad_norm": r["grad_norm"], "attempt": r["attempt"]} for r in rows])
+                          "grad_norm": r["grad_norm"], "attempt": r["attempt"], "eval_loss": r["eval_loss"]}
+                         for r in rows])
 
 
 @bp.post("/runs/batch")

@@ -31,7 +31,8 @@ def _parse_id(raw):
 
 def _trial_json(row):
     return {"run_id": str(row["id"]), "status": row["status"], "params": row["trial"] or {},
-            "step": row["step"], "loss": row["loss"], "attempts": row["attempts"], "stop_reason": row["stop_reason"]}
+            "step": row["step"], "loss": row["loss"], "eval_loss": row["eval_loss"], "attempts": row["attempts"],
+            "stop_reason": row["stop_reason"]}
 
 
 def _summary(row):
@@ -49,8 +50,9 @@ def _detail(conn, sweep_id):
         raise SweepNotFound(sweep_id)
     rows = registry.sweep_trials(conn, sweep_id)
     trials = [_trial_json(t) for t in rows]
-    ranked = [t for t in trials if t["status"] == lifecycle.RunStatus.COMPLETED and t["loss"] is not None]
-    best = min(ranked, key=lambda t: t["loss"]) if ranked else None
+    metric = row["metric"]
+    ranked = [t for t in trials if t["status"] == lifecycle.RunStatus.COMPLETED and t[metric] is not None]
+    best = min(ranked, key=lambda t: t[metric]) if ranked else None
     stopped = [t for t in rows if t["stop_reason"] == early_stopping.REASON]
     return dict(_summary(row), spec=row["spec"], best=best, runs=trials, early_stopped=len(stopped),
                 steps_saved=sum(early_stopping.saved_steps(t) for t in stopped))

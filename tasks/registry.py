@@ -191,14 +191,18 @@ def heartbeat(conn, run_id, attempt, progress=None):
     return row[0] if row else None
 
 
-def record_activity(conn, run_id, *, metrics=(), logs=()):
-    """Store a batch of step metrics ``(step, loss, lr, grad_norm, attempt)``
-    and log lines ``(seq, stream, line)``.  No NOTIFY: the API's waiter sees
+def record_activity(conn, run_id, *, metrics=(), logs=(), evals=()):
+    """Store a batch of step metrics ``(step, loss, lr, grad_norm, attempt)``,
+    eval losses ``(step, eval_loss, examples, attempt)`` and log lines
+    ``(seq, stream, line)``.  No NOTIFY: the API's waiter sees
     the new lines on its next tick (``watch_runs``)."""
     with conn.cursor() as cur:
         if metrics:
             with timed_write("progress"):
                 execute_values(cur, QUERIES["upsert_metrics"], [(run_id, *m) for m in metrics])
+        if evals:
+            with timed_write("progress"):
+                execute_values(cur, QUERIES["upsert_evals"], [(run_id, *e) for e in evals])
         if logs:
             with timed_write("log_batch"):
                 execute_values(cur, QUERIES["append_logs"], [(run_id, *line) for line in logs])

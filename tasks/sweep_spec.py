@@ -27,8 +27,9 @@ from .run_spec import SCHEDULING, JsonInt, OptionalJsonInt, RunSpec, field_error
 
 #: Most trials one sweep may make.
 MAX_TRIALS = 500
-#: The metrics a sweep can rank trials by (lower is better).
-METRICS = ("loss",)
+#: The metrics a sweep can rank trials by (lower is better): the latest eval
+#: loss on the dataset's held-out examples, or the last training loss.
+METRICS = ("eval_loss", "loss")
 #: Distributions of the random search, each over ``[low, high]`` but
 #: ``choice``, over its values.  A draw for an integer field is rounded.
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
@@ -67,7 +68,8 @@ class SweepSpec(BaseModel):
     grid: Optional[dict[str, list[Any]]] = Field(
         None, description="field -> values: one trial for each combination")
     random: Optional[RandomSearch] = None
-    metric: str = Field("loss", description="what ranks the trials; lower is better")
+    metric: str = Field("eval_loss", description="what ranks the completed trials, lower being better: eval_loss "
+                                                 "(on the dataset's held-out examples) or loss (training)")
     max_concurrent: OptionalJsonInt = Field(
         None, ge=1, le=MAX_TRIALS, description="trials queued or running at once; the rest wait 'deferred' and "
                                                "are admitted as trials end (default: as many as the workers take)")

@@ -114,6 +114,7 @@ class MetricsPoint(_Answer):
     learning_rate: Optional[float] = None
     grad_norm: Optional[float] = None
     attempt: int
+    eval_loss: Optional[float] = Field(None, description="on the held-out examples, at a checkpoint step or the last")
 
 
 class MetricsList(_Answer):
@@ -216,6 +217,7 @@ class Trial(_Answer):
     loss: Optional[float] = Field(None, description="at its latest recorded step")
     attempts: int = 0
     stop_reason: Optional[str] = Field(None, description="early_stopped: its sweep's rule stopped it")
+    eval_loss: Optional[float] = Field(None, description="its latest, on the dataset's held-out examples")
 
 
 class Sweep(_Answer):

@@ -2,7 +2,7 @@
 
 The training's output threads hand lines and step events to a ``RunMonitor``;
 the runner calls ``flush`` about twice a second, which writes everything
-gathered since in one transaction (metrics, log lines, heartbeat with the
+gathered since in one transaction (metrics, eval losses, log lines, heartbeat with the
 latest progress; no NOTIFY: the API's waiter looks on its own tick) and
 returns the run's status, so a cancel is seen within a beat without a query
 of its own.
@@ -38,6 +38,7 @@ class RunMonitor:
         self.attempt = run["attempts"]
         self._lock = threading.Lock()
         self._metrics = []
+        self._evals = []
         self._logs = []
         self.progress = None
         self.dropped = 0
@@ -64,6 +65,11 @@ class RunMonitor:
             self._logs.append((self._seq, stream, text[:MAX_LINE_CHARS]))
 
     def event(self, event):
+        if event.get("event") == "eval":
+            with self._lock:
+                self._evals.append((event["step"], event.get("eval_loss"), event.get("examples") or 0,
+                                    self.attempt))
+            return
         if event.get("event") != "progress":
             return
         with self._lock:
@@ -86,12 +92,13 @@ class RunMonitor:
     def _write(self):
         with self._lock:
             metrics, self._metrics = self._metrics, []
+            evals, self._evals = self._evals, []
             logs, self._logs = self._logs, []
             progress = self.progress
         try:
             with db.connection(self.pool) as conn:
-                if metrics or logs:
-                    registry.record_activity(conn, self.run_id, metrics=metrics, logs=logs)
+                if metrics or logs or evals:
+                    registry.record_activity(conn, self.run_id, metrics=metrics, logs=logs, evals=evals)
                 status = registry.heartbeat(conn, self.run_id, self.attempt, progress)
                 if status == RunStatus.RUNNING and metrics and self.stopper is not None:
                     if self.stopper.check(conn, max(m[0] for m in metrics)):
@@ -100,6 +107,7 @@ class RunMonitor:
         except BaseException:
             with self._lock:
                 self._metrics[:0] = metrics
+                self._evals[:0] = evals
                 self._logs[:0] = logs
             raise
 

@@ -189,9 +189,19 @@ FROM tunix_runs r
 WHERE r.id = ANY(%(ids)s::uuid[]);
 
 -- name: get_metrics
--- The run's per-step series.
-SELECT step, loss, learning_rate, grad_norm, attempt, recorded_at
-FROM tunix_run_metrics WHERE run_id = %(run_id)s ORDER BY step;
+-- The run's per-step series, with the eval loss at the steps that have one.
+SELECT m.step, m.loss, m.learning_rate, m.grad_norm, m.attempt, m.recorded_at, e.eval_loss
+FROM tunix_run_metrics m LEFT JOIN tunix_run_evals e ON e.run_id = m.run_id AND e.step = m.step
+WHERE m.run_id = %(run_id)s ORDER BY m.step;
+
+-- name: upsert_evals
+-- A batch of eval losses (step, eval_loss, examples, attempt), replaced as the metrics are.
+INSERT INTO tunix_run_evals (run_id, step, eval_loss, examples, attempt)
+VALUES %s
+ON CONFLICT (run_id, step) DO UPDATE SET
+    eval_loss = EXCLUDED.eval_loss, examples = EXCLUDED.examples, attempt = EXCLUDED.attempt,
+    recorded_at = clock_timestamp()
+WHERE EXCLUDED.attempt >= tunix_run_evals.attempt;
 
 -- name: get_logs
 -- Log lines after a sequence number, in order.
@@ -459,12 +469,17 @@ FROM tunix_sweeps s WHERE s.id = %(sweep_id)s;
 
 -- name: sweep_trials
 -- A sweep's trials in the order they were made, each with its latest
--- recorded step and loss (the metrics' primary key serves the lateral read).
-SELECT r.id, r.status, r.trial, r.result, r.attempts, r.stop_reason, r.progress, r.config, m.step, m.loss
+-- recorded step and loss and its latest eval loss (the primary keys serve
+-- the lateral reads).
+SELECT r.id, r.status, r.trial, r.result, r.attempts, r.stop_reason, r.progress, r.config, m.step, m.loss,
+       e.eval_loss
 FROM tunix_runs r
 LEFT JOIN LATERAL (
     SELECT step, loss FROM tunix_run_metrics WHERE run_id = r.id ORDER BY step DESC LIMIT 1
 ) m ON true
+LEFT JOIN LATERAL (
+    SELECT eval_loss FROM tunix_run_evals WHERE run_id = r.id ORDER BY step DESC LIMIT 1
+) e ON true
 WHERE r.sweep_id = %(sweep_id)s
 ORDER BY r.created_at, r.id;
 

@@ -49,21 +49,24 @@ def test_a_grid_sweep_makes_one_run_per_combination_each_executed_once(api, db_c
     assert scalar(db_conn, "SELECT count(*) FROM tunix_runs WHERE sweep_id = %s", (sweep["sweep_id"],)) == 4
 
 
-def test_the_best_trial_is_the_completed_one_with_the_lowest_loss(api):
+def test_the_best_trial_is_the_completed_one_with_the_lowest_eval_loss_on_held_out_data(api):
     # Given three tiny trainings differing by learning rate, one of them far too low to learn
     body = {"name": "lr", "base": dict(TRAIN, seed=5), "grid": {"learning_rate": [1e-6, 3e-3, 1e-2]}}
     sweep = post(api, "/api/tunix/sweeps", body).json()
+    assert sweep["metric"] == "eval_loss"  # the default
     # When they have all trained
     done = wait_finished(api, sweep["sweep_id"], timeout=300)
-    # Then each reports its latest step and loss, and the best is the lowest of the completed
+    # Then each reports its latest step, its training loss and its eval loss on the held-out examples
     assert done["counts"] == {"completed": 3}, done
-    assert all(t["step"] == 30 and t["loss"] is not None for t in done["runs"])
-    lowest = min(done["runs"], key=lambda t: t["loss"])
+    assert all(t["step"] == 30 and t["loss"] is not None and t["eval_loss"] is not None for t in done["runs"])
+    # And the best is the completed one with the lowest eval loss, not the lowest training loss
+    lowest = min(done["runs"], key=lambda t: t["eval_loss"])
     assert done["best"]["run_id"] == lowest["run_id"] and done["best"]["params"] == lowest["params"]
     assert done["best"]["params"] != {"learning_rate": 1e-6}
-    # And the best's loss is the one its run recorded at its last step
+    # And that eval loss is the one its run recorded at its last step, and in its result
     metrics = api.get(f"/api/tunix/runs/{lowest['run_id']}/metrics").json()["data"]
-    assert metrics[-1]["loss"] == pytest.approx(done["best"]["loss"])
+    assert metrics[-1]["step"] == 30 and metrics[-1]["eval_loss"] == pytest.approx(done["best"]["eval_loss"])
+    assert api.run(lowest["run_id"])["result"]["final_eval_loss"] == pytest.approx(done["best"]["eval_loss"])
 
 
 def test_a_bad_search_space_is_a_422_naming_each_field_and_writes_nothing(api, db_conn):
@@ -180,9 +183,11 @@ def test_a_median_rule_stops_the_hopeless_half_of_a_12_trial_grid_and_reports_th
     stopped = [t for lr in hopeless for t in by_lr[lr]]
     assert {(t["status"], t["stop_reason"]) for t in stopped} == {("cancelled", "early_stopped")}, stopped
     assert all(20 <= t["step"] < 150 for t in stopped), [t["step"] for t in stopped]
-    # And the best trial is one that learns, with the lowest loss of the whole grid
+    # And the best trial is one that learns, with the lowest eval loss of the whole grid, and a training loss
+    # below every stopped trial's
     assert sweep["best"]["params"]["learning_rate"] in good
-    assert sweep["best"]["loss"] == min(t["loss"] for t in sweep["runs"])
+    assert sweep["best"]["eval_loss"] == min(t["eval_loss"] for t in sweep["runs"] if t["eval_loss"] is not None)
+    assert sweep["best"]["loss"] < min(t["loss"] for t in stopped)
     # And the steps not trained are reported
     assert sweep["early_stopped"] == 6
     assert sweep["steps_saved"] == sum(150 - t["step"] for t in stopped) > 0

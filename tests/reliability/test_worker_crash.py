@@ -18,6 +18,7 @@ from support import ApiClient, alive, connect, metric, start_api
 from reliability_support import (
     Stopwatch,
     in_parallel,
+    kill_group,
     pgid_of,
     run_row,
     step_of,
@@ -269,3 +270,67 @@ def test_a_run_whose_worker_dies_max_attempts_times_ends_failed_worker_lost(stac
     assert not alive(trainer)
     report(f"MAX_ATTEMPTS=1, SIGKILL worker at step {step_of(row)}: failed WorkerLost after {failed_s:.1f}s, "
            f"attempts 1 (\"{final['error']['message']}\")")
+
+
+@pytest.mark.slow  # make test-all: ~8 trainings and a recovery
+def test_sigkill_of_every_worker_mid_sweep_loses_no_trial_and_no_stopping_decision(stack, report):
+    client, conn, fleet = stack
+    launches = fleet.ensure(2, **CRASH_ENV)
+    # Given an 8-trial sweep with a median rule: 4 learning rates that learn, then 4 too small to move
+    body = {"name": "killed mid-sweep", "base": training(max_steps=80, checkpoint_every_steps=20),
+            "grid": {"learning_rate": [1e-2, 2e-2, 1e-7, 2e-7], "seed": [1, 2]},
+            "early_stopping": {"rule": "median", "min_steps": 15, "min_trials": 2}}
+    response = client.http.post(client.url("/api/tunix/sweeps"), json=body, timeout=60)
+    assert response.status_code == 202, response.text
+    sweep_id = response.json()["sweep_id"]
+    ids = [r["run_id"] for r in response.json()["runs"]]
+
+    def trials():
+        with conn.cursor() as cur:
+            cur.execute("SELECT id::text, status, attempts, stop_reason, result FROM tunix_runs WHERE sweep_id = %s",
+                        (sweep_id,))
+            return {row[0]: row[1:] for row in cur.fetchall()}
+
+    # When, with some trials decided and two training, every worker launch is SIGKILLed
+    def mid_sweep():
+        now = trials()
+        decided = sum(1 for status, *_ in now.values() if status in ("completed", "cancelled", "cancel_requested"))
+        running = sum(1 for status, *_ in now.values() if status == "running")
+        return decided >= 2 and running == 2
+    deadline = time.monotonic() + 300
+    while not mid_sweep():
+        assert time.monotonic() < deadline, trials()
+        time.sleep(0.05)
+    before = trials()
+    for launch in launches:
+        kill_group(launch.pid)
+    for launch in launches:
+        launch.proc.wait(30)
+    # And new launches start on the same database
+    fleet.ensure(2, **CRASH_ENV)
+    # Then the sweep finishes: every trial completed or stopped early, none lost
+    deadline = time.monotonic() + 600
+    while any(status not in ("completed", "cancelled") for status, *_ in trials().values()):
+        assert time.monotonic() < deadline, trials()
+        time.sleep(0.5)
+    after = trials()
+    assert set(after) == set(ids)
+    for run_id, (status, attempts, stop_reason, result) in after.items():
+        # each trial ended once: completed with its result, or stopped early (cancelled, with the reason)
+        assert (status, stop_reason) in (("completed", None), ("cancelled", "early_stopped")), (run_id, after[run_id])
+        assert status != "completed" or result["steps"] == 80
+        # a decision made before the kill stands: a trial stopped then was not run again
+        if before[run_id][0] in ("cancelled", "cancel_requested"):
+            assert (status, attempts) == ("cancelled", before[run_id][1])
+        if before[run_id][0] == "completed":
+            assert after[run_id] == before[run_id]
+    assert {status for status, *_ in after.values()} == {"completed", "cancelled"}
+    # And each trial's message was settled once: nothing is left queued or held
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM dramatiq.queue WHERE message_id = ANY(%s::uuid[]) AND state <> 'done' "
+                    "AND state <> 'rejected'", (ids,))
+        assert cur.fetchone()[0] == 0
+    stopped = sum(1 for status, *_ in after.values() if status == "cancelled")
+    report(f"SIGKILL of both launches mid-sweep ({sum(1 for s, *_ in before.values() if s == 'running')} trials "
+           f"training): 8 trials ended once each, {stopped} stopped early, "
+           f"{sum(a for _, a, *_ in after.values())} attempts in all")

@@ -120,6 +120,12 @@ def test_llama3_synthetic_trains_and_loss_falls(llama_run):
     assert result["steps"] == result["total_steps"] == 24
     assert result["effective_max_seq_length"] == 64
     assert result["duration_s"] > 0
+    # And the eval loss on the held-out tenth of the dataset (never trained on) was measured at the end
+    # (checkpoint steps are never reached here), fell with the training, and is the result's
+    evals = run.of("eval")
+    assert [e["step"] for e in evals] == [24] and evals[0]["examples"] == 25  # 256 examples: every 10th
+    assert evals[0]["eval_loss"] < 0.8 * losses[0]
+    assert result["final_eval_loss"] == evals[0]["eval_loss"] and result["held_out_examples"] == 25
 
 
 @pytest.mark.slow  # make test-all: see README, "Tests"
@@ -170,6 +176,10 @@ def test_checkpoint_then_resume_is_exact(tmp_path, jax_cache, llama_run):
     assert [e["step"] for e in second.of("progress")] == list(range(13, 25))
     assert second.losses == first.losses[12:]
     assert second.of("result")[0]["steps"] == 24
+    # The eval loss is measured at each checkpoint and at the end, and a resume measures the same
+    assert [e["step"] for e in first.of("eval")] == [12, 24]
+    assert [e["step"] for e in second.of("eval")] == [24]
+    assert second.of("eval")[0]["eval_loss"] == first.of("eval")[1]["eval_loss"]
 
 
 def start_train(tmp_path, jax_cache, name, **overrides):

@@ -35,6 +35,10 @@ from .spec import MIN_SEQ_LENGTH
 MAX_TOTAL_STEPS = 10_000
 #: Examples the synthetic dataset holds (one epoch).
 SYNTHETIC_EXAMPLES = 256
+#: Every this-many-th example of a dataset is held out for evaluation
+#: (``split_held_out``), when the dataset has at least ``MIN_EXAMPLES_TO_HOLD_OUT``.
+HOLD_OUT_EVERY = 10
+MIN_EXAMPLES_TO_HOLD_OUT = 20
 #: Linear warm-up: min(MAX_WARMUP_STEPS, total_steps // 10) steps, then constant.
 MAX_WARMUP_STEPS = 10
 
@@ -152,6 +156,23 @@ def build_examples(dataset_kind, dataset_path, seed, tokenizer, seq_len):
         width = min(seq_len, max(MIN_SEQ_LENGTH, -(-longest // 8) * 8))
         tokens, mask = tokens[:, :width], mask[:, :width]
     return Examples(np.ascontiguousarray(tokens), np.ascontiguousarray(mask), truncated)
+
+
+def split_held_out(examples):
+    """``(train, held_out)``: every ``HOLD_OUT_EVERY``-th example (the 10th,
+    the 20th ...) held out for the eval loss, the same ones for every run of
+    the dataset whatever its seed, so trials of a sweep are ranked on the
+    same data; ``held_out`` is None for a dataset under
+    ``MIN_EXAMPLES_TO_HOLD_OUT`` (it all trains)."""
+    n = len(examples.tokens)
+    if n < MIN_EXAMPLES_TO_HOLD_OUT:
+        return examples, None
+    out = np.arange(n) % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
+    part = lambda keep: Examples(np.ascontiguousarray(examples.tokens[keep]),  # noqa: E731
+                                 np.ascontiguousarray(examples.mask[keep]), 0)
+    train = part(~out)
+    train.truncated = examples.truncated
+    return train, part(out)
 
 
 def batch_indices(num_examples, batch_size, seed, total_steps):

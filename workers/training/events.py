@@ -8,6 +8,7 @@ most ``MAX_STEP_LOG_LINES`` per run plus the last, and how the run stopped)::
     {"event":"start","total_steps":N,"param_count":P,"device":"cpu",...}
     {"event":"progress","step":S,"total_steps":N,"loss":L,"learning_rate":LR,"grad_norm":G}
     {"event":"checkpoint","step":S,"path":"<run_dir>/checkpoints"}
+    {"event":"eval","step":S,"eval_loss":E,"examples":K}
     {"event":"checkpoint","step":S,"path":"<run_dir>/checkpoints","final":true,"reason":"sigterm"}
     {"event":"result","final_loss":L,"steps":S,"total_steps":N,"duration_s":T,"effective_max_seq_length":M,...}
 
@@ -18,7 +19,10 @@ clipping to 1.0.  The start event also carries ``model_id``, ``start_step``
 (> 0 after a resume), ``batches_per_epoch``, ``num_examples``,
 ``effective_max_seq_length``, ``batch_seq_length``, ``batch_size`` and
 ``steps_capped``; the result event ``batch_seq_length``, ``param_count`` and
-``start_step``.  ``final_loss`` is the training loss of the last step (the
+``start_step``, ``final_eval_loss`` (the last eval event's), ``eval_step`` and
+``held_out_examples``.  An eval event is the mean loss over the dataset's
+held-out examples (every 10th of a dataset of at least 20; none for a
+smaller one), after each checkpoint step and the last.  ``final_loss`` is the training loss of the last step (the
 loss of the batch that step trained on, before its update).  A run started
 again on a run_dir whose checkpoint is already at the last step trains
 nothing: it emits no progress event and reports the loss that was recorded

@@ -9,11 +9,26 @@ from tasks.models import get_model
 
 from . import checkpoints
 from .data import ByteTokenizer, SentencePieceTokenizer, batch_indices, build_examples, learning_rate_at, \
-    plan_steps, warmup_steps
+    plan_steps, split_held_out, warmup_steps
 from .errors import ConfigError, StopTraining, Terminated, WeightsNotFound
 from .events import MAX_STEP_LOG_LINES, finite_or_none
 from .model import build_model, configure_jax, count_params, setup_jax_env, weights_dir
 from .spec import write_manifest
+
+
+class HeldOut:
+    """The held-out batches as tunix's ``eval_ds``: tunix evaluates after a
+    step when ``eval_ds`` is truthy (and before the first), so this one is
+    truthy only when ``due()``: at every checkpoint step and the last."""
+
+    def __init__(self, batches, due):
+        self.batches, self.due = batches, due
+
+    def __bool__(self):
+        return self.due()
+
+    def __iter__(self):
+        return iter(self.batches)
 
 
 def train(job, on_event, log=print, stop=None):
@@ -43,12 +58,14 @@ def train(job, on_event, log=print, stop=None):
     if seq_len > min(spec.max_seq_length, model_spec.max_seq_length):
         raise ConfigError(f"invalid run placement: effective_max_seq_length {seq_len} is over the spec's "
                           f"max_seq_length {spec.max_seq_length} or the model's window {model_spec.max_seq_length}")
-    examples = build_examples(run.dataset_kind, run.dataset_path, spec.seed, tokenizer, seq_len)
+    examples, held_out = split_held_out(build_examples(run.dataset_kind, run.dataset_path, spec.seed, tokenizer,
+                                                       seq_len))
     batch_seq_len = int(examples.tokens.shape[1])  # <= seq_len (JSONL: cut to the longest example)
     num_examples = len(examples.tokens)
     total_steps, per_epoch, capped = plan_steps(spec, num_examples)
     log(f"run {run.run_id or '-'}: model {model_spec.model_id}, dataset {spec.dataset_key} "
-        f"({num_examples} examples, {examples.truncated} truncated), seq_len {seq_len} (batches {batch_seq_len}), "
+        f"({num_examples} examples, {examples.truncated} truncated, "
+        f"{0 if held_out is None else len(held_out.tokens)} held out), seq_len {seq_len} (batches {batch_seq_len}), "
         f"batch {spec.batch_size}, {total_steps} steps{' (capped)' if capped else ''}")
     os.makedirs(run.run_dir, exist_ok=True)
     write_manifest(job, model_spec)
@@ -83,7 +100,8 @@ def train(job, on_event, log=print, stop=None):
 
     checkpoint_dir = checkpoints.checkpoint_dir(run.run_dir)
     training_config = peft_trainer.TrainingConfig(
-        eval_every_n_steps=total_steps + 1,
+        # Asked after every step; ``HeldOut`` answers when an eval is due.
+        eval_every_n_steps=1,
         max_steps=total_steps,
         checkpoint_root_directory=checkpoint_dir,
         checkpointing_options=checkpoints.manager_options(spec.checkpoint_every_steps),
@@ -106,7 +124,7 @@ def train(job, on_event, log=print, stop=None):
 
     trainer = trainer.with_gen_model_input_fn(gen_model_input)
 
-    state = {"last_loss": None, "last_step": start_step, "stopping": False}
+    state = {"last_loss": None, "last_step": start_step, "stopping": False, "eval_loss": None, "eval_step": None}
     log_every = max(1, math.ceil(total_steps / MAX_STEP_LOG_LINES))
     train_mode = tunix_metrics.Mode.TRAIN
 
@@ -127,7 +145,13 @@ def train(job, on_event, log=print, stop=None):
             pass
 
         def on_eval_step_end(self, ctx, eval_loss):
-            pass
+            # tunix hands the sum over the held-out batches.
+            mean = finite_or_none(float(eval_loss) / len(eval_batches))
+            state["eval_loss"], state["eval_step"] = mean, int(ctx.train_steps)
+            on_event({"event": "eval", "step": int(ctx.train_steps), "eval_loss": mean,
+                      "examples": len(held_out.tokens)})
+            log(f"step {int(ctx.train_steps)} eval loss {mean:.4f} ({len(held_out.tokens)} held-out examples)"
+                if mean is not None else f"step {int(ctx.train_steps)} eval loss not finite")
 
         def on_train_step_end(self, ctx, train_step, train_loss):
             # tunix calls this one step late (it overlaps metric I/O with the
@@ -157,14 +181,28 @@ def train(job, on_event, log=print, stop=None):
         for idx in batch_indices(num_examples, spec.batch_size, spec.seed, total_steps):
             yield peft_trainer.TrainingInput(input_tokens=examples.tokens[idx], input_mask=examples.mask[idx])
 
+    # The held-out examples in batches of the training's size (one compiled
+    # shape; the last batch is filled from the first examples again).
+    eval_batches = []
+    if held_out is not None:
+        n_eval = len(held_out.tokens)
+        for start in range(0, n_eval, spec.batch_size):
+            idx = [i % n_eval for i in range(start, start + spec.batch_size)]
+            eval_batches.append(peft_trainer.TrainingInput(input_tokens=held_out.tokens[idx],
+                                                           input_mask=held_out.mask[idx]))
+
     on_event({"event": "start", "total_steps": total_steps, "param_count": param_count, "device": platform,
               "model_id": model_spec.model_id, "start_step": start_step, "batches_per_epoch": per_epoch,
               "num_examples": num_examples, "effective_max_seq_length": seq_len, "batch_seq_length": batch_seq_len,
               "batch_size": spec.batch_size, "steps_capped": capped})
     if start_step:
         log(f"resumed from the checkpoint of step {start_step}")
+    def eval_due():
+        step = int(trainer.train_steps)
+        return step != start_step and (step % spec.checkpoint_every_steps == 0 or step == total_steps)
+
     try:
-        trainer.train(batches())
+        trainer.train(batches(), eval_ds=HeldOut(eval_batches, eval_due) if eval_batches else None)
     except StopTraining:
         checkpoints.stop_and_checkpoint(trainer, state, checkpoint_dir, start_step, total_steps, on_event, log)
     final_loss, extra = state["last_loss"], {}
@@ -174,6 +212,7 @@ def train(job, on_event, log=print, stop=None):
     result = {"event": "result", "final_loss": final_loss, "steps": int(trainer.train_steps),
               "total_steps": total_steps, "duration_s": round(time.monotonic() - t0, 3),
               "effective_max_seq_length": seq_len, "batch_seq_length": batch_seq_len, "param_count": param_count,
-              "start_step": start_step, **extra}
+              "start_step": start_step, "final_eval_loss": state["eval_loss"], "eval_step": state["eval_step"],
+              "held_out_examples": 0 if held_out is None else len(held_out.tokens), **extra}
     on_event(result)
     return result

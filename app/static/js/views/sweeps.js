@@ -82,7 +82,7 @@ export function renderSweep(root, { sweepId, toast, navigate }) {
   function drawTable() {
     const { detail } = state;
     const params = paramNames(detail.runs);
-    const columns = ["status", ...params, "step", "loss"];
+    const columns = ["status", ...params, "step", "loss", "eval_loss"];
     const rows = [...detail.runs].sort((a, b) => {
       const va = value(a, state.sort);
       const vb = value(b, state.sort);
@@ -105,14 +105,18 @@ export function renderSweep(root, { sweepId, toast, navigate }) {
         ...params.map((p) => h("td.num.mono", null, String(t.params[p] ?? "—"))),
         h("td.num", null, t.step === null ? "—" : String(t.step)),
         h("td.num", { dataset: { testid: "trial-loss" } }, t.loss === null ? "—" : fmtNumber(t.loss)),
+        h("td.num", { dataset: { testid: "trial-eval-loss" } }, t.eval_loss === null ? "—" : fmtNumber(t.eval_loss)),
         h("td", null, h("a.mono", { href: `/runs/${t.run_id}`, dataset: { nav: "" } }, shortId(t.run_id)))))));
   }
 
   function drawScatter() {
     const { detail } = state;
-    const points = detail.runs.filter((t) => t.loss !== null)
-      .map((t) => ({ id: t.run_id, x: t.params[state.scatterParam], y: t.loss, label: shortId(t.run_id) }));
-    scatterBox.replaceChildren(scatter(points, { xLabel: state.scatterParam || "", best: detail.best && detail.best.run_id }));
+    // The sweep's metric where a trial has it, else its training loss.
+    const y = (t) => t[detail.metric] ?? t.loss;
+    const points = detail.runs.filter((t) => y(t) !== null && y(t) !== undefined)
+      .map((t) => ({ id: t.run_id, x: t.params[state.scatterParam], y: y(t), label: shortId(t.run_id) }));
+    scatterBox.replaceChildren(scatter(points, { xLabel: state.scatterParam || "", yLabel: detail.metric,
+      best: detail.best && detail.best.run_id }));
   }
 
   function drawHead(detail) {
@@ -128,7 +132,7 @@ export function renderSweep(root, { sweepId, toast, navigate }) {
     const best = detail.best;
     summary.replaceChildren(
       tile("Trials", detail.trials, "sweep-trials"),
-      tile("Best loss", best ? fmtNumber(best.loss) : "—", "sweep-best"),
+      tile(`Best ${detail.metric}`, best ? fmtNumber(best[detail.metric]) : "—", "sweep-best"),
       tile("Best trial", best ? JSON.stringify(best.params) : "—", "sweep-best-params"),
       tile("Stopped early", detail.early_stopped, "sweep-early-stopped"),
       tile("Steps saved", detail.steps_saved, "sweep-steps-saved"));
