@@ -14,7 +14,9 @@ BASE = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
 
 @pytest.fixture
 def sweep(live_system):
-    body = {"name": "ui sweep", "base": BASE, "grid": {"learning_rate": [1e-3, 1e-2, 1e-1], "batch_size": [2, 4]}}
+    # Ranked on the training loss: dry runs have no eval loss
+    body = {"name": "ui sweep", "base": BASE, "grid": {"learning_rate": [1e-3, 1e-2, 1e-1], "batch_size": [2, 4]},
+            "metric": "loss"}
     response = live_system.http.post(live_system.url("/api/tunix/sweeps"), json=body, timeout=60)
     assert response.status_code == 202, response.text
     sweep = response.json()
