@@ -75,6 +75,8 @@ class QueueStats(BaseModel):
     queue: str
     kind: Literal["dry", "train"]
     depth: int = Field(description="messages waiting whose run is pending")
+    deferred: int = Field(0, description="runs of this queue waiting for admission: no message yet "
+                                         "(tasks/admission.py)")
     in_flight: int = Field(description="messages a consumer holds (prefetched or executing)")
     running: int = Field(description="runs of this queue a worker holds now")
     oldest_pending_age_s: float | None = Field(description="how long its longest-waiting pending run has waited")
@@ -87,6 +89,7 @@ class FleetTotals(BaseModel):
     lost: int
     runs_held: int
     depth: int
+    deferred: int = 0
     in_flight: int
 
 
@@ -147,11 +150,13 @@ def build(data, heartbeat_timeout_s, now=None):
         row = seen.get(name) or {}
         queues.append(QueueStats(
             queue=name, kind=kind, depth=row.get("depth") or 0, in_flight=row.get("in_flight") or 0,
+            deferred=data.get("deferred", {}).get(kind == "dry", 0),
             running=sum(run.dry_run == (kind == "dry") for run in held),
             oldest_pending_age_s=row.get("oldest_pending_age_s")))
     alive = sum(h.alive for h in hosts)
     totals = FleetTotals(hosts=len(hosts), workers=len(workers), alive=alive, lost=len(workers) - alive,
                          runs_held=len(held), depth=sum(q.depth for q in queues),
+                         deferred=sum(q.deferred for q in queues),
                          in_flight=sum(q.in_flight for q in queues))
     now = now or datetime.datetime.now(datetime.timezone.utc)
     return Fleet(generated_at=now.isoformat(), heartbeat_timeout_s=heartbeat_timeout_s,

@@ -313,15 +313,18 @@ def fleet_gauges(conn, heartbeat_timeout_s):
 
 
 def fleet(conn, lost_window_s):
-    """What the fleet view shows, in two queries:
+    """What the fleet view shows, in three queries:
     ``{"workers": [one row per (worker, held run) pair], "queues": [one row
-    per queue with messages]}`` (see ``fleet_workers`` and ``fleet_queues``)."""
+    per queue with messages], "deferred": {dry_run: runs waiting for
+    admission}}`` (``fleet_workers``, ``fleet_queues``, ``fleet_deferred``)."""
     with _cursor(conn) as cur:
         cur.execute(QUERIES["fleet_workers"], dict(lost_window_s=lost_window_s))
         workers = cur.fetchall()
         cur.execute(QUERIES["fleet_queues"])
         queues = cur.fetchall()
-    return {"workers": workers, "queues": queues}
+        cur.execute(QUERIES["fleet_deferred"])
+        deferred = {row["dry_run"]: row["n"] for row in cur.fetchall()}
+    return {"workers": workers, "queues": queues, "deferred": deferred}
 
 
 def record_checkpoint(conn, *, run_id, step, attempt, uri, object_key, size_bytes, sha256, loss=None):

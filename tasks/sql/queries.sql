@@ -345,6 +345,11 @@ LEFT JOIN tunix_runs r ON r.id = q.message_id
 WHERE q.state IN ('queued', 'consumed')
 GROUP BY q.queue_name;
 
+-- name: fleet_deferred
+-- Runs waiting for admission (no message yet), dry and training apart (the
+-- partial index of deferred runs).
+SELECT dry_run, count(*) AS n FROM tunix_runs WHERE status IN :DEFERRED GROUP BY dry_run;
+
 -- name: record_checkpoint
 -- A checkpoint uploaded to the artifact store becomes a recorded step, if the
 -- attempt that uploaded it is still the run's (fencing: a stale attempt

@@ -88,11 +88,14 @@ def test_the_fleet_lists_each_worker_with_its_run_and_shows_a_killed_one_lost(sy
         assert 0 <= run["heartbeat_age_s"] < HEARTBEAT_TIMEOUT_S
     assert body["totals"]["hosts"] == len(body["hosts"]) == 1
     assert body["totals"]["runs_held"] == 2
-    # And the queues: the backlog waits on the train queue, the two held are in flight
+    # And the queues: of the backlog one waits on the train queue (ADMIT_AHEAD) and two for admission,
+    # the two held are in flight
     train, dry = queue(body, "train"), queue(body, "dry")
-    assert (train["depth"], train["in_flight"], train["running"]) == (len(backlog), 2, 2)
+    assert (train["depth"], train["deferred"], train["in_flight"], train["running"]) == (1, len(backlog) - 1, 2, 2)
+    assert body["totals"]["deferred"] == len(backlog) - 1
     assert train["oldest_pending_age_s"] >= 0
-    assert (dry["depth"], dry["in_flight"], dry["running"], dry["oldest_pending_age_s"]) == (0, 0, 0, None)
+    assert (dry["depth"], dry["deferred"], dry["in_flight"], dry["running"], dry["oldest_pending_age_s"]) == \
+        (0, 0, 0, 0, None)
 
     # When one launch is killed outright (SIGKILL to every process of it)
     victim_id = next(w for w in held if int(w.rsplit(":", 1)[1]) in _group(first.pid))

@@ -397,7 +397,7 @@ def test_a_job_reads_its_spec_as_stored_and_its_placement():
     # When it is parsed
     parsed = spec_mod.parse_job(json.loads(json.dumps(job)))
     # Then the spec is exactly the stored one, and the placement is the worker's
-    assert parsed.spec.model_dump() == job["spec"]
+    assert parsed.spec.as_stored() == job["spec"]
     assert parsed.run.model_dump() == job["run"]
 
 

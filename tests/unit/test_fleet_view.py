@@ -35,7 +35,8 @@ def test_workers_are_grouped_by_host_alive_or_lost_by_the_timeout_with_their_run
         row("h1:11", 30.0),
         row("h2:5", 29.9, hostname="h2"),
         row("gone-host:7", None, orphan),
-    ], "queues": [{"queue_name": "tunix-train", "depth": 4, "in_flight": 1, "oldest_pending_age_s": 9.5}]}
+    ], "queues": [{"queue_name": "tunix-train", "depth": 4, "in_flight": 1, "oldest_pending_age_s": 9.5}],
+        "deferred": {False: 7}}
     # When the fleet is built with a 30 s timeout
     fleet = build(data, 30, now=NOW)
     # Then hosts are sorted, each process is alive below the timeout and lost at it
@@ -56,7 +57,9 @@ def test_workers_are_grouped_by_host_alive_or_lost_by_the_timeout_with_their_run
     queues = {q.kind: q for q in fleet.queues}
     assert (queues["train"].depth, queues["train"].in_flight, queues["train"].running) == (4, 1, 2)
     assert (queues["dry"].depth, queues["dry"].running, queues["dry"].oldest_pending_age_s) == (0, 1, None)
-    assert fleet.totals.model_dump() == dict(hosts=3, workers=4, alive=2, lost=2, runs_held=3, depth=4, in_flight=1)
+    assert fleet.totals.model_dump() == dict(hosts=3, workers=4, alive=2, lost=2, runs_held=3, depth=4, deferred=7,
+                                             in_flight=1)
+    assert sorted((q.kind, q.deferred) for q in fleet.queues) == [("dry", 0), ("train", 7)]
 
 
 def test_the_openapi_document_describes_the_endpoint_with_the_pydantic_schema():

@@ -54,13 +54,14 @@ export function renderFleet(root) {
     const rows = list.map((q) => h("tr", { dataset: { testid: "queue-row", queue: q.queue, kind: q.kind } },
       h("td", null, h("code", null, q.queue), " ", h("span.tag" + (q.kind === "train" ? ".tag-train" : ""), null, q.kind)),
       h("td.num", { dataset: { testid: "queue-depth" } }, String(q.depth)),
+      h("td.num", { dataset: { testid: "queue-deferred" }, title: "waiting for admission (priority, fair share)" }, String(q.deferred)),
       h("td.num", { dataset: { testid: "queue-in-flight" } }, String(q.in_flight)),
       h("td.num", null, String(q.running)),
       h("td.num", { dataset: { testid: "queue-oldest" } },
         q.oldest_pending_age_s === null ? h("span.muted", null, "—") : fmtDuration(q.oldest_pending_age_s))));
     queues.replaceChildren(queues.firstChild, h("div.table-scroll", null, h("table.mini-table", null,
       h("thead", null, h("tr", null, h("th", { scope: "col" }, "Queue"), h("th.num", { scope: "col" }, "Depth"),
-        h("th.num", { scope: "col" }, "In flight"), h("th.num", { scope: "col" }, "Running"),
+        h("th.num", { scope: "col" }, "Deferred"), h("th.num", { scope: "col" }, "In flight"), h("th.num", { scope: "col" }, "Running"),
         h("th.num", { scope: "col" }, "Oldest pending"))),
       h("tbody", null, rows))));
   }
@@ -134,7 +135,8 @@ export function renderFleet(root) {
     const t = data.totals;
     summary.replaceChildren(stat("hosts", t.hosts, "total-hosts"), stat("alive", t.alive, "total-alive"),
       stat("lost", t.lost, "total-lost"), stat("runs held", t.runs_held, "total-held"),
-      stat("queued", t.depth, "total-depth"), stat("in flight", t.in_flight, "total-in-flight"));
+      stat("queued", t.depth, "total-depth"), stat("deferred", t.deferred, "total-deferred"),
+      stat("in flight", t.in_flight, "total-in-flight"));
     renderQueues(data.queues);
     renderHosts(data.hosts);
     updated.replaceChildren("Updated ", timeEl(data.generated_at));
