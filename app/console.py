@@ -67,24 +67,25 @@ def sweeps_page():
     return _shell()
 
 
-@bp.get("/sweeps/<sweep_id>")
-def sweep_page(sweep_id):
+def _shell_for(raw_id):
+    # A malformed id cannot name a run or a sweep: the page says so, with a
+    # 404.  A well-formed one is looked up by the page itself (the API
+    # answers 404).
     try:
-        uuid.UUID(sweep_id)
+        uuid.UUID(raw_id)
     except ValueError:
         return _shell(404)
     return _shell()
+
+
+@bp.get("/sweeps/<sweep_id>")
+def sweep_page(sweep_id):
+    return _shell_for(sweep_id)
 
 
 @bp.get("/runs/<run_id>")
 def run_page(run_id):
-    # A malformed id cannot name a run: the page says so, with a 404.  A
-    # well-formed one is looked up by the page itself (the API answers 404).
-    try:
-        uuid.UUID(run_id)
-    except ValueError:
-        return _shell(404)
-    return _shell()
+    return _shell_for(run_id)
 
 
 @bp.after_app_request
