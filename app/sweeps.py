@@ -122,7 +122,7 @@ def get_sweep_series(sweep_id):
     conn = get_db()
     if registry.get_sweep(conn, sweep_id) is None:
         raise SweepNotFound(sweep_id)
-    return jsonify(series_json(conn, [r["id"] for r in registry.sweep_trials(conn, sweep_id)], points))
+    return jsonify(series_json(conn, registry.sweep_trial_ids(conn, sweep_id), points))
 
 
 @bp.post("/sweeps/<sweep_id>/cancel")

@@ -481,6 +481,12 @@ def existing_runs(conn, run_ids):
         return {row[0] for row in cur.fetchall()}
 
 
+def sweep_trial_ids(conn, sweep_id):
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["sweep_trial_ids"], dict(sweep_id=sweep_id))
+        return [row[0] for row in cur.fetchall()]
+
+
 def sweep_runs(conn, sweep_id):
     with _cursor(conn) as cur:
         cur.execute(QUERIES["sweep_runs"], dict(sweep_id=sweep_id))

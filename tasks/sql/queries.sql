@@ -540,6 +540,10 @@ GROUP BY b.run_id;
 -- name: existing_runs
 SELECT id::text FROM tunix_runs WHERE id = ANY(%(ids)s::uuid[]);
 
+-- name: sweep_trial_ids
+-- A sweep's trials' ids in the order they were made (the sweep index alone).
+SELECT id FROM tunix_runs WHERE sweep_id = %(sweep_id)s ORDER BY created_at, id;
+
 -- name: sweep_runs
 -- A sweep's trials, whole, in the order they were made.
 SELECT * FROM tunix_runs WHERE sweep_id = %(sweep_id)s ORDER BY created_at, id;
