@@ -61,6 +61,20 @@ class ByteTokenizer:
     def decode(self, ids):
         return bytes(i for i in ids if 0 < i < SEP_ID).decode("utf-8", errors="replace")
 
+    def prompt_ids(self, prompt):
+        """``BOS prompt SEP`` (``BOS`` alone for no prompt): what a completion follows."""
+        return [self.bos_id] + (self.encode(prompt) + [self.sep_id] if prompt else [])
+
+    def end_ids(self):
+        """What ends a completion (trained on, and where sampling stops)."""
+        return [self.eos_id]
+
+
+#: Gemma's chat turns (the format of google/gemma-3-*-it's chat template).
+CHAT_USER = "<start_of_turn>user\n"
+CHAT_MODEL = "<start_of_turn>model\n"
+CHAT_END = "<end_of_turn>"
+
 
 class SentencePieceTokenizer:
     """A model's own SentencePiece tokenizer (real presets); no separator id."""
@@ -76,11 +90,27 @@ class SentencePieceTokenizer:
         self.eos_id = self._sp.eos_id()
         self.sep_id = None
 
+        #: Gemma's turn markers (user-defined pieces: one id each).
+        self.start_of_turn_id = self._sp.PieceToId("<start_of_turn>")
+        self.end_of_turn_id = self._sp.PieceToId("<end_of_turn>")
+
     def encode(self, text):
         return list(self._sp.EncodeAsIds(text))
 
     def decode(self, ids):
         return self._sp.DecodeIds([int(i) for i in ids])
+
+    def prompt_ids(self, prompt):
+        """A prompt in Gemma's chat format: ``<bos><start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n``;
+        no prompt (plain text) is ``<bos>`` alone.  The base model was never
+        trained on the turns, so an instruction fine-tune teaches them too."""
+        if not prompt:
+            return [self.bos_id]
+        return [self.bos_id] + self.encode(f"{CHAT_USER}{prompt}{CHAT_END}\n{CHAT_MODEL}")
+
+    def end_ids(self):
+        """``<end_of_turn>`` then ``<eos>``: a model turn ends, and so does the text."""
+        return [self.end_of_turn_id, self.eos_id]
 
 
 def synthetic_texts(seed, count, length):
@@ -103,19 +133,19 @@ def synthetic_texts(seed, count, length):
 def encode_example(tokenizer, prompt, completion, seq_len):
     """(ids, loss_mask, truncated) for one record, padded to seq_len.
 
-    ``BOS prompt SEP completion EOS``; the mask marks completion and EOS.  A
-    too long record keeps the tail of its prompt (at most half the window,
-    unless the completion leaves more room) and as much completion as fits.
+    ``tokenizer.prompt_ids(prompt) completion tokenizer.end_ids()`` (byte
+    models: ``BOS prompt SEP completion EOS``; Gemma: its chat turns); the
+    mask marks the completion and its end only, never the prompt.  A too long
+    record keeps the tail of its prompt (at most half the window, unless the
+    completion leaves more room) and as much completion as fits.
     """
-    prompt_ids = tokenizer.encode(prompt) if prompt else []
-    target = tokenizer.encode(completion) + [tokenizer.eos_id]
-    tail = [tokenizer.sep_id] if (prompt_ids and tokenizer.sep_id is not None) else []
-    prefix_len = 1 + len(prompt_ids) + len(tail)
-    truncated = prefix_len + len(target) > seq_len
+    prefix = tokenizer.prompt_ids(prompt)
+    target = tokenizer.encode(completion) + tokenizer.end_ids()
+    truncated = len(prefix) + len(target) > seq_len
     if truncated:
-        room = max(seq_len // 2, seq_len - len(target)) - 1 - len(tail)
-        prompt_ids = prompt_ids[max(0, len(prompt_ids) - room):] if room > 0 else []
-    prefix = [tokenizer.bos_id] + prompt_ids + tail
+        # Keep BOS and the tail of the prompt, which opens the answer (SEP, or the model turn).
+        room = max(seq_len // 2, seq_len - len(target))
+        prefix = prefix[:1] + prefix[max(1, len(prefix) - (room - 1)):] if room > 1 else prefix[:1]
     target = target[: seq_len - len(prefix)]
     ids = prefix + target
     mask = [0] * len(prefix) + [1] * len(target)
