@@ -19,6 +19,14 @@ class WeightsNotFound(InputError):
     """Raised when a real preset's weights or tokenizer are not on disk."""
 
 
+class WeightsInvalid(InputError):
+    """Raised when a model's weights cannot be made or trusted: the packaged
+    GGUF is missing or corrupt, its metadata or tensors do not fit the
+    catalog preset, the converted model scores like noise, or a downloaded
+    copy's checksum is not its manifest's (``workers/weights``).  Nothing
+    is left installed."""
+
+
 class DeviceUnavailable(InputError):
     """Raised when JAX finds no backend, or no GPU where ``device`` is ``gpu``."""
 
