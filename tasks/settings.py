@@ -111,6 +111,11 @@ class Settings:
     def datasets_dir(self):
         return os.path.join(self.data_dir, "datasets")
 
+    @property
+    def models_dir(self):
+        """Converted model weights (``workers/weights/ensure.py``), unless ``$WEIGHTS_DIR`` holds them."""
+        return os.path.join(self.data_dir, "models")
+
 
 def get_settings():
     return Settings()

@@ -232,7 +232,14 @@ def train(run, dataset, model, scratch, settings):
     monitor = RunMonitor(pool, run)
     sync = CheckpointSync(pool, store, run, scratch, settings, say=lambda line: monitor.line("system", line))
     restored_step = sync.restore()
-    _write_json(scratch.job, job_file(run, dataset, model, scratch))
+    from .weights.ensure import ensure as ensure_weights
+
+    job = job_file(run, dataset, model, scratch)
+    # A real preset's weights, ready once per host and fleet (converted from
+    # the packaged GGUF on first use): the run's heartbeat goes on meanwhile.
+    job["run"]["weights_dir"] = ensure_weights(model, settings, say=lambda line: monitor.line("system", line),
+                                               beat=monitor.flush)
+    _write_json(scratch.job, job)
     events = {}
 
     def on_event(event):

@@ -12,17 +12,27 @@ import numpy as np
 from .errors import DeviceUnavailable, InputError, WeightsNotFound
 
 
-def weights_dir(spec):
-    """The folder holding ``spec``'s weights; WeightsNotFound when they are not there."""
+def weights_dir(spec, folder=None):
+    """The folder holding ``spec``'s weights; WeightsNotFound when they are not there.
+
+    ``folder`` (the job's ``run.weights_dir``: where the worker made them
+    ready) wins; else ``$WEIGHTS_DIR/<weights_subdir>`` when that folder
+    exists; else the converted copy in ``$DATA_DIR/models/<weights_subdir>``
+    (``workers/weights``)."""
+    from tasks.settings import Settings
+
     root = os.environ.get("WEIGHTS_DIR", "")
     where = f"$WEIGHTS_DIR/{spec.weights_subdir}"
-    if not root:
-        raise WeightsNotFound(f"model {spec.model_id!r} needs pre-downloaded weights in {where}, "
-                              "but WEIGHTS_DIR is not set (weights are never downloaded)")
-    folder = os.path.join(root, spec.weights_subdir)
+    if folder is None:
+        candidates = [os.path.join(root, spec.weights_subdir)] if root else []
+        candidates.append(os.path.join(Settings().models_dir, spec.weights_subdir))
+        folder = next((c for c in candidates if os.path.isdir(c)), None)
+        if folder is None:
+            raise WeightsNotFound(f"model {spec.model_id!r} needs its weights in {' or '.join(candidates)}"
+                                  f"{f' (= {where})' if root else ' (WEIGHTS_DIR is not set)'}, "
+                                  "and none of them exists: a worker installs them before the training starts")
     if not os.path.isdir(folder):
-        raise WeightsNotFound(f"model {spec.model_id!r} needs its weights in {folder} (= {where}), "
-                              "which does not exist (weights are never downloaded)")
+        raise WeightsNotFound(f"model {spec.model_id!r}: its weights folder {folder} does not exist")
     if not any(name.endswith(".safetensors") for name in os.listdir(folder)):
         raise WeightsNotFound(f"model {spec.model_id!r}: no *.safetensors file in {folder}")
     if spec.tokenizer_file and not os.path.isfile(os.path.join(folder, spec.tokenizer_file)):

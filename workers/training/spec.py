@@ -42,6 +42,9 @@ class Placement(BaseModel):
     dataset_kind: Literal["synthetic", "jsonl"]
     dataset_path: Optional[str]
     effective_max_seq_length: int = Field(ge=MIN_SEQ_LENGTH)
+    #: The folder the worker made the model's weights ready in
+    #: (``workers/weights/ensure.py``); None: ``weights_dir()`` looks for them.
+    weights_dir: Optional[str] = None
 
     @model_validator(mode="after")
     def _jsonl_has_a_file(self):
