@@ -24,7 +24,7 @@ def create_app(test_config=None):
     app.json.sort_keys = False
 
     from . import (admission, auth, catalog, checkpoints, console, db, errors, fleet, health, observability, openapi,
-                   runs, streams, sweeps)
+                   runs, samples, streams, sweeps)
 
     app.url_map.converters["run_id"] = runs.RunIdConverter
     admission.init_app(app)
@@ -38,6 +38,7 @@ def create_app(test_config=None):
     app.register_blueprint(sweeps.bp)
     app.register_blueprint(streams.bp)
     app.register_blueprint(checkpoints.bp)
+    app.register_blueprint(samples.bp)
     app.register_blueprint(fleet.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(console.bp)

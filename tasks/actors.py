@@ -4,7 +4,7 @@ in the registry, where the worker middleware claims it before the actor runs.
 
 import dramatiq
 
-from .broker import DRY_QUEUE, TRAIN_QUEUE, broker
+from .broker import DRY_QUEUE, SAMPLES_QUEUE, TRAIN_QUEUE, broker
 
 
 def _execute(run_id):
@@ -54,3 +54,24 @@ def outbox_rows(runs):
         broker.emit_before("enqueue", message, None)
         rows.append((message.queue_name, message.message_id, tidy4json(message)))
     return rows
+
+
+# notify_shutdown: a worker told to stop ends the generation at once; the
+# sample ends failed (``WorkerStopped``), and the user asks again.
+@dramatiq.actor(queue_name=SAMPLES_QUEUE, max_retries=0, notify_shutdown=True, broker=broker)
+def execute_sample(sample_id):
+    # NOTE: imported at call time, as ``_execute`` (the API only sends these).
+    from workers.sampling import worker
+
+    worker.execute(sample_id)
+
+
+def sample_outbox_row(sample_id):
+    """The ``(queue_name, message_id, message)`` row of a sample request's
+    message (its id is the sample id), written in the transaction that
+    inserts the sample (``registry.submit_sample``)."""
+    from dramatiq_pg.utils import tidy4json
+
+    message = execute_sample.message(str(sample_id)).copy(message_id=str(sample_id))
+    broker.emit_before("enqueue", message, None)
+    return message.queue_name, message.message_id, tidy4json(message)

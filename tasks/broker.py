@@ -56,6 +56,7 @@ from dramatiq_pg.utils import tidy4json
 
 from . import db
 from .errors import DatabaseUnavailable, Overloaded
+from .sample_spec import SAMPLES_QUEUE  # noqa: F401  (a queue, as DRY_QUEUE and TRAIN_QUEUE)
 from .settings import get_settings
 
 #: Seconds dramatiq's TimeLimit allows past the operator's maximum, so the
@@ -69,6 +70,10 @@ FULL_POLL_S = 0.02
 DRY_QUEUE = "tunix-dry"
 #: Queue of real trainings: long, one JAX subprocess each.
 TRAIN_QUEUE = "tunix-train"
+#: Queue of sample requests (``SAMPLES_QUEUE``, named in ``tasks/sample_spec.py``).
+#: Sample requests one worker process holds at once: one generates, the rest
+#: are left to other processes.
+SAMPLES_PREFETCH = 1
 
 
 class TunixConsumer(PostgresConsumer):
@@ -152,6 +157,8 @@ class TunixBroker(PostgresBroker):
             prefetch = self.settings.train_concurrency
         elif queue_name == DRY_QUEUE:
             prefetch = self.settings.dry_prefetch
+        elif queue_name == SAMPLES_QUEUE:
+            prefetch = SAMPLES_PREFETCH
         consumer = TunixConsumer(pool=self.consumer_pool, work_pool=self.pool, queue_name=queue_name,
                                  prefetch=prefetch, timeout=timeout)
         consumer.in_processing = self._in_flight.setdefault(queue_name, set())
@@ -198,9 +205,9 @@ def base_middleware(settings):
     ]
 
 
-#: Connections of the consumers' own pool: two for each of the two queues,
+#: Connections of the consumers' own pool: two for each of the three queues,
 #: and two for a consumer dramatiq starts while the one it replaces closes.
-CONSUMER_CONNECTIONS = 6
+CONSUMER_CONNECTIONS = 8
 
 
 def make_broker(settings=None):

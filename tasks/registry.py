@@ -501,3 +501,51 @@ def matching_runs(conn, status_set, *, status=None, sweep_id=None, dataset_key=N
         cur.execute(QUERIES["matching_runs"], dict(status_set=status_set, status=status, sweep_id=sweep_id,
                                                    dataset_key=dataset_key, model_id=model_id))
         return cur.fetchall()
+
+
+# ---------------------------------------------------------------- samples
+# (tunix_samples: app/samples.py, workers/sampling/)
+
+
+def submit_sample(conn, *, sample_id, run_id, model_id, step, params, message):
+    """Insert a pending sample request with its dramatiq ``message``
+    ``(queue_name, message_id, message_json)``, in one statement; the row."""
+    queue_name, message_id, message_json = message
+    assert str(message_id) == str(sample_id), "a sample's message id is its sample id"
+    with timed_write("submit_sample"), _cursor(conn) as cur:
+        cur.execute(QUERIES["submit_sample"], dict(sample_id=sample_id, run_id=run_id, model_id=model_id, step=step,
+                                                   params=Json(params), queue_name=queue_name,
+                                                   message=Json(message_json)))
+        return cur.fetchone()
+
+
+def get_sample(conn, sample_id):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["get_sample"], dict(sample_id=sample_id))
+        return cur.fetchone()
+
+
+def list_run_samples(conn, run_id, limit=100):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["list_run_samples"], dict(run_id=run_id, limit=limit))
+        return cur.fetchall()
+
+
+def claim_sample(conn, sample_id, worker_id):
+    """pending -> running; the row, or None when it is not pending."""
+    with timed_write("claim_sample"), _cursor(conn) as cur:
+        cur.execute(QUERIES["claim_sample"], dict(sample_id=sample_id, worker_id=worker_id, pending="pending",
+                                                  running="running"))
+        return cur.fetchone()
+
+
+def finish_sample(conn, sample_id, worker_id, *, outputs=None, error=None, timings=None):
+    """running -> completed (``outputs``) or failed (``error``); the row, or
+    None when this worker does not hold it running."""
+    status = "failed" if error is not None else "completed"
+    with timed_write("finish_sample"), _cursor(conn) as cur:
+        cur.execute(QUERIES["finish_sample"], dict(sample_id=sample_id, worker_id=worker_id, status=status,
+                                                   running="running",
+                                                   outputs=_json(outputs), error=_json(error),
+                                                   timings=_json(timings)))
+        return cur.fetchone()

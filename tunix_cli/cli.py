@@ -434,6 +434,46 @@ def download(ctx, run_id, step, output, as_json):
 
 
 @main.command()
+@click.argument("run_id", required=False)
+@click.argument("prompts", nargs=-1)
+@click.option("--model", "model_id", help="Sample this base model instead of a run (then give no RUN_ID).")
+@click.option("--step", type=int, help="A recorded checkpoint step (default: the run's latest).")
+@click.option("--max-new-tokens", type=int, help="Tokens generated per prompt, at most (default 64).")
+@click.option("--temperature", type=float, help="0 (default): greedy; above 0: sampled from the seed.")
+@click.option("--seed", type=int, help="Default: chosen by the API, and stored.")
+@click.option("--timeout", type=float, help="Give up waiting after this many seconds (exit 7).")
+@json_option
+@click.pass_context
+def sample(ctx, run_id, prompts, model_id, step, max_new_tokens, temperature, seed, timeout, as_json):
+    """Generate from a run's checkpoint: tunix sample RUN_ID "prompt" ...;
+    from a base model: tunix sample --model MODEL_ID "prompt" ...  Waits
+    for a worker to generate, then prints each prompt's completion."""
+    if model_id is not None and run_id is not None:
+        prompts, run_id = (run_id, *prompts), None  # with --model, every argument is a prompt
+    if (model_id is None) == (run_id is None) or not prompts:
+        raise click.UsageError("give RUN_ID and at least one prompt, or --model MODEL_ID and at least one prompt")
+    client = _client(ctx)
+    asked = client.sample(prompts, run_id=run_id, model_id=model_id, step=step, max_new_tokens=max_new_tokens,
+                          temperature=temperature, seed=seed)
+    try:
+        done = client.wait_sample(asked.sample_id, timeout=timeout)
+    except api.WaitTimeout as exc:
+        raise Failure(f"sample {asked.sample_id} is still {exc.status}", EXIT["still_running"]) from None
+    if as_json:
+        _emit_json(_dump(done))
+    elif done.status == "completed":
+        source = f"run {done.run_id} step {done.step}" if done.run_id else f"base model {done.model_id}"
+        err.print(f"sample {done.sample_id}: {source}, temperature {done.params['temperature']:g}, "
+                  f"seed {done.params['seed']}, {(done.timings or {}).get('total_s', '?')}s")
+        for output in done.outputs:
+            out.print(Text(f"> {output.prompt}", style="bold"))
+            out.print(Text(output.text))
+    if done.status != "completed":
+        message = (done.error or {}).get("message", "failed")
+        raise Failure(f"sample {done.sample_id} failed: {message}", EXIT["failed"])
+
+
+@main.command()
 @click.argument("path", type=click.Path(dir_okay=False, exists=True))
 @json_option
 @click.pass_context

@@ -33,6 +33,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from tasks import lifecycle
+from tasks.sample_spec import SAMPLE_FINAL, Sample, SampleList
 
 from tasks.wire import (
     Checkpoint,
@@ -340,6 +341,41 @@ class Client:
             if time.monotonic() >= deadline:
                 raise WaitTimeout(run_id, status.status)
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    # ------------------------------------------------------------------ samples
+
+    def sample(self, prompts, *, run_id=None, model_id=None, step=None, max_new_tokens=None, temperature=None,
+               seed=None) -> Sample:
+        """Ask for completions of ``prompts`` from a run's checkpoint
+        (``run_id``; ``step`` None: its latest) or a base model
+        (``model_id``); the pending sample.  Not retried: a request carries no
+        Idempotency-Key (a lost answer costs at most a second sample)."""
+        if (run_id is None) == (model_id is None):
+            raise ValueError("give a run_id or a model_id")
+        body = {"prompts": list(prompts), "step": step, "max_new_tokens": max_new_tokens,
+                "temperature": temperature, "seed": seed}
+        body = {k: v for k, v in body.items() if v is not None}
+        path = f"/api/tunix/runs/{run_id}/samples" if run_id else f"/api/tunix/models/{model_id}/samples"
+        return Sample.model_validate(self._json("POST", path, json=body, retry=False))
+
+    def get_sample(self, sample_id) -> Sample:
+        return Sample.model_validate(self._json("GET", f"/api/tunix/samples/{sample_id}"))
+
+    def samples(self, run_id) -> list[Sample]:
+        """A run's samples, newest first."""
+        return SampleList.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/samples")).data
+
+    def wait_sample(self, sample_id, *, timeout=None, interval=0.5) -> Sample:
+        """Poll the sample until it completed or failed; each read rides out
+        an unreachable API for ``patience_s``.  ``WaitTimeout`` after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sample = self.get_sample(sample_id)
+            if sample.status in SAMPLE_FINAL:
+                return sample
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(sample_id, sample.status)
+            time.sleep(interval)
 
     # ------------------------------------------------------------------ catalog
 

@@ -57,6 +57,14 @@ def serve_metrics(path, port):
     start_http_server(port, addr=os.environ.get("METRICS_ADDR", "0.0.0.0"), registry=registry)
 
 
+def worker_queues():
+    """``WORKER_QUEUES`` (comma-separated: ``tunix-dry,tunix-train,tunix-samples``):
+    the queues this launch consumes; unset or empty, every queue (dramatiq's
+    default).  A host that must not generate samples leaves ``tunix-samples``
+    out; one that only samples names it alone."""
+    return [q.strip() for q in os.environ.get("WORKER_QUEUES", "").split(",") if q.strip()]
+
+
 def main(argv=None):
     settings = get_settings()
     log_format.configure(settings.log_format, settings.hostname)
@@ -77,6 +85,9 @@ def main(argv=None):
            # Bounded stop: trainings are interrupted at once (they checkpoint
            # and are handed back); dry runs have this long to finish.
            "--worker-shutdown-timeout", str(SHUTDOWN_TIMEOUT_MS)]
+    queues = worker_queues()
+    if queues:
+        cmd += ["--queues", *queues]
     logger.info("starting %d worker process(es) x %d threads; metrics on :%d",
                 settings.workers, settings.worker_threads, settings.metrics_port)
     proc = subprocess.Popen(cmd)

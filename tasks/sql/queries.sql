@@ -558,3 +558,53 @@ WHERE CASE %(status_set)s WHEN 'active' THEN status IN :ACTIVE ELSE status IN :R
   AND (%(dataset_key)s::text IS NULL OR dataset_key = %(dataset_key)s)
   AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s)
 ORDER BY created_at, id;
+
+-- ===========================================================================
+-- Samples (tunix_samples: app/samples.py, workers/sampling/).  One block, so
+-- it can move to a file of its own.
+-- ===========================================================================
+
+-- name: submit_sample
+-- A sample request and its dramatiq message (id = the sample's id), with the
+-- NOTIFY that wakes a consumer, in one statement: one round trip, one commit,
+-- never a pending sample without its message (as submit_run).
+WITH sample AS (
+    INSERT INTO tunix_samples (id, run_id, model_id, step, params)
+    VALUES (%(sample_id)s, %(run_id)s, %(model_id)s, %(step)s, %(params)s)
+    RETURNING *
+), queued AS (
+    INSERT INTO dramatiq.queue (queue_name, message_id, "state", message)
+    SELECT %(queue_name)s, sample.id, 'queued', %(message)s FROM sample
+    RETURNING queue_name, message_id, message
+), announced AS (
+    SELECT pg_notify('dramatiq.' || queue_name || '.enqueue',
+                     CASE WHEN octet_length(message::text) >= 8000
+                          THEN jsonb_build_object('message_id', message_id)::text
+                          ELSE message::text END)
+    FROM queued
+)
+SELECT sample.* FROM sample WHERE (SELECT count(*) FROM announced) = (SELECT count(*) FROM queued);
+
+-- name: get_sample
+SELECT * FROM tunix_samples WHERE id = %(sample_id)s;
+
+-- name: list_run_samples
+-- A run's sample requests, newest first.
+SELECT * FROM tunix_samples WHERE run_id = %(run_id)s ORDER BY created_at DESC, id LIMIT %(limit)s;
+
+-- name: claim_sample
+-- pending -> running, stamping the worker; no row: not pending any more (a
+-- duplicate delivery), so the caller leaves it alone.  (Statuses are
+-- parameters: a sample's are not a run's, and no literal here may look like
+-- one: tests/unit/test_sql_files.py.)
+UPDATE tunix_samples SET status = %(running)s, worker_id = %(worker_id)s, started_at = clock_timestamp()
+WHERE id = %(sample_id)s AND status = %(pending)s
+RETURNING *;
+
+-- name: finish_sample
+-- running -> completed | failed, with the outputs or the error; only by the
+-- worker that claimed it.
+UPDATE tunix_samples SET status = %(status)s, outputs = %(outputs)s, error = %(error)s, timings = %(timings)s,
+                         finished_at = clock_timestamp()
+WHERE id = %(sample_id)s AND status = %(running)s AND worker_id = %(worker_id)s
+RETURNING *;

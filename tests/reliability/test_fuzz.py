@@ -65,6 +65,7 @@ class Ledger:
         self.by_status = Counter()
         self.created = 0  # rows the 2xx answers announced
         self.run_ids = set()
+        self.samples = 0  # sample requests the 2xx answers announced (tunix_samples rows)
         self.slowest = 0.0
         self.unsendable = 0  # cases the HTTP client itself refused to send (bad header bytes)
         self.problems = []
@@ -87,6 +88,8 @@ class Ledger:
             elif method == "POST" and status == 202 and path == "/api/tunix/runs/batch":
                 self.created += len(body["data"])
                 self.run_ids.update(r["run_id"] for r in body["data"])
+            elif method == "POST" and status == 202 and path.endswith("/samples"):
+                self.samples += 1
             elif method == "POST" and status == 202 and path == "/api/tunix/sweeps":
                 self.created += len(body["runs"])  # a sweep's trials are runs
                 self.run_ids.update(r["run_id"] for r in body["runs"])
@@ -166,7 +169,10 @@ def test_fuzzing_the_live_api_from_its_openapi_document(fuzzed_api, report):
     # Every row in the registry was announced by a 2xx: rejected requests wrote nothing
     rows = census(conn)["rows"]
     assert rows == len(real_ids) + ledger.created and ledger.created == len(ledger.run_ids), (rows, ledger.created)
-    assert scalar(conn, "SELECT count(*) FROM dramatiq.queue") <= rows
+    assert scalar(conn, "SELECT count(*) FROM dramatiq.queue WHERE queue_name <> 'tunix-samples'") <= rows
+    # And every sample request written was announced by a 202, each with its message
+    assert scalar(conn, "SELECT count(*) FROM tunix_samples") == ledger.samples
+    assert scalar(conn, "SELECT count(*) FROM dramatiq.queue WHERE queue_name = 'tunix-samples'") == ledger.samples
     conn.close()
     total = sum(ledger.by_status.values())
     statuses = ", ".join(f"{n} x {s}" for s, n in sorted(ledger.by_status.items()))

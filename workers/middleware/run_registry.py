@@ -16,6 +16,7 @@ import traceback
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage
 
 from tasks import admission, db, lifecycle, registry
+from tasks.sample_spec import SAMPLES_QUEUE
 from tasks.errors import (
     AttemptsExhausted,
     DatabaseUnavailable,
@@ -69,6 +70,8 @@ class RunRegistry(Middleware):
         return message.args[0] if message.args else None
 
     def before_process_message(self, broker, message):
+        if message.queue_name == SAMPLES_QUEUE:
+            return  # a sample request, not a run: its actor keeps tunix_samples (workers/sampling/worker.py)
         run_id = self._run_id(message)
         try:
             run = db.patiently(self._claimer(run_id), CLAIM_PATIENCE_S)
@@ -202,7 +205,7 @@ class RunRegistry(Middleware):
         # dramatiq gave the message up.  Whatever the run was doing, it will
         # not go on: it must not stay pending or running.
         run_id = self._run_id(message)
-        if run_id is None or getattr(message, "tunix_recorded", False):
+        if run_id is None or getattr(message, "tunix_recorded", False) or message.queue_name == SAMPLES_QUEUE:
             return
         error = {"type": "MessageRejected", "message": "the broker gave the run's message up"}
         self._finish(run_id, "reject", error=error, quiet=True)
