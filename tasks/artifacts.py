@@ -23,7 +23,10 @@ current attempt can write.
 **A worker's scratch folder** (``$DATA_DIR/runs/<run_id>/a<attempt>/``,
 class ``Scratch``): the job file, the logs, and orbax's checkpoints while the
 training writes them (orbax 0.12 cannot write ``s3://``).  It is a cache: a
-resume on any host fills it from the store.  One folder per attempt, because
+resume on any host fills it from the store.  So it is removed once the
+attempt ended and its checkpoints are recorded (kept while a checkpoint in it
+could not be uploaded: that is its only copy), and an earlier attempt's
+folder once a later attempt of the run starts on the same host.  One folder per attempt, because
 two attempts of a run can run on one host at once: a frozen worker's training
 that thaws after the reaper gave its run to the other launch there goes on
 saving steps until its lifeline stops it, and in a shared folder orbax in the
@@ -108,6 +111,8 @@ class Scratch:
 
     def _at(self, path):
         self.path = path
+        #: The run's folder on this host: one ``a<attempt>`` folder per attempt.
+        self.run_root = path.parent
         self.job = self.path / "training.json"
         self.traceback = self.path / "traceback.txt"
         self.manifest = self.path / "manifest.json"
@@ -139,6 +144,17 @@ class Scratch:
     def clear_checkpoints(self):
         shutil.rmtree(self.checkpoints, ignore_errors=True)
         shutil.rmtree(self.snapshots, ignore_errors=True)
+
+    def remove(self):
+        """Delete this attempt's folder, and the run's once no attempt's is
+        left in it.  Only once everything in it that matters is in the store
+        (``workers/runner.py`` decides): it is a cache, see the module
+        docstring."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            self.run_root.rmdir()
+        except OSError:
+            pass  # another attempt's folder is still there (or the root is gone)
 
     def earlier_attempts(self):
         """The scratch folders earlier attempts of the run left on this host."""

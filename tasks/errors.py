@@ -122,6 +122,15 @@ class TrainingFailed(RunFailed):
     code = "training_failed"
 
 
+class DiskFull(RunFailed):
+    """Raised when a worker's disk has no space left for a run's files
+    (ENOSPC: the training's log, its checkpoint, the upload's snapshot); the
+    message names the folder and its free space, ``details`` carry
+    ``folder``, ``free_bytes`` and ``code``."""
+
+    code = "disk_full"
+
+
 class RunStopped(RunFailed):
     """Raised inside a worker when a run was stopped on purpose; ``status``
     is the final status it ends in."""

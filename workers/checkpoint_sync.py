@@ -15,7 +15,9 @@ artifact store (``tasks/artifacts.py``).
   back-off while the training goes on; a step that never uploaded is not
   recorded.  The record is fenced by the attempt (a stale attempt's upload is
   deleted again, and its object name carries its attempt, so it could not
-  have overwritten a newer one).
+  have overwritten a newer one).  A full disk (the snapshot's, or a local
+  store's) is not waited out: it is kept in ``error`` (a ``DiskFull``),
+  which the runner turns into the attempt's failure at once.
 * ``finish`` uploads what is left once the training exited (the checkpoint
   of a stop), then applies retention: ``CHECKPOINT_KEEP`` latest steps plus
   the lowest-loss one.  Deleting is idempotent: mark the row (it leaves every
@@ -30,6 +32,8 @@ import time
 
 from tasks import artifacts, db, registry
 from tasks.errors import DatabaseUnavailable, ObjectMissing, Overloaded, StoreUnavailable
+
+from .disk import disk_full, is_no_space
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +99,8 @@ class CheckpointSync:
         self._stop = threading.Event()
         self._thread = None
         self._retry_at, self._delay = 0.0, FIRST_RETRY_S
+        #: The ``DiskFull`` that stopped the uploads, None while there is none.
+        self.error = None
 
     # ---------------------------------------------------------------- resume
 
@@ -111,6 +117,10 @@ class CheckpointSync:
             try:
                 return self._restore_once()
             except (StoreUnavailable, ObjectMissing, DatabaseUnavailable, Overloaded) as exc:
+                if is_no_space(exc):
+                    # The download into a full scratch disk: waiting frees nothing.
+                    raise disk_full(self.scratch.checkpoints, "restoring the run's latest checkpoint",
+                                    exc) from None
                 # The last wait is cut to the deadline, so the last try is
                 # made at it: the store gets the whole patience, not the
                 # back-off's last multiple below it (3.5 s of 5).
@@ -129,9 +139,11 @@ class CheckpointSync:
             latest = registry.latest_checkpoint(conn, self.run_id)
         self.scratch.clear_checkpoints()
         for earlier in self.scratch.earlier_attempts():
-            # Disk only: a stale attempt still saving there cannot reach this
-            # attempt's folder, and what it uploads is refused (fencing).
-            earlier.clear_checkpoints()
+            # Superseded: this attempt starts from the store, never from an
+            # earlier attempt's files.  Disk only: a stale attempt still
+            # saving there cannot reach this attempt's folder, and what it
+            # uploads is refused (fencing).
+            earlier.remove()
         if self.attempt > 1:
             sweep_orphans(self.pool, self.store, self.run_id, below_attempt=self.attempt)
         if latest is None:
@@ -158,12 +170,15 @@ class CheckpointSync:
 
     def _loop(self):
         while not self._stop.wait(POLL_S):
-            self.upload_pending()
+            try:
+                self.upload_pending()
+            except Exception:  # noqa: BLE001 - the thread goes on; finish() tries again
+                logger.exception("run %s: checkpoint upload failed", self.run_id)
 
     def upload_pending(self, force=False):
         """Upload and record each finalised step not handled yet; True when
         none is left (False: the store failed, tried again later)."""
-        if not force and time.monotonic() < self._retry_at:
+        if self.error is not None or (not force and time.monotonic() < self._retry_at):
             return False
         for step in self.scratch.finalised_steps():
             if step in self.handled:
@@ -172,14 +187,33 @@ class CheckpointSync:
                 self._upload(step)
             except FileNotFoundError:
                 self.handled.add(step)  # orbax deleted it meanwhile (it keeps its latest two)
-            except (StoreUnavailable, DatabaseUnavailable, Overloaded) as exc:
-                logger.warning("run %s: checkpoint of step %s not uploaded yet (retry in %.1fs): %s",
-                               self.run_id, step, self._delay, exc)
-                self._retry_at = time.monotonic() + self._delay
-                self._delay = min(self._delay * 2, MAX_RETRY_S)
+            except (OSError, StoreUnavailable) as exc:
+                if not is_no_space(exc):
+                    # Tried again later, as an unreachable store: the
+                    # uploading thread must not die on it.
+                    self._back_off(step, exc)
+                    return False
+                where = (self.scratch.snapshots if isinstance(exc, OSError)
+                         else self.store.path(artifacts.checkpoints_prefix(self.run_id)))
+                self.error = disk_full(where, f"uploading the checkpoint of step {step}", exc)
+                logger.warning("run %s: %s", self.run_id, self.error)
+                return False
+            except (DatabaseUnavailable, Overloaded) as exc:
+                self._back_off(step, exc)
                 return False
         self._delay = FIRST_RETRY_S
         return True
+
+    def _back_off(self, step, exc):
+        logger.warning("run %s: checkpoint of step %s not uploaded yet (retry in %.1fs): %s",
+                       self.run_id, step, self._delay, exc)
+        self._retry_at = time.monotonic() + self._delay
+        self._delay = min(self._delay * 2, MAX_RETRY_S)
+
+    def unuploaded(self):
+        """Finalised steps in the scratch folder that are not in the store:
+        while there is one, the folder holds its only copy."""
+        return [s for s in self.scratch.finalised_steps() if s not in self.handled]
 
     def _upload(self, step):
         # Hard links first (milliseconds): orbax may delete the step while
@@ -225,10 +259,13 @@ class CheckpointSync:
         # registered: tests/s3server.py).
         self._delay = FIRST_RETRY_S
         while not self.upload_pending(force=True):
+            if self.error is not None:
+                # A full disk is not waited out (the attempt fails with it).
+                self.say(f"checkpoint(s) of step(s) {self.unuploaded()} not uploaded, so not recorded: {self.error}")
+                break
             remaining = deadline - time.monotonic()  # the last try at the deadline, as in ``restore``
             if remaining <= 0:
-                missing = [s for s in self.scratch.finalised_steps() if s not in self.handled]
-                self.say(f"artifact store unreachable: checkpoint(s) of step(s) {missing} not uploaded, "
+                self.say(f"artifact store unreachable: checkpoint(s) of step(s) {self.unuploaded()} not uploaded, "
                          "so not recorded")
                 break
             time.sleep(min(self._delay, remaining))

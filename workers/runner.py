@@ -29,6 +29,7 @@ from tasks import artifacts, catalog, db, registry
 from tasks.artifacts import Scratch, get_store
 from tasks.datasets_jsonl import validate_jsonl
 from tasks.errors import (
+    DiskFull,
     InvalidDataset,
     RunCancelled,
     RunFailed,
@@ -46,6 +47,7 @@ from tasks.settings import get_settings
 from . import dataset_cache
 from .checkpoint_sync import CheckpointSync
 from .context import current_run
+from .disk import disk_full, is_no_space
 from .monitor import FLUSH_INTERVAL_S, LOST, RunMonitor
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,10 @@ TAIL_LINES = 50
 #: Seconds a training gets to exit after SIGTERM before SIGKILL (the
 #: worker's stop and the lifeline's, see ``lifeline_argv``).
 KILL_GRACE_S = 10
+#: The same on a full disk, where the checkpoint SIGTERM asks for cannot be
+#: recorded anyway: the training took 8.6 to 9.5 s to fail its last save and
+#: exit (orbax, ``tests/e2e/test_scratch_disk_http.py``, 2 cores).
+DISK_FULL_GRACE_S = 2
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -73,7 +79,28 @@ def execute(run_id):
     dataset, model = resolve(run["config"], settings)
     if run["dry_run"]:
         return dry_run(run, dataset, model, get_store(settings))
-    return train(run, dataset, model, Scratch(settings.runs_dir, run["id"], run["attempts"]).create(), settings)
+    scratch = _scratch(run, settings)
+    try:
+        return train(run, dataset, model, scratch, settings)
+    except BaseException as exc:
+        if not scratch.job.exists():
+            # It failed before the training started (train() cleans up after
+            # one): nothing in the folder is more than a copy of the store's.
+            scratch.remove()
+        if isinstance(exc, OSError) and is_no_space(exc):
+            raise disk_full(scratch.path, "preparing the training's files", exc) from None
+        raise
+
+
+def _scratch(run, settings):
+    """The attempt's scratch folder, created (``DiskFull`` when there is no room for it)."""
+    scratch = Scratch(settings.runs_dir, run["id"], run["attempts"])
+    try:
+        return scratch.create()
+    except OSError as exc:
+        if is_no_space(exc):
+            raise disk_full(scratch.path, "creating the run's scratch folder", exc) from None
+        raise
 
 
 def resolve(config, settings):
@@ -148,27 +175,80 @@ def dry_run(run, dataset, model, store):
 
 
 class _Stream(threading.Thread):
-    """Drain one pipe of the training: log file, tail, registry, events."""
+    """Drain one pipe of the training: log file, tail, registry, events.
+
+    It never stops before the pipe ends: a training whose pipe is not read
+    blocks on its next line (64 KiB of pipe, a few hundred steps), while the
+    runner's heartbeats go on, until the run's time limit, losing every step
+    since its last checkpoint.  Seen before this: a full disk failed the log
+    write, this thread died, and a run hung 45 s (its whole time limit) at
+    step 1170 (``tests/e2e/test_scratch_disk_http.py``).  So a failed write
+    closes the log file and is kept in ``error`` (the runner fails the
+    attempt with it: ``write_error``); a failing handler is logged; the lines
+    go on to the tail and the registry either way."""
 
     def __init__(self, pipe, log_path, on_line, on_event=None):
         super().__init__(daemon=True)
         self.pipe, self.log_path, self.on_line, self.on_event = pipe, log_path, on_line, on_event
         self.tail = collections.deque(maxlen=TAIL_LINES)
+        #: The ``OSError`` that stopped the log file's writes, None while there is none.
+        self.error = None
 
     def run(self):
-        with open(self.log_path, "a", encoding="utf-8") as log:
+        log = self._open()
+        try:
             for line in self.pipe:
                 line = line.rstrip("\n")
-                if self.on_event is not None and line.startswith(EVENT_PREFIX):
-                    try:
-                        self.on_event(json.loads(line[len(EVENT_PREFIX):]))
-                        continue
-                    except ValueError:
-                        pass
-                self.tail.append(line)
-                self.on_line(line)
-                log.write(line + "\n")
-                log.flush()
+                try:
+                    if self.on_event is not None and line.startswith(EVENT_PREFIX):
+                        try:
+                            self.on_event(json.loads(line[len(EVENT_PREFIX):]))
+                            continue
+                        except ValueError:
+                            pass
+                    self.tail.append(line)
+                    self.on_line(line)
+                except Exception:  # noqa: BLE001 - a line lost, never the drain
+                    logger.exception("training output line not handled: %r", line[:200])
+                if log is not None:
+                    log = self._write(log, line)
+        finally:
+            if log is not None:
+                self._close(log)
+
+    def _open(self):
+        try:
+            return open(self.log_path, "a", encoding="utf-8")
+        except OSError as exc:
+            self.error = exc
+            return None
+
+    def _write(self, log, line):
+        """Write one line; the file, or None once a write failed."""
+        try:
+            log.write(line + "\n")
+            log.flush()
+            return log
+        except OSError as exc:
+            self.error = exc
+            logger.warning("%s: not written from here on (the lines still reach the registry): %s",
+                           self.log_path, exc)
+            self._close(log)
+            return None
+
+    @staticmethod
+    def _close(log):
+        try:
+            log.close()
+        except OSError:
+            pass  # the buffered rest of a failed write: already counted in ``error``
+
+    def write_error(self):
+        """The ``DiskFull`` to fail the attempt with when this stream's log
+        could not be written for want of space; None otherwise."""
+        if self.error is None or not is_no_space(self.error):
+            return None
+        return disk_full(self.log_path.parent, f"writing the training's log {self.log_path.name}", self.error)
 
 
 def training_env(settings):
@@ -275,21 +355,28 @@ def train(run, dataset, model, scratch, settings):
                 if status == LOST:
                     stopped = RunLost("this attempt was recovered by the reaper; another worker runs the run")
                     break
+            # A full disk is not waited out: no step could be saved.
+            full = out.write_error() or err.write_error() or sync.error
+            if full is not None:
+                stopped = full
+                break
             if now - started > time_limit_s:
                 stopped = RunTimedOut(f"time limit of {time_limit_s}s exceeded")
                 break
             time.sleep(0.1)
     finally:
         # SIGTERM first: the training saves a checkpoint and exits.
-        stop_process_group(proc)
+        stop_process_group(proc, DISK_FULL_GRACE_S if isinstance(stopped, DiskFull) else KILL_GRACE_S)
         out.join(5), err.join(5)
         # Its last checkpoint is recorded before the run's status moves (a
         # hand-back, a cancel): the next attempt, anywhere, resumes from it.
         # A lost attempt's would be refused (fencing): it uploads nothing.
-        recorded = sync.finish(upload=not isinstance(stopped, RunLost))
-        _store_manifest(store, run, scratch)
-        if not recorded and restored_step is None and not isinstance(stopped, RunLost):
+        lost = isinstance(stopped, RunLost)
+        recorded = sync.finish(upload=not lost)
+        manifest_stored = _store_manifest(store, run, scratch)
+        if not recorded and restored_step is None and not lost:
             monitor.line("system", "no checkpoint was recorded for this run")
+        _clean_up(scratch, sync, manifest_stored, lost, say=lambda line: monitor.line("system", line))
         monitor.close()
     tails = {"stdout_tail": list(out.tail), "stderr_tail": list(err.tail)}
     checkpoints = {"restored_step": restored_step, "recorded_steps": recorded,
@@ -301,11 +388,19 @@ def train(run, dataset, model, scratch, settings):
     finished = proc.returncode == 0 and bool(events.get("result"))
     if stopped is not None and (isinstance(stopped, RunLost) or not finished):
         stopped.exit_code = proc.returncode
-        stopped.details = dict(tails, progress=monitor.progress, checkpoints=checkpoints)
+        stopped.details = dict(stopped.details or {}, **tails, progress=monitor.progress, checkpoints=checkpoints)
         raise stopped
     if proc.returncode != 0:
         message = next((line for line in reversed(err.tail) if line.startswith("error:")), None)
         message = message[len("error:"):].strip() if message else f"training exited with status {proc.returncode}"
+        full = sync.error
+        if is_no_space(message):
+            # Its own save found the disk full (orbax's error, a line of text by now).
+            full = disk_full(scratch.path, "the training's checkpoint save", message)
+        if full is not None:
+            full.exit_code = proc.returncode
+            full.details.update(tails, progress=monitor.progress, checkpoints=checkpoints)
+            raise full
         raise TrainingFailed(message, exit_code=proc.returncode, checkpoints=checkpoints, **tails)
     result = dict(events.get("result") or {})
     if not result:
@@ -318,17 +413,37 @@ def train(run, dataset, model, scratch, settings):
     return result
 
 
+def _clean_up(scratch, sync, manifest_stored, lost, say):
+    """Remove the attempt's scratch folder once what matters in it is in the
+    store: every finalised checkpoint (a lost attempt's never will be:
+    fencing refuses them, and no attempt restores from a folder) and the
+    manifest.  The logs are in the registry (``RunMonitor``); the job file
+    is the stored spec plus the placement the manifest records.  Otherwise
+    it stays, saying why: it holds its checkpoints' only copy (a store
+    outage); the run's next attempt on this host removes it
+    (``CheckpointSync.restore``)."""
+    unuploaded = [] if lost else sync.unuploaded()
+    if unuploaded or not manifest_stored:
+        what = f"checkpoint(s) of step(s) {unuploaded}" if unuploaded else "the manifest"
+        say(f"scratch folder {scratch.path} kept: {what} not in the artifact store")
+        return
+    scratch.remove()
+
+
 def _store_manifest(store, run, scratch):
-    """What the training read (``<scratch>/manifest.json``), into the store."""
+    """What the training read (``<scratch>/manifest.json``), into the store;
+    False when it could not be stored (True: stored, or none written)."""
     try:
         manifest = json.loads(scratch.manifest.read_text())
     except (OSError, ValueError):
-        return  # it never got as far as writing one
+        return True  # it never got as far as writing one
     try:
         artifacts.patiently(lambda: store.put_json(artifacts.manifest_key(run["id"]), manifest),
                             get_settings().store_patience_s)
     except StoreUnavailable as exc:
         logger.warning("run %s: manifest not stored: %s", run["id"], exc)
+        return False
+    return True
 
 
 def _store_summary(store, run, result):

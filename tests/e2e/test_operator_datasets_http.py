@@ -11,7 +11,7 @@ import time
 import pytest
 
 from s3server import S3Server
-from support import ROOT, ApiClient, scratch, start_api
+from support import ROOT, ApiClient, start_api
 from tasks import artifacts
 from tasks.artifacts import ArtifactStore
 
@@ -173,8 +173,8 @@ def test_a_dataset_uploaded_to_the_store_is_listed_dry_runs_and_trains_from_one_
     # Then it completes, training from the same copy, which was not downloaded again
     assert run["status"] == "completed", run["error"]
     assert run["result"]["steps"] == 2
-    job = json.loads(scratch(s.data_dir, run["run_id"]).job.read_text())
-    assert job["run"]["dataset_path"] == str(s.cache / f"{digest}.jsonl")
+    # (the placement its job file gave it, as its stored manifest records it)
+    assert s.manifest(run["run_id"])["run"]["dataset_path"] == str(s.cache / f"{digest}.jsonl")
     assert s.cache_files() == cached
 
 

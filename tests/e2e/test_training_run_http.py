@@ -1,7 +1,6 @@
 """A real (tiny) Tunix training, submitted over HTTP and run by a worker's
 training subprocess (``python -m workers.training``)."""
 
-import json
 import math
 
 import pytest
@@ -11,6 +10,12 @@ from tasks import artifacts
 from tasks.artifacts import ArtifactStore
 
 pytestmark = pytest.mark.training
+
+
+def stored_manifest(data_dir, run_id):
+    """What the training read, as the worker stored it (its scratch copy is
+    removed with the folder once the run ended)."""
+    return ArtifactStore(f"file://{data_dir}/artifacts").get_json(artifacts.manifest_key(run_id))
 
 
 def test_a_tiny_training_completes_with_its_final_loss_and_steps(api, workers, data_dir):
@@ -30,17 +35,15 @@ def test_a_tiny_training_completes_with_its_final_loss_and_steps(api, workers, d
     assert result["exit_code"] == 0 and run["exit_code"] == 0
     assert result["effective_max_seq_length"] == 32
     assert run["attempts"] == 1
-    # And the training's logs are in the run's folder
-    folder = scratch(data_dir, run["run_id"], attempt=1)
-    assert folder.stdout_log.is_file()
-    # And the spec the training read is exactly the stored one: every default
-    # filled at submit, the seed and the time limit included, nothing added
-    manifest = json.loads(folder.manifest.read_text())
+    # And the run's scratch folder is gone: its checkpoints and manifest are in the store
+    assert not scratch(data_dir, run["run_id"], attempt=1).run_root.exists()
+    # And the spec the training read (from the job file the worker wrote) is
+    # exactly the stored one: every default filled at submit, the seed and
+    # the time limit included, nothing added
+    manifest = stored_manifest(data_dir, run["run_id"])
     assert manifest["spec"] == run["config"]
     assert manifest["dry_run"] is False and manifest["run"]["run_id"] == run["run_id"]
     assert manifest["run"]["effective_max_seq_length"] == 32
-    # And the job file the worker wrote carries that stored spec unchanged
-    assert json.loads(folder.job.read_text())["spec"] == run["config"]
     # And its per-step series was recorded: one loss per step
     series = api.get(f"/api/tunix/runs/{run['run_id']}/metrics").json()["data"]
     assert [point["step"] for point in series] == [1, 2, 3, 4, 5]
@@ -61,7 +64,7 @@ def test_a_minimal_training_request_trains_on_exactly_its_stored_spec(api, worke
     assert (config["learning_rate"], config["num_epochs"], config["batch_size"]) == (2e-5, 3, 8)
     assert isinstance(config["seed"], int) and isinstance(config["time_limit_s"], int)
     # And the training read exactly that spec: no default of its own
-    manifest = json.loads(scratch(data_dir, run["run_id"]).manifest.read_text())
+    manifest = stored_manifest(data_dir, run["run_id"])
     assert manifest["spec"] == config
     assert run["result"]["steps"] == 2
 

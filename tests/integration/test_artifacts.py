@@ -144,8 +144,8 @@ def test_a_resume_restores_the_latest_recorded_step_alone(conn, store, pool, tmp
         assert step == 20 and scratch.finalised_steps() == [20]
         assert scratch.path != scratch_a.path
     assert "restored the checkpoint of step 20" in lines[0]
-    # And on the first host attempt 1's steps are gone from the disk (its logs stay)
-    assert scratch_a.finalised_steps() == [] and scratch_a.path.is_dir()
+    # And on the first host attempt 1's folder is gone: superseded, its steps recorded
+    assert scratch_a.finalised_steps() == [] and not scratch_a.path.exists()
 
 
 def test_a_stale_attempt_saving_on_the_same_host_cannot_reach_the_current_attempts_steps(conn, store, pool,

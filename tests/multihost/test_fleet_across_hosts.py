@@ -30,6 +30,7 @@ store outages, and ``tests/multihost/test_store_failures.py``.
 """
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ import requests
 
 from hosts import launch_on, start_api_on
 from support import ApiClient, connect, pids_with, scratch, wait_for
+from tasks import artifacts
 
 pytestmark = [pytest.mark.training, pytest.mark.slow]
 
@@ -340,6 +342,9 @@ def test_a_dataset_uploaded_to_the_store_trains_on_another_host(fleet, s3):
     assert final["status"] == "completed", final["error"]
     assert final["result"]["steps"] == 20
     digest = hashlib.sha256(DATASET.encode()).hexdigest()
-    job = scratch(host_b.data_dir, run_id).job.read_text()
-    assert f"cache/datasets/{digest}.jsonl" in job and str(host_b.data_dir) in job
+    # (the placement its job file gave it, as its stored manifest records it:
+    # the scratch folder is gone once the run ended)
+    key = f"{s3.bucket}/{fleet.prefix}/{artifacts.manifest_key(run_id)}"
+    dataset_path = json.loads(s3.fs().cat(key))["run"]["dataset_path"]
+    assert f"cache/datasets/{digest}.jsonl" in dataset_path and str(host_b.data_dir) in dataset_path
     assert not (host_a.data_dir / "cache" / "datasets" / f"{digest}.jsonl").exists()
