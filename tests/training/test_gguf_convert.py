@@ -5,6 +5,7 @@ a conversion must refuse, each leaving nothing behind."""
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -57,6 +58,12 @@ def test_the_conversion_writes_a_complete_checked_folder(converted):
     assert manifest["param_count"] == 268_098_176 == SPEC.param_count
     for name, meta in manifest["files"].items():
         assert convert.sha256_file(out / name) == meta["sha256"] and (out / name).stat().st_size == meta["size"]
+    # And the files are byte-identical on every host (pinned numpy/gguf/safetensors): two hosts that
+    # converted at once upload interchangeable objects, whichever manifest lands last
+    assert manifest["files"]["model.safetensors"]["sha256"] == \
+        "cf4e538230192cf987f7ff033d906fd151bbfef797688e662d8214ea3115bf04"
+    assert manifest["files"]["tokenizer.model"]["sha256"] == \
+        "5fb2f24f3ed90693731494a01861818cbafbbb5e3c88241924d66ce336487262"
     assert "not Google's original" in manifest["provenance"] and "Gemma Terms of Use" in manifest["provenance"]
     # And it scores plain English like the pretrained model (2.61 nats/token measured; noise is ~12.5)
     assert manifest["smoke"]["loss"] < smoke.MAX_LOSS
@@ -74,7 +81,7 @@ def test_every_tensor_is_mapped_float32_with_the_preset_count(converted):
         dtypes = {fh.get_slice(name).get_dtype() for name in names}
     assert names == tensor_map.expected_names(18) and len(names) == 2 + 13 * 18
     assert dtypes == {"F32"}  # one dtype: tunix's loader reads the first tensor's
-    assert sum(int(__import__("math").prod(shape)) for shape in shapes.values()) == 268_098_176
+    assert sum(math.prod(shape) for shape in shapes.values()) == 268_098_176
     assert shapes["model.embed_tokens.weight"] == [262_144, 640]
     assert shapes["model.layers.0.self_attn.q_proj.weight"] == [4 * 256, 640]
     assert shapes["model.layers.0.self_attn.k_proj.weight"] == [256, 640]

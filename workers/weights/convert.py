@@ -21,8 +21,10 @@ Steps, each a check that raises ``WeightsInvalid`` naming what is wrong:
 Everything is written into a hidden sibling folder that is renamed to
 ``DIR`` only after every check passed, with ``weights.json`` (sources,
 checksums, counts, the smoke loss); a failed or interrupted conversion
-leaves no ``DIR`` and removes its staging folder.  Measured on a 2-core
-machine: about 60 s and 3.3 GB peak RSS (README, "The Gemma 3 270M weights").
+leaves no ``DIR`` and removes its staging folder (a killed one leaves a
+hidden ``.DIR.tmp-*`` that ``ensure`` clears).  Measured on a 2-core machine:
+31-36 s and 3.0 GB peak RSS; 1.07 GB of safetensors, a smoke loss of 2.61
+(``weights.json`` records each run's figures).
 
 Exit status 0, or 2 with ``error: WeightsInvalid: ...`` last on stderr.
 """
@@ -58,7 +60,7 @@ MODEL_ID = "gemma3-270m"
 
 MODEL_FILE = "model.safetensors"
 MANIFEST_FILE = "weights.json"
-#: Files a complete folder holds besides the tokenizer (the spec names it).
+#: Version of ``weights.json``'s layout.
 FORMAT = 1
 
 PROVENANCE = (
