@@ -279,3 +279,69 @@ def test_the_api_and_every_shared_module_import_without_the_training_stack(tmp_p
                             capture_output=True, text=True, timeout=120)
     # Then nothing needed them
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------
+# The GPU worker: a build target and a compose profile
+
+
+def _pins(path):
+    """``{package: version}`` of a constraints file (every line ``name==version``)."""
+    pins = {}
+    for line in (ROOT / path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version and not re.search(r"[<>=!~;,\s]", version), (path, line)
+            pins[name.lower()] = version
+    return pins
+
+
+def test_the_gpu_worker_image_is_the_worker_with_jax_cuda12_at_jaxlibs_version():
+    stages = _dockerfile_stages()
+    # Given the worker-gpu target; a plain `docker build .` still builds the CPU worker (the last stage)
+    assert {"worker-gpu-deps", "worker-gpu"} <= set(stages)
+    assert list(stages)[-1] == "worker"
+    # Then it builds on the worker's dependencies (the pinned project with its `train` extra)
+    assert stages["worker-gpu-deps"][0] == "worker-deps" and stages["worker-gpu"][0] == "worker-gpu-deps"
+    chain = " ".join(_chain(stages, "worker-gpu"))
+    assert ".[train]" in chain and "-c constraints.txt" in chain
+    # plus jax[cuda12] at the version constraints.txt pins for jax and jaxlib, under the GPU pins
+    pins, gpu = _pins("constraints.txt"), _pins("constraints-gpu.txt")
+    assert pins["jax"] == pins["jaxlib"]
+    assert f"'jax[cuda12]=={pins['jax']}'" in chain and "-c constraints-gpu.txt" in chain
+    assert "COPY constraints-gpu.txt" in chain
+    assert gpu["jax-cuda12-plugin"] == gpu["jax-cuda12-pjrt"] == pins["jaxlib"]
+    assert {name for name in gpu if name.startswith("nvidia-")} >= {"nvidia-cudnn-cu12", "nvidia-cublas-cu12",
+                                                                    "nvidia-nccl-cu12", "nvidia-cuda-runtime-cu12"}
+    assert not set(gpu) & set(pins), "a GPU pin must not contradict constraints.txt"
+    # And its own steps are the CPU worker's: the same code, user, volume, port and command
+    assert stages["worker-gpu"][1] == stages["worker"][1]
+
+
+def test_compose_gpu_profile_runs_the_gpu_worker_on_one_reserved_nvidia_gpu():
+    compose = _compose()
+    services, stages = compose["services"], _dockerfile_stages()
+    gpu, cpu = services["worker-gpu"], services["worker"]
+    # Given the GPU worker: only in the `gpu` profile; a plain `docker compose up` is unchanged
+    assert gpu["profiles"] == ["gpu"] and "profiles" not in cpu
+    assert gpu["build"]["target"] == "worker-gpu" in stages
+    assert (ROOT / gpu["build"]["context"] / "constraints-gpu.txt").exists()
+    assert gpu["image"] not in (cpu["image"], services["api"]["image"])
+    # Then each replica reserves one NVIDIA GPU
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    # And it is configured as the CPU worker is (the same store, database, scratch volume, metrics), one training
+    # at a time on its GPU, JAX not taking the GPU's memory at start
+    env, cpu_env = gpu["environment"], cpu["environment"]
+    shared = {k: v for k, v in cpu_env.items() if k not in ("WORKERS", "WORKER_QUEUES")}
+    assert {k: env.get(k) for k in shared} == shared
+    assert env["TRAIN_CONCURRENCY"] == "1" and env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    assert "WORKER_QUEUES" not in env  # it serves every queue, trainings included
+    for key in ("command", "depends_on", "volumes", "tmpfs", "expose", "restart", "stop_grace_period"):
+        assert gpu[key] == cpu[key], key
+    assert "container_name" not in gpu and "ports" not in gpu
+    # and Prometheus finds its replicas under the workers' name
+    assert "worker" in gpu["networks"]["default"]["aliases"]
+    # And the CPU workers can leave trainings to it (an empty list: every queue)
+    assert _default(cpu_env["WORKER_QUEUES"]) == ""
