@@ -46,8 +46,8 @@ def training(**overrides):
 class Disk:
     """The stack: API, worker launch, and the scratch tmpfs."""
 
-    def __init__(self, api, conn, data_dir, runs_dir):
-        self.api, self.conn, self.data_dir, self.runs_dir = api, conn, data_dir, runs_dir
+    def __init__(self, api, conn, data_dir, runs_dir, launch):
+        self.api, self.conn, self.data_dir, self.runs_dir, self.launch = api, conn, data_dir, runs_dir, launch
         self.ballast = runs_dir / "ballast"
 
     def submit(self, body):
@@ -81,7 +81,7 @@ def disk(databases, data_dir, log_dir, tmp_path_factory):
             # The session's JAX compilation cache (not on the small tmpfs, and warm).
             launch = Launch(url, home, log_dir, workers=1, threads=4, TRAIN_CONCURRENCY=1,
                             JAX_COMPILATION_CACHE_DIR=os.path.join(data_dir, "jax-cache"), **env)
-            yield Disk(ApiClient(api.url), connect(url), home, runs)
+            yield Disk(ApiClient(api.url), connect(url), home, runs, launch)
         finally:
             if launch is not None:
                 launch.stop()
@@ -203,3 +203,21 @@ def test_a_folder_holding_a_checkpoint_the_store_refused_is_kept(empty_disk):
     assert 20 in folder.finalised_steps(), list(folder.path.iterdir())
     logs = disk.api.get(f"/api/tunix/runs/{run_id}/logs")
     assert f"scratch folder {folder.path} kept" in logs.text, logs.text[-2000:]
+
+
+def test_a_handed_back_runs_scratch_folder_is_gone_once_its_last_checkpoint_is_recorded(empty_disk):
+    # NOTE: last in the module: it stops the module's worker launch.
+    disk = empty_disk
+    # Given a long training seen stepping
+    run_id = disk.submit(training(max_steps=100_000, checkpoint_every_steps=1000))
+    wait_for(lambda: (disk.api.get(f"/api/tunix/runs/{run_id}/status").json().get("progress") or {}).get("step"),
+             120, interval=0.1, message="first progress")
+    # When its worker stops (SIGTERM, as `docker compose stop` does)
+    disk.launch.stop()
+    # Then the run is handed back, pending for the next worker, from the checkpoint of its stop
+    run = disk.api.run(run_id)
+    assert run["status"] == "pending" and run["attempts"] == 1, run
+    steps = {c["step"] for c in disk.checkpoints(run_id)}
+    assert max(steps) > 1, steps
+    # And its folder is gone: the next attempt, on any host, starts from the store
+    assert not scratch(disk.data_dir, run_id).run_root.exists()
