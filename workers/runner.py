@@ -11,6 +11,11 @@ It runs under a lifeline (``python -m workers.lifeline -- ...``, see
 checkpoints its last step and exits 143), and if this worker dies the
 lifeline stops the training the same way, SIGKILL after ``KILL_GRACE_S``
 whatever it is doing, so no training outlives its worker.
+
+The attempt's scratch folder (``tasks.artifacts.Scratch``) is removed once
+its checkpoints and the manifest are in the artifact store (``_clean_up``).
+A full disk, wherever it shows (``workers/disk.py``), fails the attempt at
+once with ``DiskFull``: waiting would free nothing.
 """
 
 import collections
