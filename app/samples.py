@@ -18,7 +18,7 @@ from flask import Blueprint, jsonify, url_for
 
 from tasks import actors, catalog, registry
 from tasks.errors import RunNotFound
-from tasks.sample_spec import SampleList, SampleRequest, ValidationError, field_errors
+from tasks.sample_spec import BaseSampleRequest, SampleList, SampleRequest, ValidationError, field_errors
 
 from .db import close_db, get_db
 from .errors import ApiError
@@ -39,10 +39,10 @@ def sample_json(row):
             "started_at": _ts(row["started_at"]), "finished_at": _ts(row["finished_at"])}
 
 
-def _request():
+def _request(schema=SampleRequest):
     """The validated body, or the 422 naming each bad field."""
     try:
-        return SampleRequest.model_validate(_json_body())
+        return schema.model_validate(_json_body())
     except ValidationError as exc:
         fields = field_errors(exc)
         raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None
@@ -86,11 +86,7 @@ def sample_model(model_id):
     if catalog.get_model(model_id) is None:
         raise ApiError(404, "model_not_found", f"unknown model {model_id!r}; known models: "
                                                f"{', '.join(catalog.models())}")
-    request = _request()
-    if request.step is not None:
-        raise ApiError(422, "validation_error", "a base model has no checkpoints",
-                       [{"field": "step", "message": "must be absent or null for a base model"}])
-    return _submit(None, model_id, None, request)
+    return _submit(None, model_id, None, _request(BaseSampleRequest))
 
 
 def _sample_id(raw):
@@ -128,9 +124,7 @@ def openapi_schemas():
     _, top = models_json_schema([(SampleList, "serialization")], ref_template="#/components/schemas/{model}")
     schemas = dict(top["$defs"])
     schemas["SampleRequest"] = SampleRequest.model_json_schema()
-    # The validator refuses blank prompts and NUL (a pattern JSON Schema can say).
-    schemas["SampleRequest"]["properties"]["prompts"]["items"].update(
-        {"minLength": 1, "maxLength": 4000, "pattern": "^[^\\u0000]*\\S[^\\u0000]*$"})
+    schemas["BaseSampleRequest"] = BaseSampleRequest.model_json_schema()
     return schemas
 
 
@@ -139,6 +133,7 @@ def openapi_paths(ref, json_answer, errors, run_id_param):
     from tasks.models import MODELS
 
     body = {"required": True, "content": {"application/json": {"schema": ref("SampleRequest")}}}
+    base_body = {"required": True, "content": {"application/json": {"schema": ref("BaseSampleRequest")}}}
     sample = json_answer(ref("Sample"))
     accepted = dict(json_answer(ref("Sample"), "accepted: pending until a worker generates it"),
                     headers={"Location": {"schema": {"type": "string"}}},
@@ -161,7 +156,7 @@ def openapi_paths(ref, json_answer, errors, run_id_param):
         "/api/tunix/models/{model_id}/samples": {
             "post": {"operationId": "sampleModel",
                      "summary": "Generate from a base model (a tiny one is random, initialised from the seed).",
-                     "parameters": [model_param], "requestBody": body,
+                     "parameters": [model_param], "requestBody": base_body,
                      "responses": {"202": accepted, **errors(400, 401, 404, 405, 413, 415, 422, 503)}}},
         "/api/tunix/samples/{sample_id}": {
             "get": {"operationId": "getSample", "summary": "A sample: its status, outputs or error.",

@@ -12,10 +12,9 @@ here too, for the OpenAPI document (``app/samples.py``).
 """
 
 import secrets
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator  # noqa: F401
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError  # noqa: F401
 
 from .run_spec import JsonInt, OptionalJsonInt, field_errors  # noqa: F401
 
@@ -40,6 +39,12 @@ SAMPLE_STATUSES = ("pending", "running", "completed", "failed")
 SAMPLE_FINAL = ("completed", "failed")
 
 
+#: One prompt: 1 to MAX_PROMPT_CHARS characters, no NUL (PostgreSQL's jsonb
+#: cannot hold one, and no tokenizer here keeps it; a lone surrogate is
+#: refused by pydantic's strict str).  A blank prompt is a prompt.
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS, pattern=r"^[^\x00]*$")]
+
+
 class SampleRequest(BaseModel):
     """The body of ``POST /api/tunix/runs/{run_id}/samples`` (and of a base
     model's ``POST /api/tunix/models/{model_id}/samples``, where ``step``
@@ -47,7 +52,7 @@ class SampleRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
-    prompts: list[str] = Field(min_length=1, max_length=MAX_PROMPTS,
+    prompts: list[Prompt] = Field(min_length=1, max_length=MAX_PROMPTS,
                                description=f"1 to {MAX_PROMPTS} prompts, each rendered as the training renders a "
                                            "prompt (byte models: BOS prompt SEP; Gemma: its chat turns)")
     step: OptionalJsonInt = Field(None, ge=0, le=2**31 - 1,
@@ -57,23 +62,19 @@ class SampleRequest(BaseModel):
                                description="0: greedy (the default); above 0: sampled from the seed")
     seed: OptionalJsonInt = Field(None, ge=0, le=2**31 - 1, description="chosen at submit when absent, and stored")
 
-    @field_validator("prompts")
-    @classmethod
-    def _prompts(cls, value):
-        for i, prompt in enumerate(value):
-            # NUL: PostgreSQL's jsonb cannot hold it (and no tokenizer here
-            # keeps it); blank: nothing to complete.
-            if not prompt.strip() or "\x00" in prompt or len(prompt) > MAX_PROMPT_CHARS:
-                raise PydanticCustomError(
-                    "bad_prompt", "prompt {i}: 1 to {n} characters, not blank, no NUL", {"i": i, "n": MAX_PROMPT_CHARS})
-        return value
-
     def resolved(self):
         """The request as stored: the seed chosen when absent."""
         data = self.model_dump(mode="json")
         if data["seed"] is None:
             data["seed"] = secrets.randbelow(2**31)
         return data
+
+
+class BaseSampleRequest(SampleRequest):
+    """The body of ``POST /api/tunix/models/{model_id}/samples``: a base
+    model has no checkpoints, so no ``step`` (absent or null)."""
+
+    step: None = Field(None, description="a base model has no checkpoints: absent or null")
 
 
 # Answers (the OpenAPI document's schemas).

@@ -185,7 +185,9 @@ def test_a_run_with_no_checkpoint_or_an_unrecorded_step_is_a_409_and_writes_noth
 @pytest.mark.parametrize("body, field", [
     ({}, "prompts"),
     ({"prompts": []}, "prompts"),
-    ({"prompts": ["   "]}, "prompts"),
+    ({"prompts": [""]}, "prompts"),
+    ({"prompts": ["a\u0000b"]}, "prompts"),
+    ({"prompts": ["ok", 3]}, "prompts"),
     ({"prompts": ["x" * 4001]}, "prompts"),
     ({"prompts": ["a"] * 17}, "prompts"),
     ({"prompts": ["a"], "max_new_tokens": 0}, "max_new_tokens"),
@@ -250,3 +252,23 @@ def test_the_cli_prints_a_runs_sample(stack, trained):
     result = subprocess.run([*cli, "sample", dry["run_id"], "abc"], capture_output=True, text=True, timeout=60,
                             env=env, cwd=str(ROOT))
     assert result.returncode == 5 and "no_checkpoint" in result.stderr and "HTTP 409" in result.stderr
+
+
+def test_a_lora_runs_checkpoint_samples_its_adapters_over_the_base(stack):
+    api = stack["api"]
+    stack["samplers"].start()
+    # Given a LoRA training (its checkpoints hold the adapters only), 4 steps
+    body = dict(TRAIN, max_steps=4, checkpoint_every_steps=4, learning_rate=3e-2,
+                lora={"rank": 4, "alpha": 8.0, "targets": ["q", "v", "up"]})
+    run = api.wait_final(api.submit(body).json()["run_id"], timeout=300)
+    assert run["status"] == "completed", run["error"]
+    # When its latest checkpoint and the base model of its seed are sampled greedily
+    path = f"/api/tunix/runs/{run['run_id']}/samples"
+    tuned = wait_sample(api, ask(api, path, {"prompts": ["abc"], "max_new_tokens": 12}).json()["sample_id"])
+    base = wait_sample(api, ask(api, "/api/tunix/models/llama3-tiny/samples",
+                                {"prompts": ["abc"], "max_new_tokens": 12, "seed": TRAIN["seed"]}).json()["sample_id"])
+    # Then both completed: the run's model is its base (from the run's seed) with the adapters restored
+    assert tuned["status"] == base["status"] == "completed", (tuned["error"], base["error"])
+    assert tuned["step"] == 4
+    # And the adapters changed what it generates (B starts at zero: untrained, it would be the base)
+    assert tuned["outputs"][0]["token_ids"] != base["outputs"][0]["token_ids"]

@@ -8,6 +8,7 @@ import { h, icon, fmtNumber, fmtBytes, fmtDuration, fmtAbsolute, shortId, timeEl
 import { LogView } from "../logview.js";
 import { Poller } from "../poller.js";
 import { badge, updateBadge, progressBar, renderProgress, statusLabel } from "../status.js";
+import { samplesPanel } from "./samples.js";
 
 const CONFIG_LABELS = {
   dataset_key: "Dataset", model_id: "Model", dry_run: "Dry run", learning_rate: "Learning rate", num_epochs: "Epochs",
@@ -72,8 +73,9 @@ export function renderRun(root, { runId, toast }) {
     } }, icon("copy"), "JSON"),
   }, configBody);
   const checkpointBody = h("div", { dataset: { testid: "checkpoints" } }, h("p.muted", null, "Loading…"));
+  const samples = samplesPanel(runId, { toast });
   const layout = h("div.detail-grid", null,
-    h("div.detail-main", null, errorSlot, lossPanel, logPanel, resultSlot),
+    h("div.detail-main", null, errorSlot, lossPanel, logPanel, resultSlot, samples.el),
     h("aside.detail-side", { "aria-label": "Run facts" }, panel("Timings", { id: "timings" }, timings), configPanel,
       panel("Checkpoints", { id: "checkpoints" }, checkpointBody)));
   const body = h("div.run-page", { dataset: { runId } }, head, layout);
@@ -246,6 +248,7 @@ export function renderRun(root, { runId, toast }) {
     checkpointsAt = Date.now();
     const items = await api.checkpoints(runId);
     if (destroyed) return;
+    samples.setSteps(items.map((c) => c.step));
     if (!items.length) {
       checkpointBody.replaceChildren(h("p.muted", null, run.dry_run ? "Dry runs save no checkpoints." : "None yet."));
       return;
@@ -382,12 +385,14 @@ export function renderRun(root, { runId, toast }) {
     await Promise.all([
       run.dry_run ? Promise.resolve() : loadMetrics().catch(() => {}),
       loadCheckpoints().catch(() => checkpointBody.replaceChildren(h("p.muted", null, "Could not list the checkpoints."))),
+      samples.refresh().catch(() => {}),
     ]);
   })();
 
   return {
     destroy() {
       destroyed = true;
+      samples.destroy();
       poller.stop();
       log.destroy();
       chart.destroy();
