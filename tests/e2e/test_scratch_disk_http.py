@@ -10,6 +10,11 @@ and the rest of ``DATA_DIR`` (its metrics files, the dataset cache) stay on
 the ordinary disk, as on a worker whose scratch disk is the one that fills.
 The disk is filled by a ballast file written once the training runs, until
 the kernel answers ENOSPC.
+
+Before the fix (commit fa93158), with ``DISK_TEST_TIME_LIMIT_S=45``, the first
+test saw the hang: the run ended ``timeout`` at its 45 s limit, stuck at step
+1170 of 3000, only step 1 recorded, the worker's log showing both drain
+threads dead on ``OSError: [Errno 28]``.
 """
 
 import contextlib
