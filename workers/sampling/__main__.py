@@ -62,7 +62,7 @@ def tokenizer_for(model_spec, weights):
 def load_model(job, model_spec, weights):
     """The model the job samples: a run's checkpoint restored over the model
     its training built, or the base model."""
-    from ..training.model import apply_lora, build_model
+    from ..training.model import build_model
 
     spec = RunSpec.stored(job["spec"]) if job.get("spec") else None
     model = build_model(model_spec, spec.seed if spec else job["seed"], weights)
@@ -70,6 +70,8 @@ def load_model(job, model_spec, weights):
         return model
     lora = getattr(spec, "lora", None)
     if lora is not None:
+        from ..training.model import apply_lora
+
         model = apply_lora(model, lora, model_spec, spec.seed)
     from tunix.sft.checkpoint_manager import CheckpointManager
 
