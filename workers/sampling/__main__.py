@@ -7,6 +7,7 @@ The job::
     {"model_id": str,                 # a catalog model
      "spec": <the run's stored spec> | null,   # null: a base model
      "checkpoint_dir": str | null,    # an orbax root holding the step (a run)
+     "weights_dir": str | null,       # a real preset's weights (workers/weights/ensure.py)
      "step": int | null,
      "prompts": [str], "max_new_tokens": int, "temperature": float, "seed": int}
 
@@ -90,7 +91,9 @@ def run(job):
 
     t0 = time.monotonic()
     model_spec = get_model(job["model_id"])
-    weights = weights_dir(model_spec) if model_spec.requires_weights else None
+    weights = None
+    if model_spec.requires_weights:
+        weights = job.get("weights_dir") or weights_dir(model_spec)
     tokenizer = tokenizer_for(model_spec, weights)
     device = (job.get("spec") or {}).get("device", "auto")
     setup_jax_env(device)

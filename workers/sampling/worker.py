@@ -78,9 +78,10 @@ def execute(sample_id):
     return None
 
 
-def sample_job(sample, run, checkpoint_dir):
+def sample_job(sample, run, checkpoint_dir, weights=None):
     params = sample["params"]
     return {"model_id": sample["model_id"], "spec": run["config"] if run else None, "checkpoint_dir": checkpoint_dir,
+            "weights_dir": weights,
             "step": sample["step"], "prompts": params["prompts"], "max_new_tokens": params["max_new_tokens"],
             "temperature": params["temperature"], "seed": params["seed"]}
 
@@ -107,9 +108,17 @@ def generate_sample(sample, settings, pool):
                                                             sha256=checkpoint["sha256"]),
                                 settings.store_patience_s)
             fetched_s = time.monotonic() - t
+        # A real preset's weights, as a training finds them: the operator's
+        # WEIGHTS_DIR, this host's converted copy, the store's, or converted
+        # now (workers/weights/ensure.py); None for a tiny model.
+        from tasks.models import get_model
+
+        from ..weights.ensure import ensure as ensure_weights
+
+        weights = ensure_weights(get_model(sample["model_id"]), settings)
         job_path = os.path.join(scratch, "sample.json")
         with open(job_path, "w", encoding="utf-8") as fh:
-            json.dump(sample_job(sample, run, checkpoint_dir), fh)
+            json.dump(sample_job(sample, run, checkpoint_dir, weights), fh)
         result = run_program(job_path, settings)
         timings = dict(result.get("timings") or {}, fetch_s=round(fetched_s, 3))
         return result["outputs"], timings
