@@ -549,3 +549,11 @@ def finish_sample(conn, sample_id, worker_id, *, outputs=None, error=None, timin
                                                    outputs=_json(outputs), error=_json(error),
                                                    timings=_json(timings)))
         return cur.fetchone()
+
+
+def fail_lost_samples(conn, timeout_s):
+    """End failed (``WorkerLost``) the running samples whose worker has been
+    silent for ``timeout_s``; their ids.  The reaper's duty."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["fail_lost_samples"], dict(timeout_s=timeout_s, failed="failed", running="running"))
+        return [row[0] for row in cur.fetchall()]

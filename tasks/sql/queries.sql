@@ -608,3 +608,19 @@ UPDATE tunix_samples SET status = %(status)s, outputs = %(outputs)s, error = %(e
                          finished_at = clock_timestamp()
 WHERE id = %(sample_id)s AND status = %(running)s AND worker_id = %(worker_id)s
 RETURNING *;
+
+-- name: fail_lost_samples
+-- Running samples whose worker process went silent (no heartbeat in
+-- tunix_workers for timeout_s, or no row: it was forgotten) end failed
+-- (WorkerLost): the generation died with its worker (it runs under the
+-- worker's lifeline), and nothing retries a sample.  The reaper's duty.
+UPDATE tunix_samples s
+SET status = %(failed)s, finished_at = clock_timestamp(),
+    error = jsonb_build_object('type', 'WorkerLost', 'code', 'worker_lost',
+                               'message', 'the worker generating it (' || s.worker_id || ') stopped answering; '
+                                          || 'ask for the sample again')
+WHERE s.status = %(running)s
+  AND s.started_at < clock_timestamp() - make_interval(secs => %(timeout_s)s)
+  AND NOT EXISTS (SELECT 1 FROM tunix_workers w WHERE w.worker_id = s.worker_id
+                  AND w.heartbeat_at > clock_timestamp() - make_interval(secs => %(timeout_s)s))
+RETURNING s.id;
