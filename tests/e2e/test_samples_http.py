@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from support import ROOT, ApiClient, connect, scalar, start_api, wait_for
+from support import ROOT, ApiClient, connect, pids_with, scalar, start_api, wait_for
 from tasks.run_spec import RunSpec
 
 pytestmark = pytest.mark.training
@@ -31,6 +31,11 @@ class Samplers:
 
     def __init__(self, worker_launch, url):
         self.worker_launch, self.url, self.launch = worker_launch, url, None
+
+    def stop(self):
+        if self.launch is not None:
+            self.launch.stop()
+            self.launch = None
 
     def start(self):
         if self.launch is None:
@@ -274,3 +279,20 @@ def test_a_lora_runs_checkpoint_samples_its_adapters_over_the_base(stack):
     assert tuned["step"] == 4
     # And the adapters changed what it generates (B starts at zero: untrained, it would be the base)
     assert tuned["outputs"][0]["token_ids"] != base["outputs"][0]["token_ids"]
+
+
+def test_a_worker_stopped_mid_generation_fails_the_sample_and_leaves_no_process(stack):
+    api = stack["api"]
+    stack["samplers"].stop()
+    launch = stack["samplers"].start()
+    # Given a long generation under way (its program's command line names the sample)
+    sample = ask(api, "/api/tunix/models/llama3-tiny/samples",
+                 {"prompts": ["abc"] * 16, "max_new_tokens": 512}).json()
+    wait_for(lambda: pids_with(sample["sample_id"]), 60, message="the sampling program")
+    # When its worker launch is told to stop (SIGTERM)
+    launch.stop()
+    stack["samplers"].launch = None
+    # Then the sample ended failed, saying why, and its program is gone
+    done = api.get(f"/api/tunix/samples/{sample['sample_id']}").json()
+    assert done["status"] == "failed" and done["error"]["code"] == "worker_stopped", done
+    assert pids_with(sample["sample_id"]) == []

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from dramatiq.middleware import Interrupt
+
 from tasks import artifacts, db, registry
 from tasks.artifacts import get_store
 from tasks.settings import get_settings
@@ -64,6 +66,11 @@ def execute(sample_id):
         timings["total_s"] = round(time.monotonic() - started, 3)
     except BaseException as exc:  # noqa: BLE001 - recorded; a worker's Shutdown or TimeLimit ends it too
         error = describe(exc)
+        if isinstance(exc, Interrupt):
+            # dramatiq stopped this thread: the worker is stopping (Shutdown)
+            # or the message outlived its TimeLimit; the generation was stopped.
+            error = {"type": type(exc).__name__, "code": "worker_stopped",
+                     "message": "the worker stopped before the generation ended; ask for the sample again"}
         logger.warning("sample %s failed: %s", sample_id, error["message"])
 
     def write():
