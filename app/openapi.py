@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, jsonify, render_template, send_from_di
 from pydantic.json_schema import models_json_schema
 
 from tasks import catalog, lifecycle, sweep_spec, wire
-from tasks.run_spec import MAX_SERIES_POINTS, MAX_SERIES_RUNS, MODES, SCHEDULING, RunFilter, RunSpec, SeriesRequest
+from tasks.run_spec import MAX_SERIES_POINTS, MAX_SERIES_RUNS, MODES, RunFilter, RunSpec, SeriesRequest
 from tasks.sweep_spec import SweepSpec
 
 from . import fleet, samples
@@ -87,7 +87,8 @@ def _schemas(datasets, run_time_limit_s):
     _, top = models_json_schema([(model, "serialization") for model in ANSWERS],
                                 ref_template="#/components/schemas/{model}")
     schemas = dict(top["$defs"])
-    run_spec = RunSpec.model_json_schema()
+    run_spec = RunSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(run_spec.pop("$defs", {}))  # LoraSpec
     run_spec["properties"]["dataset_key"]["enum"] = sorted(datasets)
     # The operator's maximum (RUN_TIME_LIMIT_S), checked at submit (RunSpec.resolved).
     for branch in run_spec["properties"]["time_limit_s"]["anyOf"]:
@@ -111,8 +112,15 @@ def _sweep_spec(run_spec, schemas):
     schema = SweepSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     defs = schema.pop("$defs", {})
     schema["properties"]["base"] = _ref("RunSpec")
-    swept = [name for name in run_spec["properties"] if name not in SCHEDULING]
-    fields = {name: {"type": "array", "minItems": 1, "items": run_spec["properties"][name]} for name in swept}
+    swept = sweep_spec.sweepable()
+
+    def field_schema(name):
+        outer, _, inner = name.partition(".")
+        if inner:
+            return schemas[sweep_spec.NESTED[outer].__name__]["properties"][inner]
+        return run_spec["properties"][name]
+
+    fields = {name: {"type": "array", "minItems": 1, "items": field_schema(name)} for name in swept}
     schema["properties"]["grid"] = {"anyOf": [{"type": "object", "properties": fields, "additionalProperties": False},
                                               {"type": "null"}],
                                     "description": schema["properties"]["grid"].get("description")}

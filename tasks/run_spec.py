@@ -24,6 +24,10 @@ MODES = ("sync", "async")
 
 #: Fields ``resolved`` fills in; a stored spec must carry a value for each.
 RESOLVED_AT_SUBMIT = ("seed", "time_limit_s")
+#: Fields added after runs were first stored, each with a default that means
+#: what a run stored before it did (``lora`` None: full-parameter SFT): a
+#: stored spec may lack them, so a run queued before an upgrade still resumes.
+ADDED_SINCE_FIRST_STORE = ("lora",)
 #: Fields that say when a run is admitted, not what it trains: the registry
 #: keeps them in columns of their own, and the stored spec (``config``, what
 #: the training reads) leaves them out.
@@ -44,6 +48,36 @@ JsonInt = Annotated[int, BeforeValidator(_integral)]
 #: The same, or null.  (Not ``Optional[JsonInt]``: pydantic would then write
 #: the field's bounds into the JSON schema as "ge"/"le", which no validator reads.)
 OptionalJsonInt = Annotated[Optional[int], BeforeValidator(_integral)]
+
+
+#: The layers LoRA can adapt, by their role in every catalog family: the
+#: attention's query, key, value and output projections and the MLP's gate,
+#: up and down projections.  Gemma 3 holds key and value in one tensor
+#: (``kv_einsum``), so on Gemma "k" and "v" each adapt both.
+LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+class LoraSpec(BaseModel):
+    """LoRA (Hu et al. 2021) through qwix: each targeted projection ``W`` is
+    frozen and learns ``W + (alpha / rank) * A @ B``; only ``A`` and ``B``
+    train, and a checkpoint holds only them."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    rank: JsonInt = Field(8, ge=1, le=256, description="the rank of each adapter")
+    alpha: float = Field(16.0, gt=0, le=4096, allow_inf_nan=False,
+                         description="the adapter's scale is alpha / rank")
+    targets: list[Literal[LORA_TARGETS]] = Field(
+        list(LORA_TARGETS), min_length=1, max_length=len(LORA_TARGETS),
+        json_schema_extra={"uniqueItems": True},
+        description="the projections to adapt: q, k, v, o (attention), gate, up, down (MLP); default all")
+
+    @field_validator("targets")
+    @classmethod
+    def _no_repeats(cls, value):
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("repeated_target", "each target at most once")
+        return value
 
 
 class IncompleteSpec(ValueError):
@@ -75,6 +109,9 @@ class RunSpec(BaseModel):
     time_limit_s: OptionalJsonInt = Field(None, ge=1, description="seconds before the run is stopped and ends timeout")
     #: Save an orbax checkpoint every this many steps (and when stopped).
     checkpoint_every_steps: JsonInt = Field(10, ge=1, le=10_000_000, description="save a checkpoint every this many steps")
+    #: None: full-parameter fine-tuning.
+    lora: Optional[LoraSpec] = Field(None, description="train low-rank adapters only (the base stays frozen); "
+                                                       "absent or null: every parameter trains")
     #: Admission order among the trainings waiting (tasks/admission.py).
     priority: JsonInt = Field(0, ge=-1000, le=1000,
                               description="higher is admitted first; equal priorities share the workers fairly "
@@ -123,7 +160,8 @@ class RunSpec(BaseModel):
           IncompleteSpec: a field is missing, or one ``resolved`` fills is null.
         """
         spec = cls.model_validate(obj)
-        missing = [name for name in cls.model_fields if name not in spec.model_fields_set and name not in SCHEDULING]
+        missing = [name for name in cls.model_fields if name not in spec.model_fields_set
+                   and name not in SCHEDULING and name not in ADDED_SINCE_FIRST_STORE]
         missing += [name for name in RESOLVED_AT_SUBMIT if name not in missing and getattr(spec, name) is None]
         if missing:
             raise IncompleteSpec("missing " + ", ".join(repr(name) for name in missing)

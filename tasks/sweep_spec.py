@@ -23,7 +23,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .run_spec import SCHEDULING, JsonInt, OptionalJsonInt, RunSpec, field_errors
+from .run_spec import SCHEDULING, JsonInt, LoraSpec, OptionalJsonInt, RunSpec, field_errors
 
 #: Most trials one sweep may make.
 MAX_TRIALS = 500
@@ -33,6 +33,37 @@ METRICS = ("eval_loss", "loss")
 #: Distributions of the random search, each over ``[low, high]`` but
 #: ``choice``, over its values.  A draw for an integer field is rounded.
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
+
+
+#: Run fields that are objects whose own fields a sweep may vary, named
+#: ``<field>.<its field>`` (``lora.rank``).
+NESTED = {"lora": LoraSpec}
+
+
+def sweepable():
+    """The fields a sweep may vary: every run field but the scheduling ones,
+    and each nested object's fields (``lora.rank``, ``lora.alpha`` ...)."""
+    names = [name for name in RunSpec.model_fields if name not in SCHEDULING]
+    return names + [f"{outer}.{name}" for outer, model in NESTED.items() for name in model.model_fields]
+
+
+def field_info(name):
+    """The pydantic field a sweepable ``name`` (``lr`` or ``lora.rank``) stands for."""
+    outer, _, inner = name.partition(".")
+    return NESTED[outer].model_fields[inner] if inner else RunSpec.model_fields[name]
+
+
+def with_params(request, params):
+    """``request`` with each swept field set; ``lora.rank`` sets ``request["lora"]["rank"]``
+    (an absent or null ``lora`` becomes an object of the swept fields)."""
+    out = dict(request)
+    for name, value in params.items():
+        outer, _, inner = name.partition(".")
+        if inner:
+            out[outer] = dict(out.get(outer) or {}, **{inner: value})
+        else:
+            out[name] = value
+    return out
 
 
 class RandomSearch(BaseModel):
@@ -109,7 +140,7 @@ def _check_space(spec):
     fields, a field both in the grid and the random space, distributions
     that are not one of ``DISTRIBUTIONS`` with the right bounds."""
     problems = []
-    known = set(RunSpec.model_fields) - set(SCHEDULING)
+    known = set(sweepable())
     for name in spec.grid or {}:
         if name in SCHEDULING:
             problems.append({"field": f"grid.{name}", "message": "says when a trial runs, not what it trains: "
@@ -161,7 +192,7 @@ def trial_params(spec, random_seed):
     if spec.random is None:
         return points
     rng = random.Random(random_seed)
-    integral = {name: RunSpec.model_fields[name].annotation is not float for name in spec.random.space}
+    integral = {name: field_info(name).annotation is not float for name in spec.random.space}
     out = []
     for point in points:
         for _ in range(spec.random.count):
@@ -172,11 +203,13 @@ def trial_params(spec, random_seed):
 
 def _where(field, spec):
     """The request field a trial's error is about, named where the user wrote it."""
-    name = field.split(".", 1)[0]
-    if name in (spec.grid or {}):
-        return f"grid.{name}"
-    if spec.random and name in spec.random.space:
-        return f"random.space.{name}"
+    parts = field.split(".")
+    # The longest swept name the field is in: "lora.rank", else "lora".
+    for name in (".".join(parts[:2]), parts[0]):
+        if name in (spec.grid or {}):
+            return f"grid.{name}"
+        if spec.random and name in spec.random.space:
+            return f"random.space.{name}"
     return f"base.{field}"
 
 
@@ -216,7 +249,7 @@ def expand(body, settings):
     trials, seen, duplicates, problems = [], set(), 0, {}
     for params in trial_params(spec, seeds["random_seed"]):
         try:
-            config = RunSpec.model_validate({**base_request, **params}).resolved(settings)
+            config = RunSpec.model_validate(with_params(base_request, params)).resolved(settings)
         except ValidationError as exc:
             for e in field_errors(exc):
                 where = _where(e["field"], spec)

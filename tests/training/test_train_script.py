@@ -182,6 +182,46 @@ def test_checkpoint_then_resume_is_exact(tmp_path, jax_cache, llama_run):
     assert second.of("eval")[0]["eval_loss"] == first.of("eval")[1]["eval_loss"]
 
 
+def checkpointed_params(step_dir):
+    """The parameter paths a checkpoint's model item holds (orbax's tree metadata)."""
+    return list(json.loads((step_dir / "model_params" / "_METADATA").read_text())["tree_metadata"])
+
+
+LORA = {"rank": 4, "alpha": 8.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"]}
+
+
+def test_lora_trains_adapters_only_checkpoints_them_alone_and_resumes_exactly(tmp_path, jax_cache):
+    # Given a LoRA run of the tiny Gemma (its key and value share one einsum)
+    first = run_train(tmp_path, jax_cache, name="lora", model_id="gemma3-tiny", lora=LORA, checkpoint_every_steps=12)
+    assert first.returncode == 0, first.stderr
+    start = first.of("start")[0]
+    # Then only the adapters train: rank x (in + out) per adapted projection, a small share of the model
+    assert start["param_count"] == MODELS["gemma3-tiny"].param_count
+    assert 0 < start["trainable_params"] < start["param_count"] // 5
+    assert first.of("result")[0]["trainable_params"] == start["trainable_params"]
+    assert all(loss == loss for loss in first.losses) and len(first.losses) == 24
+    # And a checkpoint holds the adapters alone, not the base
+    ckpt = tmp_path / "lora" / "rundir" / "checkpoints"
+    params = checkpointed_params(ckpt / "24")
+    assert params and all("lora" in p for p in params), params[:5]
+    assert any("kv_einsum" in p for p in params) and any("down_proj" in p for p in params)
+    # When the process dies between steps 12 and 24 and the run starts again
+    shutil.rmtree(ckpt / "24")
+    second = run_train(tmp_path, jax_cache, name="lora", model_id="gemma3-tiny", lora=LORA, checkpoint_every_steps=12)
+    assert second.returncode == 0, second.stderr
+    # Then it restores the adapters of step 12 over the same base and goes on bit for bit
+    assert second.of("start")[0]["start_step"] == 12
+    assert second.losses == first.losses[12:]
+
+
+def test_a_full_fine_tune_checkpoints_every_parameter(llama_run, tmp_path, jax_cache):
+    run = run_train(tmp_path, jax_cache, name="full", max_steps=2)
+    assert run.returncode == 0, run.stderr
+    assert run.of("start")[0]["trainable_params"] == MODELS["llama3-tiny"].param_count
+    params = checkpointed_params(tmp_path / "full" / "rundir" / "checkpoints" / "2")
+    assert any("embedder" in p or "embed" in p for p in params) and not any("lora" in p for p in params)
+
+
 def start_train(tmp_path, jax_cache, name, **overrides):
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)

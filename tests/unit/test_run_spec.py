@@ -47,7 +47,7 @@ def test_a_minimal_request_gets_every_documented_default():
     assert config.model_dump() == {
         "dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True, "learning_rate": 2e-5,
         "num_epochs": 3, "batch_size": 8, "max_seq_length": 2048, "max_steps": None, "seed": None,
-        "device": "auto", "time_limit_s": None, "checkpoint_every_steps": 10, "priority": 0,
+        "device": "auto", "time_limit_s": None, "checkpoint_every_steps": 10, "lora": None, "priority": 0,
     }
 
 
@@ -271,3 +271,35 @@ def test_priority_is_a_request_field_the_stored_spec_leaves_to_the_registry():
 def test_a_priority_out_of_range_or_not_an_integer_is_refused(priority):
     with pytest.raises(ValidationError):
         RunSpec.model_validate({**BASE, "priority": priority})
+
+
+def test_lora_gets_its_documented_defaults_and_is_stored_resolved():
+    # Given a request asking for LoRA with its rank only
+    spec = RunSpec.model_validate({**BASE, "lora": {"rank": 4}})
+    # Then alpha and the targets take their defaults, and the stored spec carries them all
+    stored = spec.resolved(settings())
+    assert stored["lora"] == {"rank": 4, "alpha": 16.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"]}
+    assert RunSpec.stored(stored).lora.rank == 4
+
+
+@pytest.mark.parametrize("lora, field", [
+    ({"rank": 0}, "lora.rank"),
+    ({"rank": 257}, "lora.rank"),
+    ({"rank": "8"}, "lora.rank"),
+    ({"alpha": 0}, "lora.alpha"),
+    ({"targets": []}, "lora.targets"),
+    ({"targets": ["q", "q"]}, "lora.targets"),
+    ({"targets": ["qkv"]}, "lora.targets.0"),
+    ({"dropout": 0.1}, "lora.dropout"),
+    ("yes", "lora"),
+])
+def test_a_bad_lora_field_is_named(lora, field):
+    assert fields_of({**BASE, "lora": lora}) == [field]
+
+
+def test_a_spec_stored_before_lora_existed_reads_back_as_full_fine_tuning():
+    # Given a run stored by the version before LoRA (no "lora" key)
+    stored = RunSpec.model_validate(BASE).resolved(settings())
+    del stored["lora"]
+    # Then it still reads back (a queued run survives the upgrade), training every parameter
+    assert RunSpec.stored(stored).lora is None

@@ -92,3 +92,24 @@ def test_trials_take_the_sweeps_priority_else_the_bases_and_it_is_not_swept():
                        "random": {"count": 1, "space": {"priority": {"choice": [1]}}}})
     assert set(problems) == {"grid.priority", "random.space.priority"}
     assert "not what it trains" in problems["grid.priority"]
+
+
+def test_a_grid_over_lora_rank_and_learning_rate_sets_the_nested_field_of_each_trial():
+    # Given a base with LoRA alpha 32 and a grid over lora.rank x learning_rate
+    body = {"name": "lora", "base": dict(BASE, lora={"alpha": 32.0}),
+            "grid": {"lora.rank": [4, 8], "learning_rate": [1e-4, 1e-3]}}
+    _, trials, _, _ = expand(body, SETTINGS)
+    # Then each trial's stored LoRA has its rank, the base's alpha and the default targets
+    assert [(c["lora"]["rank"], c["learning_rate"]) for _, c in trials] == [(4, 1e-4), (4, 1e-3), (8, 1e-4), (8, 1e-3)]
+    assert {c["lora"]["alpha"] for _, c in trials} == {32.0}
+    assert all(len(c["lora"]["targets"]) == 7 for _, c in trials)
+
+
+def test_lora_fields_swept_without_a_base_lora_make_lora_trials_and_bad_ones_are_named():
+    # A random rank over a base without LoRA: each trial is a LoRA run, the rank an integer
+    body = {"name": "r", "base": BASE, "random": {"count": 3, "seed": 1, "space": {"lora.rank": {"uniform": [2, 16]}}}}
+    _, trials, _, _ = expand(body, SETTINGS)
+    assert all(isinstance(c["lora"]["rank"], int) and 2 <= c["lora"]["rank"] <= 16 for _, c in trials)
+    # A bad rank is named where it was written; an unknown LoRA field is not sweepable
+    assert set(fields({"name": "b", "base": BASE, "grid": {"lora.rank": [0]}})) == {"grid.lora.rank"}
+    assert set(fields({"name": "b", "base": BASE, "grid": {"lora.dropout": [0.1]}})) == {"grid.lora.dropout"}

@@ -12,7 +12,8 @@ from .data import ByteTokenizer, SentencePieceTokenizer, batch_indices, build_ex
     plan_steps, split_held_out, warmup_steps
 from .errors import ConfigError, StopTraining, Terminated, WeightsNotFound
 from .events import MAX_STEP_LOG_LINES, finite_or_none
-from .model import build_model, configure_jax, count_params, setup_jax_env, weights_dir
+from .model import apply_lora, build_model, configure_jax, count_lora_params, count_params, setup_jax_env, \
+    weights_dir
 from .spec import write_manifest
 
 
@@ -86,7 +87,12 @@ def train(job, on_event, log=print, stop=None):
 
     stop_if_asked()
     model = build_model(model_spec, spec.seed, weights)
-    param_count = count_params(model)
+    param_count = trainable = count_params(model)
+    if spec.lora is not None:
+        model = apply_lora(model, spec.lora, model_spec, spec.seed)
+        trainable = count_lora_params(model)
+        log(f"LoRA rank {spec.lora.rank} alpha {spec.lora.alpha:g} on {', '.join(spec.lora.targets)}: "
+            f"{trainable:,} trainable parameters of {param_count:,} ({100 * trainable / param_count:.2f}%)")
     stop_if_asked()
 
     warm = warmup_steps(total_steps)
@@ -191,7 +197,8 @@ def train(job, on_event, log=print, stop=None):
             eval_batches.append(peft_trainer.TrainingInput(input_tokens=held_out.tokens[idx],
                                                            input_mask=held_out.mask[idx]))
 
-    on_event({"event": "start", "total_steps": total_steps, "param_count": param_count, "device": platform,
+    on_event({"event": "start", "total_steps": total_steps, "param_count": param_count,
+              "trainable_params": trainable, "device": platform,
               "model_id": model_spec.model_id, "start_step": start_step, "batches_per_epoch": per_epoch,
               "num_examples": num_examples, "effective_max_seq_length": seq_len, "batch_seq_length": batch_seq_len,
               "batch_size": spec.batch_size, "steps_capped": capped})
@@ -212,6 +219,7 @@ def train(job, on_event, log=print, stop=None):
     result = {"event": "result", "final_loss": final_loss, "steps": int(trainer.train_steps),
               "total_steps": total_steps, "duration_s": round(time.monotonic() - t0, 3),
               "effective_max_seq_length": seq_len, "batch_seq_length": batch_seq_len, "param_count": param_count,
+              "trainable_params": trainable,
               "start_step": start_step, "final_eval_loss": state["eval_loss"], "eval_step": state["eval_step"],
               "held_out_examples": 0 if held_out is None else len(held_out.tokens), **extra}
     on_event(result)

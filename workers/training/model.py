@@ -137,6 +137,44 @@ def build_model(spec, seed, weights=None):
     return params_safetensors.create_model_from_safe_tensors(weights, cfg, dtype=_dtype(spec.dtype))
 
 
+#: The module (path suffix) each LoRA target names, per family: tunix's
+#: Llama 3 and Qwen 3 have one ``nnx.Linear`` per projection; Gemma 3 has
+#: einsums, with key and value in one (``kv_einsum``).
+LORA_MODULES = {
+    "llama3": {"q": "attn/q_proj", "k": "attn/k_proj", "v": "attn/v_proj", "o": "attn/o_proj",
+               "gate": "mlp/gate_proj", "up": "mlp/up_proj", "down": "mlp/down_proj"},
+    "gemma3": {"q": "attn/q_einsum", "k": "attn/kv_einsum", "v": "attn/kv_einsum", "o": "attn/attn_vec_einsum",
+               "gate": "mlp/gate_proj", "up": "mlp/up_proj", "down": "mlp/down_proj"},
+}
+LORA_MODULES["qwen3"] = LORA_MODULES["llama3"]
+
+
+def lora_module_path(spec, targets):
+    """The qwix ``module_path`` regex of ``targets`` in ``spec``'s layers."""
+    modules = sorted({LORA_MODULES[spec.family][t] for t in targets})
+    return r"layers/\d+/(" + "|".join(modules) + ")"
+
+
+def apply_lora(model, lora, spec, seed):
+    """``model`` with LoRA adapters (qwix) on ``lora.targets``; only they
+    train (``PeftTrainer`` sees ``nnx.LoRAParam`` and optimises and
+    checkpoints those alone).  The adapters' initial A is drawn from
+    ``seed`` (B starts at zero, so the model starts as the base)."""
+    import qwix
+    from flax import nnx
+
+    provider = qwix.LoraProvider(module_path=lora_module_path(spec, lora.targets), rank=lora.rank,
+                                 alpha=float(lora.alpha))
+    return qwix.apply_lora_to_model(model, provider, rngs=nnx.Rngs(seed & 0xFFFFFFFF), **model.get_model_input())
+
+
+def count_lora_params(model):
+    import jax
+    from flax import nnx
+
+    return int(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.LoRAParam))))
+
+
 def count_params(model):
     import jax
     from flax import nnx

@@ -20,8 +20,12 @@ const FIELDS = {
   time_limit_s: { label: "Time limit", unit: "s", group: "more" },
   checkpoint_every_steps: { label: "Checkpoint every", unit: "steps", group: "more" },
   priority: { label: "Priority", group: "more", note: "higher is admitted first" },
+  "lora.rank": { label: "LoRA rank", group: "main", emptyText: "none: every parameter trains", nested: true },
+  "lora.alpha": { label: "LoRA alpha", group: "more", inputmode: "decimal", nested: true, note: "with a LoRA rank" },
 };
-const SPECIAL = new Set(["dataset_key", "model_id", "dry_run"]);
+// lora is an object: its fields are offered one by one ("lora.rank"), and an
+// empty rank leaves "lora" out (full fine-tuning).
+const SPECIAL = new Set(["dataset_key", "model_id", "dry_run", "lora"]);
 
 const NUMBER_RE = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
 
@@ -47,6 +51,16 @@ function describe(name, prop) {
   };
   if (name === "time_limit_s" && d.max === undefined && limits.run_time_limit_s) d.max = limits.run_time_limit_s;
   return d;
+}
+
+/** ["lora.rank", prop] pairs of the object field ``name`` (its model in the schema's $defs). */
+function nestedProps(name) {
+  const prop = (schema.properties || {})[name] || {};
+  const ref = (prop.anyOf || [prop]).map((p) => p.$ref).find(Boolean);
+  const model = ref ? ((schema.$defs || {})[ref.split("/").pop()] || {}) : {};
+  return Object.entries(model.properties || {})
+    .filter(([n]) => FIELDS[`${name}.${n}`])
+    .map(([n, p]) => [`${name}.${n}`, { ...p, default: n === "rank" ? null : p.default }]);
 }
 
 function fmtLimit(v) {
@@ -99,6 +113,7 @@ export class SubmitForm {
     const order = Object.keys(FIELDS);
     const rank = (n) => (order.includes(n) ? order.indexOf(n) : order.length);
     const described = Object.entries(props).filter(([n]) => !SPECIAL.has(n))
+      .concat(nestedProps("lora"))
       .sort(([a], [b]) => rank(a) - rank(b)).map(([n, p]) => describe(n, p));
     const main = described.filter((d) => (FIELDS[d.name] || {}).group === "main");
     const more = described.filter((d) => (FIELDS[d.name] || {}).group !== "main");
@@ -287,15 +302,25 @@ export class SubmitForm {
       const raw = input.value.trim();
       if (raw === "") continue;
       const kind = input.dataset.kind;
-      if ((kind === "number" || kind === "integer") && NUMBER_RE.test(raw)) body[name] = Number(raw);
-      else body[name] = raw; // the API says what is wrong with it
+      const value = (kind === "number" || kind === "integer") && NUMBER_RE.test(raw) ? Number(raw) : raw; // the API says what is wrong
+      const [outer, inner] = name.split(".");
+      if (inner) body[outer] = { ...(body[outer] || {}), [inner]: value };
+      else body[name] = value;
     }
+    // LoRA's other fields mean nothing without a rank.
+    if (body.lora && body.lora.rank === undefined) delete body.lora;
     return body;
   }
 
   /** Fill the form from a run's stored config ("Run again"). */
   prefill(config, runId) {
+    const flat = {};
     for (const [name, value] of Object.entries(config || {})) {
+      if (value && typeof value === "object" && !Array.isArray(value)) {
+        for (const [inner, v] of Object.entries(value)) flat[`${name}.${inner}`] = v;
+      } else flat[name] = value;
+    }
+    for (const [name, value] of Object.entries(flat)) {
       const ctl = this.controls.get(name);
       if (!ctl || value === null || value === undefined) continue;
       if (ctl.input.type === "checkbox") ctl.input.checked = Boolean(value);
@@ -303,7 +328,7 @@ export class SubmitForm {
       ctl.input.dispatchEvent(new Event("change", { bubbles: true }));
     }
     const moreNames = [...this.moreDetails.querySelectorAll("[name]")].map((i) => i.name);
-    if (moreNames.some((n) => config && config[n] !== undefined && config[n] !== null)) this.moreDetails.open = true;
+    if (moreNames.some((n) => flat[n] !== undefined && flat[n] !== null)) this.moreDetails.open = true;
     this.renderButton();
     this.showResult(h("p.muted", null, "Prefilled from run ", h("a", { href: `/runs/${runId}` }, shortId(runId)),
       ". Change anything, then start it."));
@@ -330,8 +355,8 @@ export class SubmitForm {
     const loose = [];
     let first = null;
     for (const { field, message } of error.fields) {
-      const name = String(field || "").split(".")[0];
-      const ctl = this.controls.get(name);
+      const parts = String(field || "").split(".");
+      const ctl = this.controls.get(parts.slice(0, 2).join(".")) || this.controls.get(parts[0]);
       if (!ctl) {
         loose.push(`${field}: ${message}`);
         continue;
