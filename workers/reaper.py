@@ -137,6 +137,15 @@ class Reaper:
         with db.connection(self.pool) as conn:
             return registry.forget_dead_workers(conn, FORGET_WORKERS_AFTER_S)
 
+    def fail_lost_samples(self):
+        """End failed (WorkerLost) the samples whose worker went silent (nothing
+        redelivers a sample message); returns how many."""
+        with db.connection(self.pool) as conn:
+            lost = registry.fail_lost_samples(conn, self.settings.heartbeat_timeout_s)
+        if lost:
+            logger.warning("failed %d sample(s) whose worker went silent", len(lost))
+        return len(lost)
+
     def finish_checkpoint_deletions(self):
         """Finish deletions a retention pass began (its worker died between
         marking a checkpoint and deleting it); returns how many."""
@@ -164,6 +173,7 @@ class Reaper:
             return None, self.republish_orphans()
         self.end_silent_sessions()
         self.forget_dead_workers()
+        self.fail_lost_samples()
         try:
             self.finish_checkpoint_deletions()
         except Exception as exc:  # noqa: BLE001 - the store may be down: the next pass tries again

@@ -8,7 +8,7 @@ import pytest
 
 from tasks import artifacts
 from tasks.artifacts import ArtifactStore
-from support import count_runs
+from support import ApiClient, count_runs, start_api
 
 
 @pytest.fixture(autouse=True)
@@ -67,20 +67,25 @@ def test_a_sync_submit_answers_200_with_the_completed_run(api, submit, dry_body)
     assert api.run(run["run_id"])["completed_at"] == run["completed_at"]
 
 
-def test_a_training_whose_weights_are_missing_fails_with_the_reason(api, submit):
-    # Given a training of a real preset whose weights are not on disk
-    body = {"dataset_key": "synthetic", "model_id": "gemma3-270m", "dry_run": False, "device": "cpu"}
-    # When it is submitted synchronously
-    response = submit(body, mode="sync")
-    # Then it was accepted (the weights are looked for by the training) and ended failed, saying why
-    assert response.status_code == 200, response.text
-    run = response.json()
-    assert run["status"] == "failed"
-    assert run["result"] is None
-    error = run["error"]
-    assert error["type"] == "TrainingFailed" and run["exit_code"] == 2
-    assert "WeightsNotFound" in error["message"] and "gemma3-270m" in error["message"]
-    assert run["attempts"] == 1
+def test_a_training_whose_operator_weights_are_incomplete_fails_with_the_reason(databases, worker_launch, log_dir,
+                                                                               tmp_path):
+    # Given an operator's WEIGHTS_DIR whose gemma3-270m folder holds no weights (it wins over the packaged ones)
+    (tmp_path / "weights" / "gemma3-270m").mkdir(parents=True)
+    url = databases.create()
+    api_proc = start_api(url, tmp_path, log_dir)
+    worker_launch(url=url, workers=1, threads=2, DATA_DIR=tmp_path, WEIGHTS_DIR=tmp_path / "weights")
+    api = ApiClient(api_proc.url)
+    try:
+        # When a training of gemma3-270m is submitted
+        body = {"dataset_key": "synthetic", "model_id": "gemma3-270m", "dry_run": False, "device": "cpu"}
+        run = api.wait_final(api.submit(body).json()["run_id"])
+        # Then it ended failed at once (exit 2, not retried), saying why, and nothing was converted
+        assert run["status"] == "failed" and run["exit_code"] == 2 and run["attempts"] == 1
+        assert run["error"]["type"] == "TrainingFailed"
+        assert "WeightsNotFound" in run["error"]["message"] and "no *.safetensors" in run["error"]["message"]
+        assert not (tmp_path / "models").exists()
+    finally:
+        api_proc.stop()
 
 
 def test_a_run_on_an_operator_dataset_completes(api, submit, dry_body):

@@ -84,7 +84,7 @@ def test_an_actor_error_fails_the_run_with_its_type_message_and_details(conn, st
     # Then the failure is the actor's, not overwritten by the nack that follows it
     assert failed["status"] == "failed"
     assert failed["error"] == {"type": "UnknownModel", "message": "unknown model 'nope'; known models: llama3-tiny",
-                               "field": "model_id"}
+                               "code": "unknown_model", "field": "model_id"}
     assert failed["exit_code"] is None
 
 

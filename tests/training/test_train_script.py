@@ -399,7 +399,8 @@ def test_unknown_model_exits_2_naming_the_known_ones(tmp_path, jax_cache):
 
 
 def test_missing_weights_exit_2_without_download(tmp_path, jax_cache):
-    run = run_train(tmp_path, jax_cache, model_id="gemma3-270m", env={"WEIGHTS_DIR": str(tmp_path)})
+    run = run_train(tmp_path, jax_cache, model_id="gemma3-270m",
+                    env={"WEIGHTS_DIR": str(tmp_path), "DATA_DIR": str(tmp_path / "data")})
     assert run.returncode == 2
     assert run.error_line.startswith("error: WeightsNotFound: ")
     assert "gemma3-270m" in run.error_line

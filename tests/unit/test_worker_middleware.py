@@ -22,7 +22,7 @@ def test_an_error_with_details_is_described_by_them_without_a_traceback():
     error = describe(exc)
     # Then the type, message and details are kept, and no traceback
     assert error == {"type": "UnknownModel", "message": "unknown model 'x'; known models: a, b",
-                     "field": "model_id"}
+                     "code": "unknown_model", "field": "model_id"}
 
 
 def test_an_unexpected_error_is_described_with_the_end_of_its_traceback():

@@ -48,6 +48,8 @@ CLAIM_PATIENCE_S = 30
 def describe(exception):
     """A failed run's ``error``: type, message and whatever the error carries."""
     error = {"type": type(exception).__name__, "message": str(exception) or repr(exception)}
+    if getattr(exception, "code", None):
+        error["code"] = exception.code  # tasks/errors.py: disk_full, training_failed, timeout, ...
     error.update(getattr(exception, "details", None) or {})
     if not getattr(exception, "details", None):
         lines = traceback.format_exception(type(exception), exception, exception.__traceback__)

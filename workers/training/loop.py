@@ -47,7 +47,7 @@ def train(job, on_event, log=print, stop=None):
     stop = stop if stop is not None else threading.Event()
     spec, run = job.spec, job.run
     model_spec = get_model(spec.model_id)  # in the catalog: RunSpec checked it
-    weights = weights_dir(model_spec) if model_spec.requires_weights else None
+    weights = weights_dir(model_spec, run.weights_dir) if model_spec.requires_weights else None
     if model_spec.tokenizer == "byte":
         tokenizer = ByteTokenizer()
     else:
