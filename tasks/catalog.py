@@ -28,6 +28,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
+from .checks import check_of
+from .instruction_sets import DESCRIPTIONS
 from .models import MODELS, get_model  # noqa: F401  (re-exported)
 from .settings import get_settings
 
@@ -79,6 +81,8 @@ class Dataset:
         for name in ("size", "etag"):
             if getattr(self, name) is not None:
                 item[name] = getattr(self, name)
+        if self.origin == "shipped" and check_of(self.key)[0]:
+            item["check"] = check_of(self.key)[0]
         return item
 
 
@@ -94,7 +98,8 @@ def _jsonl(path, origin):
         size = path.stat().st_size
     except OSError:
         size = None
-    return Dataset(key=path.stem, kind="jsonl", description=f"JSONL prompt/completion pairs ({origin})",
+    described = DESCRIPTIONS.get(path.stem) if origin == "shipped" else None
+    return Dataset(key=path.stem, kind="jsonl", description=described or f"JSONL prompt/completion pairs ({origin})",
                    path=str(path), origin=origin, size=size)
 
 

@@ -24,10 +24,11 @@ MODES = ("sync", "async")
 
 #: Fields ``resolved`` fills in; a stored spec must carry a value for each.
 RESOLVED_AT_SUBMIT = ("seed", "time_limit_s")
-#: Fields added after runs were first stored, each with a default that means
-#: what a run stored before it did (``lora`` None: full-parameter SFT): a
-#: stored spec may lack them, so a run queued before an upgrade still resumes.
-ADDED_SINCE_FIRST_STORE = ("lora",)
+#: Fields added after runs were first stored, each with the value that means
+#: what a run stored before it did (no LoRA: full-parameter SFT; no held-out
+#: samples): a stored spec that lacks one reads back with it, so a run
+#: queued before an upgrade still resumes, and trains as it would have.
+ADDED_SINCE_FIRST_STORE = {"lora": None, "sample_held_out": 0}
 #: Fields that say when a run is admitted, not what it trains: the registry
 #: keeps them in columns of their own, and the stored spec (``config``, what
 #: the training reads) leaves them out.
@@ -112,6 +113,10 @@ class RunSpec(BaseModel):
     #: None: full-parameter fine-tuning.
     lora: Optional[LoraSpec] = Field(None, description="train low-rank adapters only (the base stays frozen); "
                                                        "absent or null: every parameter trains")
+    #: workers/training/held_out_samples.py (0 for a run stored before it existed).
+    sample_held_out: JsonInt = Field(8, ge=0, le=64, description="held-out prompts answered by the base model at "
+                                                                 "the start and by the trained model at the end, "
+                                                                 "scored by the dataset's check; 0: none")
     #: Admission order among the trainings waiting (tasks/admission.py).
     priority: JsonInt = Field(0, ge=-1000, le=1000,
                               description="higher is admitted first; equal priorities share the workers fairly "
@@ -159,9 +164,10 @@ class RunSpec(BaseModel):
           ValidationError: a field is invalid (as at submit).
           IncompleteSpec: a field is missing, or one ``resolved`` fills is null.
         """
+        if isinstance(obj, dict):
+            obj = {**ADDED_SINCE_FIRST_STORE, **obj}
         spec = cls.model_validate(obj)
-        missing = [name for name in cls.model_fields if name not in spec.model_fields_set
-                   and name not in SCHEDULING and name not in ADDED_SINCE_FIRST_STORE]
+        missing = [name for name in cls.model_fields if name not in spec.model_fields_set and name not in SCHEDULING]
         missing += [name for name in RESOLVED_AT_SUBMIT if name not in missing and getattr(spec, name) is None]
         if missing:
             raise IncompleteSpec("missing " + ", ".join(repr(name) for name in missing)

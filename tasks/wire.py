@@ -181,6 +181,9 @@ class Dataset(_Answer):
     origin: Literal["builtin", "shipped", "operator", "store"]
     size: Optional[int] = None
     etag: Optional[str] = None
+    #: The program that scores a completion (tasks/checks.py): the format rate
+    #: of held-out samples is reported at the end of a training on it.
+    check: Optional[str] = None
 
 
 class DatasetList(_Answer):

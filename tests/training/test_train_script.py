@@ -222,6 +222,33 @@ def test_a_full_fine_tune_checkpoints_every_parameter(llama_run, tmp_path, jax_c
     assert any("embedder" in p or "embed" in p for p in params) and not any("lora" in p for p in params)
 
 
+def test_held_out_prompts_are_answered_before_and_after_and_scored_by_the_sets_check(tmp_path, jax_cache):
+    # Given a LoRA run on the shipped instruction set, asking for 4 held-out samples
+    data = str(ROOT / "tasks" / "data" / "json-person.jsonl")
+    run = run_train(tmp_path, jax_cache, name="samples", model_id="gemma3-tiny", dataset_key="json-person",
+                    dataset_kind="jsonl", dataset_path=data, lora=LORA, max_steps=3, sample_held_out=4)
+    assert run.returncode == 0, run.stderr
+    report = run.of("result")[0]["held_out_samples"]
+    # Then the first 4 held-out records (every 10th) were answered by the base and the trained model
+    records = [json.loads(line) for line in open(data, encoding="utf-8")]
+    assert [s["prompt"] for s in report["samples"]] == [records[i]["prompt"] for i in (9, 19, 29, 39)]
+    assert [s["reference"] for s in report["samples"]] == [records[i]["completion"] for i in (9, 19, 29, 39)]
+    # And scored by the set's check: a random tiny model never answers in the JSON shape
+    assert report["check"] == "json_person" and report["prompts"] == 4
+    assert report["base"] == {"format_rate": 0.0, "correct_rate": 0.0}
+    assert report["final"]["format_rate"] == 0.0
+    assert all(s["base_format"] is False for s in report["samples"])
+    assert "held-out samples (json_person, 4 prompts): format rate 0.00 (base)" in run.stdout
+    # When the same run asks for none, none are sampled
+    quiet = run_train(tmp_path, jax_cache, name="quiet", model_id="gemma3-tiny", dataset_key="json-person",
+                      dataset_kind="jsonl", dataset_path=data, lora=LORA, max_steps=3, sample_held_out=0)
+    assert quiet.returncode == 0 and "held_out_samples" not in quiet.of("result")[0]
+    # And greedy answers repeat: the same run again reports the same texts
+    again = run_train(tmp_path, jax_cache, name="again", model_id="gemma3-tiny", dataset_key="json-person",
+                      dataset_kind="jsonl", dataset_path=data, lora=LORA, max_steps=3, sample_held_out=4)
+    assert again.of("result")[0]["held_out_samples"] == report
+
+
 def start_train(tmp_path, jax_cache, name, **overrides):
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)

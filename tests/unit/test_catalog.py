@@ -111,7 +111,7 @@ def test_objects_of_other_names_are_not_datasets(settings):
     for name in ("Upper.jsonl", "notes.txt", "x.jsonl.tmp-123", "-bad.jsonl"):
         put_object(settings, name)
     # Then none is listed
-    assert set(catalog.datasets(settings)) == {"synthetic", "text-sft"}
+    assert set(catalog.datasets(settings)) == {"synthetic", "text-sft", "json-person"}
 
 
 # --------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def test_a_store_that_never_answered_lists_nothing_and_the_rest_still_lists(sett
     store.down = True
     monkeypatch.setitem(catalog._listings, settings.artifacts_url, catalog.StoreListing(store, ttl_s=5))
     # Then the catalog holds the machine's datasets and nothing of the store's
-    assert set(catalog.datasets(settings)) == {"synthetic", "text-sft"}
+    assert set(catalog.datasets(settings)) == {"synthetic", "text-sft", "json-person"}
 
 
 def test_a_slow_store_costs_one_request_at_most_the_refresh_wait():
@@ -219,7 +219,7 @@ def test_a_slow_store_costs_one_request_at_most_the_refresh_wait():
 
 def test_a_bad_artifacts_url_lists_the_rest(settings):
     bad = dataclasses.replace(settings, artifacts="ftp://nowhere/x")
-    assert set(catalog.datasets(bad)) == {"synthetic", "text-sft"}
+    assert set(catalog.datasets(bad)) == {"synthetic", "text-sft", "json-person"}
 
 
 def test_the_real_file_store_lists_what_the_upload_command_put(settings, tmp_path):

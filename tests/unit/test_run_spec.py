@@ -47,7 +47,8 @@ def test_a_minimal_request_gets_every_documented_default():
     assert config.model_dump() == {
         "dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True, "learning_rate": 2e-5,
         "num_epochs": 3, "batch_size": 8, "max_seq_length": 2048, "max_steps": None, "seed": None,
-        "device": "auto", "time_limit_s": None, "checkpoint_every_steps": 10, "lora": None, "priority": 0,
+        "device": "auto", "time_limit_s": None, "checkpoint_every_steps": 10, "lora": None, "sample_held_out": 8,
+        "priority": 0,
     }
 
 
@@ -297,9 +298,10 @@ def test_a_bad_lora_field_is_named(lora, field):
     assert fields_of({**BASE, "lora": lora}) == [field]
 
 
-def test_a_spec_stored_before_lora_existed_reads_back_as_full_fine_tuning():
-    # Given a run stored by the version before LoRA (no "lora" key)
-    stored = RunSpec.model_validate(BASE).resolved(settings())
-    del stored["lora"]
-    # Then it still reads back (a queued run survives the upgrade), training every parameter
-    assert RunSpec.stored(stored).lora is None
+def test_a_spec_stored_before_lora_and_held_out_samples_reads_back_as_it_trained_then():
+    # Given a run stored by the version before LoRA and held-out samples (no such keys)
+    stored = RunSpec.model_validate({**BASE, "lora": {"rank": 2}, "sample_held_out": 4}).resolved(settings())
+    del stored["lora"], stored["sample_held_out"]
+    # Then it still reads back (a queued run survives the upgrade), training every parameter, sampling nothing
+    spec = RunSpec.stored(stored)
+    assert spec.lora is None and spec.sample_held_out == 0

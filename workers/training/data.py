@@ -164,14 +164,7 @@ def build_examples(dataset_kind, dataset_path, seed, tokenizer, seq_len):
     if dataset_kind == "synthetic":
         records = [("", text) for text in synthetic_texts(seed, SYNTHETIC_EXAMPLES, seq_len)]
     else:
-        from tasks.datasets_jsonl import load_jsonl
-
-        try:
-            records = [(r.prompt, r.completion) for r in load_jsonl(dataset_path)]
-        except OSError as exc:
-            raise DatasetError(f"cannot read dataset {dataset_path}: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise DatasetError(f"dataset {dataset_path}: {exc}") from None
+        records = read_records(dataset_kind, dataset_path)
     tokens, mask, truncated = [], [], 0
     for prompt, completion in records:
         ids, m, cut = encode_example(tokenizer, prompt, completion, seq_len)
@@ -188,16 +181,37 @@ def build_examples(dataset_kind, dataset_path, seed, tokenizer, seq_len):
     return Examples(np.ascontiguousarray(tokens), np.ascontiguousarray(mask), truncated)
 
 
+def held_out_mask(n):
+    """Which of ``n`` examples are held out (every ``HOLD_OUT_EVERY``-th); None under
+    ``MIN_EXAMPLES_TO_HOLD_OUT``."""
+    if n < MIN_EXAMPLES_TO_HOLD_OUT:
+        return None
+    return np.arange(n) % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
+
+
+def read_records(dataset_kind, dataset_path):
+    """The dataset's ``(prompt, completion)`` records (none for the synthetic set, which has no prompts)."""
+    if dataset_kind == "synthetic":
+        return []
+    from tasks.datasets_jsonl import load_jsonl
+
+    try:
+        return [(r.prompt, r.completion) for r in load_jsonl(dataset_path)]
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {dataset_path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise DatasetError(f"dataset {dataset_path}: {exc}") from None
+
+
 def split_held_out(examples):
     """``(train, held_out)``: every ``HOLD_OUT_EVERY``-th example (the 10th,
     the 20th ...) held out for the eval loss, the same ones for every run of
     the dataset whatever its seed, so trials of a sweep are ranked on the
     same data; ``held_out`` is None for a dataset under
     ``MIN_EXAMPLES_TO_HOLD_OUT`` (it all trains)."""
-    n = len(examples.tokens)
-    if n < MIN_EXAMPLES_TO_HOLD_OUT:
+    out = held_out_mask(len(examples.tokens))
+    if out is None:
         return examples, None
-    out = np.arange(n) % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
     part = lambda keep: Examples(np.ascontiguousarray(examples.tokens[keep]),  # noqa: E731
                                  np.ascontiguousarray(examples.mask[keep]), 0)
     train = part(~out)

@@ -12,6 +12,7 @@ from .data import ByteTokenizer, SentencePieceTokenizer, batch_indices, build_ex
     plan_steps, split_held_out, warmup_steps
 from .errors import ConfigError, StopTraining, Terminated, WeightsNotFound
 from .events import MAX_STEP_LOG_LINES, finite_or_none
+from .held_out_samples import HeldOutSamples
 from .model import apply_lora, build_model, configure_jax, count_lora_params, count_params, setup_jax_env, \
     weights_dir
 from .spec import write_manifest
@@ -113,6 +114,11 @@ def train(job, on_event, log=print, stop=None):
         checkpointing_options=checkpoints.manager_options(spec.checkpoint_every_steps),
         pbar_description=None,
     )
+    # The base's answers, before the trainer restores a checkpoint into the model.
+    samples = HeldOutSamples(spec, run, model_spec, tokenizer)
+    if samples:
+        samples.before(model)
+        stop_if_asked()
     trainer = peft_trainer.PeftTrainer(model, optimizer, training_config)
     start_step = trainer.train_steps  # > 0 when a checkpoint was restored
     restored = checkpoints.restored_record(trainer)
@@ -222,5 +228,7 @@ def train(job, on_event, log=print, stop=None):
               "trainable_params": trainable,
               "start_step": start_step, "final_eval_loss": state["eval_loss"], "eval_step": state["eval_step"],
               "held_out_examples": 0 if held_out is None else len(held_out.tokens), **extra}
+    if samples:
+        result["held_out_samples"] = samples.after(trainer.model, log)
     on_event(result)
     return result
