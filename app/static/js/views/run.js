@@ -186,6 +186,7 @@ export function renderRun(root, { runId, toast }) {
     if (typeof r.steps === "number") facts.push(["Steps", `${r.steps.toLocaleString("en-US")}${typeof r.total_steps === "number" ? ` of ${r.total_steps.toLocaleString("en-US")}` : ""}`]);
     if (typeof r.start_step === "number" && r.start_step > 0) facts.push(["Resumed at step", String(r.start_step)]);
     if (typeof r.param_count === "number") facts.push(["Parameters", r.param_count.toLocaleString("en-US")]);
+    if (typeof r.trainable_params === "number" && r.trainable_params !== r.param_count) facts.push(["Trainable (LoRA)", r.trainable_params.toLocaleString("en-US")]);
     if (typeof r.effective_max_seq_length === "number") facts.push(["Seq length", String(r.effective_max_seq_length)]);
     if (typeof r.duration_s === "number") facts.push(["Training time", fmtDuration(r.duration_s)]);
     if (r.manifest) facts.push(["Manifest", h("code.break", null, r.manifest)]);
@@ -194,7 +195,29 @@ export function renderRun(root, { runId, toast }) {
     if (Array.isArray(r.stderr_tail) && r.stderr_tail.length) tails.push(h("details", null, h("summary", null, "stderr (tail)"), h("pre.code-block", null, r.stderr_tail.join("\n"))));
     const tiles = facts.length ? h("div.stat-tiles", null, facts.map(([k, v]) => h("div.stat", null, h("span.stat-label", null, k), h("span.stat-value", null, v)))) : null;
     resultSlot.replaceChildren(panel("Result", { id: "result" }, tiles, tails,
-      h("details", null, h("summary", null, "Raw JSON"), h("pre.code-block", null, JSON.stringify(r, null, 2)))));
+      h("details", null, h("summary", null, "Raw JSON"), h("pre.code-block", null, JSON.stringify(r, null, 2)))),
+      heldOutSamples(r.held_out_samples));
+  }
+
+  /** The held-out prompts answered by the base model and by the trained one, side by side, with the check's rates. */
+  function heldOutSamples(report) {
+    if (!report || !Array.isArray(report.samples) || !report.samples.length) return null;
+    const pct = (v) => (typeof v === "number" ? `${Math.round(v * 100)}%` : "–");
+    const rates = report.check && report.base && report.final
+      ? h("p", { dataset: { testid: "held-out-rates" } }, `${report.check}: format rate `, h("strong", null, pct(report.base.format_rate)),
+        " (base) → ", h("strong", null, pct(report.final.format_rate)), " (trained); correct ",
+        `${pct(report.base.correct_rate)} → ${pct(report.final.correct_rate)}`, h("span.muted", null, ` · ${report.prompts} held-out prompts, greedy`))
+      : h("p.muted", null, `${report.prompts} held-out prompts, greedy; this dataset has no check.`);
+    const mark = (ok) => (ok === true ? " ✓" : ok === false ? " ✗" : "");
+    const rows = report.samples.map((s) => h("tr", null,
+      h("td", null, h("pre.sample-text", null, s.prompt)),
+      h("td", null, h("pre.sample-text", null, s.base), mark(s.base_format)),
+      h("td", null, h("pre.sample-text", null, s.final), mark(s.final_format)),
+      h("td", null, h("pre.sample-text", null, s.reference))));
+    return panel("Held-out samples", { id: "held-out-samples" }, rates,
+      h("div.table-wrap", null, h("table.runs-table.held-out-table", { dataset: { testid: "held-out-samples" } },
+        h("thead", null, h("tr", null, ["Prompt", "Base model", "Trained", "Reference"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", null, rows))));
   }
 
   function renderChartStats(points) {
