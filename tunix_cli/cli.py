@@ -12,6 +12,7 @@ import sys
 import typing
 
 import click
+import pydantic
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -138,6 +139,26 @@ def main(ctx, url, token, patience):
 
 # --------------------------------------------------------------------------- submit
 
+class _JsonObject(click.ParamType):
+    """An option given as a JSON object (the API validates its fields)."""
+
+    name = "JSON"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            self.fail(f"not JSON: {exc}", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail("expected a JSON object", param, ctx)
+        return parsed
+
+
+JSON_OBJECT = _JsonObject()
+
+
 def _spec_options(command):
     """One option per field of the run request (``RunSpec``, the API's one
     schema), dashed; values go to the API as given and it validates them."""
@@ -155,9 +176,13 @@ def _spec_options(command):
         else:
             base = next((a for a in args if a is not type(None)), annotation) if args else annotation
             kind = {int: int, float: float, str: str}.get(base, str)
+            if isinstance(base, type) and issubclass(base, pydantic.BaseModel):
+                kind = JSON_OBJECT  # an object field, e.g. --lora '{"rank": 8}'
         default = None if field.is_required() else field.get_default()
         text = (field.description or "") + (" [required]" if field.is_required() else
                                             f" [API default: {default}]" if default is not None else "")
+        if kind is JSON_OBJECT:
+            text += " (a JSON object)"
         command = click.option(_flag(name), name, type=kind, default=None, help=text.strip() or None)(command)
     return command
 

@@ -96,6 +96,19 @@ def test_submit_wait_completes_shows_the_final_loss_and_exits_0(stack):
     assert table.returncode == 0 and run_id in table.stdout and "completed" in table.stdout
 
 
+def test_lora_is_given_as_a_json_object_and_a_bad_one_is_named(stack):
+    # A dry run with LoRA: the object goes to the API, which stores it resolved
+    result = stack.tunix("submit", "--dataset-key", "synthetic", "--model-id", "gemma3-tiny",
+                         "--lora", '{"rank": 4, "targets": ["q", "v"]}', "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["config"]["lora"] == {"rank": 4, "alpha": 16.0, "targets": ["q", "v"]}
+    # Not JSON: the CLI says so before any request; a bad field: the API's 422 names it
+    assert "not JSON" in stack.tunix("submit", "--dataset-key", "synthetic", "--model-id", "gemma3-tiny",
+                                     "--lora", "rank=4").stderr
+    bad = stack.tunix("submit", "--dataset-key", "synthetic", "--model-id", "gemma3-tiny", "--lora", '{"rank": 0}')
+    assert bad.returncode != 0 and "lora.rank" in one_line_error(bad)
+
+
 def test_a_failing_run_exits_1_with_its_error(stack):
     result = stack.tunix("submit", "--dataset-key", "broken", "--model-id", "llama3-tiny", "--wait", "--json")
     assert result.returncode == 1, (result.stdout, result.stderr)
