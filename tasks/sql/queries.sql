@@ -355,12 +355,24 @@ SELECT dry_run, count(*) AS n FROM tunix_runs WHERE status IN :DEFERRED GROUP BY
 -- attempt that uploaded it is still the run's (fencing: a stale attempt
 -- records nothing) and the step is not recorded yet (an earlier attempt's
 -- identical step stands).  No row: not recorded; the caller deletes its object.
-INSERT INTO tunix_checkpoints (run_id, step, attempt, uri, object_key, size_bytes, sha256, loss)
-SELECT r.id, %(step)s, %(attempt)s, %(uri)s, %(object_key)s, %(size_bytes)s, %(sha256)s, %(loss)s
-FROM tunix_runs r
-WHERE r.id = %(run_id)s AND r.attempts = %(attempt)s AND r.status IN :HELD
-ON CONFLICT (run_id, step) DO NOTHING
-RETURNING *;
+-- The step's loss, recorded with the checkpoint, also goes into the per-step
+-- metrics when they lack it: tunix reports a step's loss one step late, so a
+-- worker killed right after the upload had not flushed it, and the resumed
+-- attempt starts after that step (its own progress event, when it comes,
+-- replaces this row).
+WITH recorded AS (
+    INSERT INTO tunix_checkpoints (run_id, step, attempt, uri, object_key, size_bytes, sha256, loss)
+    SELECT r.id, %(step)s, %(attempt)s, %(uri)s, %(object_key)s, %(size_bytes)s, %(sha256)s, %(loss)s
+    FROM tunix_runs r
+    WHERE r.id = %(run_id)s AND r.attempts = %(attempt)s AND r.status IN :HELD
+    ON CONFLICT (run_id, step) DO NOTHING
+    RETURNING *
+), metric AS (
+    INSERT INTO tunix_run_metrics (run_id, step, loss, attempt)
+    SELECT run_id, step, loss, attempt FROM recorded WHERE loss IS NOT NULL
+    ON CONFLICT (run_id, step) DO NOTHING
+)
+SELECT * FROM recorded;
 
 -- name: list_checkpoints
 -- A run's recorded steps, oldest first (one being deleted is not listed).

@@ -80,6 +80,19 @@ def test_only_the_runs_current_attempt_records_a_checkpoint(conn, store, pool):
     assert [c["step"] for c in registry.list_checkpoints(conn, run["id"])] == [10]
 
 
+def test_a_recorded_checkpoints_loss_fills_its_steps_metric_and_the_progress_event_still_wins(conn):
+    # Given a training whose checkpoint of step 20 (loss 1.25) is recorded before its step-20 metric was flushed
+    run = registry.claim(conn, new_run(conn)["id"], "w:1")
+    args = dict(run_id=run["id"], attempt=1, uri="file:///x", object_key="k", size_bytes=1, sha256="s")
+    registry.record_checkpoint(conn, step=20, loss=1.25, **args)
+    registry.record_checkpoint(conn, step=30, loss=None, **args)
+    # Then the metrics hold step 20's loss (a resume after a kill starts at step 21), not an unknown loss
+    assert [(m["step"], m["loss"]) for m in registry.get_metrics(conn, run["id"])] == [(20, 1.25)]
+    # And the progress event of that step, when it comes, replaces it whole
+    registry.record_activity(conn, run["id"], metrics=[(20, 1.25, 3e-3, 0.5, 1)])
+    assert [(m["step"], m["learning_rate"]) for m in registry.get_metrics(conn, run["id"])] == [(20, 3e-3)]
+
+
 def test_retention_keeps_the_latest_and_the_best_and_an_interrupted_pass_is_finished(conn, store, pool, tmp_path):
     # Given a training that recorded 7 steps, its best loss at step 20
     settings = dataclasses.replace(get_settings(), checkpoint_keep=3, store_patience_s=5)

@@ -209,12 +209,17 @@ def training_processes(host, run_id):
     return pids_with(f"{scratch(host.data_dir, run_id).run_root}/")
 
 
-def test_a_killed_workers_training_resumes_on_another_host_with_the_same_losses(fleet):
+#: The same, training LoRA adapters of the tiny Gemma (its checkpoints hold the adapters alone).
+LORA_BODY = dict(BODY, model_id="gemma3-tiny", lora={"rank": 4, "alpha": 8.0})
+
+
+@pytest.mark.parametrize("body", [BODY, LORA_BODY], ids=["full", "lora"])
+def test_a_killed_workers_training_resumes_on_another_host_with_the_same_losses(fleet, body):
     conn, client = fleet.conn, fleet.client
     host_a = fleet.hosts["worker-a"]
     # Given a training claimed on worker-a, and the same spec uninterrupted on worker-b
-    run_id, _ = fleet.claimed_on(conn, "worker-a", BODY)
-    reference_id = submit(client, BODY)
+    run_id, _ = fleet.claimed_on(conn, "worker-a", body)
+    reference_id = submit(client, body)
     # And a checkpoint of it recorded in the store
     row = wait_recorded(conn, run_id)
     # When worker-a's worker process is SIGKILLed
@@ -234,10 +239,10 @@ def test_a_killed_workers_training_resumes_on_another_host_with_the_same_losses(
     result = final["result"]
     assert result["start_step"] == at_kill > 0, (result["start_step"], at_kill)
     assert result["checkpoints"]["restored_step"] == at_kill
-    assert result["steps"] == result["total_steps"] == BODY["max_steps"]
+    assert result["steps"] == result["total_steps"] == body["max_steps"]
     # And its per-step losses are the uninterrupted run's, to 4 decimals
     resumed, uninterrupted = losses(client, run_id), losses(client, reference_id)
-    assert sorted(resumed) == sorted(uninterrupted) and len(resumed) == BODY["max_steps"]
+    assert sorted(resumed) == sorted(uninterrupted) and len(resumed) == body["max_steps"]
     assert {s: l for s, (l, _) in resumed.items()} == {s: l for s, (l, _) in uninterrupted.items()}
     assert {a for s, (_, a) in resumed.items() if s > at_kill} == {2}
     report(f"SIGKILL of worker-a at step ~{killed_step} (recorded {at_kill}): resumed on worker-b from step "
