@@ -6,6 +6,10 @@ On a shared, noisy machine compare figures from one run, not across runs.
     python -m bench submit pickup   # some of it
     python -m bench store           # the artifact store's cost (bench/store.py)
     python -m bench sweep           # what admission costs (bench/sweep.py)
+    python -m bench training-tiny   # platform overhead on a tiny model's training
+    python -m bench training [--steps N] [--quick]
+                                    # the real model, full and LoRA (bench/training.py):
+                                    # only when named (12 GB, ~12 min)
 """
 
 import statistics
@@ -108,7 +112,7 @@ def _pids(pattern):
     return [int(p) for p in out]
 
 
-def bench_training(url, data_dir, repeats=3):
+def bench_training_tiny(url, data_dir, repeats=3):
     """Platform overhead on a real tiny training, and worker memory."""
     import json
     import os
@@ -274,17 +278,42 @@ def bench_sweep(url, data_dir):
     run(url, data_dir)
 
 
+def bench_training(url, data_dir, flags=()):
+    from .training import bench_training as run, parse_args
+
+    run(url, data_dir, parse_args(list(flags)))
+
+
 BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain, "load": bench_load,
-           "training": bench_training, "streams": bench_streams, "metrics": bench_metrics, "store": bench_store,
+           "training-tiny": bench_training_tiny, "streams": bench_streams, "metrics": bench_metrics, "store": bench_store,
            "sweep": bench_sweep}
 
 
+#: Run only when named: the real model (bench/training.py).
+NAMED_ONLY = {"training": bench_training}
+
+
 def main(argv):
-    names = argv or list(BENCHES)
+    """``argv``: bench names (all but ``NAMED_ONLY`` when none), then
+    ``--flags`` for the real-model bench."""
+    split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, flags = argv[:split] or list(BENCHES), argv[split:]
+    unknown = [n for n in names if n not in BENCHES and n not in NAMED_ONLY]
+    if unknown:
+        sys.stderr.write(f"unknown bench(es): {', '.join(unknown)}; known: "
+                         f"{', '.join([*BENCHES, *NAMED_ONLY])}\n")
+        return 2
+    if "training" in names:
+        from .training import parse_args
+
+        parse_args(flags)  # a bad flag stops here, before any process starts
     with procs.database() as url:
         data_dir = tempfile.mkdtemp(prefix="tunix-bench-data-")
         for name in names:
-            BENCHES[name](url, data_dir)
+            if name in NAMED_ONLY:
+                NAMED_ONLY[name](url, data_dir, flags)
+            else:
+                BENCHES[name](url, data_dir)
     return 0
 
 
