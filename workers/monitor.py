@@ -15,6 +15,8 @@ from tasks import db, registry
 from tasks.early_stopping import Stopper
 from tasks.lifecycle import RunStatus
 
+from .training.events import ABSENT, Eval, Progress
+
 logger = logging.getLogger(__name__)
 
 #: Log lines stored per run, all attempts together; later lines are counted, not stored.
@@ -65,18 +67,17 @@ class RunMonitor:
             self._logs.append((self._seq, stream, text[:MAX_LINE_CHARS]))
 
     def event(self, event):
-        if event.get("event") == "eval":
+        """Gather one training event (``workers/training/events.py``): a
+        progress is a metrics row and the heartbeat's progress, an eval an
+        eval row; other kinds (an ``Unknown`` one included) are not recorded here."""
+        if isinstance(event, Eval):
             with self._lock:
-                self._evals.append((event["step"], event.get("eval_loss"), event.get("examples") or 0,
-                                    self.attempt))
-            return
-        if event.get("event") != "progress":
-            return
-        with self._lock:
-            self._metrics.append((event["step"], event.get("loss"), event.get("learning_rate"),
-                                  event.get("grad_norm"), self.attempt))
-            self.progress = {"step": event["step"], "total_steps": event.get("total_steps"),
-                             "loss": event.get("loss")}
+                self._evals.append((event.step, event.eval_loss, event.examples or 0, self.attempt))
+        elif isinstance(event, Progress):
+            grad_norm = None if event.grad_norm is ABSENT else event.grad_norm
+            with self._lock:
+                self._metrics.append((event.step, event.loss, event.learning_rate, grad_norm, self.attempt))
+                self.progress = {"step": event.step, "total_steps": event.total_steps, "loss": event.loss}
 
     def flush(self):
         """Write what was gathered; return the run's status, ``LOST`` when

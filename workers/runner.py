@@ -54,11 +54,11 @@ from .checkpoint_sync import CheckpointSync
 from .context import current_run
 from .disk import disk_full, is_no_space
 from .monitor import FLUSH_INTERVAL_S, LOST, RunMonitor
+# The training's event lines: their prefix (the sampling program's too) and their one parser.
+from .training.events import EVENT_PREFIX, parse_event  # noqa: F401 - EVENT_PREFIX is re-exported
 
 logger = logging.getLogger(__name__)
 
-#: Prefix of the training program's machine-readable lines.
-EVENT_PREFIX = "@@tunix "
 #: Lines of stdout and stderr kept in a run's result or error.
 TAIL_LINES = 50
 #: Seconds a training gets to exit after SIGTERM before SIGKILL (the
@@ -190,7 +190,11 @@ class _Stream(threading.Thread):
     step 1170 (``tests/e2e/test_scratch_disk_http.py``).  So a failed write
     closes the log file and is kept in ``error`` (the runner fails the
     attempt with it: ``write_error``); a failing handler is logged; the lines
-    go on to the tail and the registry either way."""
+    go on to the tail and the registry either way.
+
+    ``on_event`` gets each ``@@tunix`` line as a typed event
+    (``workers/training/events.py``: ``parse_event``), an ``Unknown`` one
+    included; a line that is no event (malformed JSON) is a log line."""
 
     def __init__(self, pipe, log_path, on_line, on_event=None):
         super().__init__(daemon=True)
@@ -205,12 +209,10 @@ class _Stream(threading.Thread):
             for line in self.pipe:
                 line = line.rstrip("\n")
                 try:
-                    if self.on_event is not None and line.startswith(EVENT_PREFIX):
-                        try:
-                            self.on_event(json.loads(line[len(EVENT_PREFIX):]))
-                            continue
-                        except ValueError:
-                            pass
+                    event = parse_event(line) if self.on_event is not None else None
+                    if event is not None:
+                        self.on_event(event)
+                        continue
                     self.tail.append(line)
                     self.on_line(line)
                 except Exception:  # noqa: BLE001 - a line lost, never the drain
@@ -325,10 +327,12 @@ def train(run, dataset, model, scratch, settings):
     job["run"]["weights_dir"] = ensure_weights(model, settings, say=lambda line: monitor.line("system", line),
                                                beat=monitor.flush)
     _write_json(scratch.job, job)
+    #: The last event of each kind (``event.kind``: an ``Unknown`` one's
+    #: raw ``event`` key, so a result this version cannot type still counts).
     events = {}
 
     def on_event(event):
-        events[event.get("event")] = event
+        events[event.kind] = event
         monitor.event(event)
 
     started = time.monotonic()
@@ -407,7 +411,7 @@ def train(run, dataset, model, scratch, settings):
             full.details.update(tails, progress=monitor.progress, checkpoints=checkpoints)
             raise full
         raise TrainingFailed(message, exit_code=proc.returncode, checkpoints=checkpoints, **tails)
-    result = dict(events.get("result") or {})
+    result = events["result"].to_dict() if events.get("result") is not None else {}
     if not result:
         raise TrainingFailed("training exited 0 without reporting a result", exit_code=0, **tails)
     result.update(kind="training", exit_code=0, wall_s=round(time.monotonic() - started, 3),

@@ -20,6 +20,7 @@ from tasks.run_spec import RunSpec
 from workers.training import data as data_mod
 from workers.training import spec as spec_mod
 from workers.training.errors import ConfigError
+from workers.training.events import Unknown, parse_event
 
 pytestmark = pytest.mark.training
 
@@ -64,8 +65,13 @@ class Run:
     def __init__(self, proc):
         self.returncode = proc.returncode
         self.stdout, self.stderr = proc.stdout, proc.stderr
-        self.events = [json.loads(line[len(PREFIX):]) for line in proc.stdout.splitlines()
-                       if line.startswith(PREFIX)]
+        # Read with the worker's own parser; every line the training writes
+        # is one of the kinds it knows, and reads back to the same JSON.
+        lines = [line for line in proc.stdout.splitlines() if line.startswith(PREFIX)]
+        parsed = [parse_event(line) for line in lines]
+        assert not [e for e in parsed if e is None or isinstance(e, Unknown)], lines
+        assert [e.line() for e in parsed] == lines
+        self.events = [e.to_dict() for e in parsed]
 
     def of(self, kind):
         return [e for e in self.events if e["event"] == kind]

@@ -20,7 +20,7 @@ import os
 from tasks.artifacts import Scratch
 
 from .errors import Terminated
-from .events import finite_or_none
+from .events import Checkpoint, finite_or_none
 
 #: Checkpoints kept in the scratch folder (the latest ones): the worker
 #: uploads each to the artifact store, whose retention is ``CHECKPOINT_KEEP``.
@@ -72,7 +72,7 @@ def install_save_hook(trainer, state, path, on_event):
         saved = original_save(step, model, optimizer, save_only_lora_params=save_only_lora_params,
                               force=force, custom_metadata=metadata)
         if saved and not state["stopping"]:
-            on_event({"event": "checkpoint", "step": int(step), "path": path})
+            on_event(Checkpoint(step=int(step), path=path))
         return saved
 
     manager.save = save_and_report
@@ -95,6 +95,6 @@ def stop_and_checkpoint(trainer, state, path, start_step, total_steps, on_event,
     step_dir = os.path.join(path, str(step))
     if not os.path.isdir(step_dir):
         raise RuntimeError(f"SIGTERM: the checkpoint of step {step} was not written to {step_dir}")
-    on_event({"event": "checkpoint", "step": step, "path": path, "final": True, "reason": "sigterm"})
+    on_event(Checkpoint(step=step, path=path, final=True, reason="sigterm"))
     log(f"SIGTERM: stopped after step {step} of {total_steps}; checkpoint of step {step} saved in {step_dir}")
     raise Terminated(f"SIGTERM: stopped after step {step} of {total_steps}; checkpoint of step {step} saved")

@@ -1,4 +1,4 @@
-"""The training's output protocol on stdout and stderr.
+"""The training's output protocol on stdout and stderr, and its one parser.
 
 Machine-readable events go to stdout, one per line, each ``@@tunix `` +
 compact JSON, flushed at once (other stdout lines are human logs: what is
@@ -12,10 +12,17 @@ most ``MAX_STEP_LOG_LINES`` per run plus the last, and how the run stopped)::
     {"event":"checkpoint","step":S,"path":"<run_dir>/checkpoints","final":true,"reason":"sigterm"}
     {"event":"result","final_loss":L,"steps":S,"total_steps":N,"duration_s":T,"effective_max_seq_length":M,...}
 
+Each kind is one frozen dataclass below (``Start``, ``Progress``,
+``Checkpoint``, ``Eval``, ``Result``); its fields are the line's keys, in
+the line's order.  ``emit`` writes one, ``parse_event`` reads one back: the
+training writes them, ``workers/runner.py`` (``_Stream``) and
+``workers/monitor.py`` read them, by type.
+
 ``step`` is 1-based (the number of optimizer updates done); ``loss`` is the
 batch's mean token cross-entropy; ``learning_rate`` is the rate of that update
 (linear warm-up, then constant); ``grad_norm`` is the global norm before
-clipping to 1.0.  The start event also carries ``model_id``, ``start_step``
+clipping to 1.0 (absent when tunix recorded none for the step; null when not
+finite).  The start event also carries ``model_id``, ``start_step``
 (> 0 after a resume), ``batches_per_epoch``, ``num_examples``,
 ``effective_max_seq_length``, ``batch_seq_length``, ``batch_size`` and
 ``steps_capped``; the result event ``batch_seq_length``, ``param_count`` and
@@ -27,17 +34,32 @@ loss of the batch that step trained on, before its update).  A run started
 again on a run_dir whose checkpoint is already at the last step trains
 nothing: it emits no progress event and reports the loss that was recorded
 with that checkpoint when it was saved (``final_loss_from: "checkpoint"``;
-null for a checkpoint written without that record).
+null for a checkpoint written without that record).  The result's
+``held_out_samples`` (``held_out_samples.py``) is a plain dict, absent when
+no prompt was sampled; the runner adds its own keys (``checkpoints``,
+``exit_code``, ...) to the result it records, not to the event.
+
+Reading (``parse_event``), for a worker and a training of different
+versions: a line without the prefix, or whose JSON is malformed or not an
+object, is no event (None: the caller keeps it as a log line, as before the
+parser).  A known kind with keys this version does not know keeps them in
+``extra`` (written back after the known keys, so the line round-trips); a
+known kind missing one of its required keys, or an unknown kind, becomes an
+``Unknown`` holding the raw dict, which readers skip.  Values are not
+type-checked: the training is the only writer.
 
 On failure the last line of stderr is ``error: <Type>: <message>`` (one line;
 Type is ConfigError, DatasetError, WeightsNotFound, DeviceUnavailable,
 Terminated or the unexpected exception's class).
 """
 
+import dataclasses
 import json
 import math
 import os
 import sys
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 #: Prefix of a machine-readable line (``workers/runner.py`` reads it).
 EVENT_PREFIX = "@@tunix "
@@ -45,9 +67,180 @@ EVENT_PREFIX = "@@tunix "
 MAX_STEP_LOG_LINES = 200
 
 
+class _Absent:
+    """The value of an optional key the line does not carry (not null: absent)."""
+
+    def __repr__(self):
+        return "ABSENT"
+
+    def __bool__(self):
+        return False
+
+
+#: An optional field's default: the key is left out of the line.
+ABSENT = _Absent()
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event line.  Subclasses name their ``kind`` (the ``event`` key)."""
+
+    kind: ClassVar[str] = ""
+
+    def to_dict(self):
+        """The line's JSON object: ``event`` first, then the fields in order,
+        absent optional ones left out, then ``extra``."""
+        out = {"event": self.kind}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is not ABSENT:
+                out[f.name] = value
+        out.update(getattr(self, "extra", None) or {})
+        return out
+
+    def line(self):
+        """The line on stdout, without its newline."""
+        return EVENT_PREFIX + json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data):
+        """The event of ``data`` (its ``event`` key already matched); KeyError
+        naming the first required key it lacks."""
+        known, kwargs = set(), {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            known.add(f.name)
+            if f.name in data:
+                kwargs[f.name] = data[f.name]
+            elif f.default is dataclasses.MISSING:
+                raise KeyError(f.name)
+        extra = {k: v for k, v in data.items() if k != "event" and k not in known}
+        return cls(**kwargs, extra=extra)
+
+
+@dataclass(frozen=True)
+class Start(Event):
+    kind: ClassVar[str] = "start"
+    total_steps: int
+    param_count: int
+    trainable_params: int
+    device: str
+    model_id: str
+    start_step: int
+    batches_per_epoch: int
+    num_examples: int
+    effective_max_seq_length: int
+    batch_seq_length: int
+    batch_size: int
+    steps_capped: bool
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    kind: ClassVar[str] = "progress"
+    step: int
+    total_steps: int
+    loss: float
+    learning_rate: float
+    grad_norm: Any = ABSENT  # float, None (not finite) or ABSENT
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Checkpoint(Event):
+    kind: ClassVar[str] = "checkpoint"
+    step: int
+    path: str
+    final: Any = ABSENT  # True for the SIGTERM one
+    reason: Any = ABSENT  # "sigterm"
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Eval(Event):
+    kind: ClassVar[str] = "eval"
+    step: int
+    eval_loss: Any  # float, or None when not finite
+    examples: int
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Result(Event):
+    kind: ClassVar[str] = "result"
+    final_loss: Any
+    steps: int
+    total_steps: int
+    duration_s: float
+    effective_max_seq_length: int
+    batch_seq_length: int
+    param_count: int
+    trainable_params: int
+    start_step: int
+    final_eval_loss: Any
+    eval_step: Any
+    held_out_examples: int
+    final_loss_from: Any = ABSENT  # "checkpoint"
+    held_out_samples: Any = ABSENT  # dict (held_out_samples.py)
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Unknown(Event):
+    """A line this version cannot read as one of its kinds: an unknown
+    ``event`` (or none), or a known one missing a required key (``problem``
+    says which).  ``data`` is the line's object, unchanged."""
+
+    data: dict
+    problem: str = ""
+
+    @property
+    def kind(self):
+        """The line's own ``event`` when it is a string, else None."""
+        kind = self.data.get("event")
+        return kind if isinstance(kind, str) else None
+
+    def to_dict(self):
+        return dict(self.data)
+
+
+#: The kinds this version reads, by their ``event`` key.
+KINDS = {cls.kind: cls for cls in (Start, Progress, Checkpoint, Eval, Result)}
+
+
+def parse_event(line):
+    """The event on ``line`` (with or without its trailing newline); None
+    when it is not an event line: no ``@@tunix `` prefix, malformed JSON or
+    JSON that is not an object.  Never raises for any string."""
+    if not line.startswith(EVENT_PREFIX):
+        return None
+    try:
+        data = json.loads(line[len(EVENT_PREFIX):])
+    except (ValueError, RecursionError):  # malformed; or nested past Python's recursion limit
+        return None
+    if not isinstance(data, dict):
+        return None
+    kind = data.get("event")
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return Unknown(data)
+    try:
+        return cls.from_dict(data)
+    except KeyError as exc:
+        return Unknown(data, problem=f"{cls.kind} event without {exc.args[0]!r}")
+
+
 def emit(event):
-    """Print one event line."""
-    write_stdout(EVENT_PREFIX + json.dumps(event, separators=(",", ":"), allow_nan=False) + "\n")
+    """Print one event line: an ``Event``, or a plain dict (the sampling
+    program's result, ``workers/sampling/__main__.py``, which is not a
+    training event)."""
+    line = event.line() if isinstance(event, Event) else \
+        EVENT_PREFIX + json.dumps(event, separators=(",", ":"), allow_nan=False)
+    write_stdout(line + "\n")
 
 
 def log(line):

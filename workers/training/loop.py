@@ -11,7 +11,7 @@ from . import checkpoints
 from .data import ByteTokenizer, SentencePieceTokenizer, batch_indices, build_examples, learning_rate_at, \
     plan_steps, split_held_out, warmup_steps
 from .errors import ConfigError, StopTraining, Terminated, WeightsNotFound
-from .events import MAX_STEP_LOG_LINES, finite_or_none
+from .events import ABSENT, MAX_STEP_LOG_LINES, Eval, Progress, Result, Start, finite_or_none
 from .held_out_samples import HeldOutSamples
 from .model import apply_lora, build_model, configure_jax, count_lora_params, count_params, setup_jax_env, \
     weights_dir
@@ -160,8 +160,7 @@ def train(job, on_event, log=print, stop=None):
             # tunix hands the sum over the held-out batches.
             mean = finite_or_none(float(eval_loss) / len(eval_batches))
             state["eval_loss"], state["eval_step"] = mean, int(ctx.train_steps)
-            on_event({"event": "eval", "step": int(ctx.train_steps), "eval_loss": mean,
-                      "examples": len(held_out.tokens)})
+            on_event(Eval(step=int(ctx.train_steps), eval_loss=mean, examples=len(held_out.tokens)))
             log(f"step {int(ctx.train_steps)} eval loss {mean:.4f} ({len(held_out.tokens)} held-out examples)"
                 if mean is not None else f"step {int(ctx.train_steps)} eval loss not finite")
 
@@ -171,20 +170,18 @@ def train(job, on_event, log=print, stop=None):
             loss = float(train_loss)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss} at step {train_step}")
-            event = {"event": "progress", "step": int(train_step), "total_steps": total_steps,
-                     "loss": loss, "learning_rate": learning_rate_at(spec.learning_rate, total_steps,
-                                                                     int(train_step) - 1)}
             try:
-                grad_norm = ctx.metrics_logger.get_metric_history("", "grad_norm", train_mode)[-1]
-                event["grad_norm"] = finite_or_none(grad_norm)
+                grad_norm = finite_or_none(ctx.metrics_logger.get_metric_history("", "grad_norm", train_mode)[-1])
             except (ValueError, IndexError, KeyError):
-                pass
+                grad_norm = ABSENT
+            event = Progress(step=int(train_step), total_steps=total_steps, loss=loss,
+                             learning_rate=learning_rate_at(spec.learning_rate, total_steps, int(train_step) - 1),
+                             grad_norm=grad_norm)
             state["last_loss"], state["last_step"] = loss, int(train_step)
             on_event(event)
-            if event["step"] % log_every == 0 or event["step"] == total_steps:
-                grad_norm = event.get("grad_norm")
-                log(f"step {event['step']}/{total_steps} loss {loss:.4f} lr {event['learning_rate']:.3g}"
-                    + (f" grad_norm {grad_norm:.3f}" if grad_norm is not None else ""))
+            if event.step % log_every == 0 or event.step == total_steps:
+                log(f"step {event.step}/{total_steps} loss {loss:.4f} lr {event.learning_rate:.3g}"
+                    + (f" grad_norm {grad_norm:.3f}" if grad_norm not in (None, ABSENT) else ""))
 
     trainer.with_training_hooks(Hooks())
     checkpoints.install_save_hook(trainer, state, checkpoint_dir, on_event)
@@ -203,11 +200,10 @@ def train(job, on_event, log=print, stop=None):
             eval_batches.append(peft_trainer.TrainingInput(input_tokens=held_out.tokens[idx],
                                                            input_mask=held_out.mask[idx]))
 
-    on_event({"event": "start", "total_steps": total_steps, "param_count": param_count,
-              "trainable_params": trainable, "device": platform,
-              "model_id": model_spec.model_id, "start_step": start_step, "batches_per_epoch": per_epoch,
-              "num_examples": num_examples, "effective_max_seq_length": seq_len, "batch_seq_length": batch_seq_len,
-              "batch_size": spec.batch_size, "steps_capped": capped})
+    on_event(Start(total_steps=total_steps, param_count=param_count, trainable_params=trainable, device=platform,
+                   model_id=model_spec.model_id, start_step=start_step, batches_per_epoch=per_epoch,
+                   num_examples=num_examples, effective_max_seq_length=seq_len, batch_seq_length=batch_seq_len,
+                   batch_size=spec.batch_size, steps_capped=capped))
     if start_step:
         log(f"resumed from the checkpoint of step {start_step}")
     def eval_due():
@@ -222,13 +218,13 @@ def train(job, on_event, log=print, stop=None):
     if final_loss is None and int(trainer.train_steps) == start_step and restored.get("step") == start_step:
         # Nothing left to train: the checkpoint was already at the last step.
         final_loss, extra = restored.get("loss"), {"final_loss_from": "checkpoint"}
-    result = {"event": "result", "final_loss": final_loss, "steps": int(trainer.train_steps),
-              "total_steps": total_steps, "duration_s": round(time.monotonic() - t0, 3),
-              "effective_max_seq_length": seq_len, "batch_seq_length": batch_seq_len, "param_count": param_count,
-              "trainable_params": trainable,
-              "start_step": start_step, "final_eval_loss": state["eval_loss"], "eval_step": state["eval_step"],
-              "held_out_examples": 0 if held_out is None else len(held_out.tokens), **extra}
+    duration_s = round(time.monotonic() - t0, 3)  # the training's: the final samples come after
     if samples:
-        result["held_out_samples"] = samples.after(trainer.model, log)
+        extra["held_out_samples"] = samples.after(trainer.model, log)
+    result = Result(final_loss=final_loss, steps=int(trainer.train_steps), total_steps=total_steps,
+                    duration_s=duration_s, effective_max_seq_length=seq_len,
+                    batch_seq_length=batch_seq_len, param_count=param_count, trainable_params=trainable,
+                    start_step=start_step, final_eval_loss=state["eval_loss"], eval_step=state["eval_step"],
+                    held_out_examples=0 if held_out is None else len(held_out.tokens), **extra)
     on_event(result)
     return result
