@@ -23,8 +23,8 @@ def create_app(test_config=None):
         app.config.update(test_config)
     app.json.sort_keys = False
 
-    from . import (admission, auth, catalog, checkpoints, console, db, errors, fleet, health, observability, openapi,
-                   runs, samples, streams, sweeps)
+    from . import (admission, auth, catalog, checkpoints, console, db, errors, exports, fleet, health, observability,
+                   openapi, runs, samples, streams, sweeps)
 
     app.url_map.converters["run_id"] = runs.RunIdConverter
     admission.init_app(app)
@@ -39,6 +39,7 @@ def create_app(test_config=None):
     app.register_blueprint(streams.bp)
     app.register_blueprint(checkpoints.bp)
     app.register_blueprint(samples.bp)
+    app.register_blueprint(exports.bp)
     app.register_blueprint(fleet.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(console.bp)

@@ -21,7 +21,7 @@ from tasks import catalog, lifecycle, sweep_spec, wire
 from tasks.run_spec import MAX_SERIES_POINTS, MAX_SERIES_RUNS, MODES, RunFilter, RunSpec, SeriesRequest
 from tasks.sweep_spec import SweepSpec
 
-from . import fleet, samples
+from . import exports, fleet, samples
 from .runs import LIST_FILTERS, MAX_BATCH, MAX_IDEMPOTENCY_KEY, MAX_LIMIT, MAX_OFFSET
 
 bp = Blueprint("openapi", __name__)
@@ -100,6 +100,7 @@ def _schemas(datasets, run_time_limit_s):
     schemas["SeriesRequest"] = SeriesRequest.model_json_schema()
     schemas.update(fleet.openapi_schemas())
     schemas.update(samples.openapi_schemas())
+    schemas.update(exports.openapi_schemas())
     return schemas
 
 
@@ -323,6 +324,7 @@ def document(settings=None):
                 "parameters": [_SWEEP_ID], "responses": {"202": _json(_ref("SweepDetail")),
                                                          **_errors(401, 404, 405, 503)}}},
             **samples.openapi_paths(_ref, _json, _errors, _RUN_ID),
+            **exports.openapi_paths(_ref, _json, _errors, _RUN_ID),
             "/api/tunix/workers": {"get": {
                 "operationId": "getFleet",
                 "summary": "The fleet: hosts, worker processes (alive or lost), the runs they hold, the queues.",

@@ -75,3 +75,24 @@ def sample_outbox_row(sample_id):
     message = execute_sample.message(str(sample_id)).copy(message_id=str(sample_id))
     broker.emit_before("enqueue", message, None)
     return message.queue_name, message.message_id, tidy4json(message)
+
+
+# On the samples queue (the inference-like jobs'): a worker told to stop ends
+# the export at once; it ends failed (``worker_stopped``), and the user asks again.
+@dramatiq.actor(queue_name=SAMPLES_QUEUE, max_retries=0, notify_shutdown=True, broker=broker)
+def execute_export(export_id):
+    # NOTE: imported at call time, as ``_execute`` (the API only sends these).
+    from workers.exporting import worker
+
+    worker.execute(export_id)
+
+
+def export_outbox_row(export_id):
+    """The ``(queue_name, message_id, message)`` row of an export request's
+    message (its id is the export id), written in the transaction that
+    inserts the export (``registry.submit_export``)."""
+    from dramatiq_pg.utils import tidy4json
+
+    message = execute_export.message(str(export_id)).copy(message_id=str(export_id))
+    broker.emit_before("enqueue", message, None)
+    return message.queue_name, message.message_id, tidy4json(message)

@@ -78,6 +78,11 @@ def checkpoint_key(run_id, step, attempt):
     return f"{checkpoints_prefix(run_id)}/{int(step)}.a{int(attempt)}.tar"
 
 
+def export_key(run_id, step, export_id):
+    """A run's export of ``step`` (``workers/exporting``): the tar of its folder."""
+    return f"{run_prefix(run_id)}/exports/step-{int(step)}/{uuid.UUID(str(export_id))}.tar"
+
+
 _CHECKPOINT_NAME = re.compile(r"^(\d+)\.a(\d+)\.tar$")
 
 

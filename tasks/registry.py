@@ -557,3 +557,60 @@ def fail_lost_samples(conn, timeout_s):
     with conn.cursor() as cur:
         cur.execute(QUERIES["fail_lost_samples"], dict(timeout_s=timeout_s, failed="failed", running="running"))
         return [row[0] for row in cur.fetchall()]
+
+
+# ---------------------------------------------------------------- exports
+# (tunix_exports: app/exports.py, workers/exporting/)
+
+
+def submit_export(conn, *, export_id, run_id, model_id, step, message):
+    """Insert a pending export request with its dramatiq ``message``
+    ``(queue_name, message_id, message_json)``, in one statement; the row."""
+    queue_name, message_id, message_json = message
+    assert str(message_id) == str(export_id), "an export's message id is its export id"
+    with timed_write("submit_export"), _cursor(conn) as cur:
+        cur.execute(QUERIES["submit_export"], dict(export_id=export_id, run_id=run_id, model_id=model_id, step=step,
+                                                   queue_name=queue_name, message=Json(message_json)))
+        return cur.fetchone()
+
+
+def get_export(conn, export_id):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["get_export"], dict(export_id=export_id))
+        return cur.fetchone()
+
+
+def list_run_exports(conn, run_id, limit=100):
+    with _cursor(conn) as cur:
+        cur.execute(QUERIES["list_run_exports"], dict(run_id=run_id, limit=limit))
+        return cur.fetchall()
+
+
+def claim_export(conn, export_id, worker_id):
+    """pending -> running; the row, or None when it is not pending."""
+    with timed_write("claim_export"), _cursor(conn) as cur:
+        cur.execute(QUERIES["claim_export"], dict(export_id=export_id, worker_id=worker_id, pending="pending",
+                                                  running="running"))
+        return cur.fetchone()
+
+
+def finish_export(conn, export_id, worker_id, *, stored=None, manifest=None, error=None, timings=None):
+    """running -> completed (``stored``: ``{object_key, uri, size_bytes,
+    sha256}``) or failed (``error``); the row, or None when this worker does
+    not hold it running."""
+    status = "failed" if error is not None else "completed"
+    stored = stored or {}
+    with timed_write("finish_export"), _cursor(conn) as cur:
+        cur.execute(QUERIES["finish_export"], dict(
+            export_id=export_id, worker_id=worker_id, status=status, running="running",
+            object_key=stored.get("object_key"), uri=stored.get("uri"), size_bytes=stored.get("size_bytes"),
+            sha256=stored.get("sha256"), manifest=_json(manifest), error=_json(error), timings=_json(timings)))
+        return cur.fetchone()
+
+
+def fail_lost_exports(conn, timeout_s):
+    """End failed (``WorkerLost``) the running exports whose worker has been
+    silent for ``timeout_s``; their ids.  The reaper's duty."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES["fail_lost_exports"], dict(timeout_s=timeout_s, failed="failed", running="running"))
+        return [row[0] for row in cur.fetchall()]

@@ -1,0 +1,190 @@
+"""Exports: take the model away.
+
+``POST /api/tunix/runs/{run_id}/exports`` (``{"step": N | null}``) asks for
+one of the run's recorded checkpoints (null: the latest, resolved now) as a
+standalone folder: a LoRA run's adapters merged into the base, Hugging Face
+``safetensors`` names, ``config.json``, the tokenizer and
+``tunix_export.json``, tarred into the artifact store with its sha256.  It
+answers **202** at once with the pending export (``Location:
+/api/tunix/exports/{export_id}``): the row and its message on the
+``tunix-samples`` queue are written in one statement
+(``registry.submit_export``), and a worker exports (``workers/exporting``).
+A run with no recorded checkpoint, or a step that is not recorded, is a
+**409** ``no_checkpoint`` listing the recorded steps; a run whose model
+family has no exporter is a **409** ``export_unsupported``; nothing is
+written then.  ``GET /api/tunix/exports/{export_id}/download`` streams the
+tar (``X-Export-SHA256``), as a checkpoint's download does.
+"""
+
+import uuid
+
+from flask import Blueprint, Response, current_app, jsonify, stream_with_context, url_for
+
+from tasks import actors, registry
+from tasks.artifacts import CHUNK, get_store
+from tasks.errors import ObjectMissing, RunNotFound
+from tasks.export_spec import EXPORT_FAMILIES, ExportList, ExportRequest, ValidationError, field_errors
+from tasks.models import get_model
+
+from .db import close_db, get_db
+from .errors import ApiError
+from .runs import _json_body, parse_run_id
+
+bp = Blueprint("exports", __name__, url_prefix="/api/tunix")
+
+
+def _ts(value):
+    return value.isoformat() if value is not None else None
+
+
+def export_json(row):
+    completed = row["status"] == "completed"
+    return {"export_id": str(row["id"]), "status": row["status"], "run_id": str(row["run_id"]),
+            "model_id": row["model_id"], "step": row["step"], "size_bytes": row["size_bytes"],
+            "sha256": row["sha256"], "uri": row["uri"],
+            "download": f"/api/tunix/exports/{row['id']}/download" if completed else None,
+            "manifest": row["manifest"], "error": row["error"], "worker_id": row["worker_id"],
+            "timings": row["timings"], "created_at": _ts(row["created_at"]), "started_at": _ts(row["started_at"]),
+            "finished_at": _ts(row["finished_at"])}
+
+
+def _request():
+    try:
+        return ExportRequest.model_validate(_json_body())
+    except ValidationError as exc:
+        fields = field_errors(exc)
+        raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None
+
+
+@bp.post("/runs/<run_id:run_id>/exports")
+def export_run(run_id):
+    run_id = parse_run_id(run_id)
+    request = _request()
+    conn = get_db()
+    run = registry.get_status(conn, run_id)
+    if run is None:
+        raise RunNotFound(run_id)
+    model_id = registry.get_run(conn, run_id)["model_id"]
+    spec = get_model(model_id)
+    if spec is None or spec.family not in EXPORT_FAMILIES:
+        raise ApiError(409, "export_unsupported",
+                       f"run {run_id} trains {model_id!r} (family {spec.family if spec else 'unknown'}): "
+                       f"export supports {', '.join(EXPORT_FAMILIES)} models")
+    recorded = [row["step"] for row in registry.list_checkpoints(conn, run_id)]
+    step = request.step if request.step is not None else (max(recorded) if recorded else None)
+    if step is None or step not in recorded:
+        what = "has no recorded checkpoint" if not recorded else f"has no recorded checkpoint at step {step}"
+        raise ApiError(409, "no_checkpoint", f"run {run_id} {what} (status {run['status']}); an export needs one",
+                       [{"field": "step", "message": f"recorded steps: {sorted(recorded)}"}] if recorded else None,
+                       extra={"recorded_steps": sorted(recorded), "status": run["status"]})
+    export_id = uuid.uuid4()
+    try:
+        row = registry.submit_export(conn, export_id=export_id, run_id=run_id, model_id=model_id, step=step,
+                                     message=actors.export_outbox_row(export_id))
+    finally:
+        close_db()
+    return jsonify(export_json(row)), 202, {"Location": url_for("exports.get_export", export_id=str(export_id))}
+
+
+def _export_id(raw):
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(404, "export_not_found", f"no export {raw!r}") from None
+
+
+def _export(raw):
+    row = registry.get_export(get_db(), _export_id(raw))
+    if row is None:
+        raise ApiError(404, "export_not_found", f"no export {raw!r}")
+    return row
+
+
+@bp.get("/exports/<export_id>")
+def get_export(export_id):
+    return jsonify(export_json(_export(export_id)))
+
+
+@bp.get("/runs/<run_id:run_id>/exports")
+def list_exports(run_id):
+    """The run's exports, newest first (the latest 100)."""
+    run_id = parse_run_id(run_id)
+    conn = get_db()
+    if registry.get_status(conn, run_id) is None:
+        raise RunNotFound(run_id)
+    return jsonify(data=[export_json(row) for row in registry.list_run_exports(conn, run_id)])
+
+
+@bp.get("/exports/<export_id>/download")
+def download_export(export_id):
+    """The export's tar, streamed from the store (one chunk in memory)."""
+    row = _export(export_id)
+    # The stream may outlast a short request: the connection goes back now.
+    close_db()
+    if row["status"] != "completed":
+        raise ApiError(409, "export_not_ready", f"export {export_id} is {row['status']}; its tar exists once it "
+                                                "is completed", extra={"status": row["status"]})
+    store = get_store(current_app.config["SETTINGS"])
+    try:
+        source = store.open(row["object_key"])
+    except ObjectMissing:
+        raise ApiError(404, "export_not_found", f"export {export_id}: its tar is no longer in the store") from None
+
+    def chunks():
+        with source:
+            while True:
+                data = source.read(CHUNK)
+                if not data:
+                    return
+                yield data
+
+    name = (row["manifest"] or {}).get("folder") or f"{row['run_id']}-step{row['step']}"
+    headers = {"Content-Length": str(row["size_bytes"]), "X-Export-SHA256": row["sha256"],
+               "Content-Disposition": f'attachment; filename="{name}.tar"'}
+    return Response(stream_with_context(chunks()), mimetype="application/x-tar", headers=headers)
+
+
+# ---------------------------------------------------------------- OpenAPI
+
+
+def openapi_schemas():
+    """``ExportRequest``, ``Export``, ``ExportList``."""
+    from pydantic.json_schema import models_json_schema
+
+    _, top = models_json_schema([(ExportList, "serialization")], ref_template="#/components/schemas/{model}")
+    schemas = dict(top["$defs"])
+    schemas["ExportRequest"] = ExportRequest.model_json_schema()
+    return schemas
+
+
+def openapi_paths(ref, json_answer, errors, run_id_param):
+    body = {"required": True, "content": {"application/json": {"schema": ref("ExportRequest")}}}
+    accepted = dict(json_answer(ref("Export"), "accepted: pending until a worker exports it"),
+                    headers={"Location": {"schema": {"type": "string"}}},
+                    links={"GetExport": {"operationId": "getExport",
+                                         "parameters": {"export_id": "$response.body#/export_id"}}})
+    export_param = {"name": "export_id", "in": "path", "required": True,
+                    "schema": {"type": "string", "format": "uuid"}}
+    tar = {"description": "the export's tar (a folder: model.safetensors, config.json, the tokenizer, "
+                          "tunix_export.json); its sha256 in X-Export-SHA256",
+           "headers": {"X-Export-SHA256": {"schema": {"type": "string"}}},
+           "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}
+    return {
+        "/api/tunix/runs/{run_id}/exports": {
+            "post": {"operationId": "exportRun",
+                     "summary": "Export one of the run's recorded checkpoints (step null: its latest) as a "
+                                "standalone folder (LoRA merged, HF safetensors names, config.json, tokenizer), "
+                                "tarred with its sha256; 409 no_checkpoint, 409 export_unsupported.",
+                     "parameters": [run_id_param], "requestBody": body,
+                     "responses": {"202": accepted, **errors(400, 401, 404, 405, 409, 413, 415, 422, 503)}},
+            "get": {"operationId": "listRunExports", "summary": "The run's exports, newest first.",
+                    "parameters": [run_id_param],
+                    "responses": {"200": json_answer(ref("ExportList")), **errors(404, 405, 503)}}},
+        "/api/tunix/exports/{export_id}": {
+            "get": {"operationId": "getExport", "summary": "An export: its status, tar (size, sha256) or error.",
+                    "parameters": [export_param], "responses": {"200": json_answer(ref("Export")),
+                                                                **errors(404, 405, 503)}}},
+        "/api/tunix/exports/{export_id}/download": {
+            "get": {"operationId": "downloadExport", "summary": "Stream the completed export's tar; 409 before.",
+                    "parameters": [export_param], "responses": {"200": tar, **errors(404, 405, 409, 503)}}},
+    }

@@ -1,0 +1,217 @@
+"""Exports: take the model away.  A run's checkpoint asked for over HTTP as
+a standalone folder, made by a worker (``workers/exporting``), downloaded,
+checked and loaded back through tunix's own gemma3 safetensors loader.
+
+One stack of its own: a database, the API under gunicorn, one worker launch
+that trains and exports (``tunix-samples`` carries exports).  The round
+trip's proof is the issue's: the exported folder, loaded into a plain model,
+scores the checkpoint's loss (the LoRA model restored from the checkpoint
+the API serves) on fixed sentences, float32, to 1e-4.
+"""
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+
+import numpy as np
+import pytest
+
+from support import ApiClient, connect, scalar, start_api, wait_for
+
+pytestmark = pytest.mark.training
+
+BASE = {"dataset_key": "synthetic", "model_id": "gemma3-tiny", "dry_run": False, "batch_size": 2,
+        "max_seq_length": 32, "device": "cpu", "learning_rate": 3e-3}
+LORA_RUN = dict(BASE, max_steps=4, checkpoint_every_steps=2, seed=21,
+                lora={"rank": 4, "alpha": 16.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"]},
+                learning_rate=3e-2)
+FULL_RUN = dict(BASE, max_steps=2, checkpoint_every_steps=2, seed=22)
+FINAL = ("completed", "failed")
+
+
+@pytest.fixture(scope="module")
+def stack(databases, data_dir, log_dir, worker_launch):
+    url = databases.create()
+    api_process = start_api(url, data_dir, log_dir)
+    worker_launch(workers=1, threads=4, url=url, TRAIN_CONCURRENCY=2,
+                  WORKER_QUEUES="tunix-dry,tunix-train,tunix-samples")
+    conn = connect(url)
+    yield {"api": ApiClient(api_process.url), "conn": conn}
+    conn.close()
+    api_process.stop()
+
+
+def train(api, body):
+    response = api.submit(body, mode="async")
+    assert response.status_code == 202, response.text
+    return response.json()["run_id"]
+
+
+@pytest.fixture(scope="module")
+def runs(stack):
+    """A LoRA run (4 steps, checkpoints at 2 and 4) and a full one (2 steps), trained together."""
+    api = stack["api"]
+    ids = {"lora": train(api, LORA_RUN), "full": train(api, FULL_RUN)}
+    for name, run_id in ids.items():
+        run = api.wait_final(run_id, timeout=400)
+        assert run["status"] == "completed", (name, run["error"])
+    return ids
+
+
+def post(api, run_id, body):
+    return api.http.post(api.url(f"/api/tunix/runs/{run_id}/exports"), json=body, timeout=30)
+
+
+def wait_export(api, export_id, timeout=300):
+    def final():
+        export = api.get(f"/api/tunix/exports/{export_id}").json()
+        return export if export["status"] in FINAL else None
+
+    return wait_for(final, timeout, interval=0.3, message=f"export {export_id} final")
+
+
+def download(api, path, into):
+    """GET ``path`` (a tar), check it against its header's sha256, extract into ``into``; (bytes, header sha)."""
+    response = api.http.get(api.url(path), timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.content
+    sha = response.headers.get("X-Export-SHA256") or response.headers.get("X-Checkpoint-SHA256")
+    assert hashlib.sha256(body).hexdigest() == sha and int(response.headers["Content-Length"]) == len(body)
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r|") as tar:
+        tar.extractall(into, filter="data")
+    return body, sha
+
+
+def checkpoint_model(api, run_id, step, tmp_path):
+    """The run's model with its checkpoint of ``step`` restored, as sampling builds it,
+    from the checkpoint the API serves."""
+    from tasks.models import get_model
+    from workers.sampling.__main__ import load_model
+
+    run = api.run(run_id)
+    where = tmp_path / "checkpoint"
+    download(api, f"/api/tunix/runs/{run_id}/checkpoints/{step}", where)
+    assert (where / str(step)).is_dir()  # the tar holds the step's orbax folder
+    job = {"spec": run["config"], "checkpoint_dir": str(where), "step": step, "seed": 0}
+    return load_model(job, get_model(run["config"]["model_id"]), None)
+
+
+def exported_model(folder):
+    import jax.numpy as jnp
+    from tunix.models.gemma3 import params_safetensors
+
+    from tasks.models import get_model
+    from workers.training.model import build_model_config
+
+    return params_safetensors.create_model_from_safe_tensors(str(folder), build_model_config(get_model("gemma3-tiny")),
+                                                             dtype=jnp.float32)
+
+
+def fixed_sentence_loss(model):
+    from workers.exporting.__main__ import sentence_batch, sentence_loss
+    from workers.training.data import ByteTokenizer
+
+    tokens, valid = sentence_batch(ByteTokenizer(), ["The quick brown fox jumps over the lazy dog.",
+                                                     "0123456789 abcdefghij", "Exports round trip, float32."])
+    return sentence_loss(model, tokens, valid)
+
+
+def round_trip(api, run_id, tmp_path, body=None):
+    from workers.training.model import setup_jax_env
+
+    setup_jax_env("cpu")
+    response = post(api, run_id, body or {})
+    assert response.status_code == 202, response.text
+    pending = response.json()
+    assert response.headers["Location"] == f"/api/tunix/exports/{pending['export_id']}"
+    assert pending["status"] == "pending" and pending["download"] is None
+    done = wait_export(api, pending["export_id"])
+    assert done["status"] == "completed", done["error"]
+    assert done["uri"].endswith(f"/runs/{run_id}/exports/step-{done['step']}/{done['export_id']}.tar")
+    body, sha = download(api, done["download"], tmp_path / "export")
+    assert sha == done["sha256"] and len(body) == done["size_bytes"]
+    folder = tmp_path / "export" / done["manifest"]["folder"]
+    manifest = json.loads((folder / "tunix_export.json").read_text())
+    for name, entry in manifest["files"].items():
+        data = (folder / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["size"]
+    assert manifest["run_id"] == run_id and manifest["step"] == done["step"]
+    loss_checkpoint, logits_checkpoint = fixed_sentence_loss(checkpoint_model(api, run_id, done["step"], tmp_path))
+    loss_export, logits_export = fixed_sentence_loss(exported_model(folder))
+    return done, manifest, (loss_checkpoint, loss_export, float(np.abs(logits_export - logits_checkpoint).max()))
+
+
+def test_a_lora_runs_export_loads_back_merged_with_the_checkpoints_loss(stack, runs, tmp_path):
+    api = stack["api"]
+    # Given a LoRA run of gemma3-tiny with checkpoints at steps 2 and 4
+    # When its latest checkpoint is exported, downloaded and checked
+    done, manifest, (loss_checkpoint, loss_export, logit_diff) = round_trip(api, runs["lora"], tmp_path)
+    # Then the latest step was exported, LoRA merged into the base (2 layers x q, kv, o, gate, up, down)
+    assert done["step"] == 4
+    assert manifest["lora"] == {"merged": True, "rank": 4, "alpha": 16.0, "merged_weights": 12,
+                                "targets": ["q", "k", "v", "o", "gate", "up", "down"]}
+    assert sorted(manifest["files"]) == ["config.json", "model.safetensors", "tokenizer_byte.json"]
+    # And the folder, through tunix's loader into a plain model, scores the checkpoint's loss (float32, 1e-4)
+    assert abs(loss_export - loss_checkpoint) < 1e-4 and logit_diff < 1e-4
+    assert done["manifest"]["verification"]["loss_diff"] < 1e-4
+    # And the training changed the model: the step-4 LoRA model is not the base it started from
+    from tasks.models import get_model
+    from workers.training.model import build_model
+
+    loss_base, _ = fixed_sentence_loss(build_model(get_model("gemma3-tiny"), LORA_RUN["seed"]))
+    assert abs(loss_base - loss_export) > 1e-3
+
+
+def test_an_earlier_step_and_a_full_fine_tune_export_too(stack, runs, tmp_path):
+    api = stack["api"]
+    # A full fine-tune's checkpoint holds every parameter: written as they are, nothing merged
+    done, manifest, (loss_checkpoint, loss_export, logit_diff) = round_trip(api, runs["full"], tmp_path / "f")
+    assert done["step"] == 2 and manifest["lora"] == {"merged": False}
+    assert abs(loss_export - loss_checkpoint) < 1e-4 and logit_diff < 1e-4
+    # A LoRA run's earlier step, asked for by number
+    done, _, (loss_checkpoint, loss_export, _) = round_trip(api, runs["lora"], tmp_path / "l", {"step": 2})
+    assert done["step"] == 2 and abs(loss_export - loss_checkpoint) < 1e-4
+    listed = api.get(f"/api/tunix/runs/{runs['lora']}/exports").json()["data"]
+    assert [e["step"] for e in listed][:2] == [2, 4]
+
+
+def written(conn):
+    return (scalar(conn, "SELECT count(*) FROM tunix_exports"),
+            scalar(conn, "SELECT count(*) FROM dramatiq.queue WHERE queue_name = 'tunix-samples'"))
+
+
+def test_bad_requests_change_nothing(stack, runs):
+    api, conn = stack["api"], stack["conn"]
+    before = written(conn)
+    # A step with no recorded checkpoint: 409 no_checkpoint naming the recorded ones
+    response = post(api, runs["lora"], {"step": 3})
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "no_checkpoint"
+    recorded = response.json()["error"]["recorded_steps"]
+    assert {2, 4} <= set(recorded) and 3 not in recorded
+    # A run with no checkpoint at all (a dry run)
+    dry = api.submit(dict(BASE, dry_run=True, seed=1), mode="async").json()["run_id"]
+    api.wait_final(dry, timeout=120)
+    response = post(api, dry, {})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "no_checkpoint"
+    assert response.json()["error"]["recorded_steps"] == []
+    # A model family without an exporter
+    llama = api.submit(dict(BASE, model_id="llama3-tiny", dry_run=True, seed=1), mode="async").json()["run_id"]
+    response = post(api, llama, {})
+    assert response.status_code == 409 and response.json()["error"]["code"] == "export_unsupported"
+    assert "export supports gemma3 models" in response.json()["error"]["message"]
+    # Bad fields: 422 naming each
+    for body, field in (({"step": "4"}, "step"), ({"step": -1}, "step"), ({"steps": 4}, "steps"),
+                        ({"step": 4.5}, "step")):
+        response = post(api, runs["lora"], body)
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"]["code"] == "validation_error"
+        assert [f["field"] for f in response.json()["error"]["fields"]] == [field], body
+    # Unknown run, unknown export
+    assert post(api, "00000000-0000-4000-8000-000000000000", {}).status_code == 404
+    assert api.get("/api/tunix/exports/00000000-0000-4000-8000-000000000000").status_code == 404
+    assert api.get("/api/tunix/exports/not-a-uuid/download").status_code == 404
+    # And nothing was written: no export row, no message
+    assert written(conn) == before
