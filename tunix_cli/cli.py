@@ -498,6 +498,61 @@ def sample(ctx, run_id, prompts, model_id, step, max_new_tokens, temperature, se
         raise Failure(f"sample {done.sample_id} failed: {message}", EXIT["failed"])
 
 
+@main.command("export")
+@click.argument("run_id")
+@click.option("--step", type=int, help="A recorded checkpoint step (default: the run's latest).")
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Default: ./<run-id-short>-step<N>")
+@click.option("--timeout", type=float, help="Give up waiting after this many seconds (exit 7).")
+@json_option
+@click.pass_context
+def export_(ctx, run_id, step, output, timeout, as_json):
+    """Take the model away: export a run's checkpoint (LoRA merged into the
+    base) as a folder of Hugging Face safetensors, config.json and the
+    tokenizer.  Waits for a worker to export, downloads the tar, checks its
+    sha256 and extracts it into the folder."""
+    import os
+    import shutil
+    import tarfile
+    import tempfile
+
+    if output and os.path.exists(output) and os.listdir(output):
+        raise click.UsageError(f"{output} exists and is not empty")
+    client = _client(ctx)
+    asked = client.export(run_id, step=step)
+    if not as_json:
+        err.print(f"export {asked.export_id}: run {asked.run_id} step {asked.step}, waiting for a worker")
+    try:
+        done = client.wait_export(asked.export_id, timeout=timeout)
+    except api.WaitTimeout as exc:
+        raise Failure(f"export {asked.export_id} is still {exc.status}", EXIT["still_running"]) from None
+    if done.status != "completed":
+        raise Failure(f"export {done.export_id} failed: {(done.error or {}).get('message', 'failed')}", EXIT["failed"])
+    folder = os.path.abspath(output or f"{done.run_id[:8]}-step{done.step}")
+    if os.path.exists(folder) and os.listdir(folder):
+        raise Failure(f"{folder} exists and is not empty; export {done.export_id} is ready: tunix export it again "
+                      "with -o", EXIT["api_error"])
+    parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent, prefix=".tunix-export-") as tmp:
+        tar_path = os.path.join(tmp, "export.tar")
+        size = client.download_export(done, tar_path)  # size and sha256 checked against the export's record
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(os.path.join(tmp, "x"), filter="data")
+        (inner,) = os.listdir(os.path.join(tmp, "x"))
+        if os.path.isdir(folder):
+            os.rmdir(folder)
+        shutil.move(os.path.join(tmp, "x", inner), folder)
+    if as_json:
+        _emit_json(dict(_dump(done), folder=folder))
+        return
+    verification = (done.manifest or {}).get("verification") or {}
+    out.print(f"{folder}: {size} bytes (tar), sha256 {done.sha256} checked")
+    if verification:
+        out.print(f"loss on {verification.get('sentences')} fixed sentences: checkpoint "
+                  f"{verification['loss_checkpoint']:.6f}, export {verification['loss_export']:.6f}; "
+                  f"LoRA {'merged' if (done.manifest.get('lora') or {}).get('merged') else 'none'}")
+
+
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False, exists=True))
 @json_option

@@ -33,6 +33,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from tasks import lifecycle
+from tasks.export_spec import EXPORT_FINAL, Export, ExportList
 from tasks.sample_spec import SAMPLE_FINAL, Sample, SampleList
 
 from tasks.wire import (
@@ -376,6 +377,65 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(sample_id, sample.status)
             time.sleep(interval)
+
+    # ------------------------------------------------------------------ exports
+
+    def export(self, run_id, *, step=None) -> Export:
+        """Ask for the run's checkpoint of ``step`` (None: its latest) as a
+        standalone folder; the pending export.  Not retried (a lost answer
+        costs at most a second export)."""
+        body = {} if step is None else {"step": int(step)}
+        return Export.model_validate(self._json("POST", f"/api/tunix/runs/{run_id}/exports", json=body, retry=False))
+
+    def get_export(self, export_id) -> Export:
+        return Export.model_validate(self._json("GET", f"/api/tunix/exports/{export_id}"))
+
+    def exports(self, run_id) -> list[Export]:
+        """A run's exports, newest first."""
+        return ExportList.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/exports")).data
+
+    def wait_export(self, export_id, *, timeout=None, interval=0.5) -> Export:
+        """Poll the export until it completed or failed; each read rides out
+        an unreachable API for ``patience_s``.  ``WaitTimeout`` after ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            export = self.get_export(export_id)
+            if export.status in EXPORT_FINAL:
+                return export
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(export_id, export.status)
+            time.sleep(interval)
+
+    def download_export(self, export, path, on_chunk=None) -> int:
+        """Stream a completed ``export``'s tar to ``path``; its size.  The
+        file appears only once complete, its size and sha256 those the export
+        records (else ``ApiError`` ``incomplete_download``, and no file)."""
+        tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"
+        try:
+            with self._http.stream("GET", f"/api/tunix/exports/{export.export_id}/download",
+                                   headers={"Accept": "application/x-tar"}) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise _error(response)
+                digest, done = hashlib.sha256(), 0
+                with open(tmp, "wb") as fh:
+                    for chunk in response.iter_bytes(1 << 20):
+                        fh.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        if on_chunk is not None:
+                            on_chunk(done, export.size_bytes)
+            if done != export.size_bytes or digest.hexdigest() != export.sha256:
+                raise ApiError(200, "incomplete_download",
+                               f"export {export.export_id}: got {done} bytes (sha256 {digest.hexdigest()}), "
+                               f"expected {export.size_bytes} (sha256 {export.sha256})")
+            os.replace(tmp, path)
+            return done
+        except httpx.TransportError as exc:
+            raise Unreachable(f"the download from {self.url} broke off: {_reason(exc)}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
 
     # ------------------------------------------------------------------ catalog
 

@@ -215,3 +215,39 @@ def test_bad_requests_change_nothing(stack, runs):
     assert api.get("/api/tunix/exports/not-a-uuid/download").status_code == 404
     # And nothing was written: no export row, no message
     assert written(conn) == before
+
+
+def test_tunix_export_downloads_checks_and_extracts_the_folder(stack, runs, tmp_path):
+    import subprocess
+    import sys
+
+    api = stack["api"]
+    env = dict(os.environ, TUNIX_URL=api.base, COLUMNS="200")
+
+    def tunix(*args):
+        return subprocess.run([sys.executable, "-m", "tunix_cli", *args], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=str(tmp_path))
+
+    # When the LoRA run's step 2 is exported from the command line into a folder
+    done = tunix("export", runs["lora"], "--step", "2", "-o", "model")
+    # Then it waited, downloaded, checked and extracted: the folder, its size and sha256 printed
+    assert done.returncode == 0, done.stderr
+    export = api.get(f"/api/tunix/runs/{runs['lora']}/exports").json()["data"][0]
+    assert export["step"] == 2 and export["status"] == "completed"
+    folder = tmp_path / "model"
+    assert f"{folder}: {export['size_bytes']} bytes (tar), sha256 {export['sha256']} checked" in done.stdout
+    manifest = json.loads((folder / "tunix_export.json").read_text())
+    assert manifest["step"] == 2 and manifest["lora"]["merged"] is True
+    for name, entry in manifest["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == entry["sha256"]
+    # The default folder is ./<run-id-short>-step<N>; --json says where
+    done = tunix("export", runs["full"], "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["folder"] == str(tmp_path / f"{runs['full'][:8]}-step2") and answer["status"] == "completed"
+    assert (tmp_path / f"{runs['full'][:8]}-step2" / "model.safetensors").is_file()
+    # A step without a checkpoint is the API's 409, one line, exit 5; a non-empty folder is refused up front
+    done = tunix("export", runs["lora"], "--step", "3")
+    assert done.returncode == 5 and "no recorded checkpoint at step 3" in done.stderr
+    done = tunix("export", runs["lora"], "-o", "model")
+    assert done.returncode == 2 and "exists and is not empty" in done.stderr
