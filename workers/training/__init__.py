@@ -1,4 +1,4 @@
-"""One Tunix SFT training, run as its own process.
+"""One Tunix training (SFT today), run as its own process.
 
     python -m workers.training JOB_JSON_PATH
 
@@ -12,14 +12,25 @@ file and reads the output.  One concern per module:
   own, and recorded in ``<run_dir>/manifest.json``.
 * ``data``: tokenizers, the synthetic set, examples, batch order, the step plan.
 * ``model``: weights on disk, JAX setup, the tunix model, parameter counts.
-* ``loop``: ``train()``.
+* ``loop``: ``train()``, what every training does whatever its method.
+* ``methods``: what a method supplies, as named hooks on a ``Method``: its
+  data and model inputs, its loss, its metrics per step, its end-of-run
+  report (``methods/__init__`` lists them and when each runs).
+  ``methods/sft.py`` holds ``Sft``, the only one so far; DPO and GRPO join
+  as ``methods/dpo.py`` and ``methods/grpo.py``, named in ``METHODS``.
+* ``session``: ``Session``, what is known while it trains (last step and
+  loss, last eval, the stop under way), shared by tunix's hooks and the
+  checkpoint save hook, as attributes.
 * ``checkpoints``: the save hook, the stop-and-checkpoint on SIGTERM, resume.
-* ``events``: the ``@@tunix {json}`` lines on stdout, the error line on stderr.
+* ``events``: the ``@@tunix {json}`` lines on stdout (one dataclass per
+  kind, ``emit`` and the one parser, ``parse_event``, that the worker
+  reads them with), the error line on stderr.
+* ``held_out_samples``: the held-out prompts answered before and after.
 * ``errors``: what is raised on purpose, with its exit status.
 * ``__main__``: the command line (also ``--param-counts``).
 
 Events (``events`` documents their fields): ``start``, one ``progress`` per
-step, ``checkpoint`` per save, and ``result``.
+step, ``checkpoint`` per save, ``eval`` per held-out evaluation, and ``result``.
 
 Exit status: 0 on success; 2 for bad input (job file or spec, malformed
 dataset, missing weights, GPU asked for but absent); 143 (128 + SIGTERM) when

@@ -42,10 +42,10 @@ def restored_record(trainer):
     return (getattr(trainer, "_restored_custom_metadata", None) or {}).get("tunix_rt") or {}
 
 
-def _loss_of_step(trainer, state, step):
+def _loss_of_step(trainer, session, step):
     """The training loss of ``step`` when it is known here, else None."""
-    if state["last_step"] == step and state["last_loss"] is not None:
-        return state["last_loss"]  # already reported (the end, a stop)
+    if session.last_step == step and session.last_loss is not None:
+        return session.last_loss  # already reported (the end, a stop)
     # In the loop tunix saves step S right after the update, while the
     # loss of S still waits in its one-step-late buffer.
     pending = getattr(trainer, "_prev_buffered_train_metrics", None)
@@ -54,9 +54,10 @@ def _loss_of_step(trainer, state, step):
     return None
 
 
-def install_save_hook(trainer, state, path, on_event):
+def install_save_hook(trainer, session):
     """Wrap the trainer's checkpoint save: record each step's loss with it
-    and report each periodic save as a checkpoint event."""
+    and report each periodic save as a checkpoint event (``session`` is the
+    run's ``session.Session``)."""
     manager = trainer.checkpoint_manager
     original_save = manager.save
     orbax_manager = getattr(manager, "_checkpoint_manager", None)
@@ -68,26 +69,27 @@ def install_save_hook(trainer, state, path, on_event):
         # a save that will happen: reading the loss waits for the step.
         metadata = dict(custom_metadata or {})
         if force or orbax_manager is None or orbax_manager.should_save(step):
-            metadata["tunix_rt"] = {"step": int(step), "loss": _loss_of_step(trainer, state, int(step))}
+            metadata["tunix_rt"] = {"step": int(step), "loss": _loss_of_step(trainer, session, int(step))}
         saved = original_save(step, model, optimizer, save_only_lora_params=save_only_lora_params,
                               force=force, custom_metadata=metadata)
-        if saved and not state["stopping"]:
-            on_event(Checkpoint(step=int(step), path=path))
+        if saved and not session.stopping:
+            session.on_event(Checkpoint(step=int(step), path=session.checkpoint_dir))
         return saved
 
     manager.save = save_and_report
 
 
-def stop_and_checkpoint(trainer, state, path, start_step, total_steps, on_event, log):
+def stop_and_checkpoint(trainer, session):
     """After SIGTERM, between two steps: report and checkpoint the last step,
     wait for the save, then raise ``Terminated``."""
+    path, start_step, total_steps = session.checkpoint_dir, session.start_step, session.total_steps
     step = int(trainer.train_steps)
     if step == start_step:
         # No step done by this process: nothing new to save (a restored
         # checkpoint, if any, is still the latest).
         where = f"the checkpoint of step {start_step} is unchanged" if start_step else "nothing saved"
         raise Terminated(f"SIGTERM before the first step; {where}")
-    state["stopping"] = True
+    session.stopping = True
     # What tunix does at the end of a loop: emit the last step's progress
     # (buffered one step late), save the step unless already saved (force),
     # wait for every asynchronous save (orbax's close waits), close.
@@ -95,6 +97,6 @@ def stop_and_checkpoint(trainer, state, path, start_step, total_steps, on_event,
     step_dir = os.path.join(path, str(step))
     if not os.path.isdir(step_dir):
         raise RuntimeError(f"SIGTERM: the checkpoint of step {step} was not written to {step_dir}")
-    on_event(Checkpoint(step=step, path=path, final=True, reason="sigterm"))
-    log(f"SIGTERM: stopped after step {step} of {total_steps}; checkpoint of step {step} saved in {step_dir}")
+    session.on_event(Checkpoint(step=step, path=path, final=True, reason="sigterm"))
+    session.log(f"SIGTERM: stopped after step {step} of {total_steps}; checkpoint of step {step} saved in {step_dir}")
     raise Terminated(f"SIGTERM: stopped after step {step} of {total_steps}; checkpoint of step {step} saved")

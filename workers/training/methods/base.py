@@ -1,0 +1,46 @@
+"""``Method``: the hooks a training method supplies (``methods/__init__``
+says when ``train()`` calls each; ``sft.Sft`` is the example to copy)."""
+
+
+class Method:
+    #: The method's name (its key in ``METHODS``).
+    name = ""
+
+    def __init__(self, job, model_spec, tokenizer):
+        self.job, self.spec, self.run = job, job.spec, job.run
+        self.model_spec, self.tokenizer = model_spec, tokenizer
+        #: Set by ``load``: the training examples, their padded length, the held-out examples.
+        self.num_examples = self.batch_seq_length = self.held_out_examples = 0
+        #: Set by ``build_trainer``: the held-out inputs (tunix's ``eval_ds``), empty for none.
+        self.eval_batches = []
+
+    def load(self, seq_len):
+        """Read the dataset (examples of at most ``seq_len`` tokens); set the counts above.
+        Raises ``DatasetError`` for a malformed dataset (exit 2, before JAX starts)."""
+        raise NotImplementedError
+
+    def describe_data(self):
+        """The data's part of the opening log line, inside its parentheses."""
+        return f"{self.num_examples} examples"
+
+    def before_trainer(self, model):
+        """See the base ``model`` before the trainer exists; True when it took time."""
+        return False
+
+    def build_trainer(self, model, optimizer, config):
+        """The tunix trainer (a ``PeftTrainer`` or a subclass): its model-input
+        function and its loss set, its checkpointing from ``config``."""
+        raise NotImplementedError
+
+    def batches(self, total_steps):
+        """The training inputs, ``total_steps`` of them, the same for the same seed."""
+        raise NotImplementedError
+
+    def progress(self, ctx, step, loss, total_steps):
+        """The ``events.Progress`` of ``step`` (``ctx`` is tunix's trainer, whose
+        ``metrics_logger`` holds the step's metrics)."""
+        raise NotImplementedError
+
+    def report(self, model, log):
+        """The result event's extra fields, once the last step is done (``model`` trained)."""
+        return {}
