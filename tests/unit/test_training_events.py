@@ -116,3 +116,39 @@ def test_emit_writes_an_event_or_a_plain_dict_as_one_line(capsys):
     emit(EXAMPLES[4])
     emit({"event": "result", "outputs": ["x"]})  # the sampling program's result
     assert capsys.readouterr().out.splitlines() == [EXAMPLES[4].line(), '@@tunix {"event":"result","outputs":["x"]}']
+
+
+def test_the_runners_drain_hands_events_typed_and_keeps_the_rest_as_log_lines(tmp_path):
+    import io
+
+    from workers.runner import _Stream
+
+    # Given a training's stdout with a log line, a progress, a cut-short event line and a newer kind
+    out = "\n".join(["step 1/24 loss 5.0", EXAMPLES[1].line(), EVENT_PREFIX + '{"event": "progr',
+                     EVENT_PREFIX + '{"event":"reward","step":1}']) + "\n"
+    lines, events = [], []
+    # When the runner's drain reads it
+    stream = _Stream(io.StringIO(out), tmp_path / "stdout.log", lines.append, events.append)
+    stream.run()
+    # Then the events arrive typed (the newer kind as Unknown), the other lines as log lines
+    assert events == [EXAMPLES[1], Unknown({"event": "reward", "step": 1})]
+    assert lines == ["step 1/24 loss 5.0", EVENT_PREFIX + '{"event": "progr'] == list(stream.tail)
+    assert (tmp_path / "stdout.log").read_text() == "".join(f"{line}\n" for line in lines)  # events are not logged
+
+
+def test_the_monitor_records_progress_and_evals_by_type():
+    from workers.monitor import RunMonitor
+
+    # Given a monitor, without its database (gathering needs none)
+    monitor = RunMonitor.__new__(RunMonitor)
+    import threading
+
+    monitor._lock, monitor._metrics, monitor._evals, monitor.progress, monitor.attempt = \
+        threading.Lock(), [], [], None, 2
+    # When it is handed each kind, an unknown one included
+    for event in EXAMPLES + [Unknown({"event": "reward"})]:
+        monitor.event(event)
+    # Then the progress events are metric rows (an absent grad_norm is null), the evals eval rows
+    assert monitor._metrics == [(1, 5.5, 1e-3, 0.75, 2), (2, 5.25, 1e-3, None, 2), (3, 5.0, 1e-3, None, 2)]
+    assert monitor._evals == [(12, 4.5, 3, 2), (24, None, 3, 2)]
+    assert monitor.progress == {"step": 3, "total_steps": 24, "loss": 5.0}
