@@ -35,7 +35,7 @@ def jax_cache(tmp_path_factory):
 
 
 #: Keys of a job's ``run`` part (the placement); every other override goes to its ``spec``.
-PLACEMENT = {"run_id", "run_dir", "dataset_kind", "dataset_path", "effective_max_seq_length"}
+PLACEMENT = {"run_id", "run_dir", "dataset_kind", "dataset_path", "effective_max_seq_length", "weights_dir"}
 
 
 def base_spec(**overrides):
@@ -46,6 +46,8 @@ def base_spec(**overrides):
         "time_limit_s": 3600,
         # An interval the runs never reach: orbax saves the first and the last step only.
         "checkpoint_every_steps": 10_000,
+        # What a spec stored before these fields reads as (tasks/run_spec.py ADDED_SINCE_FIRST_STORE).
+        "lora": None, "sample_held_out": 0,
     }
     spec.update(overrides)
     return spec
@@ -56,7 +58,8 @@ def base_job(run_dir, **overrides):
     spec = base_spec(**{k: v for k, v in overrides.items() if k not in PLACEMENT})
     model = MODELS.get(spec["model_id"])
     run = {"run_id": "test", "run_dir": str(run_dir), "dataset_kind": "synthetic", "dataset_path": None,
-           "effective_max_seq_length": min(spec["max_seq_length"], model.max_seq_length if model else 128)}
+           "effective_max_seq_length": min(spec["max_seq_length"], model.max_seq_length if model else 128),
+           "weights_dir": None}
     run.update({k: v for k, v in overrides.items() if k in PLACEMENT})
     return {"spec": spec, "run": run}
 
