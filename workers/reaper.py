@@ -137,14 +137,17 @@ class Reaper:
         with db.connection(self.pool) as conn:
             return registry.forget_dead_workers(conn, FORGET_WORKERS_AFTER_S)
 
-    def fail_lost_samples(self):
-        """End failed (WorkerLost) the samples whose worker went silent (nothing
-        redelivers a sample message); returns how many."""
+    def fail_lost_jobs(self):
+        """End failed (WorkerLost) the samples and exports whose worker went
+        silent (nothing redelivers their messages); returns how many."""
+        lost = 0
         with db.connection(self.pool) as conn:
-            lost = registry.fail_lost_samples(conn, self.settings.heartbeat_timeout_s)
-        if lost:
-            logger.warning("failed %d sample(s) whose worker went silent", len(lost))
-        return len(lost)
+            for kind, fail in (("sample", registry.fail_lost_samples), ("export", registry.fail_lost_exports)):
+                ended = fail(conn, self.settings.heartbeat_timeout_s)
+                if ended:
+                    logger.warning("failed %d %s(s) whose worker went silent", len(ended), kind)
+                lost += len(ended)
+        return lost
 
     def finish_checkpoint_deletions(self):
         """Finish deletions a retention pass began (its worker died between
@@ -173,7 +176,7 @@ class Reaper:
             return None, self.republish_orphans()
         self.end_silent_sessions()
         self.forget_dead_workers()
-        self.fail_lost_samples()
+        self.fail_lost_jobs()
         try:
             self.finish_checkpoint_deletions()
         except Exception as exc:  # noqa: BLE001 - the store may be down: the next pass tries again

@@ -111,7 +111,7 @@ def make_reaper(outcomes):
     reaper.republish_orphans = republish_orphans
     reaper.end_silent_sessions = end_silent_sessions
     reaper.forget_dead_workers = lambda: database() or 0
-    reaper.fail_lost_samples = lambda: database() or 0
+    reaper.fail_lost_jobs = lambda: database() or 0
     reaper.finish_checkpoint_deletions = lambda: database() or 0
     reaper.admit_deferred = lambda: database() or 0
     reaper.run_pass = run_pass
