@@ -18,23 +18,20 @@ tar (``X-Export-SHA256``), as a checkpoint's download does.
 
 import uuid
 
-from flask import Blueprint, Response, current_app, jsonify, stream_with_context, url_for
+from flask import Blueprint, Response, current_app, jsonify, stream_with_context
 
 from tasks import actors, registry
 from tasks.artifacts import CHUNK, get_store
 from tasks.errors import ObjectMissing, RunNotFound
-from tasks.export_spec import EXPORT_FAMILIES, ExportList, ExportRequest, ValidationError, field_errors
+from tasks.export_spec import EXPORT_FAMILIES, ExportList, ExportRequest
 from tasks.models import get_model
 
+from .checkpoint_requests import accepted, parse_id, recorded_step, ts, validated
 from .db import close_db, get_db
 from .errors import ApiError
-from .runs import _json_body, parse_run_id
+from .runs import parse_run_id
 
 bp = Blueprint("exports", __name__, url_prefix="/api/tunix")
-
-
-def _ts(value):
-    return value.isoformat() if value is not None else None
 
 
 def export_json(row):
@@ -44,16 +41,13 @@ def export_json(row):
             "sha256": row["sha256"], "uri": row["uri"],
             "download": f"/api/tunix/exports/{row['id']}/download" if completed else None,
             "manifest": row["manifest"], "error": row["error"], "worker_id": row["worker_id"],
-            "timings": row["timings"], "created_at": _ts(row["created_at"]), "started_at": _ts(row["started_at"]),
-            "finished_at": _ts(row["finished_at"])}
+            "timings": row["timings"], "created_at": ts(row["created_at"]), "started_at": ts(row["started_at"]),
+            "finished_at": ts(row["finished_at"])}
 
 
 def _request():
-    try:
-        return ExportRequest.model_validate(_json_body())
-    except ValidationError as exc:
-        fields = field_errors(exc)
-        raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None
+    """The validated body, or the 422 naming each bad field."""
+    return validated(ExportRequest)
 
 
 @bp.post("/runs/<run_id:run_id>/exports")
@@ -70,27 +64,18 @@ def export_run(run_id):
         raise ApiError(409, "export_unsupported",
                        f"run {run_id} trains {model_id!r} (family {spec.family if spec else 'unknown'}): "
                        f"export supports {', '.join(EXPORT_FAMILIES)} models")
-    recorded = [row["step"] for row in registry.list_checkpoints(conn, run_id)]
-    step = request.step if request.step is not None else (max(recorded) if recorded else None)
-    if step is None or step not in recorded:
-        what = "has no recorded checkpoint" if not recorded else f"has no recorded checkpoint at step {step}"
-        raise ApiError(409, "no_checkpoint", f"run {run_id} {what} (status {run['status']}); an export needs one",
-                       [{"field": "step", "message": f"recorded steps: {sorted(recorded)}"}] if recorded else None,
-                       extra={"recorded_steps": sorted(recorded), "status": run["status"]})
+    step = recorded_step(conn, run_id, run, request.step, "an export")
     export_id = uuid.uuid4()
     try:
         row = registry.submit_export(conn, export_id=export_id, run_id=run_id, model_id=model_id, step=step,
                                      message=actors.export_outbox_row(export_id))
     finally:
         close_db()
-    return jsonify(export_json(row)), 202, {"Location": url_for("exports.get_export", export_id=str(export_id))}
+    return accepted(export_json(row), "exports.get_export", export_id=export_id)
 
 
 def _export_id(raw):
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise ApiError(404, "export_not_found", f"no export {raw!r}") from None
+    return parse_id(raw, "export_not_found", "export")
 
 
 def _export(raw):

@@ -14,38 +14,31 @@ nothing is written then.
 
 import uuid
 
-from flask import Blueprint, jsonify, url_for
+from flask import Blueprint, jsonify
 
 from tasks import actors, catalog, registry
 from tasks.errors import RunNotFound
-from tasks.sample_spec import BaseSampleRequest, SampleList, SampleRequest, ValidationError, field_errors
+from tasks.sample_spec import BaseSampleRequest, SampleList, SampleRequest
 
+from .checkpoint_requests import accepted, parse_id, recorded_step, ts, validated
 from .db import close_db, get_db
 from .errors import ApiError
-from .runs import _json_body, parse_run_id
+from .runs import parse_run_id
 
 bp = Blueprint("samples", __name__, url_prefix="/api/tunix")
-
-
-def _ts(value):
-    return value.isoformat() if value is not None else None
 
 
 def sample_json(row):
     return {"sample_id": str(row["id"]), "status": row["status"],
             "run_id": str(row["run_id"]) if row["run_id"] else None, "model_id": row["model_id"],
             "step": row["step"], "params": row["params"], "outputs": row["outputs"], "error": row["error"],
-            "worker_id": row["worker_id"], "timings": row["timings"], "created_at": _ts(row["created_at"]),
-            "started_at": _ts(row["started_at"]), "finished_at": _ts(row["finished_at"])}
+            "worker_id": row["worker_id"], "timings": row["timings"], "created_at": ts(row["created_at"]),
+            "started_at": ts(row["started_at"]), "finished_at": ts(row["finished_at"])}
 
 
 def _request(schema=SampleRequest):
     """The validated body, or the 422 naming each bad field."""
-    try:
-        return schema.model_validate(_json_body())
-    except ValidationError as exc:
-        fields = field_errors(exc)
-        raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None
+    return validated(schema)
 
 
 def _submit(run_id, model_id, step, request):
@@ -55,7 +48,7 @@ def _submit(run_id, model_id, step, request):
                                      params=request.resolved(), message=actors.sample_outbox_row(sample_id))
     finally:
         close_db()
-    return jsonify(sample_json(row)), 202, {"Location": url_for("samples.get_sample", sample_id=str(sample_id))}
+    return accepted(sample_json(row), "samples.get_sample", sample_id=sample_id)
 
 
 @bp.post("/runs/<run_id:run_id>/samples")
@@ -68,13 +61,7 @@ def sample_run(run_id):
     run = registry.get_status(conn, run_id)
     if run is None:
         raise RunNotFound(run_id)
-    recorded = [row["step"] for row in registry.list_checkpoints(conn, run_id)]
-    step = request.step if request.step is not None else (max(recorded) if recorded else None)
-    if step is None or step not in recorded:
-        what = "has no recorded checkpoint" if not recorded else f"has no recorded checkpoint at step {step}"
-        raise ApiError(409, "no_checkpoint", f"run {run_id} {what} (status {run['status']}); a sample needs one",
-                       [{"field": "step", "message": f"recorded steps: {sorted(recorded)}"}] if recorded else None,
-                       extra={"recorded_steps": sorted(recorded), "status": run["status"]})
+    step = recorded_step(conn, run_id, run, request.step, "a sample")
     model_id = registry.get_run(conn, run_id)["model_id"]
     return _submit(run_id, model_id, step, request)
 
@@ -90,10 +77,7 @@ def sample_model(model_id):
 
 
 def _sample_id(raw):
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise ApiError(404, "sample_not_found", f"no sample {raw!r}") from None
+    return parse_id(raw, "sample_not_found", "sample")
 
 
 @bp.get("/samples/<sample_id>")

@@ -367,16 +367,8 @@ class Client:
         return SampleList.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/samples")).data
 
     def wait_sample(self, sample_id, *, timeout=None, interval=0.5) -> Sample:
-        """Poll the sample until it completed or failed; each read rides out
-        an unreachable API for ``patience_s``.  ``WaitTimeout`` after ``timeout``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            sample = self.get_sample(sample_id)
-            if sample.status in SAMPLE_FINAL:
-                return sample
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(sample_id, sample.status)
-            time.sleep(interval)
+        """Poll the sample until it completed or failed (``_wait_job``)."""
+        return _wait_job(self.get_sample, sample_id, SAMPLE_FINAL, timeout, interval)
 
     # ------------------------------------------------------------------ exports
 
@@ -395,16 +387,8 @@ class Client:
         return ExportList.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/exports")).data
 
     def wait_export(self, export_id, *, timeout=None, interval=0.5) -> Export:
-        """Poll the export until it completed or failed; each read rides out
-        an unreachable API for ``patience_s``.  ``WaitTimeout`` after ``timeout``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            export = self.get_export(export_id)
-            if export.status in EXPORT_FINAL:
-                return export
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(export_id, export.status)
-            time.sleep(interval)
+        """Poll the export until it completed or failed (``_wait_job``)."""
+        return _wait_job(self.get_export, export_id, EXPORT_FINAL, timeout, interval)
 
     def download_export(self, export, path, on_chunk=None) -> int:
         """Stream a completed ``export``'s tar to ``path``; its size.  The
@@ -444,6 +428,20 @@ class Client:
 
     def models(self) -> list[dict]:
         return self._json("GET", "/api/tunix/models")["data"]
+
+
+def _wait_job(get, job_id, final, timeout, interval):
+    """Poll ``get(job_id)`` (a sample, an export) until its status is in
+    ``final``; each read rides out an unreachable API for ``patience_s``.
+    ``WaitTimeout`` after ``timeout`` seconds (None: no limit)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        job = get(job_id)
+        if job.status in final:
+            return job
+        if deadline is not None and time.monotonic() >= deadline:
+            raise WaitTimeout(job_id, job.status)
+        time.sleep(interval)
 
 
 def _reason(exc):
