@@ -8,10 +8,12 @@ import uuid
 from flask import jsonify, url_for
 
 from tasks import registry
+from tasks.errors import RunNotFound
 from tasks.run_spec import ValidationError, field_errors
 
+from .db import get_db
 from .errors import ApiError
-from .runs import _json_body
+from .runs import _json_body, parse_run_id
 
 
 def ts(value):
@@ -52,3 +54,21 @@ def parse_id(raw, code, noun):
         return uuid.UUID(raw)
     except ValueError:
         raise ApiError(404, code, f"no {noun} {raw!r}") from None
+
+
+def get_row(get, raw, code, noun):
+    """The row ``get(conn, id)`` finds for the id ``raw``, or the 404 ``code``."""
+    row = get(get_db(), parse_id(raw, code, noun))
+    if row is None:
+        raise ApiError(404, code, f"no {noun} {raw!r}")
+    return row
+
+
+def run_rows(run_id, list_rows, to_json):
+    """``{"data": [...]}``: the run's rows (``list_rows(conn, run_id)``), or
+    the 404 of an unknown run."""
+    run_id = parse_run_id(run_id)
+    conn = get_db()
+    if registry.get_status(conn, run_id) is None:
+        raise RunNotFound(run_id)
+    return jsonify(data=[to_json(row) for row in list_rows(conn, run_id)])

@@ -26,7 +26,7 @@ from tasks.errors import ObjectMissing, RunNotFound
 from tasks.export_spec import EXPORT_FAMILIES, ExportList, ExportRequest
 from tasks.models import get_model
 
-from .checkpoint_requests import accepted, parse_id, recorded_step, ts, validated
+from .checkpoint_requests import accepted, get_row, recorded_step, run_rows, ts, validated
 from .db import close_db, get_db
 from .errors import ApiError
 from .runs import parse_run_id
@@ -74,15 +74,8 @@ def export_run(run_id):
     return accepted(export_json(row), "exports.get_export", export_id=export_id)
 
 
-def _export_id(raw):
-    return parse_id(raw, "export_not_found", "export")
-
-
 def _export(raw):
-    row = registry.get_export(get_db(), _export_id(raw))
-    if row is None:
-        raise ApiError(404, "export_not_found", f"no export {raw!r}")
-    return row
+    return get_row(registry.get_export, raw, "export_not_found", "export")
 
 
 @bp.get("/exports/<export_id>")
@@ -93,11 +86,7 @@ def get_export(export_id):
 @bp.get("/runs/<run_id:run_id>/exports")
 def list_exports(run_id):
     """The run's exports, newest first (the latest 100)."""
-    run_id = parse_run_id(run_id)
-    conn = get_db()
-    if registry.get_status(conn, run_id) is None:
-        raise RunNotFound(run_id)
-    return jsonify(data=[export_json(row) for row in registry.list_run_exports(conn, run_id)])
+    return run_rows(run_id, registry.list_run_exports, export_json)
 
 
 @bp.get("/exports/<export_id>/download")

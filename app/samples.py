@@ -20,7 +20,7 @@ from tasks import actors, catalog, registry
 from tasks.errors import RunNotFound
 from tasks.sample_spec import BaseSampleRequest, SampleList, SampleRequest
 
-from .checkpoint_requests import accepted, parse_id, recorded_step, ts, validated
+from .checkpoint_requests import accepted, get_row, recorded_step, run_rows, ts, validated
 from .db import close_db, get_db
 from .errors import ApiError
 from .runs import parse_run_id
@@ -76,26 +76,15 @@ def sample_model(model_id):
     return _submit(None, model_id, None, _request(BaseSampleRequest))
 
 
-def _sample_id(raw):
-    return parse_id(raw, "sample_not_found", "sample")
-
-
 @bp.get("/samples/<sample_id>")
 def get_sample(sample_id):
-    row = registry.get_sample(get_db(), _sample_id(sample_id))
-    if row is None:
-        raise ApiError(404, "sample_not_found", f"no sample {sample_id!r}")
-    return jsonify(sample_json(row))
+    return jsonify(sample_json(get_row(registry.get_sample, sample_id, "sample_not_found", "sample")))
 
 
 @bp.get("/runs/<run_id:run_id>/samples")
 def list_samples(run_id):
     """The run's sample requests, newest first (the latest 100)."""
-    run_id = parse_run_id(run_id)
-    conn = get_db()
-    if registry.get_status(conn, run_id) is None:
-        raise RunNotFound(run_id)
-    return jsonify(data=[sample_json(row) for row in registry.list_run_samples(conn, run_id)])
+    return run_rows(run_id, registry.list_run_samples, sample_json)
 
 
 # ---------------------------------------------------------------- OpenAPI
