@@ -46,14 +46,16 @@ def outbox_rows(runs):
     """``(queue_name, message_id, message)`` rows to write the messages of
     ``runs``, ``(run_id, dry_run)`` pairs, in the caller's transaction
     (``registry.submit_run``, ``registry.enqueue_messages``)."""
+    return [_outbox_row(message_for(run_id, dry_run)) for run_id, dry_run in runs]
+
+
+def _outbox_row(message):
+    """``(queue_name, message_id, message)``: ``message`` as the outbox writes
+    it, the broker's enqueue hooks run as ``broker.enqueue`` would run them."""
     from dramatiq_pg.utils import tidy4json
 
-    rows = []
-    for run_id, dry_run in runs:
-        message = message_for(run_id, dry_run)
-        broker.emit_before("enqueue", message, None)
-        rows.append((message.queue_name, message.message_id, tidy4json(message)))
-    return rows
+    broker.emit_before("enqueue", message, None)
+    return message.queue_name, message.message_id, tidy4json(message)
 
 
 # notify_shutdown: a worker told to stop ends the generation at once; the
@@ -70,11 +72,7 @@ def sample_outbox_row(sample_id):
     """The ``(queue_name, message_id, message)`` row of a sample request's
     message (its id is the sample id), written in the transaction that
     inserts the sample (``registry.submit_sample``)."""
-    from dramatiq_pg.utils import tidy4json
-
-    message = execute_sample.message(str(sample_id)).copy(message_id=str(sample_id))
-    broker.emit_before("enqueue", message, None)
-    return message.queue_name, message.message_id, tidy4json(message)
+    return _outbox_row(execute_sample.message(str(sample_id)).copy(message_id=str(sample_id)))
 
 
 # On the samples queue (the inference-like jobs'): a worker told to stop ends
@@ -91,8 +89,4 @@ def export_outbox_row(export_id):
     """The ``(queue_name, message_id, message)`` row of an export request's
     message (its id is the export id), written in the transaction that
     inserts the export (``registry.submit_export``)."""
-    from dramatiq_pg.utils import tidy4json
-
-    message = execute_export.message(str(export_id)).copy(message_id=str(export_id))
-    broker.emit_before("enqueue", message, None)
-    return message.queue_name, message.message_id, tidy4json(message)
+    return _outbox_row(execute_export.message(str(export_id)).copy(message_id=str(export_id)))
