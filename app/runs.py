@@ -83,10 +83,14 @@ def _field_problems(body, datasets, prefix=""):
     priority = config.priority
     # A key the (cached) listing lacks may have just been uploaded to the store: list it again, at most
     # once per MISS_MAX_AGE_S.
-    if config.dataset_key not in datasets and catalog.get_dataset(
-            config.dataset_key, current_app.config["SETTINGS"], max_age=catalog.MISS_MAX_AGE_S) is None:
+    dataset = datasets.get(config.dataset_key) or catalog.get_dataset(
+        config.dataset_key, current_app.config["SETTINGS"], max_age=catalog.MISS_MAX_AGE_S)
+    if dataset is None:
         return None, [{"field": prefix + "dataset_key",
                        "message": f"unknown dataset {config.dataset_key!r}; see GET /api/tunix/datasets"}]
+    problem = catalog.method_data_problem(dataset, config.method)
+    if problem:
+        return None, [{"field": prefix + "dataset_key", "message": problem}]
     try:
         return (config.resolved(current_app.config["SETTINGS"]), priority), []
     except ValueError as exc:
@@ -316,7 +320,9 @@ def get_metrics(run_id):
         raise RunNotFound(run_id)
     rows = registry.get_metrics(conn, run_id)
     return jsonify(data=[{"step": r["step"], "loss": r["loss"], "learning_rate": r["learning_rate"],
-                          "grad_norm": r["grad_norm"], "attempt": r["attempt"], "eval_loss": r["eval_loss"]}
+                          "grad_norm": r["grad_norm"], "attempt": r["attempt"], "eval_loss": r["eval_loss"],
+                          **({"metrics": r["metrics"]} if r["metrics"] is not None else {}),
+                          **({"samples": r["samples"]} if r["samples"] is not None else {})}
                          for r in rows])
 
 

@@ -62,10 +62,16 @@ def _unknown_datasets(trials):
     settings = current_app.config["SETTINGS"]
     known = catalog.datasets(settings)
     problems = []
-    for key in sorted({config["dataset_key"] for _, config in trials} - set(known)):
-        if catalog.get_dataset(key, settings, max_age=catalog.MISS_MAX_AGE_S) is None:
+    for key in sorted({config["dataset_key"] for _, config in trials}):
+        dataset = known.get(key) or catalog.get_dataset(key, settings, max_age=catalog.MISS_MAX_AGE_S)
+        if dataset is None:
             problems.append({"field": "base.dataset_key", "message": f"unknown dataset {key!r}; see GET "
                                                                       "/api/tunix/datasets"})
+    for method in sorted({config["method"] for _, config in trials}):
+        for key in sorted({config["dataset_key"] for _, config in trials if config["method"] == method}):
+            problem = catalog.method_data_problem(known.get(key), method)
+            if problem:
+                problems.append({"field": "base.dataset_key", "message": problem})
     return problems
 
 

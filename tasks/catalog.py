@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from .checks import check_of
+from .datasets_jsonl import KIND_NAMES, jsonl_kind
 from .instruction_sets import DESCRIPTIONS
 from .models import MODELS, get_model  # noqa: F401  (re-exported)
 from .settings import get_settings
@@ -71,13 +72,17 @@ class Dataset:
     sha256: str = None
     #: Records of a validated copy (set by the worker's cache).
     examples: int = None
+    #: The kind of its records (``datasets_jsonl.RECORD_KINDS``); None for a
+    #: store object, which no listing reads (its worker checks it).
+    data_kind: str = "completion"
 
     def to_json(self):
         return asdict(self)
 
     def listing(self):
         """What ``GET /api/tunix/datasets`` shows of it (no local paths)."""
-        item = {"key": self.key, "kind": self.kind, "description": self.description, "origin": self.origin}
+        item = {"key": self.key, "kind": self.kind, "description": self.description, "origin": self.origin,
+                "data_kind": self.data_kind, "methods": methods_for(self.data_kind)}
         for name in ("size", "etag"):
             if getattr(self, name) is not None:
                 item[name] = getattr(self, name)
@@ -93,14 +98,33 @@ SYNTHETIC = Dataset(
 )
 
 
+def methods_for(data_kind):
+    """The training methods that take records of ``data_kind`` (None: unknown yet, any)."""
+    from .run_spec import METHOD_DATA
+
+    return [m for m, kind in METHOD_DATA.items() if data_kind is None or kind == data_kind]
+
+
+def method_data_problem(dataset, method):
+    """Why ``method`` cannot train on ``dataset`` (a sentence), or None."""
+    from .run_spec import METHOD_DATA
+
+    needs = METHOD_DATA[method]
+    if dataset is None or dataset.data_kind is None or dataset.data_kind == needs:
+        return None
+    return (f"method {method} needs {KIND_NAMES[needs]}; dataset {dataset.key!r} holds "
+            f"{KIND_NAMES[dataset.data_kind]}")
+
+
 def _jsonl(path, origin):
     try:
         size = path.stat().st_size
     except OSError:
         size = None
+    data_kind = jsonl_kind(path) or "completion"
     described = DESCRIPTIONS.get(path.stem) if origin == "shipped" else None
-    return Dataset(key=path.stem, kind="jsonl", description=described or f"JSONL prompt/completion pairs ({origin})",
-                   path=str(path), origin=origin, size=size)
+    return Dataset(key=path.stem, kind="jsonl", description=described or f"JSONL {KIND_NAMES[data_kind]} ({origin})",
+                   path=str(path), origin=origin, size=size, data_kind=data_kind)
 
 
 #: (folders' modification times) -> the datasets found then.
@@ -155,8 +179,8 @@ def store_object_dataset(store, object_key, size=None, etag=None):
     stem = name[:-len(".jsonl")] if name.endswith(".jsonl") else ""
     if not DATASET_KEY.match(stem):
         return None
-    return Dataset(key=stem, kind="jsonl", description="JSONL prompt/completion pairs (artifact store)",
-                   origin="store", size=size, etag=etag, uri=store.uri(object_key))
+    return Dataset(key=stem, kind="jsonl", description="JSONL records (artifact store)",
+                   origin="store", size=size, etag=etag, uri=store.uri(object_key), data_kind=None)
 
 
 class StoreListing:

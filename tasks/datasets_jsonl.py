@@ -1,11 +1,17 @@
-"""JSONL prompt/completion datasets: parsing and validation (pure Python).
+"""JSONL datasets: parsing and validation (pure Python).
 
-Format: UTF-8 text, one JSON object per line::
+Format: UTF-8 text, one JSON object per line, every line of one kind
+(``RECORD_KINDS``), the kind of the first::
 
-    {"prompt": "What is 2 + 2?", "completion": "4"}
+    {"prompt": "What is 2 + 2?", "completion": "4"}                   completion (sft)
+    {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No."}         preference (dpo)
+    {"prompt": "What is 2 + 2?", "answer": "4"}                       prompt_answer (grpo)
 
-* ``prompt`` must be a string (it may be empty);
-* ``completion`` must be a non-empty string;
+* ``prompt`` must be a string (it may be empty); every other named field a
+  non-empty string;
+* a line is a preference pair when it has ``chosen`` or ``rejected``, a
+  prompt/completion pair when it has ``completion``, a prompt with an
+  answer when it has ``answer``;
 * other keys are allowed and ignored;
 * blank (whitespace-only) lines are skipped;
 * a file must hold at least one record.
@@ -23,11 +29,43 @@ from dataclasses import dataclass
 MAX_LINE_BYTES = 1_000_000
 
 
+#: Record kind -> its fields, in order.  ``tasks/run_spec.py``'s
+#: ``METHOD_DATA`` says which kind each training method takes.
+RECORD_KINDS = {
+    "completion": ("prompt", "completion"),
+    "preference": ("prompt", "chosen", "rejected"),
+    "prompt_answer": ("prompt", "answer"),
+}
+#: What a kind is, in the words an error uses.
+KIND_NAMES = {
+    "completion": "prompt/completion pairs",
+    "preference": "preference pairs ({prompt, chosen, rejected})",
+    "prompt_answer": "prompts with answers ({prompt, answer})",
+}
+
+
 @dataclass(frozen=True)
 class Record:
     line: int
     prompt: str
-    completion: str
+    completion: str = None
+    chosen: str = None
+    rejected: str = None
+    answer: str = None
+
+    @property
+    def kind(self):
+        if self.chosen is not None:
+            return "preference"
+        return "completion" if self.completion is not None else "prompt_answer"
+
+
+def _kind_of(obj):
+    if "chosen" in obj or "rejected" in obj:
+        return "preference"
+    if "answer" in obj and "completion" not in obj:
+        return "prompt_answer"
+    return "completion"
 
 
 def parse_line(raw, line_no):
@@ -51,25 +89,32 @@ def parse_line(raw, line_no):
         raise ValueError(f"line {line_no}: invalid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"line {line_no}: expected a JSON object, got {type(obj).__name__}")
-    missing = [key for key in ("prompt", "completion") if key not in obj]
+    fields = RECORD_KINDS[_kind_of(obj)]
+    missing = [key for key in fields if key not in obj]
     if missing:
         raise ValueError(f"line {line_no}: missing field(s) {', '.join(repr(k) for k in missing)}")
-    prompt, completion = obj["prompt"], obj["completion"]
-    if not isinstance(prompt, str):
-        raise ValueError(f"line {line_no}: 'prompt' must be a string, got {type(prompt).__name__}")
-    if not isinstance(completion, str):
-        raise ValueError(f"line {line_no}: 'completion' must be a string, got {type(completion).__name__}")
-    if not completion:
-        raise ValueError(f"line {line_no}: 'completion' must not be empty")
-    return Record(line=line_no, prompt=prompt, completion=completion)
+    for key in fields:
+        if not isinstance(obj[key], str):
+            raise ValueError(f"line {line_no}: {key!r} must be a string, got {type(obj[key]).__name__}")
+        if key != "prompt" and not obj[key]:
+            raise ValueError(f"line {line_no}: {key!r} must not be empty")
+    return Record(line=line_no, **{key: obj[key] for key in fields})
 
 
 def iter_records(lines):
-    """Records from an iterable of physical lines (bytes or str)."""
+    """Records from an iterable of physical lines (bytes or str), all of
+    the first one's kind."""
+    kind = None
     for line_no, raw in enumerate(lines, start=1):
         record = parse_line(raw, line_no)
-        if record is not None:
-            yield record
+        if record is None:
+            continue
+        if kind is None:
+            kind = record.kind
+        elif record.kind != kind:
+            raise ValueError(f"line {line_no}: a {KIND_NAMES[record.kind]} line in a file of "
+                             f"{KIND_NAMES[kind]} (the first line's kind)")
+        yield record
 
 
 def parse_bytes(data):
@@ -80,7 +125,7 @@ def parse_bytes(data):
         lines = data.split("\n")
     records = list(iter_records(lines))
     if not records:
-        raise ValueError("no records: the dataset holds no prompt/completion line")
+        raise ValueError("no records: the dataset holds no record line")
     return records
 
 
@@ -89,8 +134,25 @@ def load_jsonl(path):
     with open(path, "rb") as fh:
         records = list(iter_records(line.rstrip(b"\r\n") for line in fh))
     if not records:
-        raise ValueError("no records: the dataset holds no prompt/completion line")
+        raise ValueError("no records: the dataset holds no record line")
     return records
+
+
+def jsonl_kind(path):
+    """The record kind of the file at ``path`` (its first record's), None when
+    it holds none or cannot be read: a listing's answer, not a validation."""
+    try:
+        with open(path, "rb") as fh:
+            for line_no, raw in enumerate(fh, start=1):
+                try:
+                    record = parse_line(raw.rstrip(b"\r\n"), line_no)
+                except ValueError:
+                    return None
+                if record is not None:
+                    return record.kind
+    except OSError:
+        return None
+    return None
 
 
 def validate_jsonl(path):
@@ -104,5 +166,5 @@ def validate_jsonl(path):
         for _ in iter_records(line.rstrip(b"\r\n") for line in fh):
             count += 1
     if not count:
-        raise ValueError("no records: the dataset holds no prompt/completion line")
+        raise ValueError("no records: the dataset holds no record line")
     return count

@@ -192,14 +192,17 @@ def heartbeat(conn, run_id, attempt, progress=None):
 
 
 def record_activity(conn, run_id, *, metrics=(), logs=(), evals=()):
-    """Store a batch of step metrics ``(step, loss, lr, grad_norm, attempt)``,
+    """Store a batch of step metrics ``(step, loss, lr, grad_norm, attempt,
+    method metrics (a dict or None), samples (a list or None))``,
     eval losses ``(step, eval_loss, examples, attempt)`` and log lines
     ``(seq, stream, line)``.  No NOTIFY: the API's waiter sees
     the new lines on its next tick (``watch_runs``)."""
     with conn.cursor() as cur:
         if metrics:
             with timed_write("progress"):
-                execute_values(cur, QUERIES["upsert_metrics"], [(run_id, *m) for m in metrics])
+                execute_values(cur, QUERIES["upsert_metrics"],
+                               [(run_id, *m[:5], *(_json(x) for x in m[5:7]), *[None] * (7 - len(m)))
+                                for m in metrics])
         if evals:
             with timed_write("progress"):
                 execute_values(cur, QUERIES["upsert_evals"], [(run_id, *e) for e in evals])

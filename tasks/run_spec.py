@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 from . import lifecycle
 from .lifecycle import RunStatus
 from .models import MODELS, get_model
+from .rewards import REWARDS
 
 #: Submit modes.
 MODES = ("sync", "async")
@@ -28,7 +29,7 @@ RESOLVED_AT_SUBMIT = ("seed", "time_limit_s")
 #: what a run stored before it did (no LoRA: full-parameter SFT; no held-out
 #: samples): a stored spec that lacks one reads back with it, so a run
 #: queued before an upgrade still resumes, and trains as it would have.
-ADDED_SINCE_FIRST_STORE = {"lora": None, "sample_held_out": 0}
+ADDED_SINCE_FIRST_STORE = {"lora": None, "sample_held_out": 0, "method": "sft", "dpo": None, "grpo": None}
 #: Fields that say when a run is admitted, not what it trains: the registry
 #: keeps them in columns of their own, and the stored spec (``config``, what
 #: the training reads) leaves them out.
@@ -81,6 +82,69 @@ class LoraSpec(BaseModel):
         return value
 
 
+#: The training methods, and the kind of dataset record each trains on
+#: (``tasks/datasets_jsonl.py``: ``RECORD_KINDS``).
+METHOD_DATA = {"sft": "completion", "dpo": "preference", "grpo": "prompt_answer"}
+
+
+class DpoSpec(BaseModel):
+    """Direct preference optimisation (Rafailov et al. 2023) or ORPO (Hong
+    et al. 2024), by tunix's ``DPOTrainer``, on ``{prompt, chosen, rejected}``
+    records.  DPO's reference is the model before training (with LoRA, the
+    frozen base itself: no second copy); ORPO needs none."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    beta: float = Field(0.1, gt=0, le=10, allow_inf_nan=False,
+                        description="DPO: the strength of the pull towards the reference (the KL penalty)")
+    loss: Literal["dpo", "orpo"] = Field("dpo", description="dpo (sigmoid loss against a reference) or orpo "
+                                                            "(odds ratio, SFT loss on the chosen; no reference)")
+    lambda_orpo: float = Field(0.1, gt=0, le=10, allow_inf_nan=False,
+                               description="ORPO: the weight of the preference term")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, allow_inf_nan=False,
+                                   description="DPO: the assumed share of wrong preference labels (cDPO)")
+
+
+class RewardTerm(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    name: str = Field(json_schema_extra={"enum": list(REWARDS)},
+                      description="a reward of tasks/rewards.py: " + ", ".join(REWARDS))
+    weight: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False, description="its weight in the sum")
+
+    @field_validator("name")
+    @classmethod
+    def _known_reward(cls, value):
+        if value not in REWARDS:
+            raise PydanticCustomError("unknown_reward",
+                                      f"unknown reward {value!r}; known rewards: {', '.join(REWARDS)}")
+        return value
+
+
+#: A GRPO run's reward when it names none: a right final answer, and the format.
+DEFAULT_REWARD = (RewardTerm(name="final_answer", weight=1.0), RewardTerm(name="answer_format", weight=0.5))
+
+
+class GrpoSpec(BaseModel):
+    """Group relative policy optimisation (Shao et al. 2024), by tunix's
+    ``GRPOLearner``, on ``{prompt, answer}`` records: each prompt is answered
+    ``num_generations`` times by the policy (tunix's KV-cache sampler), each
+    answer scored by ``reward``, and the policy pulled towards the answers
+    that beat their group's mean.  The reference (for the KL term) is the
+    model before training; with LoRA, the frozen base itself."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    num_generations: JsonInt = Field(4, ge=2, le=64, description="answers sampled per prompt (the group)")
+    max_new_tokens: JsonInt = Field(32, ge=1, le=1024, description="tokens each sampled answer may have")
+    temperature: float = Field(0.9, gt=0, le=5, allow_inf_nan=False, description="of the sampling")
+    beta: float = Field(0.04, ge=0, le=10, allow_inf_nan=False,
+                        description="the weight of the KL penalty to the reference (0: no reference is held)")
+    epsilon: float = Field(0.2, gt=0, le=1, allow_inf_nan=False, description="the clipping range of the ratio")
+    reward: list[RewardTerm] = Field(list(DEFAULT_REWARD), min_length=1, max_length=8,
+                                     description="the reward: the weighted sum of these named rewards")
+
+
 class IncompleteSpec(ValueError):
     """Raised when a stored spec lacks a field (or a value resolved at submit)."""
 
@@ -117,6 +181,12 @@ class RunSpec(BaseModel):
     sample_held_out: JsonInt = Field(8, ge=0, le=64, description="held-out prompts answered by the base model at "
                                                                  "the start and by the trained model at the end, "
                                                                  "scored by the dataset's check; 0: none")
+    method: Literal[tuple(METHOD_DATA)] = Field(
+        "sft", description="sft (prompt/completion pairs), dpo (preference pairs) or grpo (prompts with "
+                           "answers a reward checks)")
+    #: Only with method dpo / grpo; filled with the defaults by ``resolved``.
+    dpo: Optional[DpoSpec] = Field(None, description="method dpo's settings (default: all defaults)")
+    grpo: Optional[GrpoSpec] = Field(None, description="method grpo's settings (default: all defaults)")
     #: Admission order among the trainings waiting (tasks/admission.py).
     priority: JsonInt = Field(0, ge=-1000, le=1000,
                               description="higher is admitted first; equal priorities share the workers fairly "
@@ -132,6 +202,15 @@ class RunSpec(BaseModel):
                 "unknown_model", f"unknown model {value!r}; known models: {', '.join(MODELS)}")
         return value
 
+    @model_validator(mode="after")
+    def _method_settings(self):
+        for name in ("dpo", "grpo"):
+            if getattr(self, name) is not None and self.method != name:
+                # ``field_errors`` names the field from ``where`` (an after-validator's error has no loc).
+                raise PydanticCustomError("method_mismatch", "{name} settings need method {name}; method is {method}",
+                                          {"where": name, "name": name, "method": self.method})
+        return self
+
     def resolved(self, settings):
         """The spec as stored (less ``SCHEDULING``, which the caller takes
         with ``scheduling``): every default filled in, including the seed.
@@ -142,6 +221,10 @@ class RunSpec(BaseModel):
         data = self.model_dump(exclude=set(SCHEDULING))
         if data["seed"] is None:
             data["seed"] = secrets.randbelow(2**31)
+        if self.method == "dpo" and data["dpo"] is None:
+            data["dpo"] = DpoSpec().model_dump()
+        if self.method == "grpo" and data["grpo"] is None:
+            data["grpo"] = GrpoSpec().model_dump()
         if data["time_limit_s"] is None:
             data["time_limit_s"] = min(settings.default_time_limit_s, settings.run_time_limit_s)
         if data["time_limit_s"] > settings.run_time_limit_s:
@@ -179,7 +262,7 @@ def field_errors(exc):
     """``[{"field", "message"}]`` from a pydantic ``ValidationError``."""
     out = []
     for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or "body"
+        field = ".".join(str(part) for part in err["loc"]) or (err.get("ctx") or {}).get("where") or "body"
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown field"

@@ -115,6 +115,11 @@ class MetricsPoint(_Answer):
     grad_norm: Optional[float] = None
     attempt: int
     eval_loss: Optional[float] = Field(None, description="on the held-out examples, at a checkpoint step or the last")
+    metrics: Optional[dict[str, Optional[float]]] = Field(
+        None, description="the method's own figures (DPO: reward_accuracy, reward_margin; GRPO: reward_mean, "
+                          "reward_std, kl, completion_length); absent for SFT")
+    samples: Optional[list[dict[str, Any]]] = Field(
+        None, description="GRPO, at logged steps: sampled completions with their rewards")
 
 
 class MetricsList(_Answer):

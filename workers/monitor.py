@@ -76,7 +76,8 @@ class RunMonitor:
         elif isinstance(event, Progress):
             grad_norm = None if event.grad_norm is ABSENT else event.grad_norm
             with self._lock:
-                self._metrics.append((event.step, event.loss, event.learning_rate, grad_norm, self.attempt))
+                self._metrics.append((event.step, event.loss, event.learning_rate, grad_norm, self.attempt,
+                                      event.metrics or None, event.samples or None))
                 self.progress = {"step": event.step, "total_steps": event.total_steps, "loss": event.loss}
 
     def flush(self):

@@ -163,11 +163,12 @@ RETURNING status;
 -- attempt recorded is replaced only by a later attempt: a stale one (a worker
 -- cut off, then back, writes what it buffered before it learns it is stale)
 -- cannot relabel a newer attempt's steps.
-INSERT INTO tunix_run_metrics (run_id, step, loss, learning_rate, grad_norm, attempt)
+INSERT INTO tunix_run_metrics (run_id, step, loss, learning_rate, grad_norm, attempt, metrics, samples)
 VALUES %s
 ON CONFLICT (run_id, step) DO UPDATE SET
     loss = EXCLUDED.loss, learning_rate = EXCLUDED.learning_rate,
-    grad_norm = EXCLUDED.grad_norm, attempt = EXCLUDED.attempt, recorded_at = clock_timestamp()
+    grad_norm = EXCLUDED.grad_norm, attempt = EXCLUDED.attempt, recorded_at = clock_timestamp(),
+    metrics = EXCLUDED.metrics, samples = EXCLUDED.samples
 WHERE tunix_run_metrics.attempt IS NULL OR EXCLUDED.attempt >= tunix_run_metrics.attempt;
 
 -- name: append_logs
@@ -190,7 +191,7 @@ WHERE r.id = ANY(%(ids)s::uuid[]);
 
 -- name: get_metrics
 -- The run's per-step series, with the eval loss at the steps that have one.
-SELECT m.step, m.loss, m.learning_rate, m.grad_norm, m.attempt, m.recorded_at, e.eval_loss
+SELECT m.step, m.loss, m.learning_rate, m.grad_norm, m.attempt, m.recorded_at, e.eval_loss, m.metrics, m.samples
 FROM tunix_run_metrics m LEFT JOIN tunix_run_evals e ON e.run_id = m.run_id AND e.step = m.step
 WHERE m.run_id = %(run_id)s ORDER BY m.step;
 

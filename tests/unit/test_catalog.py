@@ -83,7 +83,8 @@ def test_a_store_object_is_listed_with_its_origin_size_and_etag(settings):
     assert (faq.origin, faq.kind, faq.size) == ("store", "jsonl", len(LINE))
     assert faq.etag and faq.uri.endswith("/datasets/faq.jsonl")
     assert faq.listing() == {"key": "faq", "kind": "jsonl", "description": faq.description, "origin": "store",
-                             "size": len(LINE), "etag": faq.etag}
+                             "size": len(LINE), "etag": faq.etag,
+                             "data_kind": None, "methods": ["sft", "dpo", "grpo"]}
     assert found["synthetic"].origin == "builtin" and found["text-sft"].origin == "shipped"
 
 

@@ -48,7 +48,7 @@ def test_a_minimal_request_gets_every_documented_default():
         "dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True, "learning_rate": 2e-5,
         "num_epochs": 3, "batch_size": 8, "max_seq_length": 2048, "max_steps": None, "seed": None,
         "device": "auto", "time_limit_s": None, "checkpoint_every_steps": 10, "lora": None, "sample_held_out": 8,
-        "priority": 0,
+        "method": "sft", "dpo": None, "grpo": None, "priority": 0,
     }
 
 

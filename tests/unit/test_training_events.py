@@ -149,6 +149,7 @@ def test_the_monitor_records_progress_and_evals_by_type():
     for event in EXAMPLES + [Unknown({"event": "reward"})]:
         monitor.event(event)
     # Then the progress events are metric rows (an absent grad_norm is null), the evals eval rows
-    assert monitor._metrics == [(1, 5.5, 1e-3, 0.75, 2), (2, 5.25, 1e-3, None, 2), (3, 5.0, 1e-3, None, 2)]
+    assert monitor._metrics == [(1, 5.5, 1e-3, 0.75, 2, None, None), (2, 5.25, 1e-3, None, 2, None, None),
+                                (3, 5.0, 1e-3, None, 2, None, None)]
     assert monitor._evals == [(12, 4.5, 3, 2), (24, None, 3, 2)]
     assert monitor.progress == {"step": 3, "total_steps": 24, "loss": 5.0}

@@ -189,18 +189,31 @@ def held_out_mask(n):
     return np.arange(n) % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
 
 
-def read_records(dataset_kind, dataset_path):
-    """The dataset's ``(prompt, completion)`` records (none for the synthetic set, which has no prompts)."""
-    if dataset_kind == "synthetic":
-        return []
-    from tasks.datasets_jsonl import load_jsonl
+def load_records(dataset_path, method):
+    """The JSONL dataset's records (``tasks.datasets_jsonl.Record``), of the
+    kind ``method`` trains on; ``DatasetError`` for a malformed file or a
+    file of another kind (a store object: no listing read it before)."""
+    from tasks.datasets_jsonl import KIND_NAMES, load_jsonl
+    from tasks.run_spec import METHOD_DATA
 
     try:
-        return [(r.prompt, r.completion) for r in load_jsonl(dataset_path)]
+        records = load_jsonl(dataset_path)
     except OSError as exc:
         raise DatasetError(f"cannot read dataset {dataset_path}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise DatasetError(f"dataset {dataset_path}: {exc}") from None
+    needs = METHOD_DATA[method]
+    if records[0].kind != needs:
+        raise DatasetError(f"dataset {dataset_path}: method {method} needs {KIND_NAMES[needs]}; the dataset "
+                           f"holds {KIND_NAMES[records[0].kind]}")
+    return records
+
+
+def read_records(dataset_kind, dataset_path):
+    """The dataset's ``(prompt, completion)`` records (none for the synthetic set, which has no prompts)."""
+    if dataset_kind == "synthetic":
+        return []
+    return [(r.prompt, r.completion) for r in load_records(dataset_path, "sft")]
 
 
 def split_held_out(examples):

@@ -22,7 +22,10 @@ training writes them, ``workers/runner.py`` (``_Stream``) and
 batch's mean token cross-entropy; ``learning_rate`` is the rate of that update
 (linear warm-up, then constant); ``grad_norm`` is the global norm before
 clipping to 1.0 (absent when tunix recorded none for the step; null when not
-finite).  The start event also carries ``model_id``, ``start_step``
+finite); ``metrics`` (absent for SFT) the method's own figures of the step,
+``{name: number or null}`` (DPO: ``reward_accuracy``, ``reward_margin``;
+GRPO: ``reward_mean``, ``reward_std``, ``kl``, ``completion_length``), and
+``samples`` (GRPO, at logged steps) a few ``{prompt, completion, reward}``.  The start event also carries ``model_id``, ``start_step``
 (> 0 after a resume), ``batches_per_epoch``, ``num_examples``,
 ``effective_max_seq_length``, ``batch_seq_length``, ``batch_size`` and
 ``steps_capped``; the result event ``batch_seq_length``, ``param_count`` and
@@ -147,6 +150,8 @@ class Progress(Event):
     loss: float
     learning_rate: float
     grad_norm: Any = ABSENT  # float, None (not finite) or ABSENT
+    metrics: Any = ABSENT  # the method's own figures, {name: float or None} (methods/)
+    samples: Any = ABSENT  # GRPO: a few sampled completions, [{prompt, completion, reward}]
     extra: dict = field(default_factory=dict, compare=False)
 
 
