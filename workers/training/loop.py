@@ -68,6 +68,9 @@ def train(job, on_event, log=print, stop=None):
     stop_if_asked()
     model = build_model(model_spec, spec.seed, weights)
     param_count = trainable = count_params(model)
+    # LoRA: the frozen base shares its arrays with the adapted model (qwix
+    # clones the graph, not the weights), so it is a reference for free.
+    method.frozen_base = model if spec.lora is not None else None
     if spec.lora is not None:
         model = apply_lora(model, spec.lora, model_spec, spec.seed)
         trainable = count_lora_params(model)

@@ -13,6 +13,11 @@ class Method:
         self.num_examples = self.batch_seq_length = self.held_out_examples = 0
         #: Set by ``build_trainer``: the held-out inputs (tunix's ``eval_ds``), empty for none.
         self.eval_batches = []
+        #: Set by ``train()`` before ``before_trainer``: for a LoRA run, the base model
+        #: without adapters (its arrays are the adapted model's own: a reference that costs
+        #: no memory); None for full fine-tuning, where a method that needs a reference
+        #: keeps a copy of the model before training (``nnx.clone``).
+        self.frozen_base = None
 
     def load(self, seq_len):
         """Read the dataset (examples of at most ``seq_len`` tokens); set the counts above.
