@@ -215,7 +215,7 @@ def test_a_handed_back_runs_scratch_folder_is_gone_once_its_last_checkpoint_is_r
     disk = empty_disk
     # Given a long training seen stepping
     run_id = disk.submit(training(max_steps=100_000, checkpoint_every_steps=1000))
-    # (past step 2: orbax saves step 1 by itself, so only a later step shows the stop's own checkpoint)
+    # (past step 2: the stop's checkpoint is then of a step no periodic save made)
     wait_for(lambda: ((disk.api.get(f"/api/tunix/runs/{run_id}/status").json().get("progress") or {})
                       .get("step") or 0) >= 3, 120, interval=0.1, message="step 3 reported")
     # When its worker stops (SIGTERM, as `docker compose stop` does)

@@ -185,7 +185,7 @@ def recorded(conn, run_id, attempt=None):
 
 
 def wait_recorded(conn, run_id, timeout=180, every=TRAINING["checkpoint_every_steps"]):
-    """The run's row once a periodic checkpoint (not orbax's step 1) is recorded while it still runs."""
+    """The run's row once a periodic checkpoint is recorded while it still runs."""
     wait_for(lambda: any(step >= every for step, _, _ in recorded(conn, run_id, attempt=1)), timeout,
              interval=0.05, message=f"run {run_id}: a checkpoint of step {every} or later recorded")
     row = run_row(conn, run_id)

@@ -204,8 +204,8 @@ def at_imports(case):
 
 def at_compilation(case):
     # The trainer is built (its checkpoint manager made checkpoints/, the
-    # start event is out) and the first step is not done (orbax saves step 1
-    # right after it): XLA compiles the train step (~3-4 s; this case's
+    # start event is out) and no step is saved (none before
+    # checkpoint_every_steps): XLA compiles the train step (~3-4 s; this case's
     # shapes are its own, so the compilation cache cannot skip it).
     poll(lambda: checkpoint_entries(case.run_dir) == [], 120, "checkpoints/ created, no step saved")
     return "trainer built, first step compiling"

@@ -44,7 +44,7 @@ def base_spec(**overrides):
         "dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False, "learning_rate": 3e-3,
         "num_epochs": 1, "batch_size": 8, "max_seq_length": 64, "max_steps": 24, "seed": 1, "device": "cpu",
         "time_limit_s": 3600,
-        # An interval the runs never reach: orbax saves the first and the last step only.
+        # An interval the runs never reach: only the last step is saved.
         "checkpoint_every_steps": 10_000,
         # What a spec stored before these fields reads as (tasks/run_spec.py ADDED_SINCE_FIRST_STORE).
         "lora": None, "sample_held_out": 0,
