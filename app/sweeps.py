@@ -29,16 +29,25 @@ def _parse_id(raw):
         raise SweepNotFound(raw) from None
 
 
-def _trial_json(row):
-    return {"run_id": str(row["id"]), "status": row["status"], "params": row["trial"] or {},
-            "step": row["step"], "loss": row["loss"], "eval_loss": row["eval_loss"], "attempts": row["attempts"],
-            "stop_reason": row["stop_reason"]}
+def _trial_json(row, metric):
+    out = {"run_id": str(row["id"]), "status": row["status"], "params": row["trial"] or {},
+           "step": row["step"], "loss": row["loss"], "eval_loss": row["eval_loss"], "attempts": row["attempts"],
+           "stop_reason": row["stop_reason"]}
+    if metric in sweep_spec.METHOD_METRICS:
+        out[metric] = row["metric_value"]
+    return out
+
+
+def _better(row):
+    """The sweep's direction: its stored ``mode`` (a sweep stored before
+    modes existed ranked lower-is-better)."""
+    return (row.get("spec") or {}).get("mode") or sweep_spec.direction(row["metric"])
 
 
 def _summary(row):
     counts = {status: int(n) for status, n in (row["counts"] or {}).items()}
     active = any(status in lifecycle.ACTIVE for status in counts)
-    return {"sweep_id": str(row["id"]), "name": row["name"], "metric": row["metric"],
+    return {"sweep_id": str(row["id"]), "name": row["name"], "metric": row["metric"], "mode": _better(row),
             "status": "active" if active else "finished", "trials": sum(counts.values()), "counts": counts,
             "duplicates": row["duplicates"], "priority": row.get("priority", 0),
             "created_at": _ts(row["created_at"])}
@@ -48,11 +57,12 @@ def _detail(conn, sweep_id):
     row = registry.get_sweep(conn, sweep_id)
     if row is None:
         raise SweepNotFound(sweep_id)
-    rows = registry.sweep_trials(conn, sweep_id)
-    trials = [_trial_json(t) for t in rows]
     metric = row["metric"]
+    rows = registry.sweep_trials(conn, sweep_id, metric)
+    trials = [_trial_json(t, metric) for t in rows]
     ranked = [t for t in trials if t["status"] == lifecycle.RunStatus.COMPLETED and t[metric] is not None]
-    best = min(ranked, key=lambda t: t[metric]) if ranked else None
+    pick = max if _better(row) == "max" else min
+    best = pick(ranked, key=lambda t: t[metric]) if ranked else None
     stopped = [t for t in rows if t["stop_reason"] == early_stopping.REASON]
     return dict(_summary(row), spec=row["spec"], best=best, runs=trials, early_stopped=len(stopped),
                 steps_saved=sum(early_stopping.saved_steps(t) for t in stopped))
@@ -88,13 +98,15 @@ def submit_sweep():
     sweep_id = uuid.uuid4()
     runs = [dict(run_id=uuid.uuid4(), mode="async", dry_run=config["dry_run"], dataset_key=config["dataset_key"],
                  model_id=config["model_id"], config=config, params=params) for params, config in trials]
-    stored = dict(spec.model_dump(), **seeds)
+    stored = dict(spec.model_dump(), mode=spec.better(), **seeds)
+    rule = spec.early_stopping and dict(spec.early_stopping.model_dump(), metric=sweep_spec.stopping_metric(spec.metric),
+                                        mode=spec.better() if spec.metric in sweep_spec.METHOD_METRICS else "min")
     with transaction() as conn:
         sweep, rows = registry.insert_sweep(conn, sweep_id=sweep_id, name=spec.name, spec=stored,
                                             metric=spec.metric, duplicates=duplicates, trials=runs,
                                             max_concurrent=spec.max_concurrent,
                                             priority=sweep_spec.trial_priority(spec),
-                                            early_stopping=spec.early_stopping and spec.early_stopping.model_dump())
+                                            early_stopping=rule)
     admit_deferred()
     rows = registry.sweep_runs(get_db(), sweep_id)  # as admission left them
     counts = {}

@@ -1,7 +1,10 @@
 """Early stopping: the platform stops a sweep's hopeless trials.
 
 Two rules, over the per-step training loss every worker already records
-(``tunix_run_metrics``), lower being better:
+(``tunix_run_metrics``), lower being better, or, for a sweep ranked on a
+method's own metric (``sweep_spec.METHOD_METRICS``: GRPO's ``reward_mean``),
+over that metric, signed so that lower is better (a reward's values are
+then shown negated in a stop's message):
 
 * ``median`` (Golovin et al., "Google Vizier", 2017): at step ``s`` past
   ``min_steps``, a trial whose best loss so far is worse than the median of
@@ -90,12 +93,12 @@ class Stopper:
         if self.reason is not None or step is None or step < self.rule["min_steps"]:
             return False
         if self.rule["rule"] == "median":
-            best, peers = registry.median_inputs(conn, self.run_id, self.sweep_id, step)
+            best, peers = registry.median_inputs(conn, self.run_id, self.sweep_id, step, self.rule)
             verdict = median_verdict(self.rule, step, best, peers)
             return verdict is not None and self._stop(conn, verdict)
         k = 0 if self.rung is None else self.rung + 1
         while rung_step(self.rule, k) <= step:
-            loss, peers = registry.rung_inputs(conn, self.run_id, self.sweep_id, rung_step(self.rule, k))
+            loss, peers = registry.rung_inputs(conn, self.run_id, self.sweep_id, rung_step(self.rule, k), self.rule)
             if loss is None:
                 return False
             verdict = asha_verdict(self.rule, k, loss, peers)
@@ -108,6 +111,11 @@ class Stopper:
 
     def _stop(self, conn, verdict):
         from .errors import InvalidTransition
+
+        metric = self.rule.get("metric") or "loss"
+        if metric != "loss":
+            negated = ", negated: higher is better" if self.rule.get("mode") == "max" else ""
+            verdict = f"on {metric}{negated}: " + verdict.replace("loss", "value")
 
         try:
             registry.transition(conn, self.run_id, "stop_early", attempt=self.attempt, stop_reason=REASON,

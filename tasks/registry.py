@@ -433,9 +433,13 @@ def get_sweep(conn, sweep_id):
         return cur.fetchone()
 
 
-def sweep_trials(conn, sweep_id):
+def sweep_trials(conn, sweep_id, metric=None):
+    """A sweep's trials; ``metric_value`` is a method metric's mean over each
+    trial's last ``RANK_LAST_STEPS`` steps (None for the losses)."""
+    from .sweep_spec import RANK_LAST_STEPS
+
     with _cursor(conn) as cur:
-        cur.execute(QUERIES["sweep_trials"], dict(sweep_id=sweep_id))
+        cur.execute(QUERIES["sweep_trials"], dict(sweep_id=sweep_id, metric=metric or "", last=RANK_LAST_STEPS))
         return cur.fetchall()
 
 
@@ -447,18 +451,28 @@ def sweep_rule(conn, sweep_id):
     return row[0] if row else None
 
 
-def median_inputs(conn, run_id, sweep_id, step):
-    """``(best loss up to step, [other trials' mean loss up to it])``."""
+def _stopping(rule):
+    """The rule's per-step value as SQL parameters: its ``metric`` (``loss``
+    or a method metric's key) and ``sign`` (-1 for higher-is-better, so the
+    queries' "lower is better" holds for every metric)."""
+    return dict(metric=rule.get("metric") or "loss", sign=-1 if rule.get("mode") == "max" else 1)
+
+
+def median_inputs(conn, run_id, sweep_id, step, rule=None):
+    """``(best value up to step, [other trials' mean value up to it])``; the
+    value is the loss, or the rule's metric signed so that lower is better."""
     with conn.cursor() as cur:
-        cur.execute(QUERIES["median_inputs"], dict(run_id=run_id, sweep_id=sweep_id, step=step))
+        cur.execute(QUERIES["median_inputs"], dict(run_id=run_id, sweep_id=sweep_id, step=step,
+                                                   **_stopping(rule or {})))
         best, peers = cur.fetchone()
     return best, list(peers)
 
 
-def rung_inputs(conn, run_id, sweep_id, step):
-    """``(the trial's loss at the rung, [the other trials' there])``."""
+def rung_inputs(conn, run_id, sweep_id, step, rule=None):
+    """``(the trial's value at the rung, [the other trials' there])`` (signed as in ``median_inputs``)."""
     with conn.cursor() as cur:
-        cur.execute(QUERIES["rung_inputs"], dict(run_id=run_id, sweep_id=sweep_id, step=step))
+        cur.execute(QUERIES["rung_inputs"], dict(run_id=run_id, sweep_id=sweep_id, step=step,
+                                                 **_stopping(rule or {})))
         rows = cur.fetchall()
     own = [loss for is_own, loss in rows if is_own]
     return (own[0] if own else None), [loss for is_own, loss in rows if not is_own]

@@ -23,21 +23,44 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .run_spec import SCHEDULING, JsonInt, LoraSpec, OptionalJsonInt, RunSpec, field_errors
+from .run_spec import SCHEDULING, DpoSpec, GrpoSpec, JsonInt, LoraSpec, OptionalJsonInt, RunSpec, field_errors
 
 #: Most trials one sweep may make.
 MAX_TRIALS = 500
-#: The metrics a sweep can rank trials by (lower is better): the latest eval
-#: loss on the dataset's held-out examples, or the last training loss.
+#: The metrics a sweep can rank trials by: the latest eval loss on the
+#: dataset's held-out examples, the last training loss (lower is better for
+#: both), or a method's own metric (``METHOD_METRICS``).
 METRICS = ("eval_loss", "loss")
+#: A method's own per-step metrics a sweep can rank (and early-stop) on:
+#: name -> (the method that records it, the better direction).  A trial's
+#: value is the mean over its last ``RANK_LAST_STEPS`` recorded steps (one
+#: step of GRPO's reward is one batch of prompts: noisy).
+METHOD_METRICS = {
+    "reward_accuracy": ("dpo", "max"),
+    "reward_margin": ("dpo", "max"),
+    "reward_mean": ("grpo", "max"),
+    "kl": ("grpo", "min"),
+}
+RANK_LAST_STEPS = 5
+
+
+def direction(metric):
+    """``"min"`` or ``"max"``: which values of ``metric`` are better."""
+    return METHOD_METRICS[metric][1] if metric in METHOD_METRICS else "min"
+
+
+def stopping_metric(metric):
+    """The per-step value early stopping compares for a sweep ranked on
+    ``metric``: the training loss for the losses, else the method's metric."""
+    return metric if metric in METHOD_METRICS else "loss"
 #: Distributions of the random search, each over ``[low, high]`` but
 #: ``choice``, over its values.  A draw for an integer field is rounded.
 DISTRIBUTIONS = ("uniform", "log_uniform", "choice")
 
 
 #: Run fields that are objects whose own fields a sweep may vary, named
-#: ``<field>.<its field>`` (``lora.rank``).
-NESTED = {"lora": LoraSpec}
+#: ``<field>.<its field>`` (``lora.rank``, ``dpo.beta``).
+NESTED = {"lora": LoraSpec, "dpo": DpoSpec, "grpo": GrpoSpec}
 
 
 def sweepable():
@@ -99,8 +122,12 @@ class SweepSpec(BaseModel):
     grid: Optional[dict[str, list[Any]]] = Field(
         None, description="field -> values: one trial for each combination")
     random: Optional[RandomSearch] = None
-    metric: str = Field("eval_loss", description="what ranks the completed trials, lower being better: eval_loss "
-                                                 "(on the dataset's held-out examples) or loss (training)")
+    metric: str = Field("eval_loss", description="what ranks the completed trials: eval_loss (on the dataset's "
+                                                 "held-out examples) or loss (training), lower being better; or a "
+                                                 "method's own: reward_accuracy, reward_margin (dpo), reward_mean "
+                                                 "(grpo), higher being better, kl (grpo), lower being better")
+    mode: Optional[Literal["min", "max"]] = Field(
+        None, description="min: lower is better; max: higher is better (default: the metric's own direction)")
     max_concurrent: OptionalJsonInt = Field(
         None, ge=1, le=MAX_TRIALS, description="trials queued or running at once; the rest wait 'deferred' and "
                                                "are admitted as trials end (default: as many as the workers take)")
@@ -112,9 +139,13 @@ class SweepSpec(BaseModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value):
-        if value not in METRICS:
-            raise ValueError(f"expected one of {', '.join(METRICS)}")
+        if value not in METRICS and value not in METHOD_METRICS:
+            raise ValueError(f"expected one of {', '.join((*METRICS, *METHOD_METRICS))}")
         return value
+
+    def better(self):
+        """``"min"`` or ``"max"``: the given mode, else the metric's direction."""
+        return self.mode or direction(self.metric)
 
 
 class SweepInvalid(ValueError):
@@ -266,4 +297,10 @@ def expand(body, settings):
         trials.append((params, config))
     if problems:
         raise SweepInvalid([{"field": f, "message": m} for f, m in problems.items()])
+    if spec.metric in METHOD_METRICS:
+        needs = METHOD_METRICS[spec.metric][0]
+        others = sorted({config["method"] for _, config in trials} - {needs})
+        if others:
+            raise SweepInvalid([{"field": "metric", "message": f"{spec.metric} is recorded by method {needs} only; "
+                                                               f"trials of method {', '.join(others)} have none"}])
     return spec, trials, duplicates, seeds

@@ -469,6 +469,7 @@ SELECT count(*) FROM (SELECT 1 FROM tunix_runs WHERE status IN :WAITING AND NOT 
 -- name: list_sweeps
 -- One page of sweeps, newest first, each with its trials counted by status.
 SELECT s.id, s.name, s.metric, s.duplicates, s.priority, s.created_at,
+       jsonb_build_object('mode', s.spec -> 'mode') AS spec,
        coalesce((SELECT jsonb_object_agg(status, n) FROM (
            SELECT status, count(*) AS n FROM tunix_runs WHERE sweep_id = s.id GROUP BY status) c),
            '{}'::jsonb) AS counts
@@ -487,14 +488,19 @@ FROM tunix_sweeps s WHERE s.id = %(sweep_id)s;
 
 -- name: sweep_trials
 -- A sweep's trials in the order they were made, each with its latest
--- recorded step and loss and its latest eval loss (the primary keys serve
--- the lateral reads).
+-- recorded step and loss, its latest eval loss and the mean of the method
+-- metric %(metric)s over its last %(last)s steps (the primary keys serve the
+-- lateral reads).
 SELECT r.id, r.status, r.trial, r.result, r.attempts, r.stop_reason, r.progress, r.config, m.step, m.loss,
-       e.eval_loss
+       e.eval_loss, v.metric_value
 FROM tunix_runs r
 LEFT JOIN LATERAL (
     SELECT step, loss FROM tunix_run_metrics WHERE run_id = r.id ORDER BY step DESC LIMIT 1
 ) m ON true
+LEFT JOIN LATERAL (
+    SELECT avg((x.metrics ->> %(metric)s)::float) AS metric_value FROM (
+        SELECT metrics FROM tunix_run_metrics WHERE run_id = r.id ORDER BY step DESC LIMIT %(last)s) x
+) v ON true
 LEFT JOIN LATERAL (
     SELECT eval_loss FROM tunix_run_evals WHERE run_id = r.id ORDER BY step DESC LIMIT 1
 ) e ON true
@@ -506,23 +512,32 @@ ORDER BY r.created_at, r.id;
 SELECT early_stopping FROM tunix_sweeps WHERE id = %(sweep_id)s;
 
 -- name: median_inputs
--- For the median rule at step %(step)s: the trial's best loss up to it, and
--- each other trial's mean loss over its steps up to it, for those that
--- reached it (the metrics' primary key serves both).
+-- For the median rule at step %(step)s: the trial's best value up to it, and
+-- each other trial's mean value over its steps up to it, for those that
+-- reached it (the metrics' primary key serves both).  The value is the loss
+-- when %(metric)s is 'loss', else that method metric, times %(sign)s (-1
+-- when higher is better: lower is then better for every metric).
 SELECT
-    (SELECT min(loss) FROM tunix_run_metrics WHERE run_id = %(run_id)s AND step <= %(step)s) AS best,
+    (SELECT min(%(sign)s * CASE WHEN %(metric)s = 'loss' THEN loss ELSE (metrics ->> %(metric)s)::float END)
+     FROM tunix_run_metrics WHERE run_id = %(run_id)s AND step <= %(step)s) AS best,
     (SELECT coalesce(array_agg(mean), '{}') FROM (
-        SELECT avg(m.loss) AS mean FROM tunix_runs r JOIN tunix_run_metrics m ON m.run_id = r.id
-        WHERE r.sweep_id = %(sweep_id)s AND r.id <> %(run_id)s AND m.step <= %(step)s AND m.loss IS NOT NULL
+        SELECT avg(m.value) AS mean FROM tunix_runs r
+        JOIN LATERAL (SELECT step, %(sign)s * CASE WHEN %(metric)s = 'loss' THEN loss
+                                                   ELSE (metrics ->> %(metric)s)::float END AS value
+                      FROM tunix_run_metrics WHERE run_id = r.id AND step <= %(step)s) m ON true
+        WHERE r.sweep_id = %(sweep_id)s AND r.id <> %(run_id)s AND m.value IS NOT NULL
         GROUP BY r.id HAVING max(m.step) >= %(step)s) p) AS peers;
 
 -- name: rung_inputs
--- For an ASHA rung at step %(step)s: each trial's loss at the first step it
--- recorded at or past it, the trial's own apart.
-SELECT r.id = %(run_id)s AS own, l.loss
+-- For an ASHA rung at step %(step)s: each trial's value (as in
+-- median_inputs) at the first step it recorded at or past it, the trial's own apart.
+SELECT r.id = %(run_id)s AS own, l.value
 FROM tunix_runs r
-JOIN LATERAL (SELECT loss FROM tunix_run_metrics WHERE run_id = r.id AND step >= %(step)s AND loss IS NOT NULL
-              ORDER BY step LIMIT 1) l ON true
+JOIN LATERAL (SELECT value FROM (
+                  SELECT step, %(sign)s * CASE WHEN %(metric)s = 'loss' THEN loss
+                                               ELSE (metrics ->> %(metric)s)::float END AS value
+                  FROM tunix_run_metrics WHERE run_id = r.id AND step >= %(step)s) s
+              WHERE value IS NOT NULL ORDER BY step LIMIT 1) l ON true
 WHERE r.sweep_id = %(sweep_id)s;
 
 -- name: promote

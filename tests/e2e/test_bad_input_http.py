@@ -47,6 +47,16 @@ INVALID = {
     "unknown dataset": (body(dataset_key="no-such-dataset"), ["dataset_key"]),
     "several at once": (body(batch_size=0, seed="x", colour="blue"), ["batch_size", "colour", "seed"]),
     "a list body": ([DRY], ["body"]),
+    "unknown method": (body(method="ppo"), ["method"]),
+    "dpo on prompt/completion pairs": (body(method="dpo", dataset_key="text-sft"), ["dataset_key"]),
+    "grpo on the synthetic set": (body(method="grpo"), ["dataset_key"]),
+    "dpo settings under sft": (body(dpo={"beta": 0.1}), ["dpo"]),
+    "grpo settings under dpo": (body(method="dpo", grpo={"beta": 0.1}), ["grpo"]),
+    "dpo beta zero": (body(method="dpo", dpo={"beta": 0}), ["dpo.beta"]),
+    "dpo unknown loss": (body(method="dpo", dpo={"loss": "ipo"}), ["dpo.loss"]),
+    "unknown reward": (body(method="grpo", grpo={"reward": [{"name": "vibes"}]}), ["grpo.reward.0.name"]),
+    "no reward": (body(method="grpo", grpo={"reward": []}), ["grpo.reward"]),
+    "one generation": (body(method="grpo", grpo={"num_generations": 1}), ["grpo.num_generations"]),
 }
 
 
@@ -150,3 +160,19 @@ def test_a_valid_request_does_write_one_row(api, workers, db_conn):
     assert api.submit(DRY, mode="sync").status_code == 200
     # Then exactly one row was added
     assert count_runs(db_conn) == before + 1
+
+
+def test_a_method_on_a_dataset_of_the_wrong_kind_says_which_kind_it_needs(api, no_row_written):
+    # Given DPO asked on prompt/completion pairs, and GRPO on them
+    dpo = api.submit(body(method="dpo", dataset_key="text-sft"))
+    grpo = api.submit(body(method="grpo", dataset_key="text-sft"))
+    # Then each is a 422 on dataset_key whose message names the kind the method needs and the one it got
+    assert_refused(dpo, 422, "validation_error", ["dataset_key"])
+    assert dpo.json()["error"]["fields"][0]["message"] == (
+        "method dpo needs preference pairs ({prompt, chosen, rejected}); dataset 'text-sft' holds "
+        "prompt/completion pairs")
+    assert "method grpo needs prompts with answers ({prompt, answer})" in grpo.json()["error"]["fields"][0]["message"]
+    # And the datasets listing says each dataset's kind and the methods that take it
+    listed = {d["key"]: d for d in api.get("/api/tunix/datasets").json()["data"]}
+    assert (listed["text-sft"]["data_kind"], listed["text-sft"]["methods"]) == ("completion", ["sft"])
+    assert (listed["synthetic"]["data_kind"], listed["synthetic"]["methods"]) == ("completion", ["sft"])

@@ -74,3 +74,42 @@ def test_asha_promotes_through_a_rung_once_and_a_restarted_attempt_does_not_meet
     assert check(tx, early_stopping.Stopper(restarted, rule), 5) is False
     with tx:
         assert registry.get_run(tx, first["id"])["status"] == "running"
+
+
+def record_rewards(conn, run, rewards):
+    with conn:
+        registry.record_activity(conn, run["id"], metrics=[(1 + i, 0.5, 0.01, 1.0, run["attempts"],
+                                                            {"reward_mean": r}, None)
+                                                           for i, r in enumerate(rewards)])
+
+
+def test_the_median_rule_on_a_reward_stops_the_trial_with_the_lowest_reward(tx):
+    # Given a GRPO sweep ranked on reward_mean (higher is better), whose losses are all equal
+    rule = {"rule": "median", "min_steps": 5, "min_trials": 3, "reduction_factor": 3,
+            "metric": "reward_mean", "mode": "max"}
+    best, *others, worst = sweep(tx, 5, rule)
+    for run, level in ((best, 0.9), (others[0], 0.6), (others[1], 0.5), (others[2], 0.4)):
+        record_rewards(tx, run, [level] * 10)
+    record_rewards(tx, worst, [0.05] * 10)
+    # Then the highest reward goes on and the lowest one is stopped, its message naming the metric
+    assert check(tx, early_stopping.Stopper(best, rule), 10) is False
+    assert check(tx, early_stopping.Stopper(worst, rule), 10) is True
+    with tx:
+        row = registry.get_run(tx, worst["id"])
+    assert row["stop_reason"] == "early_stopped" and "reward_mean" in row["error"]["message"]
+    # And the same sweep ranked on the loss (equal everywhere) would have stopped nobody
+    loss_rule = {k: v for k, v in rule.items() if k not in ("metric", "mode")}
+    assert check(tx, early_stopping.Stopper(others[2], loss_rule), 10) is False
+
+
+def test_asha_on_a_reward_keeps_the_highest(tx):
+    rule = {"rule": "asha", "min_steps": 4, "min_trials": 3, "reduction_factor": 3,
+            "metric": "reward_mean", "mode": "max"}
+    first, second, third = sweep(tx, 3, rule)
+    record_rewards(tx, first, [0.2] * 5)
+    assert check(tx, early_stopping.Stopper(first, rule), 5) is False
+    record_rewards(tx, second, [0.8] * 5)
+    assert check(tx, early_stopping.Stopper(second, rule), 5) is False
+    # A third below the best third of the rung's rewards stops
+    record_rewards(tx, third, [0.5] * 5)
+    assert check(tx, early_stopping.Stopper(third, rule), 5) is True

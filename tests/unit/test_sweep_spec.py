@@ -113,3 +113,24 @@ def test_lora_fields_swept_without_a_base_lora_make_lora_trials_and_bad_ones_are
     # A bad rank is named where it was written; an unknown LoRA field is not sweepable
     assert set(fields({"name": "b", "base": BASE, "grid": {"lora.rank": [0]}})) == {"grid.lora.rank"}
     assert set(fields({"name": "b", "base": BASE, "grid": {"lora.dropout": [0.1]}})) == {"grid.lora.dropout"}
+
+
+DPO_BASE = {"dataset_key": "json-person-prefs", "model_id": "llama3-tiny", "method": "dpo"}
+
+
+def test_a_dpo_sweep_varies_beta_and_ranks_on_reward_accuracy_highest_first():
+    spec, trials, _, _ = expand({"name": "d", "base": DPO_BASE, "metric": "reward_accuracy",
+                                 "grid": {"dpo.beta": [0.05, 0.5], "learning_rate": [1e-3, 3e-3]}}, SETTINGS)
+    assert [c["dpo"]["beta"] for _, c in trials] == [0.05, 0.05, 0.5, 0.5]
+    assert all(c["dpo"]["loss"] == "dpo" for _, c in trials)  # the rest of dpo's defaults filled in
+    assert spec.better() == "max" and sweep_spec.direction("loss") == "min"
+    # A mode given wins over the metric's own direction
+    assert expand({"name": "d", "base": DPO_BASE, "metric": "reward_margin", "mode": "min",
+                   "grid": {"dpo.beta": [0.1]}}, SETTINGS)[0].better() == "min"
+
+
+def test_a_method_metric_of_another_method_is_refused_naming_the_metric():
+    problems = fields({"name": "d", "base": BASE, "metric": "reward_mean", "grid": {"learning_rate": [1e-3]}})
+    assert "recorded by method grpo only" in problems["metric"]
+    assert "expected one of" in fields({"name": "d", "base": BASE, "metric": "accuracy",
+                                        "grid": {"learning_rate": [1e-3]}})["metric"]
