@@ -189,6 +189,11 @@ class Dataset(_Answer):
     #: The program that scores a completion (tasks/checks.py): the format rate
     #: of held-out samples is reported at the end of a training on it.
     check: Optional[str] = None
+    data_kind: Optional[Literal["completion", "preference", "prompt_answer"]] = Field(
+        description="its records: prompt/completion pairs, preference pairs {prompt, chosen, rejected} or "
+                    "prompts with answers {prompt, answer}; null for a store object no listing read (its "
+                    "worker checks it)")
+    methods: list[str] = Field(description="the training methods that take it")
 
 
 class DatasetList(_Answer):
@@ -226,6 +231,8 @@ class Trial(_Answer):
     attempts: int = 0
     stop_reason: Optional[str] = Field(None, description="early_stopped: its sweep's rule stopped it")
     eval_loss: Optional[float] = Field(None, description="its latest, on the dataset's held-out examples")
+    # A sweep ranked on a method's metric also carries it, by name (e.g. "reward_mean": its mean over the
+    # trial's last 5 steps): _Answer allows the extra key.
 
 
 class Sweep(_Answer):
@@ -234,6 +241,7 @@ class Sweep(_Answer):
     sweep_id: str
     name: str
     metric: str
+    mode: Literal["min", "max"] = Field("min", description="min: the lowest metric ranks first; max: the highest")
     status: Literal["active", "finished"] = Field(
         description="active while any trial is in the system's hands, then finished")
     trials: int

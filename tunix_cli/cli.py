@@ -624,14 +624,17 @@ def sweep_status(ctx, sweep_id, as_json):
         return
     counts = ", ".join(f"{n} {status}" for status, n in sorted(detail.counts.items()))
     err.print(Text(f"{detail.name}: {detail.status}, {detail.trials} trials ({counts})"))
+    metric, sign = detail.metric, -1 if detail.mode == "max" else 1
+    value = lambda t: getattr(t, metric, None)  # noqa: E731 - a method metric is an extra key of the trial
     if detail.best is not None:
-        err.print(Text(f"best: {detail.best.run_id} loss {detail.best.loss:.4f} {json.dumps(detail.best.params)}"))
+        err.print(Text(f"best: {detail.best.run_id} {metric} {value(detail.best):.4f} "
+                       f"({'highest' if sign < 0 else 'lowest'}) {json.dumps(detail.best.params)}"))
     if detail.early_stopped:
         err.print(Text(f"early stopped: {detail.early_stopped} trials, {detail.steps_saved} steps saved"))
-    ranked = sorted(detail.runs, key=lambda t: (t.loss is None, t.loss if t.loss is not None else 0))
-    _table(["run", "status", "step", "loss", "params"],
+    ranked = sorted(detail.runs, key=lambda t: (value(t) is None, sign * value(t) if value(t) is not None else 0))
+    _table(["run", "status", "step", metric, "params"],
            [[t.run_id, t.status, "-" if t.step is None else str(t.step),
-             "-" if t.loss is None else f"{t.loss:.4f}" + (" (stopped early)" if t.stop_reason else ""),
+             "-" if value(t) is None else f"{value(t):.4f}" + (" (stopped early)" if t.stop_reason else ""),
              json.dumps(t.params, sort_keys=True)] for t in ranked])
 
 

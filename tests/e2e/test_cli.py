@@ -238,7 +238,7 @@ def test_a_sweep_from_a_file_is_submitted_watched_and_listed(stack, tmp_path):
     shown = stack.tunix("sweep", "status", sweep_id)  # in a pipe: tab-separated, header first
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
-    assert lines[0].split("\t") == ["run", "status", "step", "loss", "params"]
+    assert lines[0].split("\t") == ["run", "status", "step", "eval_loss", "params"]  # the sweep's metric
     assert sorted(line.split("\t")[4] for line in lines[1:]) == ['{"seed": 1}', '{"seed": 2}']
     assert "dry grid: finished, 2 trials (2 completed)" in shown.stderr
     listed = stack.tunix("sweep", "list")

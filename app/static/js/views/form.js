@@ -20,12 +20,20 @@ const FIELDS = {
   time_limit_s: { label: "Time limit", unit: "s", group: "more" },
   checkpoint_every_steps: { label: "Checkpoint every", unit: "steps", group: "more" },
   priority: { label: "Priority", group: "more", note: "higher is admitted first" },
+  method: { label: "Method", group: "main", note: "sft: prompt/completion pairs; dpo: preference pairs; grpo: prompts with answers" },
   "lora.rank": { label: "LoRA rank", group: "main", emptyText: "none: every parameter trains", nested: true },
   "lora.alpha": { label: "LoRA alpha", group: "more", inputmode: "decimal", nested: true, note: "with a LoRA rank" },
+  "dpo.beta": { label: "DPO beta", group: "more", inputmode: "decimal", nested: true, note: "method dpo" },
+  "dpo.loss": { label: "DPO loss", group: "more", nested: true, note: "method dpo" },
+  "grpo.num_generations": { label: "GRPO generations", group: "more", nested: true, note: "method grpo: answers per prompt" },
+  "grpo.max_new_tokens": { label: "GRPO max new tokens", group: "more", nested: true, note: "method grpo" },
+  "grpo.temperature": { label: "GRPO temperature", group: "more", inputmode: "decimal", nested: true, note: "method grpo" },
+  "grpo.beta": { label: "GRPO KL beta", group: "more", inputmode: "decimal", nested: true, note: "method grpo" },
 };
 // lora is an object: its fields are offered one by one ("lora.rank"), and an
 // empty rank leaves "lora" out (full fine-tuning).
-const SPECIAL = new Set(["dataset_key", "model_id", "dry_run", "lora"]);
+// dpo and grpo likewise; their fields are sent only with their method.
+const SPECIAL = new Set(["dataset_key", "model_id", "dry_run", "lora", "dpo", "grpo"]);
 
 const NUMBER_RE = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
 
@@ -113,7 +121,7 @@ export class SubmitForm {
     const order = Object.keys(FIELDS);
     const rank = (n) => (order.includes(n) ? order.indexOf(n) : order.length);
     const described = Object.entries(props).filter(([n]) => !SPECIAL.has(n))
-      .concat(nestedProps("lora"))
+      .concat(nestedProps("lora"), nestedProps("dpo"), nestedProps("grpo"))
       .sort(([a], [b]) => rank(a) - rank(b)).map(([n, p]) => describe(n, p));
     const main = described.filter((d) => (FIELDS[d.name] || {}).group === "main");
     const more = described.filter((d) => (FIELDS[d.name] || {}).group !== "main");
@@ -129,7 +137,9 @@ export class SubmitForm {
 
     this.fieldset = h("fieldset.form-body", null,
       h("legend.visually-hidden", null, "Run configuration"),
-      this.selectField("dataset_key", "Dataset", this.datasets.map((d) => ({ value: d.key, text: d.key }))),
+      this.selectField("dataset_key", "Dataset", this.datasets.map((d) => ({
+        value: d.key, text: d.methods && d.methods.length === 1 && d.methods[0] !== "sft" ? `${d.key} · for ${d.methods[0]}` : d.key,
+      }))),
       this.selectField("model_id", "Model", this.models.map((m) => ({
         value: m.model_id,
         text: `${m.model_id} · ${fmtCompact(m.param_count)} params${m.requires_weights ? " · needs weights" : ""}`,
@@ -309,6 +319,8 @@ export class SubmitForm {
     }
     // LoRA's other fields mean nothing without a rank.
     if (body.lora && body.lora.rank === undefined) delete body.lora;
+    // A method's settings mean nothing under another method.
+    for (const name of ["dpo", "grpo"]) if (body[name] && body.method !== name) delete body[name];
     return body;
   }
 

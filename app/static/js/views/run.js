@@ -58,6 +58,14 @@ export function renderRun(root, { runId, toast }) {
   const smooth = h("input#smooth", { type: "checkbox", onchange: (e) => chart.setSmooth(e.target.checked) });
   const chartStats = h("div.chart-stats");
   const lossPanel = panel("Loss", { id: "loss", tools: h("label.inline-check", { for: "smooth" }, smooth, "Smooth") }, chartStats, chart.el);
+  // A method's own figures per step (DPO's reward accuracy, GRPO's mean reward ...), one at a time.
+  const methodChart = new LossChart({ height: 200, label: "Method metric" });
+  methodChart.el.dataset.testid = "method-chart";
+  let methodPoints = [];
+  const metricSelect = h("select#method-metric.select-sm", { "aria-label": "Metric", onchange: () => drawMethodMetric() });
+  const methodPanel = panel("Method metrics", { id: "method-metrics", tools: metricSelect }, methodChart.el);
+  methodPanel.hidden = true;
+  const completionsSlot = h("div.completions-slot");
   const log = new LogView(runId, {
     onProgress: (progress) => applyStatus({ ...run, progress }),
     onStatus: () => poller.poke(),
@@ -75,7 +83,7 @@ export function renderRun(root, { runId, toast }) {
   const checkpointBody = h("div", { dataset: { testid: "checkpoints" } }, h("p.muted", null, "Loading…"));
   const samples = samplesPanel(runId, { toast });
   const layout = h("div.detail-grid", null,
-    h("div.detail-main", null, errorSlot, lossPanel, logPanel, resultSlot, samples.el),
+    h("div.detail-main", null, errorSlot, lossPanel, methodPanel, completionsSlot, logPanel, resultSlot, samples.el),
     h("aside.detail-side", { "aria-label": "Run facts" }, panel("Timings", { id: "timings" }, timings), configPanel,
       panel("Checkpoints", { id: "checkpoints" }, checkpointBody)));
   const body = h("div.run-page", { dataset: { runId } }, head, layout);
@@ -196,7 +204,53 @@ export function renderRun(root, { runId, toast }) {
     const tiles = facts.length ? h("div.stat-tiles", null, facts.map(([k, v]) => h("div.stat", null, h("span.stat-label", null, k), h("span.stat-value", null, v)))) : null;
     resultSlot.replaceChildren(panel("Result", { id: "result" }, tiles, tails,
       h("details", null, h("summary", null, "Raw JSON"), h("pre.code-block", null, JSON.stringify(r, null, 2)))),
-      heldOutSamples(r.held_out_samples));
+      heldOutSamples(r.held_out_samples),
+      beforeAfter("Held-out preference pairs", "held-out-preferences", r.held_out_preferences),
+      beforeAfter("Held-out prompts, rewarded", "held-out-rewards", r.held_out_rewards));
+  }
+
+  /** A method's held-out report ({base: {...}, trained: {...}, ...}): each figure, base model → trained. */
+  function beforeAfter(title, id, report) {
+    if (!report || !report.base || !report.trained) return null;
+    const names = Object.keys(report.base).filter((k) => typeof report.base[k] === "number");
+    const fmt = (v) => (typeof v === "number" ? fmtNumber(v, 4) : "–");
+    const count = Object.entries(report).filter(([k, v]) => typeof v === "number").map(([k, v]) => `${v} ${k}`).join(", ");
+    return panel(title, { id }, count ? h("p.muted", null, count) : null,
+      h("div.table-wrap", null, h("table.runs-table", { dataset: { testid: id } },
+        h("thead", null, h("tr", null, ["", "Base model", "Trained"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", null, names.map((k) => h("tr", null, h("th", { scope: "row" }, k.replace(/_/g, " ")),
+          h("td", null, fmt(report.base[k])), h("td", null, fmt(report.trained[k]))))))));
+  }
+
+  /** The selected method metric's curve. */
+  function drawMethodMetric() {
+    const name = metricSelect.value;
+    methodChart.label = name;
+    methodChart.setEmpty(`No ${name} recorded yet.`);
+    methodChart.setData(methodPoints.filter((p) => p.metrics && typeof p.metrics[name] === "number")
+      .map((p) => ({ step: p.step, loss: p.metrics[name], attempt: p.attempt })));
+  }
+
+  /** The method metrics of ``points`` (a select of their names, the chart) and GRPO's latest sampled completions. */
+  function renderMethod(points) {
+    methodPoints = points;
+    const names = [...new Set(points.flatMap((p) => Object.keys(p.metrics || {})))].sort();
+    methodPanel.hidden = !names.length;
+    if (names.length) {
+      const chosen = names.includes(metricSelect.value) ? metricSelect.value : names[0];
+      if (metricSelect.options.length !== names.length) {
+        metricSelect.replaceChildren(...names.map((n) => h("option", { value: n }, n.replace(/_/g, " "))));
+      }
+      metricSelect.value = chosen;
+      drawMethodMetric();
+    }
+    const sampled = points.filter((p) => Array.isArray(p.samples) && p.samples.length).slice(-2).reverse();
+    completionsSlot.replaceChildren(sampled.length ? panel("Sampled completions", { id: "completions" },
+      h("div.table-wrap", null, h("table.runs-table.held-out-table", { dataset: { testid: "completions" } },
+        h("thead", null, h("tr", null, ["Step", "Prompt", "Completion", "Reward"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", null, sampled.flatMap((p) => p.samples.map((s) => h("tr", null, h("td", null, String(p.step)),
+          h("td", null, h("pre.sample-text", null, s.prompt)), h("td", null, h("pre.sample-text", null, s.completion)),
+          h("td", null, typeof s.reward === "number" ? fmtNumber(s.reward, 3) : "–")))))))) : "");
   }
 
   /** The held-out prompts answered by the base model and by the trained one, side by side, with the check's rates. */
@@ -255,6 +309,7 @@ export function renderRun(root, { runId, toast }) {
     const total = run.progress && run.progress.total_steps || (run.result && run.result.total_steps) || (run.config && run.config.max_steps) || null;
     chart.setData(points, { totalSteps: total });
     renderChartStats(points);
+    renderMethod(points);
   }
 
   /** Metrics at most every 2 s while steps keep coming. */
@@ -419,6 +474,7 @@ export function renderRun(root, { runId, toast }) {
       poller.stop();
       log.destroy();
       chart.destroy();
+      methodChart.destroy();
       clearTimeout(metricsTimer);
     },
   };
