@@ -1,8 +1,17 @@
 """A real model through the platform (``python -m bench training``):
-gemma3-270m, full fine-tuning and LoRA rank 8, batch 4 x 128 (synthetic).
+gemma3-270m, full fine-tuning and LoRA rank 8, batch 4 x 128 (synthetic);
+with ``--methods``, LoRA rank 8 under SFT, DPO and GRPO.
 
     WEIGHTS_DIR=/tmp/tunix-weights flock /tmp/tunix-realmodel.lock \\
-        .venv/bin/python -m bench training [--steps 6] [--quick]
+        .venv/bin/python -m bench training [--steps 6] [--quick | --methods]
+
+``--methods``: one trial each of SFT (synthetic, 4 x 128), DPO
+(json-person-prefs, 4 pairs a step: a chosen and a rejected sequence each,
+so 8 sequences through the policy and the reference) and GRPO (arithmetic,
+2 prompts x 4 generations of at most 24 tokens), all LoRA rank 8: step time,
+tokens/s (SFT: batch x seq; DPO: the step's sequences x their padded length;
+GRPO: generated tokens), peak RSS, and for GRPO the share of the step spent
+generating (its progress metric ``rollout_s`` over the step time).
 
 Each training is submitted over HTTP to the API and runs on a worker
 launch (1 process) on a fresh database and DATA_DIR, so its figures include
@@ -54,8 +63,18 @@ from .procs import fetch, truncate
 
 MODEL = "gemma3-270m"
 BATCH, SEQ = 4, 128
-#: The two kinds compared; LoRA on the default targets.
-KINDS = {"full": None, "lora8": {"rank": 8}}
+#: The kinds: what each adds to the run spec; LoRA on the default targets.
+KINDS = {
+    "full": {},
+    "lora8": {"lora": {"rank": 8}},
+    "dpo-lora8": {"lora": {"rank": 8}, "method": "dpo", "dataset_key": "json-person-prefs", "learning_rate": 3e-4},
+    "grpo-lora8": {"lora": {"rank": 8}, "method": "grpo", "dataset_key": "arithmetic", "batch_size": 2,
+                   "learning_rate": 3e-4, "grpo": {"num_generations": 4, "max_new_tokens": 24}},
+}
+#: The kinds ``bench/direct_loop.py`` also runs (the overhead's baseline).
+DIRECT = ("full", "lora8")
+#: ``--methods``: one trial of each (their first-step times are not the point).
+METHODS = ("lora8", "dpo-lora8", "grpo-lora8")
 
 
 def parse_args(argv):
@@ -64,12 +83,15 @@ def parse_args(argv):
     parser.add_argument("--model", default=MODEL, help="a catalog model (llama3-tiny: a smoke test of the bench)")
     parser.add_argument("--quick", action="store_true",
                         help="4 steps, LoRA only (no full fine-tuning): a few minutes")
+    parser.add_argument("--methods", action="store_true",
+                        help="LoRA rank 8 under SFT, DPO and GRPO, one trial each, no direct loop")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps = 4
     if args.steps < 4:
         parser.error("--steps must be at least 4 (steps 2..N-1 are timed)")
-    args.kinds = ["lora8"] if args.quick else list(KINDS)
+    args.kinds = ["lora8"] if args.quick else list(METHODS) if args.methods else list(DIRECT)
+    args.trials = (1,) if args.methods else (1, 2)
     return args
 
 
@@ -79,9 +101,19 @@ def body(kind, steps, trial, model=MODEL):
             "max_steps": steps, "batch_size": BATCH, "max_seq_length": SEQ, "seed": trial,
             "learning_rate": 1e-5 * trial, "checkpoint_every_steps": 10_000, "sample_held_out": 0,
             "time_limit_s": 3600}
-    if KINDS[kind] is not None:
-        spec["lora"] = KINDS[kind]
+    spec.update(KINDS[kind])
     return spec
+
+
+def step_tokens(kind, result, metrics_rows):
+    """Tokens one step processes (see the module docstring), or None."""
+    if kind.startswith("dpo"):
+        return 2 * BATCH * (result.get("batch_seq_length") or SEQ)
+    if kind.startswith("grpo"):
+        lengths = [m.get("completion_length") for m in metrics_rows if m and m.get("completion_length")]
+        spec = KINDS[kind]
+        return statistics.mean(lengths) * spec["batch_size"] * spec["grpo"]["num_generations"] if lengths else None
+    return BATCH * SEQ
 
 
 def step_figures(ends):
@@ -155,13 +187,17 @@ def platform_run(url, base, data_dir, kind, steps, trial, model=MODEL):
         url, "SELECT created_at, started_at, completed_at, result, error FROM tunix_runs WHERE id = %s", run_id)
     if status != "completed":
         raise RuntimeError(f"{kind} trial {trial}: run {run_id} {status}: {json.dumps(error)[:2000]}")
-    ends = [t.timestamp() for (t,) in fetch(
-        url, "SELECT recorded_at FROM tunix_run_metrics WHERE run_id = %s ORDER BY step", run_id)]
+    rows = fetch(url, "SELECT recorded_at, metrics FROM tunix_run_metrics WHERE run_id = %s ORDER BY step", run_id)
+    ends = [t.timestamp() for t, _ in rows]
+    method_metrics = [m for _, m in rows]
     first_log = fetch(url, "SELECT min(created_at) FROM tunix_run_logs WHERE run_id = %s AND stream = 'stdout'",
                       run_id)[0][0]
     sizes = fetch(url, "SELECT step, size_bytes FROM tunix_checkpoints WHERE run_id = %s ORDER BY step", run_id)
     median, mean = step_figures(ends)
+    rollouts = [m["rollout_s"] for m in method_metrics[1:-1] if m and m.get("rollout_s") is not None]
     return {"kind": kind, "trial": trial, "run_id": run_id,
+            "step_tokens": step_tokens(kind, result, method_metrics),
+            "rollout_share": statistics.median(rollouts) / median if rollouts and median else None,
             "first_step_s": ends[0] - started.timestamp(), "submit_to_first_step_s": ends[0] - created.timestamp(),
             "first_log_s": first_log.timestamp() - started.timestamp() if first_log else None,
             "step_s": median, "step_mean_s": mean, "wall_s": (completed - started).total_seconds(),
@@ -175,8 +211,8 @@ def direct_run(data_dir, kind, steps, trial, model=MODEL):
     """The same training in ``bench/direct_loop.py``, with the platform's (warm) compilation cache."""
     argv = [sys.executable, "-m", "bench.direct_loop", "--model", model, "--steps", str(steps), "--batch-size",
             str(BATCH), "--seq", str(SEQ), "--seed", str(trial), "--learning-rate", str(1e-5 * trial)]
-    if KINDS[kind] is not None:
-        argv += ["--lora-rank", str(KINDS[kind]["rank"])]
+    if KINDS[kind].get("lora"):
+        argv += ["--lora-rank", str(KINDS[kind]["lora"]["rank"])]
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(data_dir, "jax-cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", PYTHONPATH=procs.ROOT, DATA_DIR=data_dir)
     # A tag in its argv that only this process carries: the sampler finds it by it.
@@ -211,7 +247,7 @@ def table(platform, direct):
     for p in platform:
         rows.append((f"platform {p['kind']} trial {p['trial']}{' (cold cache)' if p['trial'] == 1 else ' (warm)'}",
                      f"{p['first_step_s']:.1f} s", f"{p['step_s']:.2f} / {p['step_mean_s']:.2f} s",
-                     per_second(BATCH * SEQ, p["step_s"]), f"{p['peak_rss_mb']:,.0f} MB", mb(p["checkpoint_bytes"]),
+                     per_second(p.get("step_tokens") or BATCH * SEQ, p["step_s"]), f"{p['peak_rss_mb']:,.0f} MB", mb(p["checkpoint_bytes"]),
                      ", ".join(f"{s:.1f} s" for s in p["upload_s"]) or "-", p.get("load", "-")))
     for d in direct:
         rows.append((f"direct {d['kind']} (warm cache)", f"{d['first_step_s']:.1f} s",
@@ -227,6 +263,8 @@ def table(platform, direct):
             lines.append(f"{kind}: time to first step, trial 2 / trial 1 = {warm['first_step_s']:.1f} / "
                          f"{cold['first_step_s']:.1f} s = {ratio:.2f} (aim <= 0.5: {'met' if ratio <= 0.5 else 'MISSED'})")
         first = [p for p in platform if p["kind"] == kind]
+        if first and first[0].get("rollout_share") is not None:
+            lines.append(f"{kind}: generating (rollouts) is {100 * first[0]['rollout_share']:.0f}% of a step")
         if first and first[0]["trainable_params"]:
             lines.append(f"{kind}: {first[0]['trainable_params']:,} trainable of {first[0]['param_count']:,} "
                          f"parameters")
@@ -259,15 +297,18 @@ def bench_training(url, data_dir, args):
     platform, direct = [], []
     with procs.workers(url, data_dir, processes=1, threads=1, **env), procs.api(url, data_dir) as base:
         for kind in args.kinds:
-            for trial in (1, 2):
+            for trial in args.trials:
                 platform.append(platform_run(url, base, data_dir, kind, args.steps, trial, args.model))
                 print(f"  {kind} trial {trial}: {json.dumps(platform[-1])}", flush=True)
+            if len(args.trials) < 2 or kind not in DIRECT:
+                continue
             # Right after trial 2, on the same (warm) cache: the machine's
             # load (shared, 2 cores) changes over minutes, and the ratio must
             # not measure that.
             direct.append(direct_run(data_dir, kind, args.steps, 2, args.model))
             print(f"  direct {kind}: {json.dumps(direct[-1])}", flush=True)
-    print(f"{args.model}, batch {BATCH} x {SEQ} (synthetic), {args.steps} steps, float32 on CPU:")
+    print(f"{args.model}, {', '.join(args.kinds)}, {args.steps} steps, float32 on CPU (SFT: batch {BATCH} x {SEQ}, "
+          f"synthetic):")
     print(table(platform, direct))
     # Its checkpoints are 3 GB each for full fine-tuning (12 GB a run): measured, not kept.
     shutil.rmtree(os.path.join(data_dir, "artifacts", "runs"), ignore_errors=True)

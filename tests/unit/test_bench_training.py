@@ -40,13 +40,24 @@ def test_an_unknown_bench_or_a_bad_flag_stops_before_any_process_starts(capsys):
 
 
 def test_the_submitted_specs_are_valid_runs_of_batch_4_by_128_and_trial_2_differs_as_a_sweeps_trial():
-    for kind in training.KINDS:
+    for kind in training.DIRECT:
         one, two = (RunSpec.model_validate(training.body(kind, 6, trial)) for trial in (1, 2))
         assert (one.batch_size, one.max_seq_length, one.max_steps, one.dry_run) == (4, 128, 6, False)
         assert (one.lora is None) == (kind == "full")
         assert one.seed != two.seed and one.learning_rate != two.learning_rate
         assert one.model_dump(exclude={"seed", "learning_rate"}) == two.model_dump(exclude={"seed", "learning_rate"})
     assert RunSpec.model_validate(training.body("lora8", 6, 1)).lora.rank == 8
+
+
+def test_methods_runs_one_trial_each_of_sft_dpo_and_grpo_with_lora_on_their_shipped_sets():
+    args = training.parse_args(["--methods"])
+    assert (args.kinds, args.trials, args.steps) == (["lora8", "dpo-lora8", "grpo-lora8"], (1,), 6)
+    specs = {kind: RunSpec.model_validate(training.body(kind, 6, 1)) for kind in args.kinds}
+    assert [(s.method, s.dataset_key, s.lora.rank) for s in specs.values()] == [
+        ("sft", "synthetic", 8), ("dpo", "json-person-prefs", 8), ("grpo", "arithmetic", 8)]
+    # GRPO's tokens a step are what it generates: prompts x generations x the mean completion length
+    assert training.step_tokens("grpo-lora8", {}, [{"completion_length": 10}, None, {"completion_length": 20}]) == \
+        15 * 2 * 4
 
 
 def test_step_time_leaves_out_step_1_and_the_last_step():
