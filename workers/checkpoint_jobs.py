@@ -59,8 +59,9 @@ class JobKind:
     program: str
     #: The exception its failures are raised as (``JobFailed`` subclass).
     failed: type
-    #: Longest the program may take, in seconds.
-    time_limit_s: float
+    #: The setting (``tasks/settings.py``) of the longest the program may
+    #: take, in seconds: ``sample_time_limit_s``.
+    time_limit: str
 
 
 def worker_id(settings):
@@ -168,14 +169,15 @@ def run_program(kind, job_path, settings):
     try:
         # communicate in slices: dramatiq's TimeLimit and Shutdown interrupt
         # this thread with an exception, which must reach the finally below.
-        deadline = time.monotonic() + kind.time_limit_s
+        limit_s = getattr(settings, kind.time_limit)
+        deadline = time.monotonic() + limit_s
         while True:
             try:
                 out, err = proc.communicate(timeout=1.0)
                 break
             except subprocess.TimeoutExpired:
                 if time.monotonic() > deadline:
-                    raise kind.failed(f"{kind.work} took over {kind.time_limit_s:g}s",
+                    raise kind.failed(f"{kind.work} took over {limit_s:g}s",
                                       code=f"{kind.noun}_timeout") from None
     finally:
         stop_process_group(proc)

@@ -54,7 +54,7 @@ def serve_metrics(path, port):
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=path)
-    start_http_server(port, addr=os.environ.get("METRICS_ADDR", "0.0.0.0"), registry=registry)
+    start_http_server(port, addr=get_settings().metrics_addr, registry=registry)
 
 
 def worker_queues():
@@ -62,7 +62,7 @@ def worker_queues():
     the queues this launch consumes; unset or empty, every queue (dramatiq's
     default).  A host that must not generate samples leaves ``tunix-samples``
     out; one that only samples names it alone."""
-    return [q.strip() for q in os.environ.get("WORKER_QUEUES", "").split(",") if q.strip()]
+    return get_settings().queues
 
 
 def main(argv=None):

@@ -344,7 +344,9 @@ def resolve_database_url(data_dir):
     """``(url, handle)``: ``DATABASE_URL`` and None when it is set, else an
     embedded server started in ``<data_dir>/pg`` and its handle (the caller
     stops it)."""
-    url = os.environ.get("DATABASE_URL")
+    from tasks.settings import get_settings
+
+    url = get_settings().database_url
     if url:
         return url, None
     server = EmbeddedPostgres(os.path.join(os.path.abspath(data_dir), "pg"))
@@ -354,12 +356,15 @@ def resolve_database_url(data_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m workers.pgembed", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["start", "stop", "url", "status"])
-    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "./var"),
+    parser.add_argument("--data-dir", default=None,
                         help="DATA_DIR; the cluster is DATA_DIR/pg (default: $DATA_DIR or ./var)")
     parser.add_argument("--pgdata", help="the cluster folder itself (overrides --data-dir)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    server = EmbeddedPostgres(args.pgdata or os.path.join(os.path.abspath(args.data_dir), "pg"))
+    from tasks.settings import get_settings
+
+    server = EmbeddedPostgres(args.pgdata or os.path.join(os.path.abspath(args.data_dir or get_settings().data_dir),
+                                                          "pg"))
     if args.command == "start":
         print(server.start())
     elif args.command == "stop":

@@ -39,7 +39,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: Seconds a child gets to exit after SIGTERM (dramatiq gives running dry
 #: runs 30 s to finish) before SIGKILL.
-STOP_GRACE_S = float(os.environ.get("STOP_GRACE_S", 45))
 #: Restart back-off: first delay, cap, and the uptime after which it resets.
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 30.0
@@ -264,12 +263,13 @@ class Stack:
         leftovers = [p for c in started for p in c.descendants()]
         for child in started:
             child.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
+        grace_s = self.settings.stop_grace_s
+        deadline = time.monotonic() + grace_s
         while any(c.running() for c in started) and not self.hurry and time.monotonic() < deadline:
             time.sleep(0.1)
         for child in started:
             if child.running():
-                logger.warning("%s did not stop within %.0fs: SIGKILL", child.name, STOP_GRACE_S)
+                logger.warning("%s did not stop within %.0fs: SIGKILL", child.name, grace_s)
             child.kill()
         for proc in leftovers:
             with contextlib.suppress(psutil.Error):

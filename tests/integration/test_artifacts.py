@@ -1,7 +1,6 @@
 """The artifact store and recorded checkpoints against real PostgreSQL: the
 layout, streaming round trips, fencing, retention and its garbage collection."""
 
-import dataclasses
 import hashlib
 import os
 import uuid
@@ -95,13 +94,13 @@ def test_a_recorded_checkpoints_loss_fills_its_steps_metric_and_the_progress_eve
 
 def test_retention_keeps_the_latest_and_the_best_and_an_interrupted_pass_is_finished(conn, store, pool, tmp_path):
     # Given a training that recorded 7 steps, its best loss at step 20
-    settings = dataclasses.replace(get_settings(), checkpoint_keep=3, store_patience_s=5)
+    settings = get_settings().replace(checkpoint_keep=3, store_patience_s=5)
     run = registry.claim(conn, new_run(conn)["id"], "w:1")
     scratch = Scratch(tmp_path / "runs", run["id"], run["attempts"]).create()
     sync = CheckpointSync(pool, store, run, scratch, settings)
     losses = {10: 3.0, 20: 0.5, 30: 2.0, 40: 1.9, 50: 1.8, 60: 1.7, 70: 1.6}
     # GC waits: mark nothing until every step is there
-    sync.settings = dataclasses.replace(settings, checkpoint_keep=100)
+    sync.settings = settings.replace(checkpoint_keep=100)
     for step, loss in losses.items():
         fake_step(scratch, step, loss)
     assert sync.upload_pending(force=True)

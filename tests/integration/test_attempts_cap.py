@@ -6,7 +6,6 @@ stop when one process of a launch dies) sent a run back to pending without
 touching the cap, and the claim did not check it.
 """
 
-import dataclasses
 import random
 import threading
 import uuid
@@ -38,7 +37,7 @@ def lose(conn, run_id):
 def test_claims_hand_backs_losses_and_reapers_racing_never_overshoot_the_cap(pool, conn):
     # Given 12 pending runs, MAX_ATTEMPTS=3, three reapers and four workers
     assert get_settings().max_attempts == MAX_ATTEMPTS  # what the workers' claims use
-    settings = dataclasses.replace(get_settings(), heartbeat_timeout_s=30)
+    settings = get_settings().replace(heartbeat_timeout_s=30)
     runs = [str(new_run(conn)["id"]) for _ in range(12)]
     reapers = [Reaper(pool, settings, publish=lambda run_id, dry_run: None) for _ in range(3)]
     hand_backs = {run_id: 0 for run_id in runs}
@@ -171,7 +170,7 @@ def test_a_hand_back_of_a_run_the_reaper_already_requeued_leaves_it_pending(pool
     middleware = RunRegistry(pool, "w:1")
     run = middleware._claimer(new_run(conn)["id"])()
     lose(conn, run["id"])
-    reaper = Reaper(pool, dataclasses.replace(get_settings(), heartbeat_timeout_s=30),
+    reaper = Reaper(pool, get_settings().replace(heartbeat_timeout_s=30),
                     publish=lambda run_id, dry_run: None)
     assert reaper.recover_lost()["requeued"] == 1
     # When the stopping worker hands it back

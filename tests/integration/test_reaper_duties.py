@@ -23,14 +23,13 @@ def test_the_rows_of_workers_silent_for_a_day_are_forgotten_and_no_others(pool, 
 
 
 def test_a_retention_pass_whose_worker_died_after_marking_is_finished_by_the_reaper(pool, conn, tmp_path):
-    import dataclasses
     import uuid
 
     from tasks import artifacts
     from tasks.artifacts import ArtifactStore
 
     # Given a checkpoint marked for deletion whose worker died before deleting it
-    settings = dataclasses.replace(get_settings(), artifacts=f"file://{tmp_path}/store")
+    settings = get_settings().replace(artifacts=f"file://{tmp_path}/store")
     store = ArtifactStore(settings.artifacts_url)
     run = registry.insert_run(conn, run_id=uuid.uuid4(), mode="async", dry_run=False, dataset_key="synthetic",
                               model_id="llama3-tiny", config={})

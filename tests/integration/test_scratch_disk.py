@@ -3,7 +3,6 @@ the training's output and the checkpoint uploads, on a real tmpfs (its
 kernel's ENOSPC) and against real PostgreSQL.  The whole path, with real
 trainings, is ``tests/e2e/test_scratch_disk_http.py``."""
 
-import dataclasses
 import os
 import threading
 import uuid
@@ -86,7 +85,7 @@ def test_a_full_store_disk_stops_the_uploads_at_once_and_the_folder_keeps_its_on
         store = ArtifactStore(f"file://{root}")
         run = registry.claim(conn, new_run(conn)["id"], "w:1")
         scratch = Scratch(tmp_path / "runs", run["id"], 1).create()
-        settings = dataclasses.replace(get_settings(), store_patience_s=60)
+        settings = get_settings().replace(store_patience_s=60)
         lines = []
         sync = CheckpointSync(pool, store, run, scratch, settings, say=lines.append)
         fake_step(scratch, 10, 64 << 10)

@@ -1,7 +1,6 @@
 """The dataset catalog: precedence of its four places, and the store listing's
 short-lived cache (every submit validates against it)."""
 
-import dataclasses
 import logging
 import os
 import pathlib
@@ -14,6 +13,9 @@ from tasks import catalog
 from tasks.artifacts import ArtifactStore
 from tasks.errors import StoreUnavailable
 from tasks.settings import Settings
+
+#: What every listing holds whatever the store says: the built-in set and the shipped files.
+BUILTIN_AND_SHIPPED = {"synthetic"} | {p.stem for p in catalog.SHIPPED_DIR.glob("*.jsonl")}
 
 LINE = '{"prompt": "p", "completion": "c"}\n'
 
@@ -57,7 +59,7 @@ def obj(size=10, etag="abc"):
 def settings(tmp_path, monkeypatch):
     monkeypatch.setattr(catalog, "_listings", {})
     monkeypatch.setattr(catalog, "_shadowed", set())
-    s = dataclasses.replace(Settings(), data_dir=str(tmp_path), artifacts="", datasets_ttl_s=5)
+    s = Settings().replace(data_dir=str(tmp_path), artifacts="", datasets_ttl_s=5)
     (tmp_path / "datasets").mkdir()
     return s
 
@@ -112,7 +114,7 @@ def test_objects_of_other_names_are_not_datasets(settings):
     for name in ("Upper.jsonl", "notes.txt", "x.jsonl.tmp-123", "-bad.jsonl"):
         put_object(settings, name)
     # Then none is listed
-    assert set(catalog.datasets(settings)) == {"synthetic", "text-sft", "json-person"}
+    assert set(catalog.datasets(settings)) == BUILTIN_AND_SHIPPED
 
 
 # --------------------------------------------------------------------------
@@ -190,7 +192,7 @@ def test_a_store_that_never_answered_lists_nothing_and_the_rest_still_lists(sett
     store.down = True
     monkeypatch.setitem(catalog._listings, settings.artifacts_url, catalog.StoreListing(store, ttl_s=5))
     # Then the catalog holds the machine's datasets and nothing of the store's
-    assert set(catalog.datasets(settings)) == {"synthetic", "text-sft", "json-person"}
+    assert set(catalog.datasets(settings)) == BUILTIN_AND_SHIPPED
 
 
 def test_a_slow_store_costs_one_request_at_most_the_refresh_wait():
@@ -219,8 +221,8 @@ def test_a_slow_store_costs_one_request_at_most_the_refresh_wait():
 
 
 def test_a_bad_artifacts_url_lists_the_rest(settings):
-    bad = dataclasses.replace(settings, artifacts="ftp://nowhere/x")
-    assert set(catalog.datasets(bad)) == {"synthetic", "text-sft", "json-person"}
+    bad = settings.replace(artifacts="ftp://nowhere/x")
+    assert set(catalog.datasets(bad)) == BUILTIN_AND_SHIPPED
 
 
 def test_the_real_file_store_lists_what_the_upload_command_put(settings, tmp_path):

@@ -1,7 +1,6 @@
 """A worker's cache of the artifact store's datasets (``workers/dataset_cache.py``)
 on a real file store."""
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -21,7 +20,7 @@ GOOD = '{"prompt": "a", "completion": "b"}\n{"prompt": "c", "completion": "d"}\n
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
     monkeypatch.setattr(catalog, "_listings", {})
-    return dataclasses.replace(Settings(), data_dir=str(tmp_path), artifacts="", store_patience_s=2)
+    return Settings().replace(data_dir=str(tmp_path), artifacts="", store_patience_s=2)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 file artifact store; only the converter is a cheap stand-in (the real one,
 ~40 s and 3 GB, is tested once in ``tests/training/test_gguf_convert.py``)."""
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -76,7 +75,7 @@ def fake(tmp_path, monkeypatch):
 
 def host(tmp_path, name, store_dir):
     """A host's Settings: its own DATA_DIR, the fleet's file store."""
-    return dataclasses.replace(Settings(), data_dir=str(tmp_path / name), artifacts="file://" + str(store_dir))
+    return Settings().replace(data_dir=str(tmp_path / name), artifacts="file://" + str(store_dir))
 
 
 def sha(path):
@@ -118,7 +117,7 @@ def test_concurrent_first_uses_on_one_host_convert_once(tmp_path, fake):
         from tasks.models import get_model
         from tasks.settings import Settings
         from workers.weights.ensure import ensure
-        settings = dataclasses.replace(Settings(), data_dir={str(data_dir)!r}, artifacts="file://{tmp_path}/store")
+        settings = Settings().replace(data_dir={str(data_dir)!r}, artifacts="file://{tmp_path}/store")
         print("FOLDER", ensure(get_model("gemma3-270m"), settings, say=print, convert_argv={fake.argv!r}))
     ''')
     env = dict(os.environ, PYTHONPATH=ROOT)

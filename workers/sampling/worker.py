@@ -9,16 +9,12 @@ from the model's base weights, without a checkpoint.  Nothing here retries:
 a failed sample is asked for again by its user.
 """
 
-import os
 
 from tasks import registry
 from tasks.artifacts import get_store
 
 from .. import checkpoint_jobs
 
-#: Longest a generation may take (loading the model included): a tiny model
-#: takes ~6 s on 2 CPU cores, gemma3-270m's 512 tokens a few minutes.
-SAMPLE_TIME_LIMIT_S = float(os.environ.get("SAMPLE_TIME_LIMIT_S", 900))
 
 
 class SampleFailed(checkpoint_jobs.JobFailed):
@@ -27,7 +23,8 @@ class SampleFailed(checkpoint_jobs.JobFailed):
 
 KIND = checkpoint_jobs.JobKind(noun="sample", work="the generation", module="workers.sampling",
                                program="the sampling program", failed=SampleFailed,
-                               time_limit_s=SAMPLE_TIME_LIMIT_S)
+                               # A tiny model takes ~6 s on 2 CPU cores, gemma3-270m's 512 tokens a few minutes.
+                               time_limit="sample_time_limit_s")
 
 
 def execute(sample_id):

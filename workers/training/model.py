@@ -19,13 +19,14 @@ def weights_dir(spec, folder=None):
     ready) wins; else ``$WEIGHTS_DIR/<weights_subdir>`` when that folder
     exists; else the converted copy in ``$DATA_DIR/models/<weights_subdir>``
     (``workers/weights``)."""
-    from tasks.settings import Settings
+    from tasks.settings import get_settings
 
-    root = os.environ.get("WEIGHTS_DIR", "")
+    settings = get_settings()
+    root = settings.weights_dir
     where = f"$WEIGHTS_DIR/{spec.weights_subdir}"
     if folder is None:
         candidates = [os.path.join(root, spec.weights_subdir)] if root else []
-        candidates.append(os.path.join(Settings().models_dir, spec.weights_subdir))
+        candidates.append(os.path.join(settings.models_dir, spec.weights_subdir))
         folder = next((c for c in candidates if os.path.isdir(c)), None)
         if folder is None:
             raise WeightsNotFound(f"model {spec.model_id!r} needs its weights in {' or '.join(candidates)}"

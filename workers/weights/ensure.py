@@ -45,6 +45,7 @@ import threading
 import uuid
 
 from tasks.errors import ObjectMissing, RunFailed, StoreUnavailable
+from tasks.settings import get_settings
 
 from . import convert as conversion
 
@@ -75,7 +76,7 @@ def store_prefix(spec, source_sha256):
 
 def user_folder(spec):
     """``$WEIGHTS_DIR/<subdir>`` when WEIGHTS_DIR is set and the folder exists, else None."""
-    root = os.environ.get("WEIGHTS_DIR", "")
+    root = get_settings().weights_dir
     folder = os.path.join(root, spec.weights_subdir) if root else None
     return folder if folder and os.path.isdir(folder) else None
 
