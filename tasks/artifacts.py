@@ -45,6 +45,7 @@ import shutil
 import tarfile
 import uuid
 
+from .atomic import atomic_write
 from .errors import ObjectMissing, StoreUnavailable
 
 #: Bytes read or written per chunk when streaming an object.
@@ -280,14 +281,8 @@ class ArtifactStore:
         if self.is_local:
             final = self.path(key)
             os.makedirs(posixpath.dirname(final), exist_ok=True)
-            tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-            try:
-                with open(tmp, "wb") as fh:
-                    yield fh
-                os.replace(tmp, final)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(tmp)
+            with atomic_write(final) as fh:
+                yield fh
         else:
             with self.fs.open(self.path(key), "wb", block_size=S3_BLOCK_SIZE) as fh:
                 yield fh
@@ -337,14 +332,8 @@ class ArtifactStore:
 
     @_errors_are_unavailable
     def get_file(self, key, local):
-        tmp = f"{local}.tmp-{uuid.uuid4().hex}"
-        try:
-            with self.fs.open(self.path(key), "rb", block_size=CHUNK) as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
-            os.replace(tmp, local)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
+        with self.fs.open(self.path(key), "rb", block_size=CHUNK) as src, atomic_write(local) as dst:
+            shutil.copyfileobj(src, dst, CHUNK)
 
     @_errors_are_unavailable
     def open(self, key):
@@ -398,22 +387,10 @@ def patiently(fn, patience_s, first_delay_s=0.25, max_delay_s=5.0):
     ``patience_s`` seconds (exponential back-off); then its last error.
     For the writes a short store outage must not cost a run: a manifest, a
     summary (checkpoint uploads retry on their own, ``workers/checkpoint_sync.py``)."""
-    import time
+    from .retrying import patiently as retry
 
-    deadline = time.monotonic() + patience_s
-    delay = first_delay_s
-    while True:
-        try:
-            return fn()
-        except StoreUnavailable:
-            # The last wait is cut to the deadline and a last try made at it:
-            # the store gets the whole patience, not the back-off's last
-            # multiple below it.
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, max_delay_s)
+    return retry(fn, patience_s, StoreUnavailable, first_delay_s=first_delay_s, max_delay_s=max_delay_s,
+                 what="an artifact store call")
 
 
 _stores = {}

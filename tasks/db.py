@@ -25,6 +25,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2.pool import PoolError, ThreadedConnectionPool
 
+from . import retrying
 from .errors import DatabaseUnavailable, Overloaded
 
 logger = logging.getLogger(__name__)
@@ -269,19 +270,10 @@ def patiently(fn, patience_s, first_delay_s=0.25, max_delay_s=5.0):
     ``patience_s`` seconds (exponential back-off); then its last error.
 
     For writes that must not be lost to a short outage: a worker's final
-    status, the last lines of a training's log.
+    status, the last lines of a training's log (``tasks/retrying.py``).
     """
-    deadline = time.monotonic() + patience_s
-    delay = first_delay_s
-    while True:
-        try:
-            return fn()
-        except (DatabaseUnavailable, Overloaded):
-            if time.monotonic() + delay > deadline:
-                raise
-            logger.warning("database unavailable; trying again in %.2fs", delay)
-            time.sleep(delay)
-            delay = min(delay * 2, max_delay_s)
+    return retrying.patiently(fn, patience_s, (DatabaseUnavailable, Overloaded), first_delay_s=first_delay_s,
+                              max_delay_s=max_delay_s, what="a database call")
 
 
 def ping(pool):

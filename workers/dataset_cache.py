@@ -33,6 +33,7 @@ import uuid
 from dataclasses import replace
 
 from tasks import artifacts, catalog
+from tasks.atomic import atomic_write
 from tasks.datasets_jsonl import validate_jsonl
 from tasks.errors import InvalidDataset, ObjectMissing, StoreUnavailable
 
@@ -62,9 +63,8 @@ def _index_path(root, key, etag):
 
 def _write_atomically(path, data):
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_write(path) as fh:
+        fh.write(data)
 
 
 def local_copy(dataset, store, settings, say=None):

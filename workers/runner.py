@@ -32,6 +32,7 @@ from dataclasses import asdict
 
 from tasks import artifacts, catalog, db, registry
 from tasks.artifacts import Scratch, get_store
+from tasks.atomic import atomic_write
 from tasks.datasets_jsonl import validate_jsonl
 from tasks.errors import (
     DiskFull,
@@ -152,9 +153,8 @@ def job_file(run, dataset, model, scratch):
 
 
 def _write_json(path, data):
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def dry_run(run, dataset, model, store):

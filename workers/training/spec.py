@@ -17,13 +17,13 @@ so a run's stored spec and the spec its training used can be compared.
 """
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tasks.artifacts import Scratch
+from tasks.atomic import atomic_write
 from tasks.run_spec import IncompleteSpec, RunSpec, field_errors
 
 from .errors import ConfigError
@@ -99,8 +99,6 @@ def manifest(job, model_spec):
 
 def write_manifest(job, model_spec):
     path = str(Scratch.at(job.run.run_dir).manifest)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(path, "w", encoding="utf-8") as fh:
         json.dump(manifest(job, model_spec), fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
     return path
