@@ -11,7 +11,8 @@ so 8 sequences through the policy and the reference) and GRPO (arithmetic,
 2 prompts x 4 generations of at most 24 tokens), all LoRA rank 8: step time,
 tokens/s (SFT: batch x seq; DPO: the step's sequences x their padded length;
 GRPO: generated tokens), peak RSS, and for GRPO the share of the step spent
-generating (its progress metric ``rollout_s`` over the step time).
+generating (the result's ``grpo_timing.sample_share``: the steps after the
+first, sampling seconds over step seconds, timed inside the training).
 
 Each training is submitted over HTTP to the API and runs on a worker
 launch (1 process) on a fresh database and DATA_DIR, so its figures include
@@ -194,10 +195,10 @@ def platform_run(url, base, data_dir, kind, steps, trial, model=MODEL):
                       run_id)[0][0]
     sizes = fetch(url, "SELECT step, size_bytes FROM tunix_checkpoints WHERE run_id = %s ORDER BY step", run_id)
     median, mean = step_figures(ends)
-    rollouts = [m["rollout_s"] for m in method_metrics[1:-1] if m and m.get("rollout_s") is not None]
     return {"kind": kind, "trial": trial, "run_id": run_id,
             "step_tokens": step_tokens(kind, result, method_metrics),
-            "rollout_share": statistics.median(rollouts) / median if rollouts and median else None,
+            # GRPO: the mean share of its steps (the first apart) spent sampling (workers/training/methods/grpo.py).
+            "rollout_share": (result.get("grpo_timing") or {}).get("sample_share"),
             "first_step_s": ends[0] - started.timestamp(), "submit_to_first_step_s": ends[0] - created.timestamp(),
             "first_log_s": first_log.timestamp() - started.timestamp() if first_log else None,
             "step_s": median, "step_mean_s": mean, "wall_s": (completed - started).total_seconds(),
