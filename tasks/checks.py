@@ -31,7 +31,7 @@ def json_person(prompt, completion, reference):
 #: Check name -> function.
 CHECKS = {"json_person": json_person}
 #: Shipped dataset key -> the name of its check (datasets without one have none).
-DATASET_CHECKS = {"json-person": "json_person"}
+DATASET_CHECKS = {"json-person": "json_person", "json-person-prefs": "json_person"}
 
 
 def check_of(dataset_key):
