@@ -47,7 +47,7 @@ def base_spec(**overrides):
         # An interval the runs never reach: only the last step is saved.
         "checkpoint_every_steps": 10_000,
         # What a spec stored before these fields reads as (tasks/run_spec.py ADDED_SINCE_FIRST_STORE).
-        "lora": None, "sample_held_out": 0,
+        "lora": None, "sample_held_out": 0, "method": "sft", "dpo": None, "grpo": None,
     }
     spec.update(overrides)
     return spec

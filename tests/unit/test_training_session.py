@@ -77,5 +77,9 @@ def test_an_eval_is_due_at_checkpoint_steps_and_the_last_but_not_where_a_resume_
     assert due == [(2, False, False), (3, False, False), (4, True, True), (5, True, True)]
 
 
-def test_every_spec_trains_with_sft_until_a_spec_names_a_method():
-    assert method_for(SimpleNamespace()) is Sft and METHODS == {"sft": Sft}
+def test_a_spec_that_names_no_method_trains_with_sft_and_each_method_by_its_name():
+    from workers.training.methods.dpo import Dpo
+    from workers.training.methods.grpo import Grpo
+
+    assert method_for(SimpleNamespace()) is Sft and METHODS == {"sft": Sft, "dpo": Dpo, "grpo": Grpo}
+    assert method_for(SimpleNamespace(method="dpo")) is Dpo and method_for(SimpleNamespace(method="grpo")) is Grpo

@@ -23,15 +23,17 @@ seam, hook by hook, in the order ``train()`` calls them:
 * ``report(model, log)``: its end-of-run report, the result event's extra
   fields (a dict; free-form parts stay plain dicts).
 
-Only SFT exists (``sft.Sft``); a method joins by subclassing ``Method``
+SFT (``sft.Sft``), DPO/ORPO (``dpo.Dpo``) and GRPO (``grpo.Grpo``) exist; a method joins by subclassing ``Method``
 in a module of its own here and naming itself in ``METHODS``.
 """
 
 from .base import Method  # noqa: F401 - the base every method subclasses
+from .dpo import Dpo
+from .grpo import Grpo
 from .sft import Sft
 
 #: The methods, by name.  A spec names none yet: every training is SFT.
-METHODS = {Sft.name: Sft}
+METHODS = {Sft.name: Sft, Dpo.name: Dpo, Grpo.name: Grpo}
 #: The method of a spec that names none.
 DEFAULT_METHOD = Sft.name
 
