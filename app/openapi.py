@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, jsonify, render_template, send_from_di
 from pydantic.json_schema import models_json_schema
 
 from tasks import catalog, lifecycle, sweep_spec, wire
-from tasks.run_spec import MAX_SERIES_POINTS, MAX_SERIES_RUNS, MODES, RunFilter, RunSpec, SeriesRequest
+from tasks.run_spec import MAX_SERIES_POINTS, MAX_SERIES_RUNS, METHOD_DATA, MODES, RunFilter, RunSpec, SeriesRequest
 from tasks.sweep_spec import SweepSpec
 
 from . import exports, fleet, samples
@@ -90,6 +90,7 @@ def _schemas(datasets, run_time_limit_s):
     run_spec = RunSpec.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(run_spec.pop("$defs", {}))  # LoraSpec
     run_spec["properties"]["dataset_key"]["enum"] = sorted(datasets)
+    run_spec["allOf"] = _method_rules(datasets)
     # The operator's maximum (RUN_TIME_LIMIT_S), checked at submit (RunSpec.resolved).
     for branch in run_spec["properties"]["time_limit_s"]["anyOf"]:
         if branch.get("type") == "integer":
@@ -102,6 +103,24 @@ def _schemas(datasets, run_time_limit_s):
     schemas.update(samples.openapi_schemas())
     schemas.update(exports.openapi_schemas())
     return schemas
+
+
+def _method_rules(datasets):
+    """What RunSpec's own schema cannot say, as JSON Schema conditions: a
+    method's settings only with that method, and each method's datasets
+    (those of its record kind; a store object's kind is unknown until a
+    worker reads it, so it is allowed for every method)."""
+    rules = []
+    for name in ("dpo", "grpo"):
+        rules.append({"if": {"properties": {name: {"type": "object"}}, "required": [name]},
+                      "then": {"properties": {"method": {"const": name}}, "required": ["method"]}})
+    for method in METHOD_DATA:
+        keys = sorted(key for key, d in datasets.items() if method in catalog.methods_for(d.data_kind))
+        given = {"properties": {"method": {"const": method}}, "required": ["method"]}
+        if method == "sft":  # the default: no method named is sft
+            given = {"anyOf": [given, {"not": {"required": ["method"]}}]}
+        rules.append({"if": given, "then": {"properties": {"dataset_key": {"enum": keys}}}})
+    return rules
 
 
 def _sweep_spec(run_spec, schemas):
@@ -132,7 +151,7 @@ def _sweep_spec(run_spec, schemas):
         "propertyNames": {"enum": list(sweep_spec.DISTRIBUTIONS)},
         "additionalProperties": {"type": "array"}}
     schema["properties"]["random"] = {"anyOf": [random, {"type": "null"}]}
-    schema["properties"]["metric"]["enum"] = list(sweep_spec.METRICS)
+    schema["properties"]["metric"]["enum"] = [*sweep_spec.METRICS, *sweep_spec.METHOD_METRICS]
     schemas.update((name, d) for name, d in defs.items() if name != "RandomSearch")
     return schema
 
