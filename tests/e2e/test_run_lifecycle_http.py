@@ -152,7 +152,9 @@ class TestHistory:
                 body.update(dry_run=False, device="cpu")
             response = api.submit(body, mode=mode)
             assert response.status_code in (200, 202), response.text
-            run = api.wait_final(response.json()["run_id"])  # one at a time: creation order is history order
+            # One at a time: creation order is history order.  The gemma3-270m one first checks (or
+            # installs) the packaged weights: over 60 s on a loaded 2-core machine (CI, stop 25).
+            run = api.wait_final(response.json()["run_id"], timeout=240)
             ids.append(run["run_id"])
         return [dict(zip(("mode", "dataset_key", "model_id"), spec), run_id=i) for spec, i in zip(specs, ids)]
 
