@@ -191,6 +191,9 @@ class Result(Event):
     held_out_examples: int
     final_loss_from: Any = ABSENT  # "checkpoint"
     held_out_samples: Any = ABSENT  # dict (held_out_samples.py)
+    held_out_preferences: Any = ABSENT  # dict: DPO's held-out pairs, base vs trained (methods/dpo.py)
+    held_out_rewards: Any = ABSENT  # dict: GRPO's held-out prompts, base vs trained (methods/grpo.py)
+    grpo_timing: Any = ABSENT  # dict: GRPO's step time and its share spent sampling (methods/grpo.py)
     extra: dict = field(default_factory=dict, compare=False)
 
 

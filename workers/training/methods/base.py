@@ -46,6 +46,17 @@ class Method:
         ``metrics_logger`` holds the step's metrics)."""
         raise NotImplementedError
 
+    @staticmethod
+    def last_metric(ctx, name):
+        """The value tunix's metrics logger recorded last for ``name`` in
+        training (``ctx``: the trainer), or None when it recorded none."""
+        from tunix.sft import metrics_logger
+
+        try:
+            return ctx.metrics_logger.get_metric_history(ctx.metrics_prefix, name, metrics_logger.Mode.TRAIN)[-1]
+        except (ValueError, IndexError, KeyError):
+            return None
+
     def report(self, model, log):
         """The result event's extra fields, once the last step is done (``model`` trained)."""
         return {}

@@ -83,11 +83,9 @@ class Dpo(Method):
         return True
 
     def build_trainer(self, model, optimizer, config):
-        from tunix.sft import metrics_logger
         from tunix.sft.dpo import dpo_trainer
 
         self._input = dpo_trainer.TrainingInput
-        self._train_mode = metrics_logger.Mode.TRAIN
         settings = self.spec.dpo
         dpo_config = dpo_trainer.DPOTrainingConfig(
             **{f.name: getattr(config, f.name) for f in dataclasses.fields(config)},
@@ -107,34 +105,25 @@ class Dpo(Method):
         for idx in batch_indices(self.num_examples, self.spec.batch_size, self.spec.seed, total_steps):
             yield self.pairs.batch(idx, self._input)
 
-    def _last(self, ctx, name):
-        try:
-            return ctx.metrics_logger.get_metric_history("", name, self._train_mode)[-1]
-        except (ValueError, IndexError, KeyError):
-            return None
-
     def progress(self, ctx, step, loss, total_steps):
-        grad_norm = self._last(ctx, "grad_norm")
+        grad_norm = self.last_metric(ctx, "grad_norm")
         metrics = {}
         for key, name in METRICS.items():
-            value = self._last(ctx, name)
+            value = self.last_metric(ctx, name)
             metrics[key] = None if value is None else finite_or_none(value)
         return Progress(step=step, total_steps=total_steps, loss=loss,
                         learning_rate=learning_rate_at(self.spec.learning_rate, total_steps, step - 1),
                         grad_norm=ABSENT if grad_norm is None else finite_or_none(grad_norm), metrics=metrics)
 
     def report(self, model, log):
-        out, extra = {}, {}
+        out = {}
         if self.held_out is not None:
             trained = preference_figures(*pair_logps(model, self.held_out, self.spec.batch_size))
-            extra["held_out_preferences"] = {"pairs": len(self.held_out), "base": self.base_figures,
+            out["held_out_preferences"] = {"pairs": len(self.held_out), "base": self.base_figures,
                                              "trained": trained}
             log(f"held-out preferences ({len(self.held_out)} pairs): chosen preferred "
                 f"{self.base_figures['preferred_rate']:.2f} (base) -> {trained['preferred_rate']:.2f}, mean "
                 f"log-prob margin {self.base_figures['mean_logp_margin']:.3f} -> {trained['mean_logp_margin']:.3f}")
         if self.samples:
             out["held_out_samples"] = self.samples.after(model, log)
-        if extra:
-            # ``events.Result`` has no field of its own for it: its ``extra`` (keys after the known ones).
-            out["extra"] = extra
         return out

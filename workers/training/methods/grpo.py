@@ -337,11 +337,10 @@ class Grpo(Method):
         from tunix.rl import rl_cluster as rl
         from tunix.rl.grpo import grpo_learner
         from tunix.rl.rollout import base_rollout
-        from tunix.sft import checkpoint_manager, metrics_logger
+        from tunix.sft import checkpoint_manager
 
         from workers.sampling.generate import PromptTokenizer
 
-        self._train_mode = metrics_logger.Mode.TRAIN
         s = self.spec.grpo
         ends = list(self.tokenizer.end_ids())
         rollout = base_rollout.RolloutConfig(
@@ -391,12 +390,6 @@ class Grpo(Method):
         for idx in batch_indices(self.num_examples, self.spec.batch_size, self.spec.seed, total_steps):
             yield {"prompts": prompts[idx], "answer": answers[idx]}
 
-    def _last(self, ctx, name):
-        try:
-            return ctx.metrics_logger.get_metric_history(ctx.metrics_prefix, name, self._train_mode)[-1]
-        except (ValueError, IndexError, KeyError):
-            return None
-
     def _samples(self, record):
         """A few of the step's answers: the first answer to each prompt, then the second..."""
         completions = record.get("completions") or []
@@ -408,14 +401,14 @@ class Grpo(Method):
     def progress(self, ctx, step, loss, total_steps):
         record = self.records.pop(step)
         rewards, lengths = record.get("rewards"), record.get("lengths")
-        kl = self._last(ctx, "kl") if self.spec.grpo.beta > 0 else None
+        kl = self.last_metric(ctx, "kl") if self.spec.grpo.beta > 0 else None
         metrics = {"reward_mean": finite_or_none(float(np.mean(rewards))) if rewards else None,
                    "reward_std": finite_or_none(float(np.std(rewards))) if rewards else None,
                    "kl": None if kl is None else finite_or_none(float(kl)),
                    "completion_length": float(np.mean(lengths)) if lengths else None}
         every = max(1, math.ceil(total_steps / SAMPLED_STEPS))
         samples = self._samples(record) if record and (step % every == 0 or step == total_steps) else ABSENT
-        grad_norm = self._last(ctx, "grad_norm")
+        grad_norm = self.last_metric(ctx, "grad_norm")
         return Progress(step=step, total_steps=total_steps, loss=loss,
                         learning_rate=learning_rate_at(self.spec.learning_rate, total_steps, step - 1),
                         grad_norm=ABSENT if grad_norm is None else finite_or_none(float(grad_norm)),
@@ -434,5 +427,4 @@ class Grpo(Method):
                     f"peak RSS {timing['peak_rss_mb']} MB")
         if self.held_out:
             extra["held_out_rewards"] = self.held_out.after(model, log, self.spec.sample_held_out)
-        # ``events.Result`` has no fields of its own for these: its ``extra`` (keys after the known ones).
-        return {"extra": extra} if extra else {}
+        return extra

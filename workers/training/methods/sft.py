@@ -39,11 +39,10 @@ class Sft(Method):
         return True
 
     def build_trainer(self, model, optimizer, config):
-        from tunix.sft import metrics_logger, peft_trainer
+        from tunix.sft import peft_trainer
         from tunix.sft import utils as sft_utils
 
         self._input = peft_trainer.TrainingInput
-        self._train_mode = metrics_logger.Mode.TRAIN
         pad_id = self.tokenizer.pad_id
 
         def gen_model_input(x):
@@ -72,10 +71,9 @@ class Sft(Method):
             yield self._input(input_tokens=self.examples.tokens[idx], input_mask=self.examples.mask[idx])
 
     def progress(self, ctx, step, loss, total_steps):
-        try:
-            grad_norm = finite_or_none(ctx.metrics_logger.get_metric_history("", "grad_norm", self._train_mode)[-1])
-        except (ValueError, IndexError, KeyError):
-            grad_norm = ABSENT  # tunix recorded none for the step: the key is left out
+        grad_norm = self.last_metric(ctx, "grad_norm")
+        # None: tunix recorded none for the step, and the key is left out.
+        grad_norm = ABSENT if grad_norm is None else finite_or_none(grad_norm)
         return Progress(step=step, total_steps=total_steps, loss=loss,
                         learning_rate=learning_rate_at(self.spec.learning_rate, total_steps, step - 1),
                         grad_norm=grad_norm)
