@@ -8,9 +8,11 @@ log and the API's own loggers write one JSON object per line
 """
 
 from tasks.log_format import check, gunicorn_logconfig
-from tasks.settings import get_settings
+from tasks.settings import settings_at_start
 
-_settings = get_settings()
+# Read here, in gunicorn's master before it forks: a bad variable stops the
+# API with its message and status 2, not gunicorn's traceback.
+_settings = settings_at_start()
 
 # Seconds an idle kept-alive connection stays open (gunicorn's default: 2).
 # gunicorn closes one idle past this, and one that sent nothing 5 s after

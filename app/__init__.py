@@ -4,7 +4,11 @@ in-process."""
 
 from flask import Flask
 
+from tasks.broker import get_broker
 from tasks.settings import get_settings
+
+from . import (auth, catalog, checkpoints, console, db, errors, exports, fleet, health, observability, openapi, parse,
+               request_slots, runs, samples, streams, sweeps)
 
 #: Largest request body accepted (413 beyond).
 MAX_BODY_BYTES = 1024 * 1024
@@ -22,12 +26,12 @@ def create_app(test_config=None):
     if test_config:
         app.config.update(test_config)
     app.json.sort_keys = False
+    # The process' broker and its connection pool (``tasks/broker.py``), made
+    # here, not at import; they open no connection until a request needs one.
+    get_broker()
 
-    from . import (admission, auth, catalog, checkpoints, console, db, errors, exports, fleet, health, observability,
-                   openapi, runs, samples, streams, sweeps)
-
-    app.url_map.converters["run_id"] = runs.RunIdConverter
-    admission.init_app(app)
+    app.url_map.converters["run_id"] = parse.RunIdConverter
+    request_slots.init_app(app)
     db.init_app(app)
     errors.init_app(app)
     auth.init_app(app)

@@ -1,7 +1,7 @@
 """Optional bearer-token authentication.
 
 With ``API_TOKEN`` set, every mutating request needs
-``Authorization: Bearer <token>`` (401 otherwise); with ``API_TOKEN_READS=1``
+``Authorization: Bearer <token>`` (401 otherwise); with ``API_TOKEN_READS=1 (or true, yes, on)``
 reads need it too.  Liveness, readiness and metrics stay open for probes and
 Prometheus, and so do the console's page and static files (the page asks for
 the token and sends it with each call).

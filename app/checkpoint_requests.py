@@ -13,7 +13,7 @@ from tasks.run_spec import ValidationError, field_errors
 
 from .db import get_db
 from .errors import ApiError
-from .runs import _json_body, parse_run_id
+from .parse import json_body, parse_run_id
 
 
 def ts(value):
@@ -23,7 +23,7 @@ def ts(value):
 def validated(schema):
     """The body validated by ``schema``, or the 422 naming each bad field."""
     try:
-        return schema.model_validate(_json_body())
+        return schema.model_validate(json_body())
     except ValidationError as exc:
         fields = field_errors(exc)
         raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None

@@ -16,7 +16,7 @@ from tasks.errors import ObjectMissing, RunNotFound
 
 from .db import close_db, get_db
 from .errors import ApiError
-from .runs import parse_run_id
+from .parse import parse_run_id
 
 bp = Blueprint("checkpoints", __name__, url_prefix="/api/tunix")
 

@@ -29,11 +29,15 @@ def bootstrap():
     settings = current_app.config["SETTINGS"]
     return {
         "schema": RunSpec.model_json_schema(),
+        # The statuses in the lifecycle's order (the order the console shows
+        # them in), each by its name (``STATUS.FAILED`` in the modules), and
+        # the sets the console decides by: it spells no status itself.
         "statuses": list(lifecycle.ALL),
+        "names": {s.name: s.value for s in lifecycle.RunStatus},
         "meaning": {s.value: text for s, text in lifecycle.MEANING.items()},
-        "final": sorted(s.value for s in lifecycle.FINAL),
-        "active": sorted(s.value for s in lifecycle.ACTIVE),
-        "resumable": sorted(s.value for s in lifecycle.RESUMABLE),
+        **{name: sorted(s.value for s in statuses) for name, statuses in (
+            ("final", lifecycle.FINAL), ("active", lifecycle.ACTIVE), ("waiting", lifecycle.WAITING),
+            ("cancellable", lifecycle.CANCELLABLE), ("resumable", lifecycle.RESUMABLE))},
         "modes": list(MODES),
         "limits": {"run_time_limit_s": settings.run_time_limit_s,
                    "default_time_limit_s": settings.default_time_limit_s},

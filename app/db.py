@@ -9,14 +9,7 @@ import contextlib
 from flask import g
 
 from tasks import db
-
-
-def get_pool():
-    # NOTE: the broker module owns the process pool; importing it here (not
-    # at module import) keeps `create_app` free of I/O.
-    from tasks.broker import pool
-
-    return pool
+from tasks.broker import get_pool
 
 
 def get_db():

@@ -29,7 +29,7 @@ from tasks.models import get_model
 from .checkpoint_requests import accepted, get_row, recorded_step, run_rows, ts, validated
 from .db import close_db, get_db
 from .errors import ApiError
-from .runs import parse_run_id
+from .parse import parse_run_id
 
 bp = Blueprint("exports", __name__, url_prefix="/api/tunix")
 

@@ -5,7 +5,7 @@ alive (a beat younger than ``HEARTBEAT_TIMEOUT_S``, the same test the
 reaper and ``tunix_workers_alive`` use) or lost, the runs each holds, and
 per queue its depth, what its consumers hold and how long its oldest
 pending run has waited.  Two indexed queries (``fleet_workers``,
-``fleet_queues`` in ``tasks/sql/queries.sql``); the answer's shape is the
+``fleet_queues`` in ``tasks/sql/fleet.sql``); the answer's shape is the
 pydantic model ``Fleet``, which ``app/openapi.py`` publishes.
 
 Not here yet: whether the artifact store is reachable from the API (it
@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from tasks import registry
 from tasks.broker import DRY_QUEUE, TRAIN_QUEUE
+from tasks.lifecycle import RunStatus
 
 from .db import get_db
 
@@ -150,7 +151,7 @@ def build(data, heartbeat_timeout_s, now=None):
         row = seen.get(name) or {}
         queues.append(QueueStats(
             queue=name, kind=kind, depth=row.get("depth") or 0, in_flight=row.get("in_flight") or 0,
-            deferred=data.get("deferred", {}).get(kind == "dry", 0),
+            deferred=data.get(RunStatus.DEFERRED.value, {}).get(kind == "dry", 0),
             running=sum(run.dry_run == (kind == "dry") for run in held),
             oldest_pending_age_s=row.get("oldest_pending_age_s")))
     alive = sum(h.alive for h in hosts)

@@ -22,12 +22,13 @@ from tasks.run_spec import MAX_SERIES_POINTS, MAX_SERIES_RUNS, METHOD_DATA, MODE
 from tasks.sweep_spec import SweepSpec
 
 from . import exports, fleet, samples
-from .runs import LIST_FILTERS, MAX_BATCH, MAX_IDEMPOTENCY_KEY, MAX_LIMIT, MAX_OFFSET
+from .parse import MAX_LIMIT, MAX_OFFSET
+from .runs import LIST_FILTERS, MAX_BATCH, MAX_IDEMPOTENCY_KEY
 
 bp = Blueprint("openapi", __name__)
 
 #: Every answer's model, published under its class name.
-ANSWERS = (wire.Run, wire.RunStatus, wire.RunPage, wire.RunList, wire.CheckpointList, wire.MetricsList,
+ANSWERS = (wire.Run, wire.RunStatusAnswer, wire.RunPage, wire.RunList, wire.CheckpointList, wire.MetricsList,
            wire.LogLine, wire.Progress, wire.StatusEvent, wire.DatasetList, wire.ModelList, wire.Health, wire.Error,
            wire.SweepCreated, wire.SweepDetail, wire.SweepPage, wire.BulkMove, wire.SeriesList)
 
@@ -253,7 +254,7 @@ def document(settings=None):
             "/api/tunix/runs/{run_id}/status": {"get": {
                 "operationId": "getRunStatus",
                 "parameters": [_RUN_ID],
-                "responses": {"200": _json(_ref("RunStatus")), **_errors(404, 405, 503)}}},
+                "responses": {"200": _json(_ref("RunStatusAnswer")), **_errors(404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/metrics": {"get": {
                 "operationId": "getRunMetrics",
                 "summary": "The per-step figures of a training, every attempt's.",

@@ -3,26 +3,24 @@
 import contextlib
 import hashlib
 import json
-import logging
 import time
 import uuid
 
 from flask import Blueprint, current_app, jsonify, request, url_for
-from werkzeug.routing import BaseConverter
 
-from tasks import actors, catalog, db, lifecycle, registry
-from tasks import admission as run_admission
-from tasks.errors import InvalidTransition, RunNotFound
-from tasks.metrics import RUNS_RETRIED
+from tasks import catalog, db, lifecycle, registry, retrying
+from tasks.errors import RunNotFound
+from tasks.run_service import wrote_deferred
 from tasks.run_spec import MODES, RunFilter, RunSpec, SeriesRequest, ValidationError, field_errors
 
-from . import admission
+from . import request_slots
+from .curves import series_json
 from .db import close_db, get_db, transaction
 from .errors import ApiError
+from .parse import json_body, page, pagination, parse_run_id
 from .serialize import run_json, status_json
+from .service import admit_deferred, run_service
 from .waiter import get_waiter
-
-logger = logging.getLogger(__name__)
 
 bp = Blueprint("runs", __name__, url_prefix="/api/tunix")
 
@@ -30,48 +28,11 @@ bp = Blueprint("runs", __name__, url_prefix="/api/tunix")
 MAX_IDEMPOTENCY_KEY = 255
 #: Most runs one batch submit may carry.
 MAX_BATCH = 1000
-#: Highest ``offset`` the history accepts (the document says so too).
-MAX_OFFSET = 10**9
-#: Most runs one page of the history holds.
-MAX_LIMIT = 100
-
 #: How long a sync submit's last read waits for a busy pool or the database.
 FINAL_READ_PATIENCE_S = 30
 
 #: Filters the history accepts, each an exact match on a column.
 LIST_FILTERS = ("status", "mode", "dataset_key", "model_id")
-
-class RunIdConverter(BaseConverter):
-    """``<run_id:...>``: any path segment but ``batch``, ``cancel``,
-    ``resume`` and ``series``, its siblings (``POST /runs/batch``, the bulk
-    moves, many runs' curves), so each
-    is one resource whose ``Allow`` lists its own methods, not also a run's GET.  Not a UUID check: a
-    malformed id stays a JSON 404 naming the run (``parse_run_id``)."""
-
-    regex = r"(?!(?:batch|cancel|resume|series)(?![^/]))[^/]+"
-
-
-def parse_run_id(raw):
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise RunNotFound(raw) from None
-
-
-def _json_body():
-    """The request's JSON object, or the right 4xx."""
-    if not request.is_json:
-        raise ApiError(415, "unsupported_media_type", "the body must be JSON (Content-Type: application/json)")
-    try:
-        # Not request.get_json: it answers None both for a malformed body and
-        # for a valid `null`, which is a 422 (valid JSON, not an object).
-        body = json.loads(request.get_data(cache=True))
-    except ValueError:
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "validation_error", "the body must be a JSON object",
-                       [{"field": "body", "message": "expected an object"}])
-    return body
 
 
 def _field_problems(body, datasets, prefix=""):
@@ -105,31 +66,12 @@ def _validated(body):
     return spec
 
 
-def admit_deferred():
-    """Runs were written deferred: admit now those whose turn it is (one
-    transaction; a failure leaves them to the next reaper pass)."""
-    try:
-        with transaction() as conn:
-            run_admission.admit(conn)
-    except Exception:  # noqa: BLE001 - see the docstring
-        logger.exception("admission after a submit failed; the next reaper pass admits")
-    finally:
-        close_db()
-
-
 def _mode():
     mode = request.args.get("mode", "sync")
     if mode not in MODES:
         raise ApiError(422, "validation_error", "mode must be sync or async",
                        [{"field": "mode", "message": f"expected one of {', '.join(MODES)}"}])
     return mode
-
-
-def _queue(conn, runs):
-    """Write the messages of ``runs`` (``(run_id, dry_run)`` pairs) in
-    ``conn``'s transaction: the runs and their messages are committed
-    together, so a run is never pending without its message."""
-    registry.enqueue_messages(conn, actors.outbox_rows(runs))
 
 
 def _wait_until_final(run_id, watch, timeout):
@@ -149,7 +91,7 @@ def _wait_until_final(run_id, watch, timeout):
 
     # The run is accepted: a busy pool or a short outage delays the answer
     # rather than turning it into a 503 the client might retry as a new run.
-    return db.patiently(read, FINAL_READ_PATIENCE_S)
+    return retrying.patiently(read, FINAL_READ_PATIENCE_S, db.UNAVAILABLE, what="a database call")
 
 
 def _idempotency_key():
@@ -184,7 +126,7 @@ def _replay(key, request_hash):
 def submit():
     mode = _mode()
     key = _idempotency_key()
-    body = _json_body()
+    body = json_body()
     config, priority = _validated(body)
     request_hash = _request_hash(mode, body) if key else None
     run_id = uuid.uuid4()
@@ -193,20 +135,20 @@ def submit():
     # the sync submit is answered as it would be after SYNC_TIMEOUT_S).
     watch = get_waiter().watch(run_id) if mode == "sync" else None
     with watch or contextlib.nullcontext():
-        run = _insert_and_queue(run_id, mode, config, priority, key, request_hash)
+        run = _submit(run_id, mode, config, priority, key, request_hash)
         if run is None:
             return _replay(key, request_hash)
-        if run["status"] == lifecycle.RunStatus.DEFERRED:
+        if wrote_deferred([run]):
             admit_deferred()
         if watch is not None:
-            admission.leave()  # waiting is not work
+            request_slots.leave()  # waiting is not work
             run = _wait_until_final(run_id, watch, current_app.config["SYNC_TIMEOUT_S"])
     if run["status"] in lifecycle.FINAL:
         return jsonify(run_json(run)), 200
     return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
 
 
-def _insert_and_queue(run_id, mode, config, priority, key, request_hash):
+def _submit(run_id, mode, config, priority, key, request_hash):
     """The new run, pending and written with its message in one statement
     (one round trip, one commit), or deferred (``tasks/admission.py``); None
     when ``key`` was used before (nothing is written then).  The request's connection is given back at once: under
@@ -214,15 +156,11 @@ def _insert_and_queue(run_id, mode, config, priority, key, request_hash):
     connection while it does (measured: 64 clients spent 46% of their time
     waiting for the pool when the connection was kept to the end of the
     request)."""
-    (message,) = actors.outbox_rows([(run_id, config["dry_run"])])
     try:
-        run = registry.submit_run(get_db(), run_id=run_id, mode=mode, dry_run=config["dry_run"],
-                                  dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
-                                  message=message, priority=priority, idempotency_key=key,
-                                  request_hash=request_hash)
+        return run_service().submit(get_db(), config, priority=priority, mode=mode, idempotency_key=key,
+                                    request_hash=request_hash, run_id=run_id)
     finally:
         close_db()
-    return run
 
 
 @bp.get("/runs/<run_id:run_id>")
@@ -241,24 +179,9 @@ def get_status(run_id):
     return jsonify(status_json(row))
 
 
-def _int_arg(name, default, low, high):
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise ApiError(422, "validation_error", f"{name} must be an integer from {low} to {high}",
-                       [{"field": name, "message": f"expected an integer from {low} to {high}"}])
-    return value
-
-
 @bp.get("/runs")
 def list_runs():
-    limit = _int_arg("limit", 20, 1, MAX_LIMIT)
-    offset = _int_arg("offset", 0, 0, MAX_OFFSET)
+    limit, offset = page()
     filters = {name: request.args.get(name) or None for name in LIST_FILTERS}
     # PostgreSQL text cannot hold NUL: such a filter matches nothing, and
     # sent to the database it raised (500).
@@ -273,31 +196,15 @@ def list_runs():
         raise ApiError(422, "validation_error", "unknown mode",
                        [{"field": "mode", "message": f"expected one of {', '.join(MODES)}"}])
     rows, total = registry.list_runs(get_db(), limit=limit, offset=offset, **filters)
-    next_offset = offset + len(rows) if offset + len(rows) < total else None
-    return jsonify(data=[run_json(r) for r in rows],
-                   pagination={"limit": limit, "offset": offset, "next_offset": next_offset, "total": total})
+    return jsonify(data=[run_json(r) for r in rows], pagination=pagination(limit, offset, len(rows), total))
 
 
 @bp.post("/runs/<run_id:run_id>/cancel")
 def cancel(run_id):
-    """A pending run is cancelled at once; a running one is asked to stop
-    (the worker saves a checkpoint and ends it ``cancelled``)."""
-    run_id = parse_run_id(run_id)
-    conn = get_db()
-    row = registry.get_status(conn, run_id)
-    if row is None:
-        raise RunNotFound(run_id)
-    S = lifecycle.RunStatus
-    if row["status"] in (S.PENDING, S.DEFERRED):
-        try:
-            row = registry.transition(conn, run_id, "cancel_pending")
-            return jsonify(run_json(row)), 200
-        except InvalidTransition:
-            row = registry.get_status(conn, run_id)  # claimed meanwhile: stop it instead
-    if row["status"] == S.CANCEL_REQUESTED:
-        return jsonify(run_json(registry.get_run(conn, run_id))), 202
-    row = registry.transition(conn, run_id, "request_cancel")
-    return jsonify(run_json(row)), 202
+    """A pending run is cancelled at once (200); a running one is asked to
+    stop (202: the worker saves a checkpoint and ends it ``cancelled``)."""
+    run = run_service().cancel(get_db(), parse_run_id(run_id))
+    return jsonify(run_json(run)), 200 if run["status"] in lifecycle.FINAL else 202
 
 
 @bp.post("/runs/<run_id:run_id>/resume")
@@ -306,9 +213,7 @@ def resume(run_id):
     on from its latest checkpoint."""
     run_id = parse_run_id(run_id)
     with transaction() as conn:
-        run = registry.transition(conn, run_id, "resume", max_attempts=current_app.config["SETTINGS"].max_attempts)
-        _queue(conn, [(run["id"], run["dry_run"])])
-    RUNS_RETRIED.labels("resume").inc()
+        run = run_service().resume(conn, run_id)
     return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
 
 
@@ -332,13 +237,13 @@ def submit_batch():
     The runs and their messages are written in one transaction; dry runs are
     queued at once, trainings deferred and admitted in turn
     (``tasks/admission.py``)."""
-    body = _json_body()
+    body = json_body()
     runs_in = body.get("runs")
     if set(body) != {"runs"} or not isinstance(runs_in, list) or not 1 <= len(runs_in) <= MAX_BATCH:
         raise ApiError(422, "validation_error", f"the body must be {{\"runs\": [1 to {MAX_BATCH} run requests]}}",
                        [{"field": "runs", "message": f"expected a list of 1 to {MAX_BATCH} objects"}])
     datasets = catalog.datasets(current_app.config["SETTINGS"])
-    runs, fields = [], []
+    specs, fields = [], []
     for i, item in enumerate(runs_in):
         if not isinstance(item, dict):
             fields.append({"field": f"runs.{i}", "message": "expected an object"})
@@ -346,55 +251,19 @@ def submit_batch():
         spec, problems = _field_problems(item, datasets, prefix=f"runs.{i}.")
         fields += problems
         if spec is not None:
-            config, priority = spec
-            status = lifecycle.RunStatus.PENDING if config["dry_run"] else lifecycle.RunStatus.DEFERRED
-            runs.append(dict(run_id=uuid.uuid4(), status=status, mode="async", dry_run=config["dry_run"],
-                             dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
-                             priority=priority))
+            specs.append(spec)
     if fields:
         raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields)
     with transaction() as conn:
-        rows = registry.insert_runs(conn, runs)
-        _queue(conn, [(r["run_id"], r["dry_run"]) for r in runs if r["status"] == lifecycle.RunStatus.PENDING])
-    if any(r["status"] == lifecycle.RunStatus.DEFERRED for r in rows):
+        rows = run_service().submit_many(conn, specs)
+    if wrote_deferred(rows):
         admit_deferred()
     return jsonify(data=[run_json(r) for r in rows]), 202
 
 
-def cancel_each(conn, runs):
-    """Cancel ``runs`` (rows with ``id`` and ``status``), each as its own
-    cancel would: a pending one at once, a running one asked to stop.
-    Returns how many reached each status; one that moved on meanwhile (it
-    ended, or was claimed: then it is asked to stop) is taken as it is."""
-    S = lifecycle.RunStatus
-    moved = {S.CANCELLED.value: 0, S.CANCEL_REQUESTED.value: 0}
-    for run in runs:
-        if run["status"] not in (S.DEFERRED, S.PENDING, S.RUNNING):
-            continue
-        waiting = run["status"] in (S.DEFERRED, S.PENDING)
-        for move in (("cancel_pending", "request_cancel") if waiting else ("request_cancel",)):
-            try:
-                moved[registry.transition(conn, run["id"], move)["status"]] += 1
-                break
-            except InvalidTransition:
-                continue
-    return moved
-
-
-def resume_each(conn, runs):
-    """Queue ``runs`` again, in ``conn``'s transaction (each from its latest
-    checkpoint, with a fresh attempts budget); the runs resumed."""
-    resumed = [registry.transition(conn, run["id"], "resume", max_attempts=current_app.config["SETTINGS"].max_attempts)
-               for run in runs if run["status"] in lifecycle.RESUMABLE]
-    _queue(conn, [(r["id"], r["dry_run"]) for r in resumed])
-    if resumed:
-        db.after_commit(conn, lambda: RUNS_RETRIED.labels("resume").inc(len(resumed)))
-    return resumed
-
-
 def _run_filter():
     try:
-        return RunFilter.model_validate(_json_body()).given()
+        return RunFilter.model_validate(json_body()).given()
     except ValidationError as exc:
         fields = field_errors(exc)
         raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None
@@ -403,9 +272,8 @@ def _run_filter():
 @bp.post("/runs/cancel")
 def cancel_matching():
     """Cancel every pending or running run the filter matches."""
-    conn = get_db()
-    runs = registry.matching_runs(conn, "active", **_run_filter())
-    return jsonify(matched=len(runs), moved=cancel_each(conn, runs)), 202
+    matched, moved = run_service().cancel_matching(get_db(), **_run_filter())
+    return jsonify(matched=matched, moved=moved), 202
 
 
 @bp.post("/runs/resume")
@@ -413,18 +281,8 @@ def resume_matching():
     """Queue again every failed, cancelled or timed-out run the filter matches."""
     filters = _run_filter()
     with transaction() as conn:
-        resumed = resume_each(conn, registry.matching_runs(conn, "resumable", **filters))
+        resumed = run_service().resume_matching(conn, **filters)
     return jsonify(matched=len(resumed), moved={lifecycle.RunStatus.PENDING.value: len(resumed)}), 202
-
-
-def series_json(conn, run_ids, points):
-    """The ``SeriesList`` answer for ``run_ids``, in their order."""
-    curves = registry.series(conn, run_ids, points)
-    data = []
-    for run_id in run_ids:
-        steps, losses = curves.get(str(run_id), ([], []))
-        data.append({"run_id": str(run_id), "steps": steps, "loss": losses})
-    return {"points": points, "data": data}
 
 
 @bp.post("/runs/series")
@@ -432,7 +290,7 @@ def runs_series():
     """Many runs' loss curves in one answer, each downsampled to ``points``:
     what a comparison of runs draws."""
     try:
-        query = SeriesRequest.model_validate(_json_body())
+        query = SeriesRequest.model_validate(json_body())
     except ValidationError as exc:
         fields = field_errors(exc)
         raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields) from None

@@ -23,7 +23,7 @@ from tasks.sample_spec import BaseSampleRequest, SampleList, SampleRequest
 from .checkpoint_requests import accepted, get_row, recorded_step, run_rows, ts, validated
 from .db import close_db, get_db
 from .errors import ApiError
-from .runs import parse_run_id
+from .parse import parse_run_id
 
 bp = Blueprint("samples", __name__, url_prefix="/api/tunix")
 

@@ -23,11 +23,11 @@ from flask import Blueprint, Response, request
 from tasks import db, lifecycle, registry
 from tasks.errors import RunNotFound
 
-from . import admission
+from . import request_slots
 from .db import close_db, get_db, get_pool
 from .errors import ApiError
 from .extensions import once
-from .runs import parse_run_id
+from .parse import parse_run_id
 from .waiter import get_waiter
 
 bp = Blueprint("streams", __name__, url_prefix="/api/tunix")
@@ -116,7 +116,7 @@ def stream_logs(run_id):
         slots.release()
         raise ApiError(503, "too_many_streams", "this API process has as many requests waiting as it may; retry")
     watch.__enter__()
-    admission.leave()  # a stream mostly waits; its reads take no slot
+    request_slots.leave()  # a stream mostly waits; its reads take no slot
     response = Response(_events(get_pool(), watch, run_id, after, follow), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

@@ -6,12 +6,16 @@ On a shared, noisy machine compare figures from one run, not across runs.
     python -m bench submit pickup   # some of it
     python -m bench store           # the artifact store's cost (bench/store.py)
     python -m bench sweep           # what admission costs (bench/sweep.py)
+    python -m bench load [--clients 1,16,64] [--seconds S] [--quick]
+                                    # ours against Flask + Celery on Redis + PostgreSQL
+                                    # (bench/load.py; --quick: a smoke run)
     python -m bench training-tiny   # platform overhead on a tiny model's training
     python -m bench training [--steps N] [--quick]
                                     # the real model, full and LoRA (bench/training.py):
                                     # only when named (12 GB, ~12 min)
 """
 
+import importlib
 import statistics
 import sys
 import tempfile
@@ -260,10 +264,10 @@ def bench_metrics(url, data_dir, n=10_000, processes=8, ab_runs=3000, ab_rounds=
           f"-> on/off ratio of medians {statistics.median(on) / statistics.median(off):.3f}")
 
 
-def bench_load(url, data_dir):
-    from .load import bench_load as run
+def bench_load(url, data_dir, flags=()):
+    from .load import bench_load as run, parse_args
 
-    run(url, data_dir)
+    run(url, data_dir, parse_args(list(flags)))
 
 
 def bench_store(url, data_dir):
@@ -292,10 +296,13 @@ BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain,
 #: Run only when named: the real model (bench/training.py).
 NAMED_ONLY = {"training": bench_training}
 
+#: The benches that take ``--flags``, and the module that parses them.
+FLAG_PARSERS = {"load": "bench.load", "training": "bench.training"}
+
 
 def main(argv):
     """``argv``: bench names (all but ``NAMED_ONLY`` when none), then
-    ``--flags`` for the real-model bench."""
+    ``--flags`` for the one named bench of ``FLAG_PARSERS``."""
     split = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
     names, flags = argv[:split] or list(BENCHES), argv[split:]
     unknown = [n for n in names if n not in BENCHES and n not in NAMED_ONLY]
@@ -303,17 +310,21 @@ def main(argv):
         sys.stderr.write(f"unknown bench(es): {', '.join(unknown)}; known: "
                          f"{', '.join([*BENCHES, *NAMED_ONLY])}\n")
         return 2
-    if "training" in names:
-        from .training import parse_args
-
-        parse_args(flags)  # a bad flag stops here, before any process starts
+    takers = [n for n in names if n in FLAG_PARSERS]
+    if flags and len(takers) != 1:
+        sys.stderr.write(f"{' '.join(flags)}: flags go to exactly one named bench of "
+                         f"{', '.join(FLAG_PARSERS)}\n")
+        return 2
+    for name in takers:  # a bad flag stops here, before any process starts
+        importlib.import_module(FLAG_PARSERS[name]).parse_args(flags)
     with procs.database() as url:
         data_dir = tempfile.mkdtemp(prefix="tunix-bench-data-")
         for name in names:
-            if name in NAMED_ONLY:
-                NAMED_ONLY[name](url, data_dir, flags)
+            run = NAMED_ONLY.get(name) or BENCHES[name]
+            if name in FLAG_PARSERS:
+                run(url, data_dir, flags)
             else:
-                BENCHES[name](url, data_dir)
+                run(url, data_dir)
     return 0
 
 

@@ -1,12 +1,14 @@
-"""The peer for ``python -m bench load``: Celery + Redis on the same no-op
-workload, on this machine, in the same run.
+"""Start the peer of ``python -m bench load``: Flask + Celery on Redis + a
+PostgreSQL run registry (its code: ``bench/peer_app.py``), on this machine.
 
-A Redis server of its own (the machine's ``redis-server`` binary, on a free
-port, nothing kept on disk) and a Celery worker with 2 prefork processes, as
-our side runs 2 worker processes.  Its task is a no-op that counts itself in
-Redis, so the drain is timed from the first execution to the last.
+A database of its own on our PostgreSQL server, a Redis server of its own
+(the machine's ``redis-server`` on a free port, nothing on disk), the Flask
+app under the API's gunicorn shape (1 process, 256 threads, the same
+``gunicorn.conf.py``) and a Celery worker of 2 prefork processes, as our side
+runs 2 worker processes.
 
-    python -m bench.celery_peer      # prints its figures alone
+    python -m bench.celery_peer [--clients 1,16,64] [--seconds N]
+                                   # the peer's levels alone (bench/load.py)
 """
 
 import contextlib
@@ -16,44 +18,53 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
-from celery import Celery
+from tasks import db
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-#: Redis URL of the peer's server; set for the worker by ``peer()``.
-BROKER_URL = os.environ.get("CELERY_PEER_BROKER", "redis://127.0.0.1:6379/15")
-
-app = Celery("tunix_peer", broker=BROKER_URL)
-app.conf.update(task_ignore_result=True, worker_hijack_root_logger=False, broker_connection_retry_on_startup=True)
-
-COUNTER = "tunix-peer:done"
-
-
-@app.task(name="noop")
-def noop(i):
-    import redis
-
-    client = getattr(noop, "_redis", None)
-    if client is None:
-        client = noop._redis = redis.Redis.from_url(BROKER_URL)
-    client.incr(COUNTER)
+from . import procs
+from .procs import ROOT
 
 
 def available():
     """Why the peer cannot run here, or None."""
     if shutil.which("redis-server") is None:
         return "redis-server not found (Debian package redis-server)"
+    try:
+        import celery  # noqa: F401
+        import redis  # noqa: F401
+    except ImportError as exc:
+        return f"{exc.name} is not installed (pip install -e '.[bench]')"
     return None
+
+
+@contextlib.contextmanager
+def database(url):
+    """A fresh database beside ``url``'s with the peer's one table."""
+    from .peer_app import SCHEMA
+
+    name = f"tunix_peer_{uuid.uuid4().hex[:8]}"
+    admin = db.connect(url)
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    peer_url = procs._with_dbname(url, name)
+    conn = db.connect(peer_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(SCHEMA)
+    conn.close()
+    try:
+        yield peer_url
+    finally:
+        with contextlib.suppress(Exception):
+            admin.cursor().execute(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.close()
 
 
 @contextlib.contextmanager
 def redis_server():
     import redis
 
-    from .procs import free_port
-
-    port = free_port()
+    port = procs.free_port()
     workdir = tempfile.mkdtemp(prefix="tunix-peer-redis-")
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", workdir], stdout=subprocess.DEVNULL,
@@ -61,82 +72,95 @@ def redis_server():
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.05)
     try:
-        yield url, client
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield url
     finally:
+        client.close()
         proc.terminate()
         proc.wait(10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def celery_worker(url, processes=2):
-    env = dict(os.environ, CELERY_PEER_BROKER=url, PYTHONPATH=ROOT)
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench.celery_peer", "worker",
+def celery_worker(broker, db_url, processes=2):
+    """``celery worker`` with ``processes`` prefork processes; its log in a
+    file, whose tail ``log()`` returns when something goes wrong."""
+    from .peer_app import BROKER_ENV
+
+    log = tempfile.NamedTemporaryFile(prefix="tunix-peer-celery-", suffix=".log", delete=False)
+    env = dict(os.environ, DATABASE_URL=db_url, PYTHONPATH=ROOT, **{BROKER_ENV: broker})
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench.peer_app", "worker",
                              "--concurrency", str(processes), "--pool", "prefork", "--loglevel", "warning",
                              "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def tail():
+        with open(log.name, errors="replace") as f:
+            return f.read()[-2000:]
+
     try:
-        yield proc
+        yield tail
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        procs._stop(proc)
+        log.close()
+        os.unlink(log.name)
 
 
-def measure(n=5000, processes=2):
-    """``{"enqueue_per_s", "drain_per_s"}``: n tasks sent from one thread with
-    no worker running, then drained by a worker of ``processes`` processes."""
-    with redis_server() as (url, client):
-        app.conf.broker_url = url
-        global BROKER_URL
-        BROKER_URL = url
-        with app.connection_for_write() as conn:
-            producer = app.amqp.Producer(conn)
-            noop.apply_async((0,), producer=producer)  # warm the connection
-            started = time.perf_counter()
-            for i in range(n):
-                noop.apply_async((i,), producer=producer)
-            enqueue_s = time.perf_counter() - started
-        total = n + 1
-        with celery_worker(url, processes):
-            deadline = time.monotonic() + 300
-            first = None
-            while time.monotonic() < deadline:
-                done = int(client.get(COUNTER) or 0)
-                if first is None and done:
-                    first = (time.perf_counter(), done)
-                if done >= total:
-                    break
-                time.sleep(0.005)
-            last = time.perf_counter()
-        drained = done - first[1]
-        return {"enqueue_per_s": n / enqueue_s, "drain_per_s": drained / (last - first[0]), "tasks": done}
+@contextlib.contextmanager
+def peer(url, data_dir, processes=2, threads=256):
+    """The whole peer, warm: yields (API base URL, its database's URL).
+    Ready once a few runs went through submit, Redis, Celery and back."""
+    with database(url) as db_url, redis_server() as broker, \
+            celery_worker(broker, db_url, processes) as worker_log, \
+            procs.api(db_url, data_dir, threads=threads, app=f"bench.peer_app:create_app({broker!r})",
+                      ready=("/api/tunix/run", 405)) as base:
+        import requests
+
+        with requests.Session() as http:
+            for _ in range(50):
+                r = http.post(base + "/api/tunix/run?mode=async", json={"dataset_key": "synthetic",
+                                                                       "model_id": "llama3-tiny"})
+                assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 60
+        while procs.fetch(db_url, "SELECT count(*) FROM peer_runs WHERE status = 'completed'")[0][0] < 50:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the peer's Celery worker completed no run in 60 s; its log:\n{worker_log()}")
+            time.sleep(0.2)
+        truncate(db_url)
+        yield base, db_url
 
 
-def main():
+def truncate(db_url):
+    conn = db.connect(db_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("TRUNCATE peer_runs")
+    finally:
+        conn.close()
+
+
+def main(argv):
+    from . import load
+
+    args = load.parse_args(argv)
     why = available()
     if why:
         print(f"!!! Celery + Redis peer SKIPPED: {why}")
         return 0
-    figures = measure()
-    print(f"Celery + Redis: enqueue {figures['enqueue_per_s']:.0f}/s from one thread; "
-          f"drain {figures['drain_per_s']:.0f}/s with 2 processes ({figures['tasks']} tasks)")
+    with procs.database() as url:
+        rows = load.peer_levels(url, tempfile.mkdtemp(prefix="tunix-bench-data-"), args.clients, args.seconds)
+    for r in rows:
+        print(r)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

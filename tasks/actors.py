@@ -1,45 +1,54 @@
-"""The actors.  A message carries a run id only: the run's configuration is
-in the registry, where the worker middleware claims it before the actor runs.
+"""The actors, as both sides know them: a name, a queue and dramatiq's
+options.  The API builds their messages by name and writes them; a worker
+declares them with their bodies at boot (``workers/actors.py``), so this
+module needs no broker to be imported and loads no worker code.
+
+A message carries a run id only: the run's configuration is in the
+registry, where the worker middleware claims it before the actor runs.
 """
 
+import dataclasses
+
 import dramatiq
+from dramatiq_pg.utils import tidy4json
 
-from .broker import DRY_QUEUE, SAMPLES_QUEUE, TRAIN_QUEUE, broker
-
-
-def _execute(run_id):
-    # NOTE: imported at call time so the API process, which only sends these
-    # messages, never loads worker code (subprocess runner, JAX plumbing).
-    from workers import context, runner
-
-    # Handed to the registry middleware, not returned (see workers/context.py).
-    context.set_result(runner.execute(run_id))
+from .broker import DRY_QUEUE, SAMPLES_QUEUE, TRAIN_QUEUE, get_broker
 
 
-@dramatiq.actor(queue_name=DRY_QUEUE, max_retries=0, broker=broker)
-def execute_dry_run(run_id):
-    return _execute(run_id)
+@dataclasses.dataclass(frozen=True)
+class ActorSpec:
+    actor_name: str
+    queue_name: str
+    #: dramatiq's actor options (validated against ``broker.base_middleware``).
+    options: dict
 
+    def message(self, job_id):
+        """The message of ``job_id`` (a run, sample or export id), as
+        ``actor.message(str(job_id))`` builds it, with the job id as its
+        message id: publishing the same job again replaces its message
+        instead of adding a second one."""
+        return dramatiq.Message(queue_name=self.queue_name, actor_name=self.actor_name, args=(str(job_id),),
+                                kwargs={}, options={}, message_id=str(job_id))
+
+
+execute_dry_run = ActorSpec("execute_dry_run", DRY_QUEUE, {"max_retries": 0})
 
 # notify_shutdown: a worker told to stop interrupts the training (which
 # checkpoints) and hands the run back instead of waiting hours for it.
-@dramatiq.actor(queue_name=TRAIN_QUEUE, max_retries=0, notify_shutdown=True, broker=broker)
-def execute_training(run_id):
-    return _execute(run_id)
+execute_training = ActorSpec("execute_training", TRAIN_QUEUE, {"max_retries": 0, "notify_shutdown": True})
+
+# notify_shutdown: a worker told to stop ends the generation at once; the
+# sample ends failed (``WorkerStopped``), and the user asks again.
+execute_sample = ActorSpec("execute_sample", SAMPLES_QUEUE, {"max_retries": 0, "notify_shutdown": True})
+
+# On the samples queue (the inference-like jobs'): a worker told to stop ends
+# the export at once; it ends failed (``worker_stopped``), and the user asks again.
+execute_export = ActorSpec("execute_export", SAMPLES_QUEUE, {"max_retries": 0, "notify_shutdown": True})
 
 
 def message_for(run_id, dry_run):
-    """The run's message.  Its message id is the run id, so publishing the
-    same run again replaces its message instead of adding a second one."""
-    actor = execute_dry_run if dry_run else execute_training
-    return actor.message(str(run_id)).copy(message_id=str(run_id))
-
-
-def publish(run_id, dry_run):
-    """Send the run's message (one transaction of its own): for the reaper and
-    a worker handing a run back.  The API writes its messages in the
-    transaction of the change that queues the run (``outbox_rows``)."""
-    return broker.enqueue(message_for(run_id, dry_run))
+    """The run's message; its message id is the run id."""
+    return (execute_dry_run if dry_run else execute_training).message(run_id)
 
 
 def outbox_rows(runs):
@@ -52,41 +61,19 @@ def outbox_rows(runs):
 def _outbox_row(message):
     """``(queue_name, message_id, message)``: ``message`` as the outbox writes
     it, the broker's enqueue hooks run as ``broker.enqueue`` would run them."""
-    from dramatiq_pg.utils import tidy4json
-
-    broker.emit_before("enqueue", message, None)
+    get_broker().emit_before("enqueue", message, None)
     return message.queue_name, message.message_id, tidy4json(message)
-
-
-# notify_shutdown: a worker told to stop ends the generation at once; the
-# sample ends failed (``WorkerStopped``), and the user asks again.
-@dramatiq.actor(queue_name=SAMPLES_QUEUE, max_retries=0, notify_shutdown=True, broker=broker)
-def execute_sample(sample_id):
-    # NOTE: imported at call time, as ``_execute`` (the API only sends these).
-    from workers.sampling import worker
-
-    worker.execute(sample_id)
 
 
 def sample_outbox_row(sample_id):
     """The ``(queue_name, message_id, message)`` row of a sample request's
     message (its id is the sample id), written in the transaction that
     inserts the sample (``registry.submit_sample``)."""
-    return _outbox_row(execute_sample.message(str(sample_id)).copy(message_id=str(sample_id)))
-
-
-# On the samples queue (the inference-like jobs'): a worker told to stop ends
-# the export at once; it ends failed (``worker_stopped``), and the user asks again.
-@dramatiq.actor(queue_name=SAMPLES_QUEUE, max_retries=0, notify_shutdown=True, broker=broker)
-def execute_export(export_id):
-    # NOTE: imported at call time, as ``_execute`` (the API only sends these).
-    from workers.exporting import worker
-
-    worker.execute(export_id)
+    return _outbox_row(execute_sample.message(sample_id))
 
 
 def export_outbox_row(export_id):
     """The ``(queue_name, message_id, message)`` row of an export request's
     message (its id is the export id), written in the transaction that
     inserts the export (``registry.submit_export``)."""
-    return _outbox_row(execute_export.message(str(export_id)).copy(message_id=str(export_id)))
+    return _outbox_row(execute_export.message(export_id))

@@ -47,6 +47,7 @@ import uuid
 
 from .atomic import atomic_write
 from .errors import ObjectMissing, StoreUnavailable
+from .settings import get_settings
 
 #: Bytes read or written per chunk when streaming an object.
 CHUNK = 1 << 20
@@ -189,18 +190,14 @@ class Scratch:
 # The store
 
 
-def _endpoint():
-    return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT_URL") or None
-
-
-def _filesystem(url):
+def _filesystem(url, endpoint_url=None, region=None):
     import fsspec
 
     scheme = url.split("://", 1)[0] if "://" in url else "file"
     if scheme == "file":
         return fsspec.filesystem("file", auto_mkdir=True), url.split("://", 1)[-1]
     if scheme == "s3":
-        client = {"endpoint_url": _endpoint(), "region_name": os.environ.get("AWS_REGION") or None}
+        client = {"endpoint_url": endpoint_url, "region_name": region}
         # An outage must be seen in seconds, not after botocore's minutes of retries.
         config = {"connect_timeout": 3, "read_timeout": 30, "retries": {"max_attempts": 2, "mode": "standard"}}
         fs = fsspec.filesystem("s3", client_kwargs={k: v for k, v in client.items() if v},
@@ -251,11 +248,13 @@ class _HashingReader:
 
 
 class ArtifactStore:
-    """The artifact store at ``url`` (see the module docstring)."""
+    """The artifact store at ``url`` (see the module docstring); an ``s3://``
+    one on the server ``endpoint_url`` (None: AWS) in ``region`` (None:
+    botocore's default), as ``get_store`` takes them from the settings."""
 
-    def __init__(self, url):
+    def __init__(self, url, endpoint_url=None, region=None):
         self.url = url.rstrip("/")
-        self.fs, self.root = _filesystem(self.url)
+        self.fs, self.root = _filesystem(self.url, endpoint_url, region)
         self.root = self.root.rstrip("/")
         self.is_local = self.url.startswith("file://") or "://" not in self.url
 
@@ -382,27 +381,14 @@ class ArtifactStore:
         return out
 
 
-def patiently(fn, patience_s, first_delay_s=0.25, max_delay_s=5.0):
-    """``fn()``, tried again while the store is unavailable, for up to
-    ``patience_s`` seconds (exponential back-off); then its last error.
-    For the writes a short store outage must not cost a run: a manifest, a
-    summary (checkpoint uploads retry on their own, ``workers/checkpoint_sync.py``)."""
-    from .retrying import patiently as retry
-
-    return retry(fn, patience_s, StoreUnavailable, first_delay_s=first_delay_s, max_delay_s=max_delay_s,
-                 what="an artifact store call")
-
-
 _stores = {}
 
 
 def get_store(settings=None):
-    """The artifact store of ``ARTIFACTS_URL`` (one per URL and process)."""
-    from .settings import get_settings
-
+    """The artifact store of ``ARTIFACTS_URL`` (one per URL, server and region, and process)."""
     settings = settings or get_settings()
-    url = settings.artifacts_url
-    store = _stores.get(url)
+    where = (settings.artifacts_url, settings.store_endpoint, settings.aws_region)
+    store = _stores.get(where)
     if store is None:
-        store = _stores[url] = ArtifactStore(url)
+        store = _stores[where] = ArtifactStore(*where)
     return store

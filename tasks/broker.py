@@ -1,7 +1,12 @@
 """The Dramatiq broker: dramatiq-pg on the registry's PostgreSQL.
 
-Importing this module sets the global broker, as dramatiq's actor decorator
-needs one at import time.  It opens no connection until one is used.
+Importing this module makes nothing.  ``get_broker()`` makes the process'
+broker and its pool from the settings on its first call, as dramatiq's own
+``get_broker`` does (the API's factory calls it); ``set_broker`` puts another
+in its place (a worker's boot, ``workers/boot.py``, with the worker's
+middleware and the actors).  Neither opens a connection until one is used.
+The API builds the actors' messages by name (``tasks/actors.py``) and never
+declares an actor.
 
 Fixes to dramatiq-pg 0.12, each measured on this project's machine:
 
@@ -38,12 +43,15 @@ Fixes to dramatiq-pg 0.12, each measured on this project's machine:
   consumer raised ``KeyError``).
 * No delay queues: actors never retry or delay (``max_retries=0``), and each
   delay queue would cost a consumer and two connections per process.
-* ``enqueue`` tries once: upstream retries for minutes.  The API does not
-  call it: a submit writes its message in the transaction that inserts the
-  run (``tasks.registry.enqueue_messages``); the reaper and a worker handing
-  a run back do.
+* ``enqueue`` tries once (upstream retries for minutes), and writes through
+  the same statement as every other enqueue (``tunix_enqueue``, migration
+  0017).  The platform does not call it: every move that queues a run
+  writes its message in the move's own transaction
+  (``tasks.registry.enqueue_messages``, ``submit_run``); it is there for
+  dramatiq's ``Actor.send``.
 """
 
+import threading
 import time
 
 import dramatiq
@@ -224,8 +232,28 @@ def make_broker(settings=None):
                        middleware=base_middleware(settings))
 
 
-broker = make_broker()
-dramatiq.set_broker(broker)
+_broker = None
+_broker_lock = threading.Lock()
 
-#: The process' connection pool, shared by the broker and the registry.
-pool = broker.pool
+
+def get_broker():
+    """The process' broker, made from the settings on the first call."""
+    if _broker is None:
+        with _broker_lock:
+            if _broker is None:
+                set_broker(make_broker())
+    return _broker
+
+
+def set_broker(broker):
+    """Make ``broker`` the process' broker, and dramatiq's global one (a
+    worker's boot, tests); ``None`` forgets it.  Returns it."""
+    global _broker
+    _broker = broker
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def get_pool():
+    """The process' connection pool, shared by the broker and the registry."""
+    return get_broker().pool

@@ -20,7 +20,7 @@ import sys
 from . import artifacts, catalog
 from .datasets_jsonl import validate_jsonl
 from .errors import StoreUnavailable
-from .settings import get_settings
+from .settings import get_settings, settings_at_start
 
 
 def put(path, key=None, settings=None, out=sys.stdout):
@@ -64,9 +64,10 @@ def main(argv=None):
     put_cmd.add_argument("key", nargs="?", help="dataset key (default: the file's stem)")
     commands.add_parser("list", help="the datasets the API lists")
     args = parser.parse_args(argv)
+    settings = settings_at_start()
     if args.command == "put":
         try:
-            done = put(args.file, args.key)
+            done = put(args.file, args.key, settings)
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -75,7 +76,6 @@ def main(argv=None):
             return 1
         print(json.dumps(done))
         return 0
-    settings = get_settings()
     try:
         catalog.store_listing(settings).refresh()
     except StoreUnavailable as exc:

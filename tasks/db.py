@@ -25,7 +25,6 @@ import psycopg2.extensions
 import psycopg2.extras
 from psycopg2.pool import PoolError, ThreadedConnectionPool
 
-from . import retrying
 from .errors import DatabaseUnavailable, Overloaded
 
 logger = logging.getLogger(__name__)
@@ -36,6 +35,11 @@ POOL_WAIT_S = 30
 
 #: Errors that mean "the server or the link is gone", not "the query is wrong".
 DISCONNECTS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+#: What a write that must outlive a short outage waits out
+#: (``retrying.patiently(fn, patience_s, db.UNAVAILABLE)``): the server gone,
+#: or no connection of the pool free in time.
+UNAVAILABLE = (DatabaseUnavailable, Overloaded)
 
 psycopg2.extras.register_uuid()
 
@@ -263,17 +267,6 @@ def getconn(pool):
         raise Overloaded(f"server busy: {exc}") from exc
     except (PoolError, *DISCONNECTS) as exc:
         raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
-
-
-def patiently(fn, patience_s, first_delay_s=0.25, max_delay_s=5.0):
-    """``fn()``, tried again while the database is unavailable, for up to
-    ``patience_s`` seconds (exponential back-off); then its last error.
-
-    For writes that must not be lost to a short outage: a worker's final
-    status, the last lines of a training's log (``tasks/retrying.py``).
-    """
-    return retrying.patiently(fn, patience_s, (DatabaseUnavailable, Overloaded), first_delay_s=first_delay_s,
-                              max_delay_s=max_delay_s, what="a database call")
 
 
 def ping(pool):

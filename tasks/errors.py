@@ -4,6 +4,8 @@ The API maps them to status codes in one handler (``app/errors.py``); the
 worker middleware records them on the run.
 """
 
+from .lifecycle import RunStatus
+
 
 class TunixError(Exception):
     """Base class for all Tunix RT errors."""
@@ -51,7 +53,7 @@ class AttemptsExhausted(InvalidTransition):
 
     def __init__(self, run_id, attempts, max_attempts):
         TunixError.__init__(self, f"run {run_id} has had {attempts} of {max_attempts} attempt(s)")
-        self.run_id, self.current, self.target = run_id, "pending", "running"
+        self.run_id, self.current, self.target = run_id, RunStatus.PENDING.value, RunStatus.RUNNING.value
         self.attempts, self.max_attempts = attempts, max_attempts
 
 
@@ -133,23 +135,24 @@ class DiskFull(RunFailed):
 
 class RunStopped(RunFailed):
     """Raised inside a worker when a run was stopped on purpose; ``status``
-    is the final status it ends in."""
+    is the final status it ends in, and the code of one that ends otherwise
+    than failed is that status."""
 
-    status = "failed"
+    status = RunStatus.FAILED.value
 
 
 class RunCancelled(RunStopped):
     """Raised when a user cancelled the run while it was executing."""
 
-    code = "cancelled"
-    status = "cancelled"
+    status = RunStatus.CANCELLED.value
+    code = status
 
 
 class RunTimedOut(RunStopped):
     """Raised when the run went past its ``time_limit_s``."""
 
-    code = "timeout"
-    status = "timeout"
+    status = RunStatus.TIMEOUT.value
+    code = status
 
 
 class RunLost(RunStopped):

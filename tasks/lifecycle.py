@@ -51,6 +51,25 @@ a run one attempt more: ``attempts <= max_attempts`` always (a CHECK says so).
   Only a claim the worker could not confirm within its patience (30 s) is
   left to the reaper, and costs its attempt.
 * A user's resume gives a fresh budget: ``max_attempts = attempts + MAX_ATTEMPTS``.
+
+Messages
+--------
+A run is ``pending`` with its dramatiq message (id = the run id): every
+move into ``pending`` (a submit, admit, resume, recover) writes the message
+in the move's own transaction, through one SQL function (``tunix_enqueue``,
+migration 0017).  Two things still leave a pending run without a live
+message, and the reaper queues such a run again once it is ``ORPHAN_AGE_S``
+old (``workers/reaper.py``, ``republish_orphans``), which is why it stays:
+
+* ``hand_back``: its message is written after the stopping process's
+  consumers closed, not in the move's transaction (the nack dramatiq sends
+  after the hook would reject a message of the same id, or the stopping
+  process would take it back; measured, ``workers/middleware/run_registry.py``),
+  so a process killed in between leaves the run pending without one;
+* a consumer that took a message (``consumed``) and died before the claim.
+
+A user's cancel makes the move ``cancel_move`` names for the run's status
+(``CANCELLABLE``); no caller decides it.
 """
 
 import dataclasses
@@ -116,7 +135,7 @@ DEFERRED = frozenset({_S.DEFERRED})
 @dataclasses.dataclass(frozen=True)
 class Move:
     """One named status change: where it may start, where it goes, and what
-    the transition does besides setting the status (``tasks/sql/queries.sql``,
+    the transition does besides setting the status (``tasks/sql/runs.sql``,
     ``transition``)."""
 
     name: str
@@ -193,10 +212,20 @@ TRANSITIONS = {target: frozenset().union(*(m.sources for m in _MOVES if m.target
 #: Final statuses a user can resume a run from.
 RESUMABLE = MOVES["resume"].sources
 
+#: The move a user's cancel makes from each status it acts on: a run no
+#: worker holds is cancelled at once, a running one is asked to stop.  A run
+#: already stopping, or final, is answered as it is.
+_CANCEL_MOVES = {_S.DEFERRED: MOVES["cancel_pending"], _S.PENDING: MOVES["cancel_pending"],
+                 _S.RUNNING: MOVES["request_cancel"]}
+
+#: Statuses a user's cancel moves a run from.
+CANCELLABLE = frozenset(_CANCEL_MOVES)
+
 ALL = tuple(s.value for s in RunStatus)
 
 #: The sets the named SQL may name (``status IN :HELD``).
-SQL_SETS = {"WAITING": WAITING, "DEFERRED": DEFERRED, "HELD": HELD, "ACTIVE": ACTIVE, "FINAL": FINAL, "RESUMABLE": RESUMABLE}
+SQL_SETS = {"WAITING": WAITING, "DEFERRED": DEFERRED, "HELD": HELD, "ACTIVE": ACTIVE, "FINAL": FINAL,
+            "RESUMABLE": RESUMABLE, "CANCELLABLE": CANCELLABLE}
 
 
 def move(name_or_move):
@@ -207,6 +236,12 @@ def move(name_or_move):
         return MOVES[name_or_move]
     except KeyError:
         raise ValueError(f"no move is called {name_or_move!r}; moves: {', '.join(MOVES)}") from None
+
+
+def cancel_move(status):
+    """The move a user's cancel makes from ``status``, or None when there is
+    nothing to move (already stopping, or final)."""
+    return _CANCEL_MOVES.get(RunStatus(status))
 
 
 def allowed_from(target):

@@ -10,7 +10,7 @@ import logging
 import sys
 
 from . import db
-from .settings import get_settings
+from .settings import settings_at_start
 from .sql import migrations
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def pending(conn):
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    url = get_settings().database_url
+    url = settings_at_start().database_url
     if not url:
         print("DATABASE_URL is not set", file=sys.stderr)
         return 2

@@ -8,9 +8,17 @@ docker-compose, `make run` and the tests configure both sides alike.  A bad
 value stops the process at once with an error naming the variable, its
 value and what it accepts (``SettingsError``); a boolean is ``1``, ``true``,
 ``yes`` or ``on`` (any case), or ``0``, ``false``, ``no``, ``off`` or empty,
-and nothing else.  Only the variables of other programs are read elsewhere:
-boto's ``AWS_*`` (``tasks/artifacts.py``) and JAX's own
-(``workers/training/model.py``).
+and nothing else.  A process builds them once (``get_settings()``) and
+hands them down; the programs' entry points call ``settings_at_start()``, so
+a bad value ends the program before it does anything, with that message and
+status 2.
+
+Only the variables of other programs are read elsewhere: JAX's own, set for
+the training subprocess and read by JAX (``workers/training/model.py``,
+``workers/runner.py``), botocore's credentials (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, read by botocore itself), and the CLI's
+``TUNIX_URL`` and ``TUNIX_TOKEN`` (``tunix_cli/client.py``: a client on
+another machine, which must not refuse to start over a server's variable).
 """
 
 import os
@@ -68,9 +76,14 @@ class Settings(BaseSettings):
         "the dataset cache, JAX compilation cache, embedded database, and the default artifact store")
     artifacts: str = _var(
         "ARTIFACTS_URL", "", "the artifact store every host shares: recorded checkpoints, manifests, summaries, "
-        "store datasets. `s3://bucket/prefix` for any S3-compatible server, with `AWS_ENDPOINT_URL` (or "
-        "`S3_ENDPOINT_URL`), `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION` (see \"The artifact "
+        "store datasets. `s3://bucket/prefix` for any S3-compatible server, with the three below and the "
+        "credentials botocore reads itself, `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (see \"The artifact "
         "store\")", shown="`file://$DATA_DIR/artifacts`")
+    aws_endpoint_url: str = _var("AWS_ENDPOINT_URL", "", "an `s3://` store's server, e.g. "
+                                 "`http://seaweedfs:8333`", shown="unset: AWS itself")
+    s3_endpoint_url: str = _var("S3_ENDPOINT_URL", "", "the same, used when `AWS_ENDPOINT_URL` is unset or empty",
+                                shown="unset")
+    aws_region: str = _var("AWS_REGION", "", "an `s3://` store's region", shown="unset: botocore's default")
     checkpoint_keep: int = _var("CHECKPOINT_KEEP", 3, "recorded checkpoints a run keeps: the latest this many, "
                                 "plus its lowest-loss one", ge=1, le=10_000)
     store_patience_s: float = _var(
@@ -111,7 +124,7 @@ class Settings(BaseSettings):
     reaper_interval_s: float = _var("REAPER_INTERVAL_S", 5.0, "seconds between reaper passes (every worker "
                                     "launch runs one)", gt=0)
     orphan_age_s: float = _var("ORPHAN_AGE_S", 30.0, "a pending run older than this with no live message is "
-                               "published again", ge=0)
+                               "queued again", ge=0)
     api_token: str = _var("API_TOKEN", "", "when set, mutating requests need `Authorization: Bearer <token>` "
                           "(401 otherwise)", shown="unset")
     api_token_reads: Flag = _var("API_TOKEN_READS", False, "`1`, `true`, `yes` or `on`: reads need the token too "
@@ -144,7 +157,8 @@ class Settings(BaseSettings):
     def _absolute(cls, value):
         return os.path.abspath(value or "./var")
 
-    @field_validator("artifacts", "database_url", "api_token", "weights_dir", "worker_queues")
+    @field_validator("artifacts", "database_url", "api_token", "weights_dir", "worker_queues", "aws_endpoint_url",
+                     "s3_endpoint_url", "aws_region")
     @classmethod
     def _stripped(cls, value):
         return value.strip()
@@ -166,6 +180,11 @@ class Settings(BaseSettings):
     @property
     def artifacts_url(self):
         return self.artifacts or "file://" + os.path.join(self.data_dir, "artifacts")
+
+    @property
+    def store_endpoint(self):
+        """The ``s3://`` store's server (``AWS_ENDPOINT_URL``, else ``S3_ENDPOINT_URL``); None: AWS itself."""
+        return self.aws_endpoint_url or self.s3_endpoint_url or None
 
     @property
     def runs_dir(self):
@@ -191,12 +210,36 @@ def variable_of(name):
     return Settings.model_fields[name].validation_alias
 
 
+#: Every variable Settings reads.
+VARIABLES = tuple(variable_of(name) for name in Settings.model_fields)
+
+# (key, Settings) of the last build: see get_settings.
+_built = (None, None)
+
+
 def get_settings():
-    """The settings of this process' environment.
+    """The settings of this process' environment, built once.
+
+    Built again only when one of ``VARIABLES``, or the working directory a
+    relative ``DATA_DIR`` is resolved in, differs from the last build: never
+    in a running service, whose environment is fixed, and at once in a test
+    that sets a variable (``monkeypatch.setenv``), with nothing to reset.
+    The check is a tuple of ``os.environ`` lookups: ~35 us a call here (2
+    busy cores), where a build (pydantic's validation) took ~600 us.
 
     Raises:
       SettingsError: naming every variable whose value is refused.
     """
+    global _built
+    key = (os.getcwd(), *map(os.environ.get, VARIABLES))
+    built_for, settings = _built
+    if key != built_for:
+        settings = _build()
+        _built = (key, settings)  # one assignment: a thread sees the old pair or the new one
+    return settings
+
+
+def _build():
     try:
         return Settings()
     except ValidationError as exc:
@@ -206,6 +249,16 @@ def get_settings():
             name = variable_of(field) if field in Settings.model_fields else field
             problems.append(f"{name}={os.environ.get(name, '')!r}: {err['msg']}")
         raise SettingsError("bad configuration: " + "; ".join(problems)) from None
+
+
+def settings_at_start():
+    """``get_settings()`` for a program's start: a bad value ends the program
+    with status 2 and the message (naming the variable), not a traceback."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def markdown_table():

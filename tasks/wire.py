@@ -1,7 +1,9 @@
 """What the API answers, on the wire, as typed objects: one place for the
-API's response shapes.  The OpenAPI document (``app/openapi.py``) describes
-its responses with their schemas, the fuzzing pass checks every answer
-against them (``tests/reliability/test_fuzz.py``), and the Python client
+API's response shapes.  The API builds its answers as these models
+(``app/serialize.py``) and sends their JSON dump, the OpenAPI document
+(``app/openapi.py``) describes its responses with their schemas, the
+fuzzing pass checks every answer against them
+(``tests/reliability/test_fuzz.py``), and the Python client
 (``tunix_cli/client.py``) returns them.
 
 Unknown fields are kept, not refused: a newer API may add fields, and an
@@ -9,9 +11,9 @@ older client must go on working.
 """
 
 from datetime import datetime
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from . import lifecycle
 from .run_spec import MODES
@@ -20,6 +22,16 @@ from .run_spec import MODES
 #: not know (a newer API's).
 _STATUS = Field(json_schema_extra={"enum": list(lifecycle.ALL)}, description="; ".join(
     f"`{s.value}`: {text}" for s, text in lifecycle.MEANING.items()))
+
+
+#: A time as the API writes it, ``datetime.isoformat()``: UTC ends in
+#: ``+00:00`` where pydantic's own dump would write ``Z``.
+Timestamp = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json"),
+                      WithJsonSchema({"format": "date-time", "type": "string"})]
+
+#: What a run's answers share, said once.
+_ATTEMPTS = Field(0, description="executions begun (claims)")
+_MAX_ATTEMPTS = Field(None, description="the run's attempts budget, set at its first claim")
 
 
 class _Answer(BaseModel):
@@ -36,34 +48,46 @@ class Progress(_Answer):
     grad_norm: Optional[float] = None
 
 
-class RunStatus(_Answer):
+# "Answer": the statuses themselves are lifecycle.RunStatus.
+class RunStatusAnswer(_Answer):
     """``GET /api/tunix/runs/{run_id}/status``: what changes while a run moves."""
 
     run_id: str
     status: str = _STATUS
-    queued_at: Optional[datetime] = None
-    started_at: Optional[datetime] = None
-    completed_at: Optional[datetime] = None
+    queued_at: Optional[Timestamp] = None
+    started_at: Optional[Timestamp] = None
+    completed_at: Optional[Timestamp] = None
     exit_code: Optional[int] = None
-    attempts: int = Field(0, description="executions begun (claims)")
-    max_attempts: Optional[int] = Field(None, description="the run's attempts budget, set at its first claim")
+    attempts: int = _ATTEMPTS
+    max_attempts: Optional[int] = _MAX_ATTEMPTS
     progress: Optional[Progress] = None
 
 
-class Run(RunStatus):
+# Not a RunStatusAnswer with more fields: a subclass's dump puts its base's
+# fields first, and this answer keeps the key order it has always had.
+class Run(_Answer):
     """A run as the registry holds it (``GET /api/tunix/runs/{run_id}``)."""
 
+    run_id: str
+    status: str = _STATUS
     mode: str = Field(json_schema_extra={"enum": list(MODES)})
     dry_run: bool
     dataset_key: str
     model_id: str
     config: dict[str, Any] = Field(description="the stored run spec: every default filled in at submit")
+    attempts: int = _ATTEMPTS
+    max_attempts: Optional[int] = _MAX_ATTEMPTS
     worker_id: Optional[str] = None
     error: Optional[dict[str, Any]] = None
     result: Optional[dict[str, Any]] = None
+    exit_code: Optional[int] = None
+    queued_at: Optional[Timestamp] = None
+    started_at: Optional[Timestamp] = None
+    completed_at: Optional[Timestamp] = None
     queue_wait_seconds: Optional[float] = None
     duration_seconds: Optional[float] = None
-    heartbeat_at: Optional[datetime] = None
+    progress: Optional[Progress] = None
+    heartbeat_at: Optional[Timestamp] = None
     sweep_id: Optional[str] = Field(None, description="the sweep this run is a trial of")
     trial: Optional[dict[str, Any]] = Field(None, description="a trial's parameters: what its sweep varied")
     priority: int = Field(0, description="admission order among waiting runs: higher first")
@@ -97,7 +121,7 @@ class Checkpoint(_Answer):
     size_bytes: int
     sha256: str
     loss: Optional[float] = None
-    created_at: datetime
+    created_at: Timestamp
     uri: str
     download: str = Field(description="its download path on this API")
 
@@ -149,7 +173,7 @@ class LogLine(_Answer):
     seq: int
     stream: str = Field(description="stdout, stderr or system")
     line: str
-    at: datetime
+    at: Timestamp
 
 
 class StatusEvent(_Answer):
@@ -228,9 +252,9 @@ class Trial(_Answer):
     params: dict[str, Any]
     step: Optional[int] = None
     loss: Optional[float] = Field(None, description="at its latest recorded step")
+    eval_loss: Optional[float] = Field(None, description="its latest, on the dataset's held-out examples")
     attempts: int = 0
     stop_reason: Optional[str] = Field(None, description="early_stopped: its sweep's rule stopped it")
-    eval_loss: Optional[float] = Field(None, description="its latest, on the dataset's held-out examples")
     # A sweep ranked on a method's metric also carries it, by name (e.g. "reward_mean": its mean over the
     # trial's last 5 steps): _Answer allows the extra key.
 
@@ -248,7 +272,7 @@ class Sweep(_Answer):
     counts: dict[str, int] = Field(description="trials by status")
     duplicates: int = Field(0, description="trials not created: their request equalled an earlier trial's")
     priority: int = Field(0, description="every trial's: higher is admitted first")
-    created_at: datetime
+    created_at: Timestamp
 
 
 class SweepDetail(Sweep):
@@ -257,9 +281,9 @@ class SweepDetail(Sweep):
 
     spec: dict[str, Any] = Field(description="the request as validated, with the seeds chosen at submit")
     best: Optional[Trial] = Field(None, description="the completed trial with the lowest metric")
+    runs: list[Trial] = Field(description="every trial, in the order they were made")
     early_stopped: int = Field(0, description="trials its early-stopping rule stopped")
     steps_saved: int = Field(0, description="training steps those trials did not run: planned minus done")
-    runs: list[Trial] = Field(description="every trial, in the order they were made")
 
 
 class SweepCreated(Sweep):

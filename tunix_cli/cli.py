@@ -7,6 +7,7 @@ that set them), never a traceback; the exit status says what happened
 (``EXIT``).
 """
 
+import itertools
 import json
 import sys
 import typing
@@ -18,23 +19,36 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from tasks import lifecycle
 from tasks.run_spec import RunSpec
 
 from . import client as api
 from tasks.wire import LogLine, Progress as StepProgress, StatusEvent
 
-#: Exit statuses: how a run ended, or why the command could not tell.
-EXIT = {
-    "completed": 0,
-    "failed": 1,
-    # 2: a usage error (click's own)
-    "cancelled": 3,
-    "timeout": 4,
-    "api_error": 5,
-    "unreachable": 6,
-    "still_running": 7,
-    "interrupted": 130,
+#: Why a command could not tell how a run ended: its exit status, and what
+#: the help says (2 is click's own usage error).
+_COMMAND_EXITS = {
+    "usage": (2, "usage"),
+    "api_error": (5, "the API refused the request"),
+    "unreachable": (6, "the API is unreachable"),
+    "still_running": (7, "still running (wait --timeout)"),
+    "interrupted": (130, "interrupted"),
 }
+#: The final status of a run that succeeded: exit 0.
+SUCCEEDED = lifecycle.MOVES["finish"].target.value
+#: How a run ended, in the lifecycle's order after success: 0 completed, 1
+#: failed, 3 cancelled, 4 timeout; a new final status takes the next code no
+#: command uses (tests/unit/test_cli_exits.py pins these, which scripts read).
+_RUN_EXITS = dict(zip(
+    [SUCCEEDED, *(s.value for s in lifecycle.RunStatus if s in lifecycle.FINAL and s.value != SUCCEEDED)],
+    (n for n in itertools.count() if n not in {code for code, _ in _COMMAND_EXITS.values()})))
+#: Exit statuses: how a run ended, or why the command could not tell.
+EXIT = {**_RUN_EXITS, **{name: code for name, (code, _) in _COMMAND_EXITS.items()}}
+#: The exit statuses, as the help lists them.
+EXIT_HELP = "Exit status: " + ", ".join(f"{code} {words}" for code, words in sorted(
+    [(code, status.replace("_", " ")) for status, code in _RUN_EXITS.items()] + list(_COMMAND_EXITS.values()))) + "."
+#: The exit status of a failure that is not a run's (a sample's, an export's).
+FAILED = EXIT[lifecycle.RunStatus.FAILED.value]
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -119,9 +133,7 @@ def _exit_for(run):
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
 
 
-@click.group(cls=_Group, epilog="Exit status: 0 completed, 1 failed, 2 usage, 3 cancelled, 4 timeout, "
-                                "5 the API refused the request, 6 the API is unreachable, 7 still running "
-                                "(wait --timeout), 130 interrupted.")
+@click.group(cls=_Group, epilog=EXIT_HELP)
 @click.option("--url", envvar="TUNIX_URL", default=api.DEFAULT_URL, show_default=True,
               help="The API (env TUNIX_URL).")
 @click.option("--token", envvar="TUNIX_TOKEN", default=None, help="Bearer token, when the API asks for one "
@@ -239,7 +251,7 @@ def _print_outcome(run):
         line += f": final loss {run.result['final_loss']:.4f} after {run.result.get('steps')} steps"
     if run.duration_seconds is not None:
         line += f" ({run.duration_seconds:.1f}s)"
-    (out if run.status == "completed" else err).print(line)
+    (out if _exit_for(run) == 0 else err).print(line)
     if run.error:
         err.print(f"{run.error.get('type', 'error')}: {run.error.get('message', '')}", markup=False)
 
@@ -486,16 +498,16 @@ def sample(ctx, run_id, prompts, model_id, step, max_new_tokens, temperature, se
         raise Failure(f"sample {asked.sample_id} is still {exc.status}", EXIT["still_running"]) from None
     if as_json:
         _emit_json(_dump(done))
-    elif done.status == "completed":
+    elif done.status == "completed":  # not a run status: a sample's
         source = f"run {done.run_id} step {done.step}" if done.run_id else f"base model {done.model_id}"
         err.print(f"sample {done.sample_id}: {source}, temperature {done.params['temperature']:g}, "
                   f"seed {done.params['seed']}, {(done.timings or {}).get('total_s', '?')}s")
         for output in done.outputs:
             out.print(Text(f"> {output.prompt}", style="bold"))
             out.print(Text(output.text))
-    if done.status != "completed":
-        message = (done.error or {}).get("message", "failed")
-        raise Failure(f"sample {done.sample_id} failed: {message}", EXIT["failed"])
+    if done.status != "completed":  # not a run status: a sample's
+        message = (done.error or {}).get("message", "failed")  # not a run status: the words
+        raise Failure(f"sample {done.sample_id} failed: {message}", FAILED)
 
 
 @main.command("export")
@@ -525,8 +537,9 @@ def export_(ctx, run_id, step, output, timeout, as_json):
         done = client.wait_export(asked.export_id, timeout=timeout)
     except api.WaitTimeout as exc:
         raise Failure(f"export {asked.export_id} is still {exc.status}", EXIT["still_running"]) from None
-    if done.status != "completed":
-        raise Failure(f"export {done.export_id} failed: {(done.error or {}).get('message', 'failed')}", EXIT["failed"])
+    if done.status != "completed":  # not a run status: an export's
+        message = (done.error or {}).get("message", "failed")  # not a run status: the words
+        raise Failure(f"export {done.export_id} failed: {message}", FAILED)
     folder = os.path.abspath(output or f"{done.run_id[:8]}-step{done.step}")
     if os.path.exists(folder) and os.listdir(folder):
         raise Failure(f"{folder} exists and is not empty; export {done.export_id} is ready: tunix export it again "

@@ -21,7 +21,6 @@ same way, honouring ``Retry-After``, for up to ``patience_s`` seconds.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +32,7 @@ import httpx
 from httpx_sse import SSEError, connect_sse
 
 from tasks import lifecycle
+from tasks.atomic import atomic_write
 from tasks.export_spec import EXPORT_FINAL, Export, ExportList
 from tasks.sample_spec import SAMPLE_FINAL, Sample, SampleList
 
@@ -47,7 +47,7 @@ from tasks.wire import (
     Run,
     RunList,
     RunPage,
-    RunStatus,
+    RunStatusAnswer,
     StatusEvent,
     SweepCreated,
     SweepDetail,
@@ -184,8 +184,8 @@ class Client:
     def get(self, run_id) -> Run:
         return Run.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}"))
 
-    def status(self, run_id) -> RunStatus:
-        return RunStatus.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/status"))
+    def status(self, run_id) -> RunStatusAnswer:
+        return RunStatusAnswer.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/status"))
 
     def list(self, *, status=None, dataset_key=None, model_id=None, mode=None, limit=20, offset=0) -> RunPage:
         params = {"status": status, "dataset_key": dataset_key, "model_id": model_id, "mode": mode,
@@ -233,7 +233,6 @@ class Client:
         size.  The file appears only once complete, its size and sha256 equal
         to what was recorded (else ``ApiError`` ``incomplete_download``, and
         no file).  ``on_chunk(done, total)`` after each chunk."""
-        tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"
         try:
             with self._http.stream("GET", f"/api/tunix/runs/{run_id}/checkpoints/{int(step)}",
                                    headers={"Accept": "application/x-tar"}) as response:
@@ -243,24 +242,20 @@ class Client:
                 total = int(response.headers.get("Content-Length") or 0)
                 expected_sha = response.headers.get("X-Checkpoint-SHA256")
                 digest, done = hashlib.sha256(), 0
-                with open(tmp, "wb") as fh:
+                with atomic_write(path) as fh:
                     for chunk in response.iter_bytes(1 << 20):
                         fh.write(chunk)
                         digest.update(chunk)
                         done += len(chunk)
                         if on_chunk is not None:
                             on_chunk(done, total)
-            if (total and done != total) or (expected_sha and digest.hexdigest() != expected_sha):
-                raise ApiError(200, "incomplete_download",
-                               f"checkpoint {step} of run {run_id}: got {done} bytes (sha256 {digest.hexdigest()}), "
-                               f"expected {total} (sha256 {expected_sha})")
-            os.replace(tmp, path)
+                    if (total and done != total) or (expected_sha and digest.hexdigest() != expected_sha):
+                        raise ApiError(200, "incomplete_download",
+                                       f"checkpoint {step} of run {run_id}: got {done} bytes "
+                                       f"(sha256 {digest.hexdigest()}), expected {total} (sha256 {expected_sha})")
             return done
         except httpx.TransportError as exc:
             raise Unreachable(f"the download from {self.url} broke off: {_reason(exc)}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
 
     # ------------------------------------------------------------------ logs and waiting
 
@@ -394,7 +389,6 @@ class Client:
         """Stream a completed ``export``'s tar to ``path``; its size.  The
         file appears only once complete, its size and sha256 those the export
         records (else ``ApiError`` ``incomplete_download``, and no file)."""
-        tmp = f"{path}.part-{uuid.uuid4().hex[:8]}"
         try:
             with self._http.stream("GET", f"/api/tunix/exports/{export.export_id}/download",
                                    headers={"Accept": "application/x-tar"}) as response:
@@ -402,24 +396,20 @@ class Client:
                     response.read()
                     raise _error(response)
                 digest, done = hashlib.sha256(), 0
-                with open(tmp, "wb") as fh:
+                with atomic_write(path) as fh:
                     for chunk in response.iter_bytes(1 << 20):
                         fh.write(chunk)
                         digest.update(chunk)
                         done += len(chunk)
                         if on_chunk is not None:
                             on_chunk(done, export.size_bytes)
-            if done != export.size_bytes or digest.hexdigest() != export.sha256:
-                raise ApiError(200, "incomplete_download",
-                               f"export {export.export_id}: got {done} bytes (sha256 {digest.hexdigest()}), "
-                               f"expected {export.size_bytes} (sha256 {export.sha256})")
-            os.replace(tmp, path)
+                    if done != export.size_bytes or digest.hexdigest() != export.sha256:
+                        raise ApiError(200, "incomplete_download",
+                                       f"export {export.export_id}: got {done} bytes (sha256 {digest.hexdigest()}), "
+                                       f"expected {export.size_bytes} (sha256 {export.sha256})")
             return done
         except httpx.TransportError as exc:
             raise Unreachable(f"the download from {self.url} broke off: {_reason(exc)}") from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
 
     # ------------------------------------------------------------------ catalog
 

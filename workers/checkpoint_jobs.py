@@ -24,7 +24,9 @@ import time
 
 from dramatiq.middleware import Interrupt
 
-from tasks import artifacts, db, registry
+from tasks import db, registry, retrying
+from tasks.broker import get_pool
+from tasks.errors import StoreUnavailable
 from tasks.settings import get_settings
 
 from .middleware.run_registry import FINAL_WRITE_PATIENCE_S, describe
@@ -73,8 +75,7 @@ def execute(kind, job_id, claim, make, finish):
     """Claim ``job_id`` with ``claim(conn, id, me)``, do it with
     ``make(row, settings, pool) -> (fields, timings)``, and record it with
     ``finish(conn, id, me, error=, timings=, **fields)``."""
-    from tasks.broker import pool
-
+    pool = get_pool()
     settings = get_settings()
     me = worker_id(settings)
     with db.connection(pool) as conn:
@@ -102,7 +103,7 @@ def execute(kind, job_id, claim, make, finish):
             return finish(conn, job_id, me, error=error, timings=timings, **fields)
 
     try:
-        db.patiently(write, FINAL_WRITE_PATIENCE_S)
+        retrying.patiently(write, FINAL_WRITE_PATIENCE_S, db.UNAVAILABLE, what="a database call")
     except Exception:
         # NOTE: loud: the row stays 'running' in the registry.
         logger.exception("FAILED TO RECORD %s %s", kind.noun, job_id)
@@ -133,9 +134,9 @@ def fetch_checkpoint(kind, row, scratch, store, settings, pool):
                           "(retention deleted it since the request)", code="checkpoint_gone")
     t = time.monotonic()
     checkpoint_dir = os.path.join(scratch, "checkpoints")
-    artifacts.patiently(lambda: store.download_tree(checkpoint["object_key"], checkpoint_dir,
-                                                    sha256=checkpoint["sha256"]),
-                        settings.store_patience_s)
+    retrying.patiently(lambda: store.download_tree(checkpoint["object_key"], checkpoint_dir,
+                                                   sha256=checkpoint["sha256"]),
+                       settings.store_patience_s, StoreUnavailable, what="an artifact store call")
     return run, checkpoint_dir, time.monotonic() - t
 
 

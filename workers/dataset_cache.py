@@ -25,11 +25,9 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import pathlib
 import re
 import time
-import uuid
 from dataclasses import replace
 
 from tasks import artifacts, catalog
@@ -120,11 +118,14 @@ def _local_copy_once(dataset, store, root, say):
 
 def _download(found, store, object_key, meta, root, index, say):
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".download-{uuid.uuid4().hex}.tmp"
     sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
     started = time.monotonic()
-    try:
-        with store.open(object_key) as src, open(tmp, "wb") as dst:
+
+    def named():
+        return f"{sha256.hexdigest()}.jsonl"
+
+    with atomic_write(root, name=named) as dst:
+        with store.open(object_key) as src:
             try:
                 while chunk := src.read(CHUNK):
                     sha256.update(chunk)
@@ -142,16 +143,13 @@ def _download(found, store, object_key, meta, root, index, say):
             raise _Changed(f"{size} bytes downloaded, the object had {meta['size']}")
         if _MD5.match(etag) and md5.hexdigest() != etag:
             raise _Changed(f"MD5 {md5.hexdigest()} downloaded, the object's ETag is {etag}")
+        dst.flush()
         try:
-            examples = validate_jsonl(tmp)
+            examples = validate_jsonl(dst.name)
         except ValueError as exc:
             raise InvalidDataset(f"dataset {found.key!r} ({found.uri}): {exc}", field="dataset_key") from None
-        digest = sha256.hexdigest()
-        path = root / f"{digest}.jsonl"
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    digest = sha256.hexdigest()
+    path = root / named()
     _write_atomically(index, json.dumps({"key": found.key, "etag": meta["etag"], "size": size, "sha256": digest,
                                          "examples": examples}).encode())
     message = (f"dataset {found.key!r}: {found.uri} downloaded ({size} bytes, sha256 {digest[:12]}, "

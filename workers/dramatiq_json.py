@@ -1,5 +1,5 @@
 """dramatiq's command line with ``LOG_FORMAT=json``:
-``python -m workers.dramatiq_json workers.boot --processes ...``.
+``python -m workers.dramatiq_json workers.boot:boot --processes ...``.
 
 dramatiq sets up logging itself, in its main process and in each worker
 process it forks, with a fixed text format (``dramatiq.cli.LOGFORMAT``) and

@@ -16,7 +16,9 @@ import subprocess
 import sys
 
 from tasks import log_format
-from tasks.settings import get_settings
+from tasks.broker import get_pool
+from tasks.migrate import migrate
+from tasks.settings import settings_at_start
 
 logger = logging.getLogger("tunix.workers")
 
@@ -27,12 +29,9 @@ SHUTDOWN_TIMEOUT_MS = 30_000
 def start_reaper(settings):
     # NOTE: imported here, after PROMETHEUS_MULTIPROC_DIR is set (the
     # registry records metrics).
-    from tasks.actors import publish
-    from tasks.broker import pool
-
     from .reaper import Reaper
 
-    reaper = Reaper(pool, settings, publish)
+    reaper = Reaper(get_pool(), settings)
     reaper.start()
     return reaper
 
@@ -46,7 +45,7 @@ def fresh_metrics_dir(settings):
     return path
 
 
-def serve_metrics(path, port):
+def serve_metrics(path, settings):
     # NOTE: imported here, after PROMETHEUS_MULTIPROC_DIR is set, as
     # prometheus_client picks its value store at import.
     from prometheus_client import CollectorRegistry, start_http_server
@@ -54,40 +53,34 @@ def serve_metrics(path, port):
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=path)
-    start_http_server(port, addr=get_settings().metrics_addr, registry=registry)
-
-
-def worker_queues():
-    """``WORKER_QUEUES`` (comma-separated: ``tunix-dry,tunix-train,tunix-samples``):
-    the queues this launch consumes; unset or empty, every queue (dramatiq's
-    default).  A host that must not generate samples leaves ``tunix-samples``
-    out; one that only samples names it alone."""
-    return get_settings().queues
+    start_http_server(settings.metrics_port, addr=settings.metrics_addr, registry=registry)
 
 
 def main(argv=None):
-    settings = get_settings()
+    settings = settings_at_start()
     log_format.configure(settings.log_format, settings.hostname)
     if not settings.database_url:
         logger.error("DATABASE_URL is not set")
         return 2
-    from tasks.migrate import migrate
-
     migrate(settings.database_url)
     metrics_dir = fresh_metrics_dir(settings)
+    # Set for prometheus_client in this process and inherited by dramatiq's
+    # processes: the library's variable, not a setting of ours.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    serve_metrics(metrics_dir, settings.metrics_port)
+    serve_metrics(metrics_dir, settings)
     start_reaper(settings)
     # dramatiq's own command line, with JSON logs when asked (see that module).
     dramatiq_cli = "workers.dramatiq_json" if settings.log_format == "json" else "dramatiq"
-    cmd = [sys.executable, "-m", dramatiq_cli, "workers.boot",
+    cmd = [sys.executable, "-m", dramatiq_cli, "workers.boot:boot",
            "--processes", str(settings.workers), "--threads", str(settings.worker_threads),
            # Bounded stop: trainings are interrupted at once (they checkpoint
            # and are handed back); dry runs have this long to finish.
            "--worker-shutdown-timeout", str(SHUTDOWN_TIMEOUT_MS)]
-    queues = worker_queues()
-    if queues:
-        cmd += ["--queues", *queues]
+    # WORKER_QUEUES: unset or empty, every queue (dramatiq's default).  A host
+    # that must not generate samples leaves ``tunix-samples`` out; one that
+    # only samples names it alone.
+    if settings.queues:
+        cmd += ["--queues", *settings.queues]
     logger.info("starting %d worker process(es) x %d threads; metrics on :%d",
                 settings.workers, settings.worker_threads, settings.metrics_port)
     proc = subprocess.Popen(cmd)

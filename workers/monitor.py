@@ -11,7 +11,7 @@ of its own.
 import logging
 import threading
 
-from tasks import db, registry
+from tasks import db, registry, retrying
 from tasks.early_stopping import Stopper
 from tasks.lifecycle import RunStatus
 
@@ -49,7 +49,7 @@ class RunMonitor:
         self.stopper = None
         # Patient: a database restart right after the claim must not fail a
         # training that has not started (found by the long chaos soak).
-        self._seq = db.patiently(self._start, LAST_FLUSH_PATIENCE_S)
+        self._seq = retrying.patiently(self._start, LAST_FLUSH_PATIENCE_S, db.UNAVAILABLE, what="a database call")
 
     def _start(self):
         with db.connection(self.pool) as conn:
@@ -121,6 +121,6 @@ class RunMonitor:
                                                             f"(bound: {MAX_LOG_LINES} per run)"))
                 self._seq += 1
         try:
-            db.patiently(self._write, LAST_FLUSH_PATIENCE_S)
+            retrying.patiently(self._write, LAST_FLUSH_PATIENCE_S, db.UNAVAILABLE, what="a database call")
         except Exception:
             logger.exception("could not record the last progress of run %s", self.run_id)

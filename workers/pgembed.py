@@ -42,6 +42,8 @@ import warnings
 from pathlib import Path
 from urllib.parse import quote
 
+from tasks.settings import settings_at_start
+
 logger = logging.getLogger("tunix.pgembed")
 
 #: The database superuser ``initdb`` creates (trust authentication).
@@ -340,16 +342,13 @@ def _wait_gone(pid, timeout):
     return False
 
 
-def resolve_database_url(data_dir):
+def resolve_database_url(settings):
     """``(url, handle)``: ``DATABASE_URL`` and None when it is set, else an
-    embedded server started in ``<data_dir>/pg`` and its handle (the caller
+    embedded server started in ``$DATA_DIR/pg`` and its handle (the caller
     stops it)."""
-    from tasks.settings import get_settings
-
-    url = get_settings().database_url
-    if url:
-        return url, None
-    server = EmbeddedPostgres(os.path.join(os.path.abspath(data_dir), "pg"))
+    if settings.database_url:
+        return settings.database_url, None
+    server = EmbeddedPostgres(os.path.join(settings.data_dir, "pg"))
     return server.start(), server
 
 
@@ -361,10 +360,8 @@ def main(argv=None):
     parser.add_argument("--pgdata", help="the cluster folder itself (overrides --data-dir)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from tasks.settings import get_settings
-
-    server = EmbeddedPostgres(args.pgdata or os.path.join(os.path.abspath(args.data_dir or get_settings().data_dir),
-                                                          "pg"))
+    server = EmbeddedPostgres(args.pgdata or os.path.join(
+        os.path.abspath(args.data_dir or settings_at_start().data_dir), "pg"))
     if args.command == "start":
         print(server.start())
     elif args.command == "stop":

@@ -7,14 +7,19 @@ once.  It does not wait for dramatiq-pg's random rescan (measured: 78 s to
 5 minutes before a killed worker's message came back).
 
 * A ``running`` run whose heartbeat is older than ``HEARTBEAT_TIMEOUT_S`` goes
-  back to ``pending`` and is published again (it resumes from its latest
-  checkpoint); once it has had its ``max_attempts`` (``MAX_ATTEMPTS``, see
+  back to ``pending`` with its message, in one transaction (it resumes from
+  its latest checkpoint); once it has had its ``max_attempts`` (``MAX_ATTEMPTS``, see
   "Attempts" in tasks/lifecycle.py) it ends ``failed`` (worker lost), so a
   run that kills its worker cannot loop for ever.  A
   ``cancel_requested`` one ends ``cancelled``.
-* A ``pending`` run older than ``ORPHAN_AGE_S`` with no queued message (the
-  API died between commit and publish, or a consumer died holding it) is
-  published again.  Publishing is idempotent: the message id is the run id.
+* A ``pending`` run older than ``ORPHAN_AGE_S`` with no queued message is
+  queued again.  Every enqueue writes the run's move and its message in one
+  transaction, so this is not a gap between a commit and a publish: it is a
+  consumer that died holding the message (taken, ``consumed``, its lock gone
+  with its session, the run never claimed), and a worker killed between
+  handing a run back and queueing it after its shutdown
+  (``workers/middleware/run_registry.py``).  Queueing is idempotent: the
+  message id is the run id.
 * A pending run whose message has waited in the queue over ``ORPHAN_AGE_S``
   is announced again (one per queue and pass: the longest-waiting): a
   consumer drops a NOTIFY it cannot act on, and upstream's rescan comes
@@ -36,7 +41,8 @@ import threading
 import time
 from hashlib import sha256
 
-from tasks import admission, db, lifecycle, registry
+from tasks import actors, admission, db, lifecycle, registry
+from tasks.broker import DRY_QUEUE, TRAIN_QUEUE
 from tasks.errors import InvalidTransition
 from tasks.metrics import RUNS_RECOVERED, RUNS_RETRIED, SILENT_SESSIONS_ENDED
 
@@ -58,18 +64,23 @@ def message_lock_key(queue_name, message_id):
     return int(digest[24:40], 16) - 2**63
 
 
+def _enqueue(conn, runs):
+    """Write the messages of ``runs`` in ``conn``'s transaction."""
+    if runs:
+        registry.enqueue_messages(conn, actors.outbox_rows([(run["id"], run["dry_run"]) for run in runs]))
+
+
 class Reaper:
-    def __init__(self, pool, settings, publish):
+    def __init__(self, pool, settings):
         self.pool = pool
         self.settings = settings
-        self.publish = publish
         self._stop = threading.Event()
         #: ``time.monotonic()`` before which lost runs are not recovered (see above).
         self._quiet_until = 0.0
 
     def recover_lost(self):
         """One pass over silent runs; returns ``{"requeued", "failed", "cancelled"}`` counts."""
-        counts = {"requeued": 0, "failed": 0, "cancelled": 0}
+        counts = {"requeued": 0, _S.FAILED.value: 0, _S.CANCELLED.value: 0}
         requeued = []
         with db.connection(self.pool) as conn:
             for run in registry.lost_runs(conn, self.settings.heartbeat_timeout_s):
@@ -81,18 +92,18 @@ class Reaper:
                 try:
                     if run["status"] == _S.CANCEL_REQUESTED:
                         registry.transition(conn, run["id"], "cancel", error=lost, **fence)
-                        counts["cancelled"] += 1
+                        counts[_S.CANCELLED.value] += 1
                     elif run["attempts"] >= budget:
                         registry.transition(conn, run["id"], "lose", error=lost, **fence)
-                        counts["failed"] += 1
+                        counts[_S.FAILED.value] += 1
                     else:
                         registry.transition(conn, run["id"], "recover", **fence)
                         requeued.append(run)
                 except InvalidTransition:
                     continue  # finished meanwhile
-        # Published after the commit: a worker must find the run pending.
+            # In the moves' transaction: the run is pending with its message, or neither.
+            _enqueue(conn, requeued)
         for run in requeued:
-            self._publish(run)
             counts["requeued"] += 1
             logger.warning("recovered run %s from lost worker %s", run["id"], run["worker_id"])
         for outcome, n in counts.items():
@@ -103,9 +114,7 @@ class Reaper:
         return counts
 
     def republish_orphans(self):
-        """Publish pending runs that have no live message; returns how many."""
-        from tasks.broker import DRY_QUEUE, TRAIN_QUEUE
-
+        """Queue again pending runs that have no live message; returns how many."""
         with db.connection(self.pool) as conn:
             registry.nudge_passed_over(conn, self.settings.orphan_age_s)
             runs = registry.unqueued_pending_runs(conn, self.settings.orphan_age_s)
@@ -113,9 +122,9 @@ class Reaper:
                         for run in runs if run["message_state"] == "consumed"}
             held = registry.held_advisory_locks(conn, consumed.values()) if consumed else set()
         orphans = [run for run in runs if consumed.get(run["id"]) not in held]
-        for run in orphans:
-            self._publish(run)
         if orphans:
+            with db.connection(self.pool) as conn:
+                _enqueue(conn, orphans)
             RUNS_RECOVERED.labels("republished").inc(len(orphans))
             logger.warning("republished %d pending run(s) that had no live message", len(orphans))
         return len(orphans)
@@ -164,12 +173,6 @@ class Reaper:
             with db.connection(self.pool) as conn:
                 registry.delete_checkpoint_row(conn, run_id, step)
         return len(doomed)
-
-    def _publish(self, run):
-        try:
-            self.publish(run["id"], run["dry_run"])
-        except Exception:
-            logger.exception("could not publish run %s; next pass retries", run["id"])
 
     def run_once(self):
         if time.monotonic() < self._quiet_until:

@@ -30,9 +30,10 @@ import threading
 import time
 from dataclasses import asdict
 
-from tasks import artifacts, catalog, db, registry
+from tasks import artifacts, catalog, db, registry, retrying
 from tasks.artifacts import Scratch, get_store
 from tasks.atomic import atomic_write
+from tasks.broker import get_pool
 from tasks.datasets_jsonl import validate_jsonl
 from tasks.errors import (
     DiskFull,
@@ -77,14 +78,12 @@ def execute(run_id):
     run = current_run()
     if run is None or str(run["id"]) != str(run_id):
         # Called outside the middleware (a test, a script): read it.
-        from tasks.broker import pool
-
-        with db.connection(pool) as conn:
+        with db.connection(get_pool()) as conn:
             run = registry.get_run(conn, run_id)
     settings = get_settings()
     dataset, model = resolve(run["config"], settings)
     if run["dry_run"]:
-        return dry_run(run, dataset, model, get_store(settings))
+        return dry_run(run, dataset, model, get_store(settings), settings.store_patience_s)
     scratch = _scratch(run, settings)
     try:
         return train(run, dataset, model, scratch, settings)
@@ -157,7 +156,7 @@ def _write_json(path, data):
         fh.write(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-def dry_run(run, dataset, model, store):
+def dry_run(run, dataset, model, store, patience_s):
     """Validate and resolve everything a training would use; train nothing.
     The manifest goes to the artifact store, where every host sees it, and
     nowhere else: a dry run writes nothing on the worker's disk."""
@@ -174,7 +173,8 @@ def dry_run(run, dataset, model, store):
     manifest = {"run_id": str(run["id"]), "dry_run": True, "spec": spec.as_stored(), "run": where,
                 "dataset": dict(dataset.to_json(), examples=examples), "model": asdict(model)}
     key = artifacts.manifest_key(run["id"])
-    artifacts.patiently(lambda: store.put_json(key, manifest), get_settings().store_patience_s)
+    retrying.patiently(lambda: store.put_json(key, manifest), patience_s, StoreUnavailable,
+                       what="an artifact store call")
     return {"kind": "dry_run", "manifest": store.uri(key), "dataset_key": dataset.key, "model_id": model.model_id,
             "param_count": model.param_count, "effective_max_seq_length": where["effective_max_seq_length"]}
 
@@ -259,6 +259,8 @@ class _Stream(threading.Thread):
 
 
 def training_env(settings):
+    # The training's own environment, built from this process' (not a read
+    # of a setting): JAX's cache variables are JAX's, and only defaulted here.
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(settings.data_dir, "jax-cache"))
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
@@ -313,8 +315,7 @@ def train(run, dataset, model, scratch, settings):
     latest recorded one is restored before it starts, each step orbax
     finalises is uploaded and recorded while it trains, the last ones once
     it exited."""
-    from tasks.broker import pool
-
+    pool = get_pool()
     store = get_store(settings)
     monitor = RunMonitor(pool, run)
     sync = CheckpointSync(pool, store, run, scratch, settings, say=lambda line: monitor.line("system", line))
@@ -382,7 +383,7 @@ def train(run, dataset, model, scratch, settings):
         # A lost attempt's would be refused (fencing): it uploads nothing.
         lost = isinstance(stopped, RunLost)
         recorded = sync.finish(upload=not lost)
-        manifest_stored = _store_manifest(store, run, scratch)
+        manifest_stored = _store_manifest(store, run, scratch, settings.store_patience_s)
         if not recorded and restored_step is None and not lost:
             monitor.line("system", "no checkpoint was recorded for this run")
         _clean_up(scratch, sync, manifest_stored, lost, say=lambda line: monitor.line("system", line))
@@ -418,7 +419,7 @@ def train(run, dataset, model, scratch, settings):
                   checkpoints=dict(checkpoints, note=None if recorded or restored_step is not None
                                    else "no checkpoint was recorded for this run"),
                   summary=store.uri(artifacts.summary_key(run["id"])), **tails)
-    _store_summary(store, run, result)
+    _store_summary(store, run, result, settings.store_patience_s)
     return result
 
 
@@ -439,7 +440,7 @@ def _clean_up(scratch, sync, manifest_stored, lost, say):
     scratch.remove()
 
 
-def _store_manifest(store, run, scratch):
+def _store_manifest(store, run, scratch, patience_s):
     """What the training read (``<scratch>/manifest.json``), into the store;
     False when it could not be stored (True: stored, or none written)."""
     try:
@@ -447,18 +448,18 @@ def _store_manifest(store, run, scratch):
     except (OSError, ValueError):
         return True  # it never got as far as writing one
     try:
-        artifacts.patiently(lambda: store.put_json(artifacts.manifest_key(run["id"]), manifest),
-                            get_settings().store_patience_s)
+        retrying.patiently(lambda: store.put_json(artifacts.manifest_key(run["id"]), manifest), patience_s,
+                           StoreUnavailable, what="an artifact store call")
     except StoreUnavailable as exc:
         logger.warning("run %s: manifest not stored: %s", run["id"], exc)
         return False
     return True
 
 
-def _store_summary(store, run, result):
+def _store_summary(store, run, result, patience_s):
     summary = {"run_id": str(run["id"]), "attempt": run["attempts"], "status": "completed", "result": result}
     try:
-        artifacts.patiently(lambda: store.put_json(artifacts.summary_key(run["id"]), summary),
-                            get_settings().store_patience_s)
+        retrying.patiently(lambda: store.put_json(artifacts.summary_key(run["id"]), summary), patience_s,
+                           StoreUnavailable, what="an artifact store call")
     except StoreUnavailable as exc:
         logger.warning("run %s: summary not stored: %s", run["id"], exc)

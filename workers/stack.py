@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import psutil
 
 from tasks import log_format
-from tasks.settings import get_settings
+from tasks.settings import settings_at_start
 
 logger = logging.getLogger("tunix.stack")
 
@@ -131,8 +131,8 @@ class Child:
 
 
 class Stack:
-    def __init__(self, settings=None):
-        self.settings = settings or get_settings()
+    def __init__(self, settings):
+        self.settings = settings
         self.embedded = None
         self.children = []
         self.stopping = False
@@ -155,6 +155,8 @@ class Stack:
     # ---------------------------------------------------------------- run
 
     def child_env(self, url):
+        # The children's environment, built from this one (not a read of a
+        # setting): what the launch resolved, passed on by variable name.
         env = dict(os.environ)
         env.update(
             DATABASE_URL=url,
@@ -185,7 +187,7 @@ class Stack:
         self.install_signal_handlers()
         os.makedirs(self.settings.data_dir, exist_ok=True)
         try:
-            url, self.embedded = resolve_database_url(self.settings.data_dir)
+            url, self.embedded = resolve_database_url(self.settings)
             if self.stopping:
                 return 0
             applied = migrate(url)
@@ -293,7 +295,7 @@ def _redact(url):
 
 
 def main():
-    settings = get_settings()
+    settings = settings_at_start()
     log_format.configure(settings.log_format, settings.hostname)
     try:
         return Stack(settings).run()

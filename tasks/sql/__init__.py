@@ -1,10 +1,14 @@
-"""Named SQL, parsed once from ``queries.sql``.
+"""Named SQL, parsed once from the ``*.sql`` files here (not the migrations).
 
-A query starts at a ``-- name: <name>`` line; the comment lines after it
-describe it; the rest, up to the next name, is the statement.  A status set
-of the lifecycle is written by its name (``status IN :HELD``) and spelled
-out here from ``tasks.lifecycle.SQL_SETS``, so no query lists statuses by
-hand and a new status reaches every query that means its set.
+Each file holds the queries of one aggregate of the registry, beside its
+module in ``tasks/registry/`` (``runs.sql`` for ``runs.py`` and so on).  A
+query starts at a ``-- name: <name>`` line; the comment lines after it
+describe it; the rest, up to the next name, is the statement.  A name is
+unique across the files: ``QUERIES`` is one mapping, and a name written twice
+is an error at import that names both places.  A status set of the lifecycle
+is written by its name (``status IN :HELD``) and spelled out here from
+``tasks.lifecycle.SQL_SETS``, so no query lists statuses by hand and a new
+status reaches every query that means its set.
 """
 
 import pathlib
@@ -20,30 +24,48 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _SET = re.compile(r"(?<![:\w]):([A-Z][A-Z_]*)\b")
 
 
-def _spell_sets(statement):
+def _spell_sets(statement, source):
     from ..lifecycle import SQL_SETS, RunStatus
 
     def literal(match):
         try:
             statuses = SQL_SETS[match.group(1)]
         except KeyError:
-            raise ValueError(f"queries.sql names no status set {match.group(1)!r}; sets: "
+            raise ValueError(f"{source} names no status set {match.group(1)!r}; sets: "
                              f"{', '.join(SQL_SETS)}") from None
         return "(" + ", ".join(f"'{s.value}'" for s in sorted(statuses, key=list(RunStatus).index)) + ")"
 
     return _SET.sub(literal, statement)
 
 
-def _parse(text):
+def _parse(text, source="<text>"):
     parts = _NAME.split(text)
     queries = {}
     for name, body in zip(parts[1::2], parts[2::2]):
+        if name in queries:
+            raise ValueError(f"{source} names the query {name!r} twice")
         lines = [line for line in body.strip().splitlines() if not line.startswith("--")]
-        queries[name] = _spell_sets("\n".join(lines).strip())
+        queries[name] = _spell_sets("\n".join(lines).strip(), source)
     return queries
 
 
-QUERIES = _parse((HERE / "queries.sql").read_text())
+def query_files():
+    """The files of named queries, in name order."""
+    return sorted(HERE.glob("*.sql"))
+
+
+def _load(paths):
+    queries, found_in = {}, {}
+    for path in paths:
+        for name, statement in _parse(path.read_text(), path.name).items():
+            if name in found_in:
+                raise ValueError(f"the query {name!r} is named in both {found_in[name]} and {path.name}")
+            found_in[name] = path.name
+            queries[name] = statement
+    return queries
+
+
+QUERIES = _load(query_files())
 
 
 def migrations():

@@ -51,6 +51,10 @@ def test_the_shell_carries_the_submit_schema_and_the_lifecycle(client):
     assert set(data["final"]) == {s.value for s in lifecycle.FINAL}
     assert set(data["active"]) == {s.value for s in lifecycle.ACTIVE}
     assert set(data["resumable"]) == {s.value for s in lifecycle.RESUMABLE}
+    assert set(data["cancellable"]) == {s.value for s in lifecycle.CANCELLABLE}
+    assert set(data["waiting"]) == {s.value for s in lifecycle.WAITING}
+    # The modules say STATUS.FAILED, never the word.
+    assert data["names"] == {s.name: s.value for s in lifecycle.RunStatus}
     assert data["limits"]["run_time_limit_s"] > 0
 
 

@@ -261,15 +261,15 @@ def test_pgembed_cli_and_a_socket_path_too_long_for_the_cluster_folder():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_resolve_database_url(monkeypatch):
+def test_resolve_database_url():
+    from tasks.settings import Settings
     from workers.pgembed import resolve_database_url
 
-    monkeypatch.setenv("DATABASE_URL", "postgresql://someone@db.example:5432/tunix")
-    assert resolve_database_url("/nonexistent") == ("postgresql://someone@db.example:5432/tunix", None)
+    given = Settings(database_url="postgresql://someone@db.example:5432/tunix", data_dir="/nonexistent")
+    assert resolve_database_url(given) == ("postgresql://someone@db.example:5432/tunix", None)
 
-    monkeypatch.delenv("DATABASE_URL")
     root = tempfile.mkdtemp(prefix="tunix-pgt-")
-    url, handle = resolve_database_url(root)
+    url, handle = resolve_database_url(Settings(database_url="", data_dir=root))
     try:
         assert handle is not None and handle.data_dir == pathlib.Path(root, "pg")
         from tasks import db

@@ -10,6 +10,7 @@ import pytest
 from tasks import artifacts, registry
 from tasks.artifacts import ArtifactStore, Scratch
 from tasks.errors import ObjectMissing
+from tasks.run_service import RunService
 from tasks.settings import get_settings
 from workers.checkpoint_sync import CheckpointSync, collect_garbage, sweep_orphans
 
@@ -20,8 +21,9 @@ def store(tmp_path):
 
 
 def new_run(conn):
-    return registry.insert_run(conn, run_id=uuid.uuid4(), mode="async", dry_run=False, dataset_key="synthetic",
-                               model_id="llama3-tiny", config={"dataset_key": "synthetic"})
+    """A training submitted as the API submits one: pending with its message (the queue is empty)."""
+    return RunService(get_settings()).submit(conn, {"dataset_key": "synthetic", "model_id": "llama3-tiny",
+                                                    "dry_run": False})
 
 
 def fake_step(scratch, step, loss, size=64 * 1024):

@@ -8,7 +8,6 @@ touching the cap, and the claim did not check it.
 
 import random
 import threading
-import uuid
 
 from tasks import db, registry
 from tasks.errors import AttemptsExhausted, DatabaseUnavailable, InvalidTransition
@@ -22,11 +21,6 @@ from test_worker_middleware_pg import calls, deliver, pending_run, stub  # noqa:
 MAX_ATTEMPTS = 3
 
 
-def new_run(conn):
-    return registry.insert_run(conn, run_id=uuid.uuid4(), mode="async", dry_run=True, dataset_key="synthetic",
-                               model_id="llama3-tiny", config={"dataset_key": "synthetic"})
-
-
 def lose(conn, run_id):
     """The run's worker dies: its heartbeat stops."""
     with conn.cursor() as cur:
@@ -38,8 +32,8 @@ def test_claims_hand_backs_losses_and_reapers_racing_never_overshoot_the_cap(poo
     # Given 12 pending runs, MAX_ATTEMPTS=3, three reapers and four workers
     assert get_settings().max_attempts == MAX_ATTEMPTS  # what the workers' claims use
     settings = get_settings().replace(heartbeat_timeout_s=30)
-    runs = [str(new_run(conn)["id"]) for _ in range(12)]
-    reapers = [Reaper(pool, settings, publish=lambda run_id, dry_run: None) for _ in range(3)]
+    runs = [str(pending_run(conn)["id"]) for _ in range(12)]
+    reapers = [Reaper(pool, settings) for _ in range(3)]
     hand_backs = {run_id: 0 for run_id in runs}
     losses = {run_id: 0 for run_id in runs}
     books = threading.Lock()
@@ -106,7 +100,7 @@ def test_claims_hand_backs_losses_and_reapers_racing_never_overshoot_the_cap(poo
 
 def test_a_claim_past_the_budget_is_refused_and_the_database_enforces_it(conn):
     # Given a run that has had its attempts (as a racing recovery could leave it)
-    run = new_run(conn)
+    run = pending_run(conn)
     claimed = registry.claim(conn, run["id"], "w:1", max_attempts=1)
     registry.transition(conn, run["id"], "recover", attempt=claimed["attempts"])
     # When it is claimed again, even by a worker whose MAX_ATTEMPTS is higher
@@ -128,7 +122,7 @@ def test_a_claim_past_the_budget_is_refused_and_the_database_enforces_it(conn):
 
 def test_a_users_resume_gives_a_fresh_budget(conn):
     # Given a run that failed having had all its attempts
-    run = new_run(conn)
+    run = pending_run(conn)
     for _ in range(MAX_ATTEMPTS):
         claimed = registry.claim(conn, run["id"], "w:1")
         registry.transition(conn, run["id"], "recover", attempt=claimed["attempts"], max_attempts=MAX_ATTEMPTS)
@@ -168,10 +162,9 @@ def test_a_hand_back_of_a_run_the_reaper_already_requeued_leaves_it_pending(pool
     # Given a run whose worker went quiet while it stopped its training, and
     # which the reaper has meanwhile sent back to pending
     middleware = RunRegistry(pool, "w:1")
-    run = middleware._claimer(new_run(conn)["id"])()
+    run = middleware._claimer(pending_run(conn)["id"])()
     lose(conn, run["id"])
-    reaper = Reaper(pool, get_settings().replace(heartbeat_timeout_s=30),
-                    publish=lambda run_id, dry_run: None)
+    reaper = Reaper(pool, get_settings().replace(heartbeat_timeout_s=30))
     assert reaper.recover_lost()["requeued"] == 1
     # When the stopping worker hands it back
     middleware._hand_back(run, dict(attempt=run["attempts"]))
@@ -182,7 +175,7 @@ def test_a_hand_back_of_a_run_the_reaper_already_requeued_leaves_it_pending(pool
 
 def test_a_stale_attempts_buffered_steps_cannot_relabel_a_newer_attempts(conn):
     # Given step 30 recorded by attempt 2
-    run = new_run(conn)
+    run = pending_run(conn)
     registry.record_activity(conn, run["id"], metrics=[(30, 1.5, 0.01, 0.9, 2)])
     # When attempt 1, back from a cut link, flushes what it buffered: steps 30 and 40
     registry.record_activity(conn, run["id"], metrics=[(30, 1.5, 0.01, 0.9, 1), (40, 1.4, 0.01, 0.8, 1)])

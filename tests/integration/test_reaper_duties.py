@@ -1,6 +1,7 @@
 """The reaper's housekeeping against real PostgreSQL."""
 
 from tasks import registry
+from tasks.run_service import RunService
 from tasks.settings import get_settings
 from workers.reaper import FORGET_WORKERS_AFTER_S, Reaper
 
@@ -15,7 +16,7 @@ def test_the_rows_of_workers_silent_for_a_day_are_forgotten_and_no_others(pool, 
         cur.execute("UPDATE tunix_workers SET heartbeat_at = clock_timestamp() - make_interval(secs => %s) "
                     "WHERE worker_id = 'gone:3'", (FORGET_WORKERS_AFTER_S + 60,))
     # When a reaper pass runs
-    Reaper(pool, get_settings(), publish=lambda run_id, dry_run: None).run_once()
+    Reaper(pool, get_settings()).run_once()
     # Then only the one silent for a day is gone
     with conn.cursor() as cur:
         cur.execute("SELECT worker_id FROM tunix_workers ORDER BY worker_id")
@@ -23,16 +24,13 @@ def test_the_rows_of_workers_silent_for_a_day_are_forgotten_and_no_others(pool, 
 
 
 def test_a_retention_pass_whose_worker_died_after_marking_is_finished_by_the_reaper(pool, conn, tmp_path):
-    import uuid
-
     from tasks import artifacts
     from tasks.artifacts import ArtifactStore
 
     # Given a checkpoint marked for deletion whose worker died before deleting it
     settings = get_settings().replace(artifacts=f"file://{tmp_path}/store")
     store = ArtifactStore(settings.artifacts_url)
-    run = registry.insert_run(conn, run_id=uuid.uuid4(), mode="async", dry_run=False, dataset_key="synthetic",
-                              model_id="llama3-tiny", config={})
+    run = RunService(settings).submit(conn, {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False})
     registry.claim(conn, run["id"], "w:1")
     for step in (10, 20):
         key = artifacts.checkpoint_key(run["id"], step, 1)
@@ -41,7 +39,7 @@ def test_a_retention_pass_whose_worker_died_after_marking_is_finished_by_the_rea
                                    size_bytes=1, sha256="x", loss=float(step))
     assert registry.mark_checkpoints_for_deletion(conn, run["id"], keep=0)  # both: keep none but the best (10)
     # When a reaper pass runs
-    Reaper(pool, settings, publish=lambda run_id, dry_run: None).run_once()
+    Reaper(pool, settings).run_once()
     # Then the marked one is gone, object and row; the kept one stays
     assert [c["step"] for c in registry.list_checkpoints(conn, run["id"])] == [10]
     assert list(store.list(artifacts.checkpoints_prefix(run["id"]))) == [artifacts.checkpoint_key(run["id"], 10, 1)]

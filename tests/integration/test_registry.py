@@ -1,4 +1,4 @@
-"""The run registry against real PostgreSQL: inserts, guarded transitions,
+"""The run registry against real PostgreSQL: submits, guarded transitions,
 races, history pages."""
 
 import itertools
@@ -10,16 +10,18 @@ import pytest
 from tasks import lifecycle, registry
 from tasks.errors import InvalidTransition, RunNotFound
 from tasks.lifecycle import RunStatus as S
+from tasks.run_service import RunService
+from tasks.settings import get_settings
 
 from support import connect
 
 CONFIG = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True, "seed": 7}
 
 
-def new_run(conn, *, mode="async", dry_run=True, dataset_key="synthetic", model_id="llama3-tiny", config=None):
-    return registry.insert_run(conn, run_id=uuid.uuid4(), mode=mode, dry_run=dry_run, dataset_key=dataset_key,
-                               model_id=model_id, config=config or dict(CONFIG, dataset_key=dataset_key,
-                                                                        model_id=model_id))
+def new_run(conn, *, mode="async", dataset_key="synthetic", model_id="llama3-tiny"):
+    """A dry run submitted as the API submits one: pending, with its message."""
+    return RunService(get_settings()).submit(conn, dict(CONFIG, dataset_key=dataset_key, model_id=model_id),
+                                             mode=mode)
 
 
 def force_status(conn, run_id, status):

@@ -1,4 +1,4 @@
-"""The samples' named queries against real PostgreSQL (tasks/registry.py)."""
+"""The samples' named queries against real PostgreSQL (tasks/registry/samples.py)."""
 
 import uuid
 

@@ -5,7 +5,6 @@ trainings, is ``tests/e2e/test_scratch_disk_http.py``."""
 
 import os
 import threading
-import uuid
 
 import pytest
 
@@ -13,6 +12,7 @@ import tmpfs
 from tasks import registry
 from tasks.artifacts import ArtifactStore, Scratch
 from tasks.errors import DiskFull
+from tasks.run_service import RunService
 from tasks.settings import get_settings
 from workers.checkpoint_sync import CheckpointSync
 from workers.disk import is_no_space
@@ -67,8 +67,9 @@ def _write_lines(fd, lines):
 
 
 def new_run(conn):
-    return registry.insert_run(conn, run_id=uuid.uuid4(), mode="async", dry_run=False, dataset_key="synthetic",
-                               model_id="llama3-tiny", config={"dataset_key": "synthetic"})
+    """A training submitted as the API submits one: pending with its message (the queue is empty)."""
+    return RunService(get_settings()).submit(conn, {"dataset_key": "synthetic", "model_id": "llama3-tiny",
+                                                    "dry_run": False})
 
 
 def fake_step(scratch, step, size):

@@ -9,10 +9,12 @@ from dramatiq import Worker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import Retries
 
-from tasks import registry
+from tasks import admission, db, registry
 from tasks.errors import RunCancelled, UnknownModel
 from tasks.lifecycle import RunStatus as S
-from workers.middleware import RunMetrics, RunRegistry
+from tasks.run_service import RunService
+from tasks.settings import get_settings
+from workers.middleware import AdmitAfterClaim, AdmitAfterEnd, RunMetrics, RunRegistry
 
 QUEUE = "mw-test"
 
@@ -27,8 +29,9 @@ def stub(pool, calls):
     """A stub broker with our middleware and three actors; yields (broker, actors)."""
     broker = StubBroker(middleware=[Retries(max_retries=0)])
     broker.emit_after("process_boot")
-    broker.add_middleware(RunMetrics())
-    broker.add_middleware(RunRegistry(pool, "stub:1"))
+    # In the order workers.middleware.worker_middleware gives them.
+    for middleware in (RunMetrics(), AdmitAfterEnd(pool), RunRegistry(pool, "stub:1"), AdmitAfterClaim(pool)):
+        broker.add_middleware(middleware)
 
     @dramatiq.actor(broker=broker, queue_name=QUEUE, max_retries=0)
     def succeed(run_id):
@@ -45,16 +48,25 @@ def stub(pool, calls):
         calls.append(run_id)
         raise RunCancelled("cancelled by request while training", exit_code=-15)
 
+    @dramatiq.actor(broker=broker, queue_name=QUEUE, max_retries=0)
+    def look(run_id):
+        # Every run's status while this one runs: what its claim led to.
+        with db.connection(pool) as c, c.cursor() as cur:
+            cur.execute("SELECT id::text, status FROM tunix_runs")
+            calls.append(dict(cur.fetchall()))
+        return {"kind": "test"}
+
     worker = Worker(broker, worker_timeout=50, worker_threads=2)
     worker.start()
-    yield broker, {"succeed": succeed, "unknown_model": unknown_model, "cancelled": cancelled}
+    yield broker, {"succeed": succeed, "unknown_model": unknown_model, "cancelled": cancelled, "look": look}
     worker.stop()
     broker.close()
 
 
 def pending_run(conn):
-    return registry.insert_run(conn, run_id=uuid.uuid4(), mode="async", dry_run=True, dataset_key="synthetic",
-                               model_id="llama3-tiny", config={"dataset_key": "synthetic"})
+    """A dry run submitted as the API submits one: pending, with its message."""
+    return RunService(get_settings()).submit(conn, {"dataset_key": "synthetic", "model_id": "llama3-tiny",
+                                                    "dry_run": True})
 
 
 def deliver(broker, actor, run_id):
@@ -132,3 +144,61 @@ def test_a_run_cancelled_while_queued_never_starts(conn, stub, calls):
     # Then the claim fails, the actor never runs and the run stays cancelled
     assert calls == []
     assert registry.get_run(conn, run["id"])["status"] == "cancelled"
+
+
+# -- admission (workers/middleware/admission.py) ----------------------------
+
+
+def training(conn):
+    """A training submitted as the API submits one: pending while the queue
+    has room (ADMIT_AHEAD, 1 by default), deferred after."""
+    return RunService(get_settings()).submit(conn, {"dataset_key": "synthetic", "model_id": "llama3-tiny",
+                                                    "dry_run": False})
+
+
+def sweep_one_at_a_time(conn, *, dry_run):
+    """Two trials of a sweep with max_concurrent 1, admitted as far as it allows: the first queued."""
+    trials = [dict(run_id=uuid.uuid4(), mode="async", dry_run=dry_run, dataset_key="synthetic",
+                   model_id="llama3-tiny", config={"dataset_key": "synthetic", "dry_run": dry_run, "seed": i},
+                   params={"seed": i})
+              for i in range(2)]
+    with conn:
+        _, rows = registry.insert_sweep(conn, sweep_id=uuid.uuid4(), name="s", spec={}, metric="loss",
+                                        duplicates=0, trials=trials, max_concurrent=1)
+    with conn:
+        admission.admit(conn)
+    ids = [r["id"] for r in rows]
+    assert [registry.get_status(conn, i)["status"] for i in ids] == [S.PENDING, S.DEFERRED]
+    return ids
+
+
+def test_a_claimed_training_gives_its_place_in_the_queue_to_the_next_before_it_runs(conn, stub, calls):
+    broker, actors = stub
+    # Given a training waiting in the queue and a second deferred behind it (the queue is full)
+    first, second = training(conn), training(conn)
+    assert (first["status"], second["status"]) == (S.PENDING, S.DEFERRED)
+    # When a worker takes the first
+    deliver(broker, actors["look"], first["id"])
+    # Then the second was queued once the first was claimed, before the first's actor ran
+    assert calls == [{str(first["id"]): S.RUNNING, str(second["id"]): S.PENDING}]
+
+
+def test_a_trial_that_ends_gives_its_place_in_the_sweep_to_the_next(conn, stub):
+    broker, actors = stub
+    # Given a sweep that runs one dry trial at a time: the first queued, the second deferred
+    first, second = sweep_one_at_a_time(conn, dry_run=True)
+    # When the first completes
+    deliver(broker, actors["succeed"], first)
+    # Then the second is queued at once, not at the next reaper pass
+    assert registry.get_status(conn, second)["status"] == S.PENDING
+
+
+def test_a_training_trial_that_fails_gives_its_place_in_the_sweep_to_the_next(conn, stub):
+    broker, actors = stub
+    # Given a sweep that runs one training at a time: the first queued, the second deferred
+    first, second = sweep_one_at_a_time(conn, dry_run=False)
+    # When the first fails
+    deliver(broker, actors["unknown_model"], first)
+    # Then its end, not its claim (the sweep was full while it ran), queued the second
+    assert registry.get_status(conn, first)["status"] == S.FAILED
+    assert registry.get_status(conn, second)["status"] == S.PENDING

@@ -60,8 +60,9 @@ def test_api_token_guards_every_mutation_and_reads_only_when_asked(databases, da
             assert get(base, path, {}).status_code == 200, path
     finally:
         api.stop()
-    # Given API_TOKEN_READS=1: reads need the token too; probes, metrics and the schema stay open
-    api = start_api(url, data_dir, log_dir, API_TOKEN=TOKEN, API_TOKEN_READS="1")
+    # Given API_TOKEN_READS=true (it once left reads open: only 1 counted): reads need the token too;
+    # probes, metrics and the schema stay open
+    api = start_api(url, data_dir, log_dir, API_TOKEN=TOKEN, API_TOKEN_READS="true")
     try:
         for path in reads:
             for headers in WRONG:
@@ -72,7 +73,7 @@ def test_api_token_guards_every_mutation_and_reads_only_when_asked(databases, da
         assert_401(post(api.url, "/api/tunix/run?mode=async", {}, json=DRY))
         report(f"API_TOKEN: {len(mutations)} mutating endpoints x {len(WRONG)} missing/wrong tokens -> "
                f"{refused} x 401, no row written; right token -> 2xx; {len(reads)} reads open, and 401 without "
-               f"the token under API_TOKEN_READS=1; {len(OPEN_ALWAYS)} probe/metrics/schema paths always open")
+               f"the token under API_TOKEN_READS=true; {len(OPEN_ALWAYS)} probe/metrics/schema paths always open")
     finally:
         api.stop()
         conn.close()

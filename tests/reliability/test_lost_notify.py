@@ -16,6 +16,7 @@ from support import DRY, ApiClient, connect, start_api
 from reliability_support import Stopwatch, wait_row
 from tasks import registry
 from tasks.actors import message_for
+from tasks.lifecycle import RunStatus
 
 ORPHAN_AGE_S = 2
 #: How soon the silent message's run must be final.
@@ -27,8 +28,9 @@ def insert_without_notify(conn, like_run):
     run_id = uuid.uuid4()
     message = message_for(run_id, dry_run=True)
     with conn.cursor() as cur:
-        registry.insert_run(conn, run_id=run_id, mode="async", dry_run=True, dataset_key=like_run["dataset_key"],
-                            model_id=like_run["model_id"], config=like_run["config"])
+        registry.insert_runs(conn, [dict(run_id=run_id, status=RunStatus.PENDING, mode="async", dry_run=True,
+                                         dataset_key=like_run["dataset_key"], model_id=like_run["model_id"],
+                                         config=like_run["config"])])
         cur.execute("INSERT INTO dramatiq.queue (queue_name, message_id, state, message) VALUES (%s, %s, 'queued', %s)",
                     (message.queue_name, message.message_id, Json(message.asdict())))
     return str(run_id)

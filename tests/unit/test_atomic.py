@@ -25,3 +25,19 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
             raise RuntimeError("disk full")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_a_file_named_by_its_content_gets_its_name_once_written_and_a_refused_one_leaves_nothing(tmp_path):
+    written = []
+    with atomic_write(tmp_path, name=lambda: f"{len(written)}.txt") as fh:
+        fh.write(b"abc")
+        written.append(1)
+    assert [p.name for p in tmp_path.iterdir()] == ["1.txt"]
+    with pytest.raises(ValueError):
+        with atomic_write(tmp_path, name=lambda: "2.txt") as fh:
+            fh.write(b"bad")
+            fh.flush()
+            with open(fh.name, "rb") as check:  # the temporary file, read before the rename
+                assert check.read() == b"bad"
+            raise ValueError("refused")
+    assert [p.name for p in tmp_path.iterdir()] == ["1.txt"]

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from tasks import db
+from tasks import db, retrying
 from tasks.errors import DatabaseUnavailable
 from workers import reaper as reaper_module
 from workers.reaper import Reaper
@@ -49,21 +49,21 @@ def failing(times, result="written"):
 
 def test_a_write_waits_for_the_database_with_back_off(clock):
     fn = failing(times=4)
-    assert db.patiently(fn, patience_s=60) == "written"
+    assert retrying.patiently(fn, 60, db.UNAVAILABLE) == "written"
     assert len(fn.calls) == 5
     assert clock.sleeps == [0.25, 0.5, 1.0, 2.0]
 
 
 def test_back_off_is_capped(clock):
     fn = failing(times=8)
-    db.patiently(fn, patience_s=600, max_delay_s=5)
+    retrying.patiently(fn, 600, db.UNAVAILABLE, max_delay_s=5)
     assert max(clock.sleeps) == 5 and clock.sleeps[-3:] == [5, 5, 5]
 
 
 def test_past_its_patience_the_last_error_is_raised(clock):
     fn = failing(times=1000)
     with pytest.raises(DatabaseUnavailable):
-        db.patiently(fn, patience_s=10)
+        retrying.patiently(fn, 10, db.UNAVAILABLE)
     assert sum(clock.sleeps) <= 10
     assert len(fn.calls) > 3
 
@@ -75,14 +75,14 @@ def test_other_errors_are_not_retried(clock):
         calls.append(1)
         raise ValueError("a bug, not an outage")
     with pytest.raises(ValueError):
-        db.patiently(fn, patience_s=60)
+        retrying.patiently(fn, 60, db.UNAVAILABLE)
     assert calls == [1] and clock.sleeps == []
 
 
 def make_reaper(outcomes):
     """A reaper whose passes fail while ``outcomes`` (one per pass) says the database is down."""
     settings = types.SimpleNamespace(heartbeat_timeout_s=30, reaper_interval_s=5)
-    reaper = Reaper(pool=None, settings=settings, publish=None)
+    reaper = Reaper(pool=None, settings=settings)
     reaper.recovered, reaper.ended = [], []
     state = {}
 

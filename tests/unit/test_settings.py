@@ -2,8 +2,11 @@
 the README's table is generated from them, and no module reads one of them
 from the environment by itself."""
 
+import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -26,6 +29,7 @@ def test_a_bad_value_stops_with_an_error_naming_the_variable_its_value_and_what_
     assert "PORT='70000'" in message and "less than or equal to 65535" in message
 
 
+# "true" once left reads open: only the exact string 1 turned the check on.
 @pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("YES", True), ("on", True),
                                              ("0", False), ("false", False), ("no", False), ("off", False),
                                              ("", False)])
@@ -39,6 +43,35 @@ def test_a_boolean_refuses_anything_else(monkeypatch, value):
     monkeypatch.setenv("API_TOKEN_READS", value)
     with pytest.raises(SettingsError, match="API_TOKEN_READS.*expected 1, true, yes or on"):
         get_settings()
+
+
+def test_settings_are_built_once_and_again_only_when_a_variable_changes(monkeypatch):
+    monkeypatch.setenv("WORKERS", "3")
+    first = get_settings()
+    assert get_settings() is first
+    monkeypatch.setenv("WORKERS", "4")
+    assert get_settings() is not first and get_settings().workers == 4
+    monkeypatch.delenv("WORKERS")
+    assert get_settings().workers == 2
+
+
+@pytest.mark.parametrize("program, variable, value, accepts", [
+    (["-m", "workers"], "WORKERS", "abc", "valid integer"),
+    (["-m", "workers"], "TUNIX_METRICS", "maybe", "expected 1, true, yes or on"),
+    (["-m", "workers.stack"], "PORT", "70000", "less than or equal to 65535"),
+    (["-m", "tasks.migrate"], "DB_POOL_MAX", "0", "greater than or equal to 1"),
+    (["-m", "gunicorn", "--bind", "127.0.0.1:0", "app:create_app()"], "API_TOKEN_READS", "tru", "expected 1"),
+], ids=["worker-launch", "worker-launch-boolean", "make-run", "migrate", "api"])
+def test_a_program_with_a_bad_variable_stops_at_start_naming_it(program, variable, value, accepts):
+    # Given a program started with a bad value (and nothing it could reach: no database)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({variable: value, "PYTHONPATH": str(ROOT), "DATA_DIR": "/nonexistent/tunix-settings-test"})
+    # When it starts
+    done = subprocess.run([sys.executable, *program], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    # Then it stops at once, status 2, with one line naming the variable, its value and what it accepts
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert f"{variable}={value!r}" in done.stderr and accepts in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 def test_fields_are_set_by_name_in_code_and_a_replace_is_validated_too():

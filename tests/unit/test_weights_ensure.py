@@ -194,10 +194,9 @@ def test_an_incomplete_folder_is_made_again(tmp_path, fake):
     assert ensure.is_complete(folder, SPEC) and fake.runs() == 1
 
 
-def test_weights_dir_wins_when_its_folder_exists(tmp_path, fake, monkeypatch):
-    settings = host(tmp_path, "a", tmp_path / "store")
+def test_weights_dir_wins_when_its_folder_exists(tmp_path, fake):
     # Given WEIGHTS_DIR set but without a gemma3-270m folder: the default folder is made
-    monkeypatch.setenv("WEIGHTS_DIR", str(tmp_path / "mine"))
+    settings = host(tmp_path, "a", tmp_path / "store").replace(weights_dir=str(tmp_path / "mine"))
     assert ensure.ensure(SPEC, settings, convert_argv=fake.argv) == os.path.join(settings.models_dir, "gemma3-270m")
     # Given the operator's own folder: it is used as it is, nothing converted
     (tmp_path / "mine" / "gemma3-270m").mkdir(parents=True)

@@ -4,7 +4,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from tasks import errors
-from workers.middleware import RunMetrics, RunRegistry, worker_middleware
+from workers.middleware import AdmitAfterClaim, AdmitAfterEnd, RunMetrics, RunRegistry, worker_middleware
 from workers.middleware.run_registry import TRACEBACK_LINES, _exit_code, describe
 
 
@@ -62,23 +62,29 @@ def test_the_exit_code_is_read_from_a_dict_result_only():
     assert _exit_code("done") is None
 
 
-def test_the_registry_middleware_is_last_so_it_claims_last_and_finishes_first():
+OURS = (RunMetrics, AdmitAfterEnd, RunRegistry, AdmitAfterClaim)
+
+
+def test_the_registry_claims_last_but_for_the_admission_after_a_claim_and_finishes_first():
     # Given the worker's middleware as added to a broker
     broker = StubBroker()
     for middleware in worker_middleware(pool=None, worker_id="host:1", hostname="host", heartbeat_timeout_s=30):
         broker.add_middleware(middleware)
-    # Then RunRegistry is the last of all, after RunMetrics: `after_*` hooks
-    # run in reverse, so the metrics see the status the registry recorded
-    assert isinstance(broker.middleware[-1], RunRegistry)
-    assert broker.middleware[-1].worker_id == "host:1"
-    ours = [type(m) for m in broker.middleware if isinstance(m, (RunMetrics, RunRegistry))]
-    assert ours == [RunMetrics, RunRegistry]
+    # Then only the admission after a claim follows RunRegistry: `before_*`
+    # hooks run in order, so that pass sees the claim committed
+    assert isinstance(broker.middleware[-1], AdmitAfterClaim)
+    assert isinstance(broker.middleware[-2], RunRegistry)
+    assert broker.middleware[-2].worker_id == "host:1"
+    # And RunMetrics and the admission after an end come before it: `after_*`
+    # hooks run in reverse, so they see the status the registry recorded
+    ours = [type(m) for m in broker.middleware if isinstance(m, OURS)]
+    assert ours == list(OURS)
 
 
-def test_without_metrics_the_registry_is_still_last():
+def test_without_metrics_the_registry_and_the_admission_keep_their_places():
     middleware = worker_middleware(pool=None, worker_id="h:1", hostname="h", heartbeat_timeout_s=30, metrics=False)
     assert not any(isinstance(m, RunMetrics) for m in middleware)
-    assert isinstance(middleware[-1], RunRegistry)
+    assert [type(m) for m in middleware[-3:]] == [AdmitAfterEnd, RunRegistry, AdmitAfterClaim]
 
 
 def test_run_metrics_ignore_a_message_the_registry_did_not_claim():

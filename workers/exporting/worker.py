@@ -1,5 +1,5 @@
-"""The ``execute_export`` actor's body (``tasks.actors``, on the
-``tunix-samples`` queue, the queue of inference-like jobs).
+"""The ``execute_export`` actor's body (declared by ``workers/actors.py``, on
+the ``tunix-samples`` queue, the queue of inference-like jobs).
 
 A checkpoint job (``workers/checkpoint_jobs.py``: claim, scratch folder
 ``$DATA_DIR/exports/<id>/``, the run's checkpoint of the step, the program
@@ -15,8 +15,9 @@ import os
 import shutil
 import time
 
-from tasks import artifacts, registry
+from tasks import artifacts, registry, retrying
 from tasks.artifacts import get_store
+from tasks.errors import StoreUnavailable
 
 from .. import checkpoint_jobs
 
@@ -57,7 +58,8 @@ def make_export(export, settings, pool):
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         t = time.monotonic()
         key = artifacts.export_key(export["run_id"], export["step"], export["id"])
-        size, sha256 = artifacts.patiently(lambda: store.upload_tree(out_dir, key, name), settings.store_patience_s)
+        size, sha256 = retrying.patiently(lambda: store.upload_tree(out_dir, key, name), settings.store_patience_s,
+                                          StoreUnavailable, what="an artifact store call")
         uploaded_s = time.monotonic() - t
         with open(os.path.join(out_dir, "tunix_export.json"), encoding="utf-8") as fh:
             manifest = json.load(fh)

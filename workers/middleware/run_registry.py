@@ -7,6 +7,9 @@
 * after processing: completed with the actor's result, or failed with the
   exception's type and message.
 * after a nack (dramatiq gave the message up): failed, whether it ran or not.
+
+``message.tunix_run`` holds the claimed run, then the row its end wrote:
+the admission triggers (``workers/middleware/admission.py``) read it.
 """
 
 import logging
@@ -15,7 +18,7 @@ import traceback
 
 from dramatiq.middleware import Middleware, Shutdown, SkipMessage
 
-from tasks import admission, db, lifecycle, registry
+from tasks import actors, db, lifecycle, registry, retrying
 from tasks.sample_spec import SAMPLES_QUEUE
 from tasks.errors import (
     AttemptsExhausted,
@@ -61,7 +64,7 @@ class RunRegistry(Middleware):
     def __init__(self, pool, worker_id):
         self.pool = pool
         self.worker_id = worker_id
-        #: Runs handed back while this process stops, published once it has stopped.
+        #: Runs handed back while this process stops, queued once it has stopped.
         self._handed_back = []
         self._handed_back_lock = threading.Lock()
         #: Ids of the runs this process's threads execute now.
@@ -76,7 +79,7 @@ class RunRegistry(Middleware):
             return  # a sample request, not a run: its actor keeps tunix_samples (workers/sampling/worker.py)
         run_id = self._run_id(message)
         try:
-            run = db.patiently(self._claimer(run_id), CLAIM_PATIENCE_S)
+            run = retrying.patiently(self._claimer(run_id), CLAIM_PATIENCE_S, db.UNAVAILABLE, what="a database call")
         except AttemptsExhausted as exc:
             # Only reachable through a race the reaper's own check lost: the
             # cap holds here, where the attempt would begin.
@@ -96,12 +99,9 @@ class RunRegistry(Middleware):
             self._executing.add(str(run_id))
         message.tunix_run = run
         set_current_run(run)
-        if not run["dry_run"]:
-            # Taken from the queue: its place there goes to the next deferred training.
-            admission.admit_with(self.pool)
 
     def _claimer(self, run_id):
-        """The claim, for ``db.patiently``: a try after a lost connection
+        """The claim, for ``retrying.patiently``: a try after a lost connection
         first looks whether the try before committed (its answer never came),
         and adopts that claim rather than leave the run to the reaper and use
         up an attempt for an outage."""
@@ -152,17 +152,6 @@ class RunRegistry(Middleware):
             message.tunix_run = self._finish(run["id"], move, error=describe(exception),
                                              exit_code=getattr(exception, "exit_code", None), settle=message,
                                              **fence)
-        self._admit_after(message.tunix_run)
-
-    def _admit_after(self, ended):
-        """A training or a sweep's trial ended: its worker, or its place in
-        the sweep, is free for the next deferred run now, not at the next
-        reaper pass (tasks/admission.py)."""
-        if ended is None or ended["status"] not in lifecycle.FINAL:
-            return
-        if ended["dry_run"] and not ended.get("sweep_id"):
-            return
-        admission.admit_with(self.pool, CLAIM_PATIENCE_S)
 
     def _hand_back(self, run, fence):
         # Not the run's fault: the attempt goes back to its budget.
@@ -174,12 +163,15 @@ class RunRegistry(Middleware):
             # end "cancelled" with nobody cancelling) is left as it is.
             return self._finish(run["id"], "cancel", quiet=True, **fence)
         RUNS_RETRIED.labels("hand_back").inc()
-        # Published in after_worker_shutdown, not now: the new message has the
-        # same id as the one in hand, so (measured) the nack that follows
-        # this hook marked it 'rejected' (the run then waited ORPHAN_AGE_S
-        # for the reaper), or this stopping process's own consumer took it
-        # back and an idle thread of it ran the whole training during the
-        # shutdown.
+        # Queued in after_worker_shutdown, not in the hand-back's transaction:
+        # the new message has the same id as the one in hand, so (measured)
+        # the nack that follows this hook marked it 'rejected' (the run then
+        # waited ORPHAN_AGE_S for the reaper), or this stopping process's own
+        # consumer took it back and an idle thread of it ran the whole
+        # training during the shutdown.  The one enqueue a run makes outside
+        # its move's transaction; a process killed in between leaves the run
+        # pending without a message, which the reaper queues again
+        # (``republish_orphans``).
         with self._handed_back_lock:
             self._handed_back.append(run)
         return None
@@ -191,17 +183,13 @@ class RunRegistry(Middleware):
             return
         # The consumers are closed, but their connections sit idle in their
         # pool still holding the messages' advisory locks: no other process
-        # could take a republished message.  Closing them releases the locks.
+        # could take a message queued again.  Closing them releases the locks.
         getattr(broker, "consumer_pool", self.pool).discard_idle()
-        # NOTE: imported here: the actors module imports the broker, which
-        # this middleware is being added to.
-        from tasks.actors import publish
-
-        for run in runs:
-            try:
-                publish(run["id"], run["dry_run"])
-            except Exception:
-                logger.exception("run %s handed back but not republished; the reaper will", run["id"])
+        try:
+            with db.connection(self.pool) as conn:
+                registry.enqueue_messages(conn, actors.outbox_rows([(run["id"], run["dry_run"]) for run in runs]))
+        except Exception:
+            logger.exception("%d run(s) handed back but not queued again; the reaper will", len(runs))
 
     def after_nack(self, broker, message):
         # dramatiq gave the message up.  Whatever the run was doing, it will
@@ -226,7 +214,7 @@ class RunRegistry(Middleware):
             return row
 
         try:
-            return db.patiently(write, FINAL_WRITE_PATIENCE_S)
+            return retrying.patiently(write, FINAL_WRITE_PATIENCE_S, db.UNAVAILABLE, what="a database call")
         except InvalidTransition as exc:
             if not quiet:
                 logger.warning("run %s: %s refused: %s", run_id, lifecycle.move(move).name, exc)

@@ -1,4 +1,5 @@
-"""The ``tunix-samples`` actor's body (``tasks.actors.execute_sample``).
+"""The ``execute_sample`` actor's body (declared by ``workers/actors.py``, on
+the ``tunix-samples`` queue).
 
 A checkpoint job (``workers/checkpoint_jobs.py``: claim, scratch folder
 ``$DATA_DIR/samples/<id>/``, the run's checkpoint of the asked step, the

@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from tasks.settings import get_settings
+
 from .errors import DeviceUnavailable, InputError, WeightsNotFound
 
 
@@ -19,8 +21,6 @@ def weights_dir(spec, folder=None):
     ready) wins; else ``$WEIGHTS_DIR/<weights_subdir>`` when that folder
     exists; else the converted copy in ``$DATA_DIR/models/<weights_subdir>``
     (``workers/weights``)."""
-    from tasks.settings import get_settings
-
     settings = get_settings()
     root = settings.weights_dir
     where = f"$WEIGHTS_DIR/{spec.weights_subdir}"
@@ -42,7 +42,11 @@ def weights_dir(spec, folder=None):
 
 
 def setup_jax_env(device):
-    """Environment JAX reads at import: platform and compilation cache."""
+    """Environment JAX reads at import: platform and compilation cache.
+
+    These are JAX's own variables, not the platform's settings: this sets
+    them for JAX, in the training's own process, before JAX is imported
+    (``workers/runner.py``'s ``training_env`` chooses the cache folder)."""
     if device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
@@ -53,6 +57,8 @@ def setup_jax_env(device):
 def configure_jax(device):
     import jax
 
+    # JAX's variables as set above, handed to its config: read by JAX's
+    # contract, so they are not the platform's settings.
     cache_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR")
     if cache_dir:
         jax.config.update("jax_compilation_cache_dir", cache_dir)

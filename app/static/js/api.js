@@ -57,7 +57,7 @@ export async function request(method, path, { body, params, signal, timeoutMs } 
     if (signal.aborted) abort();
     else signal.addEventListener("abort", abort, { once: true });
   }
-  const timer = timeoutMs ? setTimeout(() => controller.abort(new DOMException("timeout", "TimeoutError")), timeoutMs) : null;
+  const timer = timeoutMs ? setTimeout(() => controller.abort(new DOMException("the request timed out", "TimeoutError")), timeoutMs) : null;
   let response;
   try {
     response = await fetch(url, {

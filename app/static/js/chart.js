@@ -1,31 +1,8 @@
 // A small SVG line chart for a run's loss: grows live, redraws at the width
 // of its container, optional smoothing, hover and keyboard read-out.
 
+import { PAD, axes, scales } from "./axes.js";
 import { h, s, fmtNumber } from "./dom.js";
-
-const PAD = { top: 14, right: 18, bottom: 30, left: 52 };
-
-function niceStep(span, count) {
-  const raw = span / Math.max(1, count);
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const norm = raw / mag;
-  const step = norm >= 5 ? 10 : norm >= 2 ? 5 : norm >= 1 ? 2 : 1;
-  return step * mag;
-}
-
-function ticks(lo, hi, count) {
-  if (!(hi > lo)) return [lo];
-  const step = niceStep(hi - lo, count);
-  const out = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
-  return out;
-}
-
-function tickLabel(v) {
-  const abs = Math.abs(v);
-  if (abs !== 0 && (abs < 1e-3 || abs >= 1e5)) return v.toExponential(1);
-  return String(Number(v.toPrecision(6)));
-}
 
 function ema(values, alpha) {
   let last = null;
@@ -96,8 +73,7 @@ export class LossChart {
       this.svg.setAttribute("aria-label", `${this.label}: no data yet`);
       return;
     }
-    const w = width - PAD.left - PAD.right;
-    const hgt = height - PAD.top - PAD.bottom;
+    const base = height - PAD.bottom;
     const x0 = 0;
     const x1 = Math.max(this.totalSteps || 0, pts[pts.length - 1].step, 1);
     let y0 = Math.min(...pts.map((p) => p.loss));
@@ -107,26 +83,15 @@ export class LossChart {
     // A loss near zero (relative to its range) is drawn from zero.
     y0 = y0 >= 0 && y0 < (y1 - y0) * 0.35 ? 0 : y0 - padY;
     y1 += padY;
-    const X = (v) => PAD.left + ((v - x0) / (x1 - x0)) * w;
-    const Y = (v) => PAD.top + (1 - (v - y0) / (y1 - y0)) * hgt;
+    const { X, Y } = scales(width, height, [x0, x1], [y0, y1]);
     this.scale = { X, Y, x0, x1 };
-
-    const grid = s("g", { class: "chart-grid" });
-    for (const t of ticks(y0, y1, 4)) {
-      grid.append(s("line", { x1: PAD.left, x2: PAD.left + w, y1: Y(t), y2: Y(t) }),
-        s("text", { x: PAD.left - 8, y: Y(t), "text-anchor": "end", "dominant-baseline": "middle", class: "chart-label" }, tickLabel(t)));
-    }
-    for (const t of ticks(x0, x1, Math.max(2, Math.floor(w / 90)))) {
-      grid.append(s("text", { x: X(t), y: PAD.top + hgt + 18, "text-anchor": "middle", class: "chart-label" }, tickLabel(t)));
-    }
-    grid.append(s("line", { class: "chart-axis", x1: PAD.left, x2: PAD.left + w, y1: PAD.top + hgt, y2: PAD.top + hgt }));
-    this.svg.append(grid);
+    this.svg.append(axes(width, height, [x0, x1], [y0, y1]));
 
     // Where a resumed attempt took over.
     for (let i = 1; i < pts.length; i += 1) {
       if ((pts[i].attempt || 1) !== (pts[i - 1].attempt || 1)) {
         const x = X(pts[i].step);
-        this.svg.append(s("line", { class: "chart-resume", x1: x, x2: x, y1: PAD.top, y2: PAD.top + hgt }),
+        this.svg.append(s("line", { class: "chart-resume", x1: x, x2: x, y1: PAD.top, y2: base }),
           s("text", { class: "chart-label", x: x + 4, y: PAD.top + 10 }, `attempt ${pts[i].attempt}`));
       }
     }
@@ -134,7 +99,6 @@ export class LossChart {
     const raw = pts.map((p) => [X(p.step), Y(p.loss)]);
     const line = (coords) => coords.map(([x, y], i) => `${i ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`).join("");
     const main = this.smooth ? ema(pts.map((p) => p.loss), 0.8).map((v, i) => [raw[i][0], Y(v)]) : raw;
-    const base = PAD.top + hgt;
     const area = `${line(main)}L${main[main.length - 1][0].toFixed(1)},${base}L${main[0][0].toFixed(1)},${base}Z`;
     this.svg.append(s("path", { class: "chart-area", d: area }));
     if (this.smooth) this.svg.append(s("path", { class: "chart-line chart-line-raw", d: line(raw) }));

@@ -3,10 +3,10 @@
 // with its name in a tooltip; and a parameter-vs-loss scatter.  Plain SVG,
 // one path per run (a 200-trial sweep of 200 points is 40,000 vertices).
 
+import { axes, scales } from "./axes.js";
 import { h, s, fmtNumber } from "./dom.js";
 
 const W = 720;
-const PAD = { l: 52, r: 12, t: 10, b: 28 };
 
 function extent(values) {
   let lo = Infinity;
@@ -17,20 +17,6 @@ function extent(values) {
   }
   if (!Number.isFinite(lo)) return [0, 1];
   return lo === hi ? [lo - 0.5, hi + 0.5] : [lo, hi];
-}
-
-function axes(svg, x, y, [x0, x1], [y0, y1], height, xLabel, yLabel) {
-  const g = s("g", { class: "curves-axes" });
-  for (let i = 0; i <= 4; i += 1) {
-    const vy = y0 + ((y1 - y0) * i) / 4;
-    g.append(s("line", { x1: PAD.l, x2: W - PAD.r, y1: y(vy), y2: y(vy), class: "grid" }),
-      s("text", { x: PAD.l - 6, y: y(vy) + 4, "text-anchor": "end" }, fmtNumber(vy, 3)));
-    const vx = x0 + ((x1 - x0) * i) / 4;
-    g.append(s("text", { x: x(vx), y: height - 8, "text-anchor": "middle" }, fmtNumber(vx, 3)));
-  }
-  g.append(s("text", { x: W - PAD.r, y: height - 8, "text-anchor": "end", class: "axis-label" }, xLabel),
-    s("text", { x: PAD.l, y: PAD.t + 10, class: "axis-label" }, yLabel));
-  svg.append(g);
 }
 
 /** curves: [{id, label, steps, loss}]; best: the id drawn in colour. */
@@ -50,9 +36,8 @@ export class OverlayChart {
     const drawn = curves.filter((c) => c.steps.length);
     const [x0, x1] = extent(drawn.flatMap((c) => c.steps));
     const [y0, y1] = extent(drawn.flatMap((c) => c.loss));
-    const x = (v) => PAD.l + ((v - x0) / (x1 - x0)) * (W - PAD.l - PAD.r);
-    const y = (v) => this.height - PAD.b - ((v - y0) / (y1 - y0)) * (this.height - PAD.t - PAD.b);
-    axes(this.svg, x, y, [x0, x1], [y0, y1], this.height, "step", "loss");
+    const { X: x, Y: y } = scales(W, this.height, [x0, x1], [y0, y1]);
+    this.svg.append(axes(W, this.height, [x0, x1], [y0, y1], { xName: "step", yName: "loss" }));
     this.svg.setAttribute("aria-label", `Loss curves of ${drawn.length} runs`);
     // The best last, so it is drawn over the muted rest.
     const order = [...drawn.filter((c) => c.id !== best), ...drawn.filter((c) => c.id === best)];
@@ -98,9 +83,8 @@ export function scatter(points, { xLabel, yLabel = "loss", best = null, height =
   const fx = (v) => (logX ? Math.log10(v) : v);
   const [x0, x1] = extent(numeric.map((p) => fx(p.x)));
   const [y0, y1] = extent(numeric.map((p) => p.y));
-  const x = (v) => PAD.l + ((v - x0) / (x1 - x0)) * (W - PAD.l - PAD.r);
-  const y = (v) => height - PAD.b - ((v - y0) / (y1 - y0)) * (height - PAD.t - PAD.b);
-  axes(svg, x, y, [x0, x1], [y0, y1], height, logX ? `log10 ${xLabel}` : xLabel, yLabel);
+  const { X: x, Y: y } = scales(W, height, [x0, x1], [y0, y1]);
+  svg.append(axes(W, height, [x0, x1], [y0, y1], { xName: logX ? `log10 ${xLabel}` : xLabel, yName: yLabel }));
   for (const p of numeric) {
     svg.append(s("circle", { cx: x(fx(p.x)), cy: y(p.y), r: p.id === best ? 6 : 4,
                              class: `dot${p.id === best ? " dot-best" : ""}`, "data-testid": "scatter-dot" },

@@ -54,16 +54,13 @@ export function clear(el) {
 }
 
 // ---------------------------------------------------------------- icons
+// A status's icon is its style's (console.css, "statuses"), not one of these.
 
 const ICONS = {
   clock: [["circle", { cx: 12, cy: 12, r: 9 }], ["path", { d: "M12 7v5l3 2" }]],
   play: [["circle", { cx: 12, cy: 12, r: 9 }], ["path", { d: "M10 8.5v7l5.5-3.5z", fill: "currentColor" }]],
   check: [["circle", { cx: 12, cy: 12, r: 9 }], ["path", { d: "M8 12.5l2.8 2.8L16.5 9.5" }]],
-  x: [["circle", { cx: 12, cy: 12, r: 9 }], ["path", { d: "M9 9l6 6M15 9l-6 6" }]],
   stop: [["circle", { cx: 12, cy: 12, r: 9 }], ["rect", { x: 9, y: 9, width: 6, height: 6, rx: 1, fill: "currentColor" }]],
-  ban: [["circle", { cx: 12, cy: 12, r: 9 }], ["path", { d: "M6 18L18 6" }]],
-  pause: [["circle", { cx: 12, cy: 12, r: 9 }], ["path", { d: "M10 8v8M14 8v8" }]],
-  hourglass: [["path", { d: "M7 3h10M7 21h10M8 3c0 5 8 5 8 9s-8 4-8 9M16 3c0 5-8 5-8 9s8 4 8 9" }]],
   refresh: [["path", { d: "M20 11a8 8 0 1 0-2.3 5.7M20 4v7h-7" }]],
   copy: [["rect", { x: 9, y: 9, width: 11, height: 11, rx: 2 }], ["path", { d: "M5 15V5a1 1 0 0 1 1-1h10" }]],
   download: [["path", { d: "M12 4v11M7 10l5 5 5-5M5 20h14" }]],

@@ -1,26 +1,20 @@
 // Status badges and progress bars: readable without colour (icon + words).
 
-import { h, icon, fmtNumber } from "./dom.js";
+import { h, fmtNumber } from "./dom.js";
 import { MEANING } from "./config.js";
 
-// The console's style of each status; what it means comes from the lifecycle (MEANING).
-const ICON = {
-  deferred: "pause", pending: "clock", running: "play", cancel_requested: "stop", completed: "check", failed: "x",
-  cancelled: "ban", timeout: "hourglass",
-};
-
-const LOOK = Object.fromEntries(Object.entries(ICON).map(([status, name]) => [
-  status, { icon: name, label: status.replace(/_/g, " "), hint: MEANING[status] || status }]));
+// A status's words are its name; what it means is the lifecycle's (MEANING);
+// its colours and icon are its style's (console.css, "statuses"), keyed by
+// the data-status every badge and bar carries.
 
 export function statusLabel(status) {
-  return (LOOK[status] || { label: String(status).replace(/_/g, " ") }).label;
+  return String(status).replace(/_/g, " ");
 }
 
 export function badge(status, { large = false } = {}) {
-  const look = LOOK[status] || { icon: "clock", label: String(status).replace(/_/g, " "), hint: status };
-  return h(`span.badge.badge-${status}${large ? ".badge-lg" : ""}`,
-    { dataset: { status, testid: "status-badge" }, title: look.hint },
-    icon(look.icon, "icon badge-icon"), h("span.badge-text", null, look.label));
+  return h(`span.badge${large ? ".badge-lg" : ""}`,
+    { dataset: { status, testid: "status-badge" }, title: MEANING[status] || status },
+    h("span.badge-icon.status-icon", { "aria-hidden": "true" }), h("span.badge-text", null, statusLabel(status)));
 }
 
 /** Replace a badge in place (keeps its position and any listeners on the parent). */

@@ -4,9 +4,10 @@
 // polls the ages keep counting, so a silent worker turns "lost" on time.
 
 import { api } from "../api.js";
+import { STATUS } from "../config.js";
 import { h, icon, fmtDuration, shortId, timeEl } from "../dom.js";
 import { Poller } from "../poller.js";
-import { badge, progressBar } from "../status.js";
+import { badge, progressBar, statusLabel } from "../status.js";
 
 const POLL_MS = 2000;
 
@@ -135,7 +136,7 @@ export function renderFleet(root) {
     const t = data.totals;
     summary.replaceChildren(stat("hosts", t.hosts, "total-hosts"), stat("alive", t.alive, "total-alive"),
       stat("lost", t.lost, "total-lost"), stat("runs held", t.runs_held, "total-held"),
-      stat("queued", t.depth, "total-depth"), stat("deferred", t.deferred, "total-deferred"),
+      stat("queued", t.depth, "total-depth"), stat(statusLabel(STATUS.DEFERRED), t.deferred, "total-deferred"),
       stat("in flight", t.in_flight, "total-in-flight"));
     renderQueues(data.queues);
     renderHosts(data.hosts);

@@ -3,7 +3,7 @@
 // (status endpoint, every 2.5 s, only while something is active).
 
 import { api } from "../api.js";
-import { STATUSES, MODES, isActive, isFinal } from "../config.js";
+import { STATUS, STATUSES, MODES, WAITING, isActive, isFinal } from "../config.js";
 import { reportLost, reportOk } from "../connection.js";
 import { h, icon, fmtNumber, fmtDuration, shortId, timeEl } from "../dom.js";
 import { Poller } from "../poller.js";
@@ -168,7 +168,7 @@ export class RunHistory {
     this.reloadTimer = setTimeout(() => this.load(), ms);
   }
 
-  /** A run this page just submitted: show it at once (the API said `pending`), then poll it. */
+  /** A run this page just submitted: show it at once (the API said it is pending), then poll it. */
   addSubmitted(run) {
     this.highlight.add(run.run_id);
     const matches = FILTERS.every((f) => !this.state[f] || String(run[f]) === this.state[f]);
@@ -338,7 +338,7 @@ export class RunHistory {
     cell.replaceChildren();
     dur.replaceChildren();
     const result = run.result || {};
-    if (run.status === "pending") {
+    if (WAITING.has(run.status)) {
       cell.append(h("span.muted", null, "waiting for a worker"));
       dur.append(h("span.muted", { dataset: { elapsedFrom: run.queued_at }, title: "Time in the queue" }, "—"));
     } else if (isActive(run.status)) {
@@ -346,7 +346,7 @@ export class RunHistory {
       else cell.append(progressBar(run.progress, { compact: true, status: run.status }));
       if (run.started_at) dur.append(h("span", { dataset: { elapsedFrom: run.started_at } }, fmtDuration((Date.now() - Date.parse(run.started_at)) / 1000)));
     } else {
-      if (run.status === "completed") {
+      if (run.status === STATUS.COMPLETED) {
         if (typeof result.final_loss === "number") {
           const steps = result.steps ?? result.total_steps;
           cell.append(h("span.outcome", null, "loss ", h("strong", null, fmtNumber(result.final_loss, 4)),
@@ -356,12 +356,12 @@ export class RunHistory {
         } else {
           cell.append(h("span.muted", null, "—"));
         }
-      } else if (run.status === "failed" && run.error) {
+      } else if (run.status === STATUS.FAILED && run.error) {
         const text = `${run.error.type ? `${run.error.type}: ` : ""}${run.error.message || ""}`;
         cell.append(h("span.outcome.error-text.truncate", { title: text }, text));
       } else if (run.progress && typeof run.progress.step === "number") {
         const p = run.progress;
-        const why = run.status === "timeout" ? "time limit reached" : "stopped";
+        const why = run.status === STATUS.TIMEOUT ? "time limit reached" : "stopped";
         cell.append(h("span.outcome.muted", { title: run.error ? run.error.message || "" : "" },
           `${why} at step ${p.step.toLocaleString("en-US")}${p.total_steps ? ` of ${p.total_steps.toLocaleString("en-US")}` : ""}`,
           typeof p.loss === "number" ? ` · loss ${fmtNumber(p.loss, 4)}` : ""));

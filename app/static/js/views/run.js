@@ -2,7 +2,7 @@
 // loss curve and checkpoints refreshed as steps complete, log over SSE.
 
 import { api, ApiError, getToken } from "../api.js";
-import { isActive, isFinal, RESUMABLE } from "../config.js";
+import { CANCELLABLE, isActive, isFinal, RESUMABLE, STATUS, WAITING } from "../config.js";
 import { LossChart } from "../chart.js";
 import { h, icon, fmtNumber, fmtBytes, fmtDuration, fmtAbsolute, shortId, timeEl, copyText } from "../dom.js";
 import { LogView } from "../logview.js";
@@ -93,9 +93,9 @@ export function renderRun(root, { runId, toast }) {
 
   function renderActions() {
     const buttons = [];
-    if (run.status === "deferred" || run.status === "pending" || run.status === "running") {
+    if (CANCELLABLE.has(run.status)) {
       buttons.push(h("button.btn.btn-danger", { type: "button", dataset: { testid: "cancel" }, onclick: cancel }, icon("stop"), "Cancel"));
-    } else if (run.status === "cancel_requested") {
+    } else if (isActive(run.status)) {  // active, and a cancel has nothing to move: it is stopping
       buttons.push(h("button.btn.btn-danger", { type: "button", disabled: true, dataset: { testid: "cancel" } }, h("span.spinner"), "Cancelling…"));
     }
     if (RESUMABLE.has(run.status)) {
@@ -128,7 +128,7 @@ export function renderRun(root, { runId, toast }) {
 
   function renderTimings() {
     const running = isActive(run.status) && run.started_at && !run.completed_at;
-    const waiting = run.status === "pending";
+    const waiting = WAITING.has(run.status);
     let duration = run.duration_seconds;
     if ((duration === null || duration === undefined) && run.started_at && run.completed_at) {
       duration = (Date.parse(run.completed_at) - Date.parse(run.started_at)) / 1000;
@@ -175,9 +175,9 @@ export function renderRun(root, { runId, toast }) {
     if (Array.isArray(tail) && tail.length) details.push(h("details", null, h("summary", null, tail.length === 1 ? "stderr (last line)" : `stderr (last ${tail.length} lines)`), h("pre.code-block", null, tail.join("\n"))));
     const extra = Object.fromEntries(Object.entries(e).filter(([k]) => !["type", "message", "traceback", "stderr_tail", "stdout_tail"].includes(k)));
     if (Object.keys(extra).length) details.push(h("details", null, h("summary", null, "All details"), h("pre.code-block", null, JSON.stringify(extra, null, 2))));
-    const tone = run.status === "failed" ? ".panel-error" : ".panel-warn";
-    errorSlot.replaceChildren(h(`section.panel${tone}`, { role: run.status === "failed" ? "alert" : null, "aria-labelledby": "error-title", dataset: { testid: "error-panel" } },
-      h("div.panel-head", null, h("h2#error-title", null, icon("alert"), run.status === "failed" ? "Error" : "Why it stopped")),
+    const failed = run.status === STATUS.FAILED;
+    errorSlot.replaceChildren(h(`section.panel${failed ? ".panel-error" : ".panel-warn"}`, { role: failed ? "alert" : null, "aria-labelledby": "error-title", dataset: { testid: "error-panel" } },
+      h("div.panel-head", null, h("h2#error-title", null, icon("alert"), failed ? "Error" : "Why it stopped")),
       h("p.error-type", null, h("code", null, e.type || "Error"), run.exit_code !== null && run.exit_code !== undefined ? h("span.muted", null, ` · exit code ${run.exit_code}`) : null),
       h("p.error-message", null, e.message || ""),
       details));
@@ -295,7 +295,7 @@ export function renderRun(root, { runId, toast }) {
     renderError();
     renderResult();
     if (run.dry_run) chart.setEmpty("A dry run trains nothing: no loss to plot.");
-    else if (run.status === "pending") chart.setEmpty("Waiting for a worker…");
+    else if (WAITING.has(run.status)) chart.setEmpty("Waiting for a worker…");
     else if (isFinal(run.status)) chart.setEmpty("This run recorded no loss.");
     else chart.setEmpty("No loss reported yet.");
   }

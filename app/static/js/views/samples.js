@@ -65,10 +65,11 @@ export function samplesPanel(runId, { toast }) {
     const head = h("div.sample-head.muted.small", null,
       `step ${sample.step} · ${p.max_new_tokens} tokens · temperature ${p.temperature} · seed ${p.seed} · `,
       h("span", { dataset: { testid: "sample-status" } }, sample.status), " · ", timeEl(sample.created_at, { compact: true }));
-    const outputs = sample.status === "completed"
+    // A sample's statuses, not a run's: spelled as tasks/sample_spec.py spells them.
+    const outputs = sample.status === "completed"  // not a run status
       ? sample.outputs.map((o) => h("div.sample-output", null, h("div.sample-prompt", null, o.prompt), h("pre.sample-text", null, o.text)))
-      : sample.status === "failed"
-        ? [h("p.error-text", null, (sample.error && sample.error.message) || "failed")]
+      : sample.status === "failed"  // not a run status
+        ? [h("p.error-text", null, (sample.error && sample.error.message) || "failed")]  // not a run status
         : p.prompts.map((text) => h("div.sample-output", null, h("div.sample-prompt", null, text), h("p.muted", null, "waiting for a worker…")));
     return h("article.sample", { dataset: { sampleId: sample.sample_id } }, head, ...outputs);
   }
@@ -79,7 +80,7 @@ export function samplesPanel(runId, { toast }) {
     if (destroyed) return;
     const samples = data.data;
     list.replaceChildren(...(samples.length ? samples.map(row) : [h("p.muted", null, "None yet.")]));
-    if (samples.some((s) => s.status === "pending" || s.status === "running")) {
+    if (samples.some((s) => s.status === "pending" || s.status === "running")) {  // not a run status: a sample's
       timer = setTimeout(() => refresh().catch(() => {}), POLL_MS);
     }
   }

@@ -1,4 +1,4 @@
-"""Admission: how many requests do work at once in one API process.
+"""Request slots: how many requests do work at once in one API process.
 
 Every request takes a slot when it starts and gives it back when it ends;
 a request that then waits (a sync submit for its run, a log stream between
@@ -55,28 +55,28 @@ class FairSlots:
 
 
 def _get_slots():
-    return once("tunix_admission", lambda settings: FairSlots(settings.api_active))
+    return once("tunix_request_slots", lambda settings: FairSlots(settings.api_active))
 
 
 #: Paths that must answer even when the API is saturated: liveness and the scrape.
 EXEMPT = ("/healthz", "/metrics")
 
 
-def admit():
+def take_slot():
     if request.path in EXEMPT:
         return
     settings = current_app.config["SETTINGS"]
     if not _get_slots().acquire(timeout=settings.db_pool_wait_s):
         raise Overloaded(f"server busy: {settings.api_active} requests already at work; retry")
-    g.admitted = True
+    g.holds_slot = True
 
 
 def leave(exc=None):
     """Give the slot back (once): before waiting, or when the request ends."""
-    if g.pop("admitted", False):
+    if g.pop("holds_slot", False):
         _get_slots().release()
 
 
 def init_app(app):
-    app.before_request(admit)
+    app.before_request(take_slot)
     app.teardown_request(leave)

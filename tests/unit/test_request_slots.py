@@ -1,9 +1,9 @@
-"""``app.admission.FairSlots``: waiters are served in order of arrival."""
+"""``app.request_slots.FairSlots``: waiters are served in order of arrival."""
 
 import threading
 import time
 
-from app.admission import FairSlots
+from app.request_slots import FairSlots
 
 
 def test_a_freed_slot_goes_to_the_longest_waiter_not_to_a_newcomer():

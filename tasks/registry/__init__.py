@@ -1,0 +1,53 @@
+"""The run registry: one small function per named query, by aggregate.
+
+Views, middleware and the reaper call these and hold no SQL.  Each module
+holds one aggregate, its queries in the ``tasks/sql`` file of the same name:
+
+- ``runs``: the submit (``submit_run``, ``insert_runs``), every status
+  change (``transition``, ``claim``: the named moves of ``tasks.lifecycle``),
+  one run, the history, heartbeats, the waiter's ``watch_runs``, the
+  reaper's ``lost_runs``, the bulk moves' ``matching_runs`` and admission's
+  reads (``runs_to_admit``).  Its ``_count`` is the
+  one place ``tunix_runs_total`` is counted (after the commit).
+- ``activity``: what a run records while it trains (metrics, eval losses,
+  log lines) and the reads of them (``series`` for the curves).
+- ``checkpoints``: recorded checkpoints, their fencing and retention.
+- ``sweeps``: sweeps and their trials.
+- ``early_stopping``: a sweep's rule and the inputs of its decisions.
+- ``fleet``: worker processes' heartbeats, the fleet view and the gauges.
+- ``queue``: dramatiq's queue: the outbox, acks and nacks, the reaper's repairs.
+- ``admin``: PostgreSQL's catalog: advisory locks, worker sessions.
+- ``samples``, ``exports``: sample and export requests.
+- ``cursor``: the one helper that runs a named query (``fetch_one``,
+  ``fetch_all``, ``execute``...).
+
+Every function is re-exported here, so callers write ``registry.get_run``.
+"""
+
+from .activity import get_logs, get_metrics, last_log_seq, record_activity, series
+from .admin import held_advisory_locks, silent_worker_sessions, terminate_session
+from .checkpoints import (all_checkpoint_keys, checkpoints_being_deleted, delete_checkpoint_row, get_checkpoint,
+                          latest_checkpoint, list_checkpoints, mark_checkpoints_for_deletion, record_checkpoint)
+from .early_stopping import median_inputs, promote, rung_inputs, sweep_rule
+from .exports import claim_export, fail_lost_exports, finish_export, get_export, list_run_exports, submit_export
+from .fleet import fleet, fleet_gauges, forget_dead_workers, worker_gone, worker_heartbeat
+from .queue import enqueue_messages, nudge_passed_over, settle_message, unqueued_pending_runs
+from .runs import (claim, existing_runs, get_run, get_run_by_idempotency_key, get_status, heartbeat, insert_runs,
+                   list_runs, lost_runs, matching_runs, runs_to_admit, submit_run, transition,
+                   watch_runs)
+from .samples import claim_sample, fail_lost_samples, finish_sample, get_sample, list_run_samples, submit_sample
+from .sweeps import get_sweep, insert_sweep, list_sweeps, sweep_runs, sweep_trial_ids, sweep_trials
+
+__all__ = [
+    "all_checkpoint_keys", "checkpoints_being_deleted", "claim", "claim_export", "claim_sample",
+    "delete_checkpoint_row", "enqueue_messages", "existing_runs", "fail_lost_exports", "fail_lost_samples",
+    "finish_export", "finish_sample", "fleet", "fleet_gauges", "forget_dead_workers", "get_checkpoint",
+    "get_export", "get_logs", "get_metrics", "get_run", "get_run_by_idempotency_key", "get_sample", "get_status",
+    "get_sweep", "heartbeat", "held_advisory_locks", "insert_runs", "insert_sweep", "last_log_seq",
+    "latest_checkpoint", "list_checkpoints", "list_run_exports", "list_run_samples", "list_runs", "list_sweeps",
+    "lost_runs", "mark_checkpoints_for_deletion", "matching_runs", "median_inputs", "nudge_passed_over", "promote",
+    "record_activity", "record_checkpoint", "rung_inputs", "runs_to_admit", "series",
+    "settle_message", "silent_worker_sessions", "submit_export", "submit_run", "submit_sample", "sweep_rule",
+    "sweep_runs", "sweep_trial_ids", "sweep_trials", "terminate_session", "transition", "unqueued_pending_runs",
+    "watch_runs", "worker_gone", "worker_heartbeat",
+]

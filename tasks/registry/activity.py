@@ -1,0 +1,46 @@
+"""What a run records while it trains (``tasks/sql/activity.sql``): per-step
+metrics, eval losses and log lines, and the reads of them."""
+
+from ..metrics import timed_write
+from .cursor import execute_values, fetch_all, fetch_tuples, fetch_value, jsonb
+
+#: Rows per statement of a progress or log batch (psycopg2's own default).
+PAGE_ROWS = 100
+
+
+def record_activity(conn, run_id, *, metrics=(), logs=(), evals=()):
+    """Store a batch of step metrics ``(step, loss, lr, grad_norm, attempt,
+    method metrics (a dict or None), samples (a list or None))``,
+    eval losses ``(step, eval_loss, examples, attempt)`` and log lines
+    ``(seq, stream, line)``.  No NOTIFY: the API's waiter sees
+    the new lines on its next tick (``watch_runs``)."""
+    if metrics:
+        with timed_write("progress"):
+            execute_values(conn, "upsert_metrics",
+                           [(run_id, *m[:5], *(jsonb(x) for x in m[5:7]), *[None] * (7 - len(m)))
+                            for m in metrics], page_size=PAGE_ROWS)
+    if evals:
+        with timed_write("progress"):
+            execute_values(conn, "upsert_evals", [(run_id, *e) for e in evals], page_size=PAGE_ROWS)
+    if logs:
+        with timed_write("log_batch"):
+            execute_values(conn, "append_logs", [(run_id, *line) for line in logs], page_size=PAGE_ROWS)
+
+
+def last_log_seq(conn, run_id):
+    return fetch_value(conn, "last_log_seq", run_id=run_id)
+
+
+def get_metrics(conn, run_id):
+    return fetch_all(conn, "get_metrics", run_id=run_id)
+
+
+def get_logs(conn, run_id, after=0, limit=1000):
+    return fetch_all(conn, "get_logs", run_id=run_id, after=after, limit=limit)
+
+
+def series(conn, run_ids, points):
+    """``{run id (str): (steps, losses)}``, each at most ``points`` long
+    (see the query); runs with no recorded loss are absent."""
+    return {run_id: (steps, losses)
+            for run_id, steps, losses in fetch_tuples(conn, "series", ids=[str(i) for i in run_ids], points=points)}

@@ -1,0 +1,69 @@
+"""Run a named query (``tasks/sql``) on a connection, in one call.
+
+Rows come as dicts (``fetch_one``, ``fetch_all``) where callers read columns
+by name, and as tuples where they unpack them or where the read is hot (a
+heartbeat, the waiter's tick: a plain cursor builds no dict per row).
+"""
+
+import psycopg2.extras
+from psycopg2.extras import Json
+
+from ..sql import QUERIES
+
+
+def jsonb(value):
+    """``value`` as a jsonb parameter; None stays SQL NULL."""
+    return None if value is None else Json(value)
+
+
+def fetch_one(conn, name, /, **params):
+    """The first row as a dict, or None."""
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(QUERIES[name], params)
+        return cur.fetchone()
+
+
+def fetch_all(conn, name, /, **params):
+    """Every row, as dicts."""
+    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(QUERIES[name], params)
+        return cur.fetchall()
+
+
+def fetch_tuples(conn, name, /, **params):
+    """Every row, as tuples."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES[name], params)
+        return cur.fetchall()
+
+
+def fetch_value(conn, name, /, **params):
+    """The first column of the first row, or None when no row returns."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES[name], params)
+        row = cur.fetchone()
+    return row[0] if row else None
+
+
+def fetch_column(conn, name, /, **params):
+    """The first column of every row, as a list."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES[name], params)
+        return [row[0] for row in cur.fetchall()]
+
+
+def execute(conn, name, /, **params):
+    """Run the query; the number of rows it touched."""
+    with conn.cursor() as cur:
+        cur.execute(QUERIES[name], params)
+        return cur.rowcount
+
+
+def execute_values(conn, name, rows, /, *, template=None, page_size=None, fetch=False):
+    """A batch query's ``VALUES %s`` filled with ``rows`` (psycopg2
+    ``execute_values``), in one statement unless ``page_size`` says how many
+    rows each takes; with ``fetch``, the returned rows as dicts."""
+    factory = psycopg2.extras.RealDictCursor if fetch else None
+    with conn.cursor(cursor_factory=factory) as cur:
+        return psycopg2.extras.execute_values(cur, QUERIES[name], rows, template=template,
+                                              page_size=page_size or len(rows) or 1, fetch=fetch)

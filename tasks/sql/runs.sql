@@ -1,0 +1,177 @@
+-- Runs (tunix_runs): the submit, the status moves of tasks/lifecycle.py, the reads
+-- of one run and of the history, admission's reads (tasks/admission.py).
+-- Named queries, loaded by tasks/sql/__init__.py.
+
+-- name: submit_run
+-- A submit: the run and, when it is admitted at once, its dramatiq message,
+-- in one statement, so one round trip and one commit (the connection is
+-- held for that alone).  Whether it is queued at once or written deferred,
+-- for admission to order, is admission's rule (tunix_admits_at_once,
+-- migration 0018; tasks/admission.py).  The message's NOTIFY is
+-- the only one a run costs.  With an idempotency key already used nothing
+-- is written and no row returns.
+WITH now AS (
+    SELECT admitted FROM tunix_admits_at_once(%(ahead)s, %(dry_run)s, %(priority)s)
+), run AS (
+    INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority, idempotency_key,
+                            request_hash)
+    SELECT %(run_id)s, CASE WHEN now.admitted THEN %(pending)s ELSE %(deferred)s END, %(mode)s, %(dry_run)s,
+           %(dataset_key)s, %(model_id)s, %(config)s, %(priority)s, %(idempotency_key)s, %(request_hash)s
+    FROM now
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), queued AS (
+    SELECT tunix_enqueue(%(queue_name)s, run.id, %(message)s) FROM run WHERE run.status = %(pending)s
+)
+-- Counting the queued rows makes PostgreSQL run the enqueue (a CTE no one reads is not run).
+SELECT run.* FROM run WHERE (SELECT count(*) FROM queued) >= 0;
+
+-- name: get_run_by_idempotency_key
+-- The run an earlier submit with this key created.
+SELECT * FROM tunix_runs WHERE idempotency_key = %(idempotency_key)s;
+
+-- name: insert_runs
+-- A batch of submitted runs, each pending or deferred (psycopg2 execute_values).
+INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority) VALUES %s
+RETURNING *;
+
+-- name: transition
+-- The one status change: guarded by the statuses the lifecycle allows, so a
+-- racing worker updates no row.  Claiming (-> running) stamps the worker and
+-- the start, and is refused once the run has had its max_attempts; a final
+-- status stamps the end and the duration; requeueing (resume) clears the
+-- outcome of the previous attempt.  ``budget``: 'give_back' returns the
+-- attempt being handed back to the run's budget, 'renew' gives it a fresh
+-- one (tasks/lifecycle.py, "Attempts").
+UPDATE tunix_runs SET
+    status = %(target)s,
+    started_at = CASE WHEN %(claim)s THEN clock_timestamp() ELSE started_at END,
+    heartbeat_at = CASE WHEN %(claim)s THEN clock_timestamp() ELSE heartbeat_at END,
+    worker_id = CASE WHEN %(claim)s THEN %(worker_id)s ELSE worker_id END,
+    attempts = attempts + CASE WHEN %(claim)s THEN 1 ELSE 0 END,
+    max_attempts = CASE
+        WHEN %(budget)s = 'give_back' THEN COALESCE(max_attempts, %(max_attempts)s) + 1
+        WHEN %(budget)s = 'renew' THEN attempts + %(max_attempts)s
+        WHEN %(claim)s THEN COALESCE(max_attempts, %(max_attempts)s)
+        ELSE max_attempts END,
+    completed_at = CASE WHEN %(final)s THEN clock_timestamp() WHEN %(requeue)s THEN NULL ELSE completed_at END,
+    duration_seconds = CASE
+        WHEN %(final)s AND started_at IS NOT NULL
+        THEN extract(epoch FROM clock_timestamp() - started_at)
+        WHEN %(requeue)s THEN NULL
+        ELSE duration_seconds END,
+    result = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(result)s, result) END,
+    error = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(error)s, error) END,
+    exit_code = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(exit_code)s, exit_code) END,
+    stop_reason = CASE WHEN %(requeue)s THEN NULL ELSE COALESCE(%(stop_reason)s, stop_reason) END,
+    updated_at = clock_timestamp()
+WHERE id = %(run_id)s AND status = ANY(%(from_statuses)s)
+  -- Fencing: a worker finishes only the attempt it claimed, never the next
+  -- attempt of a run recovered from it.
+  AND (%(attempt)s::integer IS NULL OR attempts = %(attempt)s)
+  AND (NOT %(claim)s OR attempts < COALESCE(max_attempts, %(max_attempts)s))
+RETURNING *;
+
+-- name: get_run
+-- The whole run.
+SELECT * FROM tunix_runs WHERE id = %(run_id)s;
+
+-- name: get_status
+-- What a poller needs, from the primary key alone.
+SELECT id, status, created_at, started_at, completed_at, exit_code, attempts, max_attempts, progress
+FROM tunix_runs WHERE id = %(run_id)s;
+
+-- name: list_runs
+-- One page of history, newest first.
+SELECT * FROM tunix_runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(mode)s::text IS NULL OR mode = %(mode)s)
+  AND (%(dataset_key)s::text IS NULL OR dataset_key = %(dataset_key)s)
+  AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s)
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: count_runs
+-- How many runs the same filters match.
+SELECT count(*) FROM tunix_runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(mode)s::text IS NULL OR mode = %(mode)s)
+  AND (%(dataset_key)s::text IS NULL OR dataset_key = %(dataset_key)s)
+  AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s);
+
+-- name: heartbeat
+-- The worker holding a running run says it is alive, with the latest
+-- progress; the answer carries the status, so a cancel is seen within a beat.
+-- No row: the attempt is not this worker's any more (it was recovered).
+-- That includes a run the reaper sent back to pending that no worker has
+-- claimed again yet (its attempts are still this worker's): the worker must
+-- stop then, not train on while nobody owns the run.
+UPDATE tunix_runs SET heartbeat_at = clock_timestamp(), progress = COALESCE(%(progress)s, progress)
+WHERE id = %(run_id)s AND attempts = %(attempt)s AND status IN :HELD
+RETURNING status;
+
+-- name: watch_runs
+-- What the API's waiter compares between ticks for the runs its sync submits
+-- and log streams wait on: a change in any column wakes them.  The last log
+-- line comes from the end of the (run_id, seq) primary key.
+SELECT r.id::text AS id, r.status, r.updated_at, r.progress::text AS progress,
+       (SELECT max(l.seq) FROM tunix_run_logs l WHERE l.run_id = r.id) AS last_seq
+FROM tunix_runs r
+WHERE r.id = ANY(%(ids)s::uuid[]);
+
+-- name: lost_runs
+-- Runs whose worker stopped heartbeating, locked for this reaper alone.
+SELECT * FROM tunix_runs
+WHERE status IN :HELD
+  AND heartbeat_at < clock_timestamp() - make_interval(secs => %(timeout_s)s)
+ORDER BY heartbeat_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: existing_runs
+SELECT id::text FROM tunix_runs WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: matching_runs
+-- The runs a bulk cancel or resume acts on (status_set: 'active' or
+-- 'resumable'), oldest first, by the history's filters and the sweep.
+SELECT id, status, dry_run FROM tunix_runs
+WHERE CASE %(status_set)s WHEN 'active' THEN status IN :ACTIVE ELSE status IN :RESUMABLE END
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(sweep_id)s::uuid IS NULL OR sweep_id = %(sweep_id)s)
+  AND (%(dataset_key)s::text IS NULL OR dataset_key = %(dataset_key)s)
+  AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s)
+ORDER BY created_at, id;
+
+-- name: runs_to_admit
+-- The deferred runs in the order admission takes them: priority first,
+-- then fair share, then age.  A run's share is how many of its group (its
+-- sweep; a single run is a group of its own) would be queued or running
+-- once it is admitted: a sweep with 5 trials running comes after one with
+-- 1, and a single run (share 1) before any sweep already running one.  A
+-- trial past its sweep's max_concurrent is not listed, nor a training past
+-- the room the queue has for %(ahead)s (tunix_admission_room, migration
+-- 0018; all of them when ahead is null).  One admitter at a time reads this
+-- (the caller holds the admission lock), so two cannot fill one place twice.
+WITH busy AS (
+    SELECT sweep_id, count(*) AS n FROM tunix_runs
+    WHERE sweep_id IS NOT NULL AND (status IN :WAITING OR status IN :HELD)
+    GROUP BY sweep_id
+), ranked AS (
+    SELECT r.id, r.dry_run, r.priority, r.created_at, s.max_concurrent,
+           coalesce(b.n, 0) + row_number() OVER (PARTITION BY coalesce(r.sweep_id, r.id)
+                                                 ORDER BY r.created_at, r.id) AS share
+    FROM tunix_runs r
+    LEFT JOIN tunix_sweeps s ON s.id = r.sweep_id
+    LEFT JOIN busy b ON b.sweep_id = r.sweep_id
+    WHERE r.status IN :DEFERRED
+)
+SELECT id, dry_run, priority, share FROM (
+    SELECT *, row_number() OVER (PARTITION BY dry_run ORDER BY priority DESC, share, created_at, id) AS turn
+    FROM ranked
+    WHERE max_concurrent IS NULL OR share <= max_concurrent
+) t
+-- Trainings only as many as the queue has room for (dry runs take no place).
+WHERE dry_run OR %(ahead)s::int IS NULL OR turn <= (SELECT room FROM tunix_admission_room(%(ahead)s))
+ORDER BY priority DESC, share, created_at, id
+LIMIT %(limit)s;
+
