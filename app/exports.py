@@ -24,6 +24,7 @@ from tasks import actors, registry
 from tasks.artifacts import CHUNK, get_store
 from tasks.errors import ObjectMissing, RunNotFound
 from tasks.export_spec import EXPORT_FAMILIES, ExportList, ExportRequest
+from tasks.jobs import JobStatus
 from tasks.models import get_model
 
 from .checkpoint_requests import accepted, get_row, recorded_step, run_rows, ts, validated
@@ -35,7 +36,7 @@ bp = Blueprint("exports", __name__, url_prefix="/api/tunix")
 
 
 def export_json(row):
-    completed = row["status"] == "completed"
+    completed = row["status"] == JobStatus.COMPLETED
     return {"export_id": str(row["id"]), "status": row["status"], "run_id": str(row["run_id"]),
             "model_id": row["model_id"], "step": row["step"], "size_bytes": row["size_bytes"],
             "sha256": row["sha256"], "uri": row["uri"],
@@ -95,7 +96,7 @@ def download_export(export_id):
     row = _export(export_id)
     # The stream may outlast a short request: the connection goes back now.
     close_db()
-    if row["status"] != "completed":
+    if row["status"] != JobStatus.COMPLETED:
         raise ApiError(409, "export_not_ready", f"export {export_id} is {row['status']}; its tar exists once it "
                                                 "is completed", extra={"status": row["status"]})
     store = get_store(current_app.config["SETTINGS"])

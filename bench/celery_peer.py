@@ -139,12 +139,7 @@ def peer(url, data_dir, processes=2, threads=256):
 
 
 def truncate(db_url):
-    conn = db.connect(db_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE peer_runs")
-    finally:
-        conn.close()
+    procs.truncate(db_url, "TRUNCATE peer_runs")
 
 
 def main(argv):

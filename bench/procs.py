@@ -51,12 +51,13 @@ def database():
             embedded.stop()
 
 
-def truncate(url):
-    """Empty the registry and the queue between benchmarks."""
+def truncate(url, statement="TRUNCATE tunix_sweeps, tunix_runs CASCADE; TRUNCATE dramatiq.queue"):
+    """Empty the registry and the queue between benchmarks (or, with
+    ``statement``, the tables it names: the peer's)."""
     conn = db.connect(url)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE tunix_sweeps, tunix_runs CASCADE; TRUNCATE dramatiq.queue")
+            cur.execute(statement)
     finally:
         conn.close()
 

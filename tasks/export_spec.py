@@ -11,14 +11,16 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError  # noqa: F401
 
+from .jobs import JOB_FINAL, JOB_STATUSES
 from .run_spec import OptionalJsonInt, field_errors  # noqa: F401
 from .sample_spec import SAMPLES_QUEUE  # noqa: F401
 
 #: Model families an export can write (``workers/exporting/gemma3.py``).
 EXPORT_FAMILIES = ("gemma3",)
-#: Statuses of an export, and their order.
-EXPORT_STATUSES = ("pending", "running", "completed", "failed")
-EXPORT_FINAL = ("completed", "failed")
+#: Statuses of an export, and their order: a job's (``tasks/jobs.py``).
+EXPORT_STATUSES = JOB_STATUSES
+#: Statuses an export ends in.
+EXPORT_FINAL = JOB_FINAL
 
 
 class ExportRequest(BaseModel):

@@ -64,8 +64,8 @@ class RunService:
         (message,) = actors.outbox_rows([(run_id, config["dry_run"])])
         return registry.submit_run(conn, run_id=run_id, mode=mode, dry_run=config["dry_run"],
                                    dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
-                                   message=message, priority=priority, idempotency_key=idempotency_key,
-                                   request_hash=request_hash)
+                                   message=message, ahead=self.settings.admit_ahead, priority=priority,
+                                   idempotency_key=idempotency_key, request_hash=request_hash)
 
     def submit_many(self, conn, specs):
         """Async runs from ``specs`` (``(config, priority)`` pairs), all in

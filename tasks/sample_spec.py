@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError  # noqa: F401
 
+from .jobs import JOB_FINAL, JOB_STATUSES
 from .run_spec import JsonInt, OptionalJsonInt, field_errors  # noqa: F401
 
 #: The dramatiq queue of sample requests (``workers/sampling``): one JAX
@@ -33,10 +34,10 @@ MAX_PROMPT_CHARS = 4000
 MAX_NEW_TOKENS = 512
 #: Highest temperature (0 is greedy).
 MAX_TEMPERATURE = 2.0
-#: Statuses of a sample, and their order.
-SAMPLE_STATUSES = ("pending", "running", "completed", "failed")
+#: Statuses of a sample, and their order: a job's (``tasks/jobs.py``).
+SAMPLE_STATUSES = JOB_STATUSES
 #: Statuses a sample ends in.
-SAMPLE_FINAL = ("completed", "failed")
+SAMPLE_FINAL = JOB_FINAL
 
 
 #: One prompt: 1 to MAX_PROMPT_CHARS characters, no NUL (PostgreSQL's jsonb

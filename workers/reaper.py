@@ -151,8 +151,8 @@ class Reaper:
         silent (nothing redelivers their messages); returns how many."""
         lost = 0
         with db.connection(self.pool) as conn:
-            for kind, fail in (("sample", registry.fail_lost_samples), ("export", registry.fail_lost_exports)):
-                ended = fail(conn, self.settings.heartbeat_timeout_s)
+            for kind in registry.JOB_KINDS:
+                ended = registry.fail_lost_jobs(conn, kind, self.settings.heartbeat_timeout_s)
                 if ended:
                     logger.warning("failed %d %s(s) whose worker went silent", len(ended), kind)
                 lost += len(ended)

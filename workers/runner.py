@@ -457,7 +457,7 @@ def _store_manifest(store, run, scratch, patience_s):
 
 
 def _store_summary(store, run, result, patience_s):
-    summary = {"run_id": str(run["id"]), "attempt": run["attempts"], "status": "completed", "result": result}
+    summary = {"run_id": str(run["id"]), "attempt": run["attempts"], "status": RunStatus.COMPLETED.value, "result": result}
     try:
         retrying.patiently(lambda: store.put_json(artifacts.summary_key(run["id"]), summary), patience_s,
                            StoreUnavailable, what="an artifact store call")

@@ -17,7 +17,8 @@ holds one aggregate, its queries in the ``tasks/sql`` file of the same name:
 - ``fleet``: worker processes' heartbeats, the fleet view and the gauges.
 - ``queue``: dramatiq's queue: the outbox, acks and nacks, the reaper's repairs.
 - ``admin``: PostgreSQL's catalog: advisory locks, worker sessions.
-- ``samples``, ``exports``: sample and export requests.
+- ``jobs``: sample and export requests, the checkpoint jobs: one claim,
+  finish and ``fail_lost_jobs`` for both kinds.
 - ``cursor``: the one helper that runs a named query (``fetch_one``,
   ``fetch_all``, ``execute``...).
 
@@ -29,19 +30,20 @@ from .admin import held_advisory_locks, silent_worker_sessions, terminate_sessio
 from .checkpoints import (all_checkpoint_keys, checkpoints_being_deleted, delete_checkpoint_row, get_checkpoint,
                           latest_checkpoint, list_checkpoints, mark_checkpoints_for_deletion, record_checkpoint)
 from .early_stopping import median_inputs, promote, rung_inputs, sweep_rule
-from .exports import claim_export, fail_lost_exports, finish_export, get_export, list_run_exports, submit_export
 from .fleet import fleet, fleet_gauges, forget_dead_workers, worker_gone, worker_heartbeat
+from .jobs import (JOB_KINDS, claim_export, claim_job, claim_sample, fail_lost_jobs, finish_export, finish_job,
+                   finish_sample, get_export, get_sample, list_run_exports, list_run_samples, submit_export,
+                   submit_sample)
 from .queue import enqueue_messages, nudge_passed_over, settle_message, unqueued_pending_runs
 from .runs import (claim, existing_runs, get_run, get_run_by_idempotency_key, get_status, heartbeat, insert_runs,
                    list_runs, lost_runs, matching_runs, runs_to_admit, submit_run, transition,
                    watch_runs)
-from .samples import claim_sample, fail_lost_samples, finish_sample, get_sample, list_run_samples, submit_sample
 from .sweeps import get_sweep, insert_sweep, list_sweeps, sweep_runs, sweep_trial_ids, sweep_trials
 
 __all__ = [
-    "all_checkpoint_keys", "checkpoints_being_deleted", "claim", "claim_export", "claim_sample",
-    "delete_checkpoint_row", "enqueue_messages", "existing_runs", "fail_lost_exports", "fail_lost_samples",
-    "finish_export", "finish_sample", "fleet", "fleet_gauges", "forget_dead_workers", "get_checkpoint",
+    "JOB_KINDS", "all_checkpoint_keys", "checkpoints_being_deleted", "claim", "claim_export", "claim_job",
+    "claim_sample", "delete_checkpoint_row", "enqueue_messages", "existing_runs", "fail_lost_jobs", "finish_export",
+    "finish_job", "finish_sample", "fleet", "fleet_gauges", "forget_dead_workers", "get_checkpoint",
     "get_export", "get_logs", "get_metrics", "get_run", "get_run_by_idempotency_key", "get_sample", "get_status",
     "get_sweep", "heartbeat", "held_advisory_locks", "insert_runs", "insert_sweep", "last_log_seq",
     "latest_checkpoint", "list_checkpoints", "list_run_exports", "list_run_samples", "list_runs", "list_sweeps",

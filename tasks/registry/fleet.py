@@ -1,6 +1,7 @@
 """The fleet (``tunix_workers``, ``tasks/sql/fleet.sql``): worker processes'
 heartbeats, and what the fleet view and the scrape-time gauges show."""
 
+from ..lifecycle import RunStatus
 from ..metrics import timed_write
 from .cursor import execute, fetch_all, fetch_one
 
@@ -34,4 +35,4 @@ def fleet(conn, lost_window_s):
     admission}}`` (``fleet_workers``, ``fleet_queues``, ``fleet_deferred``)."""
     return {"workers": fetch_all(conn, "fleet_workers", lost_window_s=lost_window_s),
             "queues": fetch_all(conn, "fleet_queues"),
-            "deferred": {row["dry_run"]: row["n"] for row in fetch_all(conn, "fleet_deferred")}}
+            RunStatus.DEFERRED.value: {row["dry_run"]: row["n"] for row in fetch_all(conn, "fleet_deferred")}}

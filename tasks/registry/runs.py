@@ -24,12 +24,12 @@ def _count(conn, status, mode, n=1):
         db.after_commit(conn, lambda: RUNS_TOTAL.labels(str(status), mode).inc(n))
 
 
-def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, message, priority=0,
+def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, message, ahead, priority=0,
                idempotency_key=None, request_hash=None):
     """Insert the new run, pending with its dramatiq ``message``
-    ``(queue_name, message_id, message_json)`` or deferred (see the query),
-    in one statement; the run, or None when ``idempotency_key`` is taken
-    (nothing is written then)."""
+    ``(queue_name, message_id, message_json)`` or deferred (see the query:
+    ``ahead`` is ``ADMIT_AHEAD``), in one statement; the run, or None when
+    ``idempotency_key`` is taken (nothing is written then)."""
     queue_name, message_id, message_json = message
     assert str(message_id) == str(run_id), "a run's message id is its run id"
     S = lifecycle.RunStatus
@@ -38,7 +38,7 @@ def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, me
             conn, "submit_run",
             run_id=run_id, mode=mode, dry_run=dry_run, dataset_key=dataset_key, model_id=model_id,
             config=Json(config), priority=priority, idempotency_key=idempotency_key, request_hash=request_hash,
-            queue_name=queue_name, message=Json(message_json), ahead=get_settings().admit_ahead,
+            queue_name=queue_name, message=Json(message_json), ahead=ahead,
             pending=S.PENDING.value, deferred=S.DEFERRED.value)
     if run is not None:
         _count(conn, run["status"], mode)

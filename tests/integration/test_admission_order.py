@@ -7,6 +7,8 @@ import uuid
 
 from tasks import admission, db, registry
 from tasks.lifecycle import RunStatus as S
+from tasks.run_service import RunService
+from tasks.settings import get_settings
 
 
 CONFIG = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "seed": 7}
@@ -25,15 +27,8 @@ def sweep(conn, n, *, dry_run=False, max_concurrent=None, priority=0):
 
 def single(conn, *, priority=0, dry_run=False):
     """A single run, submitted as the API submits one (pending or deferred)."""
-    from tasks import actors
-
-    run_id = uuid.uuid4()
-    (message,) = actors.outbox_rows([(run_id, dry_run)])
     with conn:
-        run = registry.submit_run(conn, run_id=run_id, mode="async", dry_run=dry_run, dataset_key="synthetic",
-                                  model_id="llama3-tiny", config=dict(CONFIG, dry_run=dry_run), message=message,
-                                  priority=priority)
-    return run
+        return RunService(get_settings()).submit(conn, dict(CONFIG, dry_run=dry_run), priority=priority)
 
 
 def admit(conn, ahead=1):

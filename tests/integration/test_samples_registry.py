@@ -1,4 +1,4 @@
-"""The samples' named queries against real PostgreSQL (tasks/registry/samples.py)."""
+"""The checkpoint jobs' named queries (samples, exports) against real PostgreSQL (tasks/registry/jobs.py)."""
 
 import uuid
 
@@ -6,6 +6,7 @@ import psycopg2
 import pytest
 
 from support import scalar
+from test_worker_middleware_pg import pending_run
 from tasks import registry
 
 PARAMS = {"prompts": ["a"], "step": None, "max_new_tokens": 8, "temperature": 0.0, "seed": 1}
@@ -77,11 +78,46 @@ def test_a_sample_whose_worker_went_silent_ends_failed_and_no_other(conn, worker
     with conn.cursor() as cur:
         cur.execute("UPDATE tunix_samples SET started_at = clock_timestamp() - interval '1 minute'")
     # When the lost samples are failed with a 30 s timeout
-    lost = registry.fail_lost_samples(conn, 30)
+    lost = registry.fail_lost_jobs(conn, "sample", 30)
     # Then the silent and the forgotten worker's samples failed (WorkerLost), the live one runs on
     assert sorted(map(str, lost)) == sorted(str(rows[w]["id"]) for w in (silent, forgotten))
     failed = registry.get_sample(conn, rows[silent]["id"])
     assert failed["status"] == "failed" and failed["error"]["type"] == "WorkerLost" and failed["finished_at"]
+    assert failed["error"]["message"] == (f"the worker generating it ({silent}) stopped answering; "
+                                          "ask for the sample again")
     assert registry.get_sample(conn, rows[live]["id"])["status"] == "running"
     # And a second pass finds nothing more
-    assert registry.fail_lost_samples(conn, 30) == []
+    assert registry.fail_lost_jobs(conn, "sample", 30) == []
+
+
+def submit_export(conn, run_id):
+    export_id = uuid.uuid4()
+    message = ("tunix-samples", str(export_id), {"message_id": str(export_id), "args": [str(export_id)]})
+    return registry.submit_export(conn, export_id=export_id, run_id=run_id, model_id="llama3-tiny", step=2,
+                                  message=message)
+
+
+def test_an_export_makes_the_moves_a_sample_makes_with_its_own_columns_and_error(conn, workers):
+    # Given a pending export of a run, claimed by a live worker
+    live, silent, _ = workers
+    registry.worker_heartbeat(conn, live, "live", 1)
+    run_id = pending_run(conn)["id"]
+    done, lost = submit_export(conn, run_id), submit_export(conn, run_id)
+    assert done["status"] == "pending"
+    assert registry.claim_export(conn, done["id"], live)["status"] == "running"
+    assert registry.claim_export(conn, done["id"], silent) is None
+    # When its worker finishes it with its tar
+    stored = {"object_key": "k", "uri": "file:///k", "size_bytes": 3, "sha256": "0" * 64}
+    row = registry.finish_export(conn, done["id"], live, stored=stored, manifest={"files": []}, timings={"total_s": 1})
+    # Then it is completed with the tar's columns
+    assert row["status"] == "completed" and row["size_bytes"] == 3 and row["manifest"] == {"files": []}
+    # And an export whose worker went silent ends failed with an export's WorkerLost, not a sample's
+    registry.claim_export(conn, lost["id"], silent)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE tunix_exports SET started_at = clock_timestamp() - interval '1 minute'")
+    assert registry.fail_lost_jobs(conn, "export", 30) == [lost["id"]]
+    failed = registry.get_export(conn, lost["id"])
+    assert failed["status"] == "failed" and failed["error"]["type"] == "WorkerLost"
+    assert failed["error"]["message"] == (f"the worker exporting it ({silent}) stopped answering; "
+                                          "ask for the export again")
+    assert {r["id"] for r in registry.list_run_exports(conn, run_id)} == {done["id"], lost["id"]}

@@ -10,9 +10,8 @@ migration and a style, and nothing else.
 
 Only a whole string literal counts (``'running'``, ``"cancel_requested"``):
 prose, log messages and comments may use the words.  Samples and exports
-have statuses of their own spelled the same (``tasks/sample_spec.py``,
-``tasks/export_spec.py``); a line that compares one carries the comment
-``not a run status``.
+have statuses of their own spelled the same (``tasks/jobs.py``); a line
+that compares one carries the comment ``not a run status``.
 """
 
 import ast
@@ -30,21 +29,11 @@ ALLOWED = {
     "tasks/lifecycle.py": "the one place the statuses live",
     "tasks/sql/migrations": "the database's CHECK, as each migration left it",
     "app/static/console.css": "the console's style: one rule per status",
-    "tasks/sample_spec.py": "a sample's own statuses (SAMPLE_STATUSES), not a run's",
-    "tasks/export_spec.py": "an export's own statuses (EXPORT_STATUSES), not a run's",
+    "tasks/jobs.py": "a sample's and an export's own statuses (JobStatus), not a run's",
     "workers/pgembed.py": "the embedded PostgreSQL's state (running or stopped), not a run's",
 }
 #: Files still to be moved onto the lifecycle by other changes of issue #20.
-PENDING = {
-    # lead: remove once their sample and export calls name their spec's statuses (or carry MARK).
-    "tasks/registry/samples.py": "a sample's statuses",
-    "tasks/registry/exports.py": "an export's statuses",
-    "app/exports.py": "an export's statuses",
-    # lead: remove once its "deferred" key is RunStatus.DEFERRED.value, as app/fleet.py reads it.
-    "tasks/registry/fleet.py": "the fleet's count of deferred runs",
-    # lead: remove once the runner's summary says RunStatus.COMPLETED.
-    "workers/runner.py": "the summary's status",
-}
+PENDING = {}
 #: A line comparing a sample's or an export's status says so.
 MARK = "not a run status"
 
