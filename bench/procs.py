@@ -3,26 +3,15 @@ worker launch, each a real process as in production."""
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 
 import psycopg2
-import requests
 
 from tasks import db, migrate
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from workers.processes import ROOT, free_port  # noqa: F401  (the other benchmarks use them from here)
+from workers.processes import api_ready, child_env, start_api, start_workers, stop_group
 
 
 @contextlib.contextmanager
@@ -81,57 +70,32 @@ def _with_dbname(url, name):
 
 
 def _env(url, data_dir, **extra):
-    env = dict(os.environ, DATABASE_URL=url, DATA_DIR=data_dir, PYTHONPATH=ROOT)
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
+    return child_env(url, data_dir, **extra)
 
 
 def _stop(proc, grace=15):
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _wait_http(url, timeout=60, ok=200):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=1).status_code == ok:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
+    """SIGTERM to the whole group, SIGKILL to it after ``grace``."""
+    stop_group(proc, grace, group=True)
 
 
 @contextlib.contextmanager
 def api(url, data_dir, threads=16, app="app:create_app()", ready=("/readyz", 200)):
     """gunicorn as ``make run`` starts it, serving ``app``; ready once
     ``ready``'s path answers its code."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", str(threads),
-         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", app],
-        cwd=ROOT, env=_env(url, data_dir, API_THREADS=threads), start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    server = start_api(_env(url, data_dir, API_THREADS=threads), threads=threads, wait=False, term_group=True,
+                       control_socket=True, log_level="warning", app=app)
     try:
-        _wait_http(base + ready[0], ok=ready[1])
-        yield base
+        api_ready(server, *ready)
+        yield server.url
     finally:
-        _stop(proc)
+        server.stop()
 
 
 @contextlib.contextmanager
 def workers(url, data_dir, processes=2, threads=8, **extra):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env(url, data_dir, WORKERS=processes, WORKER_THREADS=threads, METRICS_PORT=port,
-                                     **extra))
+    launch = start_workers(_env(url, data_dir, WORKERS=processes, WORKER_THREADS=threads, **extra),
+                           subprocess.DEVNULL, term_group=True)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/metrics")
-        yield f"http://127.0.0.1:{port}/metrics"
+        yield launch.metrics_url
     finally:
-        _stop(proc)
+        launch.stop()

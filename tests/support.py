@@ -8,9 +8,6 @@ import contextlib
 import os
 import pathlib
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from urllib.parse import urlparse
@@ -19,26 +16,16 @@ import psycopg2
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from workers import processes
+from workers.processes import START_TIMEOUT_S, STOP_GRACE_S, free_port
 
-#: Seconds a process gets to exit after SIGTERM before SIGKILL.
-STOP_GRACE_S = 15
-#: Seconds a started process gets to answer on its port.
-START_TIMEOUT_S = 60
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 #: Every DATA_DIR handed to a process this session (see ``_no_process_left_behind``).
 DATA_DIRS = []
 
 #: The smallest valid request: a dry run of the tiny model on the synthetic set.
 DRY = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
-
-
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def with_dbname(url, name):
@@ -146,45 +133,19 @@ class Databases:
 
 def _stop_group(proc, grace=STOP_GRACE_S):
     """SIGTERM the group leader (it stops its children), SIGKILL the group after ``grace``."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
-    # Whatever is left of the group (the leader included) goes now.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
+    processes.stop_group(proc, grace)
 
 
 def _log_tail(path, lines=40):
-    try:
-        return "\n".join(pathlib.Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+    return processes.log_tail(path, lines)
 
 
 def _wait_http(url, proc, log_path, timeout=START_TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered:\n"
-                               f"{_log_tail(log_path)}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout}s:\n{_log_tail(log_path)}")
+    processes.wait_http(url, proc, log_path, timeout)
 
 
 def process_env(database_url, data_dir, **extra):
-    env = dict(os.environ, DATABASE_URL=database_url, DATA_DIR=str(data_dir),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    # The API must keep its own registry; a worker launch sets its own folder.
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env = processes.child_env(database_url, data_dir)
     # Open API: tests that want a token set it themselves.
     env.pop("API_TOKEN", None)
     env.pop("API_TOKEN_READS", None)
@@ -193,48 +154,18 @@ def process_env(database_url, data_dir, **extra):
     return env
 
 
-class Process:
-    """A service started in its own process group, logging to a file."""
-
-    def __init__(self, cmd, env, log_path):
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def log(self):
-        return _log_tail(self.log_path, 200)
-
-    def stop(self):
-        """Stop the process group (once; later calls just answer the exit status)."""
-        if not self._log.closed:
-            _stop_group(self.proc)
-            self._log.close()
-        return self.proc.returncode
+#: A service started in its own process group, logging to a file (``Process(cmd, env, log_path)``).
+Process = processes.Service
 
 
 def start_api(database_url, data_dir, log_dir, threads=16, port=None, **env):
     """The API as in production: gunicorn, one gthread process (on ``port``,
     to start it again where its clients look, else a free one)."""
     port = port or free_port()
-    cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", str(threads),
-           "--bind", f"127.0.0.1:{port}", "--no-control-socket", "--graceful-timeout", "10",
-           "app:create_app()"]
     env.setdefault("SYNC_TIMEOUT_S", 30)
     env.setdefault("API_THREADS", threads)  # the API sizes its waiting slots by it
-    process = Process(cmd, process_env(database_url, data_dir, **env), os.path.join(log_dir, f"api-{port}.log"))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_http(base + "/readyz", process.proc, process.log_path)
-    except BaseException:
-        process.stop()
-        raise
-    process.url = base
-    return process
+    return processes.start_api(process_env(database_url, data_dir, **env), os.path.join(log_dir, f"api-{port}.log"),
+                               threads=threads, port=port, graceful_timeout_s=10)
 
 
 class Launch(Process):
@@ -246,11 +177,10 @@ class Launch(Process):
         env.setdefault("METRICS_ADDR", "127.0.0.1")
         env = process_env(database_url, data_dir, WORKERS=workers, WORKER_THREADS=threads,
                           METRICS_PORT=self.metrics_port, **env)
-        super().__init__([sys.executable, "-m", "workers"], env,
-                         os.path.join(log_dir, f"workers-{self.metrics_port}.log"))
+        super().__init__(processes.workers_command(), env, os.path.join(log_dir, f"workers-{self.metrics_port}.log"))
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         try:
-            _wait_http(self.metrics_url, self.proc, self.log_path)
+            self.wait_http(self.metrics_url)
         except BaseException:
             self.stop()
             raise

@@ -24,8 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from urllib.parse import urlparse
 
 import psutil
@@ -33,9 +31,9 @@ import psutil
 from tasks import log_format
 from tasks.settings import settings_at_start
 
-logger = logging.getLogger("tunix.stack")
+from . import processes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+logger = logging.getLogger("tunix.stack")
 
 #: Seconds a child gets to exit after SIGTERM (dramatiq gives running dry
 #: runs 30 s to finish) before SIGKILL.
@@ -70,9 +68,8 @@ class Child:
         self.restarts = 0
 
     def start(self):
-        self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                     start_new_session=True,
-                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        self.proc = processes.spawn(self.cmd, self.env, stdin=subprocess.DEVNULL,
+                                    preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         self.started_at = time.monotonic()
         self.restart_at = None
         logger.info("started %s (pid %d): %s", self.name, self.proc.pid, " ".join(self.cmd))
@@ -101,7 +98,7 @@ class Child:
                 self.backoff = BACKOFF_FIRST_S
             logger.error("%s exited unexpectedly with status %s after %.1fs; restarting in %.0fs",
                          self.name, code, uptime, self.backoff)
-            self._kill_group(signal.SIGKILL)  # what the dead leader left in its group
+            self.kill()  # what the dead leader left in its group
             self.restart_at = now + self.backoff
             self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
             return False
@@ -114,20 +111,13 @@ class Child:
     def terminate(self):
         """SIGTERM the leader (gunicorn and the launch stop their own children)."""
         self.restart_at = None
-        if self.running():
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
+        if self.proc is not None:
+            processes.terminate(self.proc)
 
     def kill(self):
-        self._kill_group(signal.SIGKILL)
-
-    def _kill_group(self, sig):
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
+        """SIGKILL whatever is left of the group."""
+        if self.proc is not None:
+            processes.kill_group(self.proc)
 
 
 class Stack:
@@ -157,27 +147,15 @@ class Stack:
     def child_env(self, url):
         # The children's environment, built from this one (not a read of a
         # setting): what the launch resolved, passed on by variable name.
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=url,
-            DATA_DIR=self.settings.data_dir,
-            PORT=str(self.settings.port),
-            METRICS_PORT=str(self.settings.metrics_port),
-            PYTHONUNBUFFERED="1",
-            PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
-        )
-        # The API keeps its own metrics registry; the launch sets its own folder.
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        return env
+        return processes.child_env(url, self.settings.data_dir, PORT=self.settings.port,
+                                   METRICS_PORT=self.settings.metrics_port, PYTHONUNBUFFERED=1)
 
     def commands(self):
         s = self.settings
-        api = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
-               "--threads", str(s.api_threads), "--bind", f"0.0.0.0:{s.port}",
-               "--timeout", str(int(s.sync_timeout_s) + 60), "--graceful-timeout", "20",
-               "--no-control-socket", "app:create_app()"]
-        workers = [sys.executable, "-m", "workers"]
-        return {"api": api, "workers": workers}
+        # A sync submit holds its thread up to SYNC_TIMEOUT_S: gunicorn must not kill it first.
+        api = processes.api_command(s.port, s.api_threads, host="0.0.0.0", timeout_s=int(s.sync_timeout_s) + 60,
+                                    graceful_timeout_s=20)
+        return {"api": api, "workers": processes.workers_command()}
 
     def run(self):
         from tasks.migrate import migrate
@@ -226,11 +204,7 @@ class Stack:
             time.sleep(TICK_S)
 
     def ready(self):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.settings.port}/readyz", timeout=2) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return processes.answers(f"http://127.0.0.1:{self.settings.port}/readyz", timeout=2)
 
     def banner(self, url):
         s = self.settings

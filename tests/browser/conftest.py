@@ -17,9 +17,6 @@ import contextlib
 import os
 import pathlib
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,13 +27,14 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
+from workers import processes
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 HERE = pathlib.Path(__file__).resolve().parent
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 START_TIMEOUT_S = 90
-STOP_GRACE_S = 15
 
 _SKIP_REASON = None
 
@@ -95,68 +93,16 @@ def pytest_runtest_makereport(item, call):
 # Processes
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tail(path, lines=60):
-    try:
-        return "\n".join(pathlib.Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-class Service:
-    """A process in its own process group, logging to a file."""
-
-    def __init__(self, name, cmd, env, log_path):
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-
-    def wait_http(self, url, timeout=START_TIMEOUT_S):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{_tail(self.log_path)}")
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(url, timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name}: {url} did not answer within {timeout}s:\n{_tail(self.log_path)}")
-
-    def stop(self):
-        # SIGTERM first: gunicorn and dramatiq exit cleanly (and save coverage).
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(STOP_GRACE_S)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        self._log.close()
+    return processes.log_tail(path, lines)
 
 
 def start_api(env, log_path, threads=64, wait=True):
     """The API as in production: gunicorn, one gthread process.  Returns (service, base URL)."""
-    port = free_port()
-    api = Service("API", [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
-                          "--threads", str(threads), "--bind", f"127.0.0.1:{port}", "--no-control-socket",
-                          "--graceful-timeout", "5", "app:create_app()"], env, log_path)
-    base = f"http://127.0.0.1:{port}"
+    api = processes.start_api(env, log_path, threads=threads, graceful_timeout_s=5, wait=False)
     if wait:
-        try:
-            api.wait_http(base + "/readyz")
-        except BaseException:
-            api.stop()
-            raise
-    return api, base
+        processes.api_ready(api, timeout=START_TIMEOUT_S)
+    return api, api.url
 
 
 class LiveSystem:
@@ -241,25 +187,21 @@ def live_system(tmp_path_factory):
 
         data_dir = root / "data"
         data_dir.mkdir()
-        env = dict(os.environ, DATABASE_URL=database_url, DATA_DIR=str(data_dir), SYNC_TIMEOUT_S="60",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        env = processes.child_env(database_url, data_dir, SYNC_TIMEOUT_S=60)
         # JAX's compilation cache outlives the session (it is keyed by the
         # computation and the versions): a second `make test` skips the
         # first training's compile.
         env.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / "var" / "jax-cache-browser-tests"))
-        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env.pop("API_TOKEN", None)
         env.pop("API_TOKEN_READS", None)
 
         api, base = start_api(env, str(root / "api.log"), wait=False)
         services.append(api)
-        metrics_port = free_port()
-        workers = Service("worker launch", [sys.executable, "-m", "workers"],
-                          dict(env, WORKERS="1", METRICS_PORT=str(metrics_port), METRICS_ADDR="127.0.0.1"),
-                          str(root / "workers.log"))
+        workers = processes.start_workers(dict(env, WORKERS="1", METRICS_ADDR="127.0.0.1"),
+                                          str(root / "workers.log"), wait=False)
         services.append(workers)
-        api.wait_http(base + "/readyz")
-        workers.wait_http(f"http://127.0.0.1:{metrics_port}/metrics")
+        api.wait_http(base + "/readyz", START_TIMEOUT_S)
+        workers.wait_http(workers.metrics_url, START_TIMEOUT_S)
         yield LiveSystem(base, database_url, data_dir, api, workers, env)
     finally:
         for service in reversed(services):
