@@ -38,6 +38,7 @@ import tempfile
 import time
 
 from support import Process, _wait_http, process_env
+from workers import processes
 
 PREFIX = "tnx"
 SUBNET = "10.77"
@@ -299,9 +300,7 @@ class Hosts:
 def start_api_on(host, database_url, log_dir, port=8000, threads=16, **env):
     """The API under gunicorn in ``host``'s namespace, bound to its address; ``.url``
     is reachable from the test process (and from the other hosts)."""
-    cmd = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", str(threads),
-           "--bind", f"{host.address}:{port}", "--no-control-socket", "--graceful-timeout", "10",
-           "app:create_app()"]
+    cmd = processes.api_command(port, threads, host=host.address, graceful_timeout_s=10)
     env.setdefault("SYNC_TIMEOUT_S", 30)
     env.setdefault("API_THREADS", threads)
     process = host.popen(cmd, host.env(database_url, **env), os.path.join(log_dir, f"api-{host.name}.log"))
@@ -318,7 +317,7 @@ def launch_on(host, database_url, log_dir, workers=1, threads=2, metrics_port=91
     """A worker launch (``python -m workers``) in ``host``'s namespace, its metrics on the
     host's address; returned once they answer (``.metrics_url``)."""
     env = host.env(database_url, WORKERS=workers, WORKER_THREADS=threads, METRICS_PORT=metrics_port, **env)
-    process = host.popen([sys.executable, "-m", "workers"], env, os.path.join(log_dir, f"workers-{host.name}.log"))
+    process = host.popen(processes.workers_command(), env, os.path.join(log_dir, f"workers-{host.name}.log"))
     process.metrics_url = f"http://{host.address}:{metrics_port}/metrics"
     try:
         _wait_http(process.metrics_url, process.proc, process.log_path)
