@@ -15,8 +15,11 @@ from .jobs import JOB_FINAL, JOB_STATUSES
 from .run_spec import OptionalJsonInt, field_errors  # noqa: F401
 from .sample_spec import SAMPLES_QUEUE  # noqa: F401
 
-#: Model families an export can write (``workers/exporting/gemma3.py``).
-EXPORT_FAMILIES = ("gemma3",)
+#: Model families an export can write: every family of the catalog
+#: (tasks/models.py).  The one list: the API refuses other families with 409
+#: ``export_unsupported``; the export program writes each with
+#: ``workers/exporting/<family>.py`` (its ``EXPORTERS``).
+EXPORT_FAMILIES = ("gemma3", "llama3", "qwen3")
 #: Statuses of an export, and their order: a job's (``tasks/jobs.py``).
 EXPORT_STATUSES = JOB_STATUSES
 #: Statuses an export ends in.
@@ -52,6 +55,11 @@ class Export(BaseModel):
     created_at: str
     started_at: Optional[str]
     finished_at: Optional[str]
+    deleted_at: Optional[str] = Field(None, description="when its tar was removed from the store (DELETE); its "
+                                                        "download is then a 410")
+    reused: Optional[bool] = Field(None, description="in a POST's answer only: true (200) when a live export of the "
+                                                     "run's step (pending, running or completed, not deleted) was "
+                                                     "answered and nothing new was made; false (202): a new one")
 
 
 class ExportList(BaseModel):

@@ -511,28 +511,43 @@ def sample(ctx, run_id, prompts, model_id, step, max_new_tokens, temperature, se
 
 
 @main.command("export")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @click.option("--step", type=int, help="A recorded checkpoint step (default: the run's latest).")
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Default: ./<run-id-short>-step<N>")
 @click.option("--timeout", type=float, help="Give up waiting after this many seconds (exit 7).")
+@click.option("--delete", "delete_id", metavar="EXPORT_ID",
+              help="Instead: remove this export's tar from the server's store (no RUN_ID).")
 @json_option
 @click.pass_context
-def export_(ctx, run_id, step, output, timeout, as_json):
+def export_(ctx, run_id, step, output, timeout, delete_id, as_json):
     """Take the model away: export a run's checkpoint (LoRA merged into the
     base) as a folder of Hugging Face safetensors, config.json and the
     tokenizer.  Waits for a worker to export, downloads the tar, checks its
-    sha256 and extracts it into the folder."""
+    sha256 and extracts it into the folder.  A step exported before (and
+    not deleted) is not exported again: its export is downloaded.
+    With --delete EXPORT_ID, remove an export's tar from the server instead."""
     import os
     import shutil
     import tarfile
     import tempfile
 
+    if delete_id is not None:
+        if run_id is not None or step is not None or output is not None:
+            raise click.UsageError("--delete EXPORT_ID takes no RUN_ID, --step nor -o")
+        _delete_export(_client(ctx), delete_id, as_json)
+        return
+    if run_id is None:
+        raise click.UsageError("missing RUN_ID (or --delete EXPORT_ID)")
     if output and os.path.exists(output) and os.listdir(output):
         raise click.UsageError(f"{output} exists and is not empty")
     client = _client(ctx)
     asked = client.export(run_id, step=step)
     if not as_json:
-        err.print(f"export {asked.export_id}: run {asked.run_id} step {asked.step}, waiting for a worker")
+        if asked.reused:
+            err.print(f"export {asked.export_id}: run {asked.run_id} step {asked.step}, reused ({asked.status}: "
+                      "asked for before, not made again)")
+        else:
+            err.print(f"export {asked.export_id}: run {asked.run_id} step {asked.step}, waiting for a worker")
     try:
         done = client.wait_export(asked.export_id, timeout=timeout)
     except api.WaitTimeout as exc:
@@ -556,7 +571,7 @@ def export_(ctx, run_id, step, output, timeout, as_json):
             os.rmdir(folder)
         shutil.move(os.path.join(tmp, "x", inner), folder)
     if as_json:
-        _emit_json(dict(_dump(done), folder=folder))
+        _emit_json(dict(_dump(done), folder=folder, reused=bool(asked.reused)))
         return
     verification = (done.manifest or {}).get("verification") or {}
     out.print(f"{folder}: {size} bytes (tar), sha256 {done.sha256} checked")
@@ -564,6 +579,17 @@ def export_(ctx, run_id, step, output, timeout, as_json):
         out.print(f"loss on {verification.get('sentences')} fixed sentences: checkpoint "
                   f"{verification['loss_checkpoint']:.6f}, export {verification['loss_export']:.6f}; "
                   f"LoRA {'merged' if (done.manifest.get('lora') or {}).get('merged') else 'none'}")
+
+
+def _delete_export(client, export_id, as_json):
+    """``tunix export --delete``: one line, or the export as JSON."""
+    deleted = client.delete_export(export_id)
+    if as_json:
+        _emit_json(_dump(deleted))
+        return
+    what = f"its {deleted.size_bytes}-byte tar removed from the store" if deleted.size_bytes is not None else "no tar"
+    out.print(f"export {deleted.export_id} (run {deleted.run_id} step {deleted.step}) deleted at "
+              f"{deleted.deleted_at}: {what}")
 
 
 @main.command()

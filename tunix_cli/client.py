@@ -26,10 +26,11 @@ import json
 import os
 import time
 import uuid
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 import httpx
 from httpx_sse import SSEError, connect_sse
+from pydantic import Field
 
 from tasks import lifecycle
 from tasks.atomic import atomic_write
@@ -369,13 +370,22 @@ class Client:
 
     def export(self, run_id, *, step=None) -> Export:
         """Ask for the run's checkpoint of ``step`` (None: its latest) as a
-        standalone folder; the pending export.  Not retried (a lost answer
-        costs at most a second export)."""
+        standalone folder; the pending export, or the step's live one
+        (pending, running or completed, not deleted: ``reused`` true, nothing
+        new made).  Safe to retry, and retried: a lost answer's export is
+        the live one the next try gets."""
         body = {} if step is None else {"step": int(step)}
-        return Export.model_validate(self._json("POST", f"/api/tunix/runs/{run_id}/exports", json=body, retry=False))
+        return Export.model_validate(self._json("POST", f"/api/tunix/runs/{run_id}/exports", json=body))
 
     def get_export(self, export_id) -> Export:
         return Export.model_validate(self._json("GET", f"/api/tunix/exports/{export_id}"))
+
+    def delete_export(self, export_id) -> Export:
+        """Remove a completed (or failed) export's tar from the store; the
+        export, its ``deleted_at`` set (the row stays).  Safe to repeat: a
+        deleted export answers the same.  ``ApiError`` ``export_busy`` while
+        it is pending or running."""
+        return Export.model_validate(self._json("DELETE", f"/api/tunix/exports/{export_id}"))
 
     def exports(self, run_id) -> list[Export]:
         """A run's exports, newest first."""

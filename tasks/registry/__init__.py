@@ -18,7 +18,8 @@ holds one aggregate, its queries in the ``tasks/sql`` file of the same name:
 - ``queue``: dramatiq's queue: the outbox, acks and nacks, the reaper's repairs.
 - ``admin``: PostgreSQL's catalog: advisory locks, worker sessions.
 - ``jobs``: sample and export requests, the checkpoint jobs: one claim,
-  finish and ``fail_lost_jobs`` for both kinds.
+  finish and ``fail_lost_jobs`` for both kinds; an export's reuse (in
+  ``submit_export``) and its deletion.
 - ``cursor``: the one helper that runs a named query (``fetch_one``,
   ``fetch_all``, ``execute``...).
 
@@ -31,9 +32,9 @@ from .checkpoints import (all_checkpoint_keys, checkpoints_being_deleted, delete
                           latest_checkpoint, list_checkpoints, mark_checkpoints_for_deletion, record_checkpoint)
 from .early_stopping import median_inputs, promote, rung_inputs, sweep_rule
 from .fleet import fleet, fleet_gauges, forget_dead_workers, worker_gone, worker_heartbeat
-from .jobs import (JOB_KINDS, claim_export, claim_job, claim_sample, fail_lost_jobs, finish_export, finish_job,
-                   finish_sample, get_export, get_sample, list_run_exports, list_run_samples, submit_export,
-                   submit_sample)
+from .jobs import (JOB_KINDS, claim_export, claim_job, claim_sample, delete_export, fail_lost_jobs, finish_export,
+                   finish_job, finish_sample, get_export, get_sample, list_run_exports, list_run_samples,
+                   submit_export, submit_sample)
 from .queue import enqueue_messages, nudge_passed_over, settle_message, unqueued_pending_runs
 from .runs import (claim, existing_runs, get_run, get_run_by_idempotency_key, get_status, heartbeat, insert_runs,
                    list_runs, lost_runs, matching_runs, runs_to_admit, submit_run, transition,
@@ -42,14 +43,14 @@ from .sweeps import get_sweep, insert_sweep, list_sweeps, sweep_runs, sweep_tria
 
 __all__ = [
     "JOB_KINDS", "all_checkpoint_keys", "checkpoints_being_deleted", "claim", "claim_export", "claim_job",
-    "claim_sample", "delete_checkpoint_row", "enqueue_messages", "existing_runs", "fail_lost_jobs", "finish_export",
-    "finish_job", "finish_sample", "fleet", "fleet_gauges", "forget_dead_workers", "get_checkpoint",
+    "claim_sample", "delete_checkpoint_row", "delete_export", "enqueue_messages", "existing_runs", "fail_lost_jobs",
+    "finish_export", "finish_job", "finish_sample", "fleet", "fleet_gauges", "forget_dead_workers", "get_checkpoint",
     "get_export", "get_logs", "get_metrics", "get_run", "get_run_by_idempotency_key", "get_sample", "get_status",
     "get_sweep", "heartbeat", "held_advisory_locks", "insert_runs", "insert_sweep", "last_log_seq",
     "latest_checkpoint", "list_checkpoints", "list_run_exports", "list_run_samples", "list_runs", "list_sweeps",
     "lost_runs", "mark_checkpoints_for_deletion", "matching_runs", "median_inputs", "nudge_passed_over", "promote",
-    "record_activity", "record_checkpoint", "rung_inputs", "runs_to_admit", "series",
-    "settle_message", "silent_worker_sessions", "submit_export", "submit_run", "submit_sample", "sweep_rule",
-    "sweep_runs", "sweep_trial_ids", "sweep_trials", "terminate_session", "transition", "unqueued_pending_runs",
-    "watch_runs", "worker_gone", "worker_heartbeat",
+    "record_activity", "record_checkpoint", "rung_inputs", "runs_to_admit", "series", "settle_message",
+    "silent_worker_sessions", "submit_export", "submit_run", "submit_sample", "sweep_rule", "sweep_runs",
+    "sweep_trial_ids", "sweep_trials", "terminate_session", "transition", "unqueued_pending_runs", "watch_runs",
+    "worker_gone", "worker_heartbeat",
 ]

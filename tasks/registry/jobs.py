@@ -12,7 +12,7 @@ parameters.
 
 from psycopg2.extras import Json
 
-from ..jobs import JobStatus
+from ..jobs import JOB_FINAL, JobStatus
 from ..metrics import timed_write
 from .cursor import fetch_all, fetch_column, fetch_one, jsonb
 
@@ -58,13 +58,35 @@ def submit_sample(conn, *, sample_id, run_id, model_id, step, params, message):
                          params=Json(params), queue_name=queue_name, message=Json(message_json))
 
 
+#: Tries of ``submit_export`` before giving up: each one that returns no row
+#: lost a race (the live export it met committed after its snapshot, or
+#: ended meanwhile), which the next one, with a new snapshot, sees.
+SUBMIT_EXPORT_TRIES = 5
+
+
 def submit_export(conn, *, export_id, run_id, model_id, step, message):
-    """As ``submit_sample``, for an export of the run's checkpoint of ``step``."""
+    """As ``submit_sample``, for an export of the run's checkpoint of
+    ``step``, unless the step has a live export (pending, running or
+    completed, not deleted): then that one, written nothing.  The row, with
+    ``reused`` (True: the live one).  ``conn`` in autocommit: each try is a
+    statement of its own, with a snapshot of its own."""
     queue_name, message_id, message_json = message
     assert str(message_id) == str(export_id), "an export's message id is its export id"
-    with timed_write("submit_export"):
-        return fetch_one(conn, "submit_export", export_id=export_id, run_id=run_id, model_id=model_id, step=step,
-                         queue_name=queue_name, message=Json(message_json))
+    for _ in range(SUBMIT_EXPORT_TRIES):
+        with timed_write("submit_export"):
+            row = fetch_one(conn, "submit_export", export_id=export_id, run_id=run_id, model_id=model_id, step=step,
+                            queue_name=queue_name, message=Json(message_json), failed=JobStatus.FAILED.value)
+        if row is not None:
+            return row
+    raise RuntimeError(f"submit_export: run {run_id} step {step}: no row in {SUBMIT_EXPORT_TRIES} tries")
+
+
+def delete_export(conn, export_id):
+    """Stamp a final export deleted (``deleted_at``; the first stamp stays),
+    once its tar is gone from the store; the row, or None when it is not
+    final (or not there)."""
+    with timed_write("delete_export"):
+        return fetch_one(conn, "delete_export", job_id=export_id, final=list(JOB_FINAL))
 
 
 def get_sample(conn, sample_id):

@@ -22,21 +22,42 @@ WITH sample AS (
 SELECT sample.* FROM sample WHERE (SELECT count(*) FROM queued) >= 0;
 
 -- name: submit_export
--- An export request and its dramatiq message, in one statement (as submit_sample).
+-- An export request and its dramatiq message, in one statement (as
+-- submit_sample), unless the run's step has a live export already (pending,
+-- running or completed, not deleted: the partial unique index
+-- tunix_exports_live_step, migration 0020): then nothing is written and that
+-- one is the answer (reused = true).  Two requests at once cannot both
+-- insert: the second waits on the first's index entry, then does nothing.
+-- No row at all: the live one it collided with was written by a statement
+-- that committed after this one's snapshot, or ended meanwhile; the caller
+-- runs this again (a new statement, a new snapshot).
 WITH export AS (
     INSERT INTO tunix_exports (id, run_id, model_id, step)
     VALUES (%(export_id)s, %(run_id)s, %(model_id)s, %(step)s)
+    ON CONFLICT (run_id, step) WHERE status <> %(failed)s AND deleted_at IS NULL DO NOTHING
     RETURNING *
 ), queued AS (
     SELECT tunix_enqueue(%(queue_name)s, export.id, %(message)s) FROM export
 )
-SELECT export.* FROM export WHERE (SELECT count(*) FROM queued) >= 0;
+SELECT export.*, false AS reused FROM export WHERE (SELECT count(*) FROM queued) >= 0
+UNION ALL
+SELECT live.*, true AS reused FROM tunix_exports live
+WHERE live.run_id = %(run_id)s AND live.step = %(step)s AND live.status <> %(failed)s AND live.deleted_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM export);
 
 -- name: get_sample
 SELECT * FROM tunix_samples WHERE id = %(job_id)s;
 
 -- name: get_export
 SELECT * FROM tunix_exports WHERE id = %(job_id)s;
+
+-- name: delete_export
+-- Stamp a final export deleted (its tar already removed from the store by the
+-- caller); the first stamp stays, so a repeated DELETE changes nothing.  No
+-- row: no such export, or it is not final (a worker may still write its tar).
+UPDATE tunix_exports SET deleted_at = coalesce(deleted_at, clock_timestamp())
+WHERE id = %(job_id)s AND status = ANY(%(final)s)
+RETURNING *;
 
 -- name: list_run_samples
 -- A run's sample requests, newest first.

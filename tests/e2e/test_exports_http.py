@@ -1,6 +1,7 @@
 """Exports: take the model away.  A run's checkpoint asked for over HTTP as
 a standalone folder, made by a worker (``workers/exporting``), downloaded,
-checked and loaded back through tunix's own gemma3 safetensors loader.
+checked and loaded back through tunix's own gemma3 safetensors loader
+(llama3 and qwen3 exports: tests/training/test_export_program.py).
 
 One stack of its own: a database, the API under gunicorn, one worker launch
 that trains and exports (``tunix-samples`` carries exports).  The round
@@ -177,6 +178,37 @@ def test_an_earlier_step_and_a_full_fine_tune_export_too(stack, runs, tmp_path):
     assert [e["step"] for e in listed][:2] == [2, 4]
 
 
+def test_a_step_asked_again_is_reused_and_a_deleted_export_is_made_anew(stack, runs):
+    api, conn = stack["api"], stack["conn"]
+    # Given the full run's step-2 export, completed (asked for here, or reused from an earlier test)
+    first = post(api, runs["full"], {"step": 2})
+    assert first.status_code in (200, 202), first.text
+    done = wait_export(api, first.json()["export_id"])
+    assert done["status"] == "completed", done["error"]
+    tar = done["uri"].removeprefix("file://")
+    assert os.path.isfile(tar)
+    # When it is asked for again: it is the answer (200, reused), and no row was written
+    before = written(conn)
+    again = post(api, runs["full"], {})
+    assert again.status_code == 200 and again.json()["reused"] is True
+    assert again.json()["export_id"] == done["export_id"] and written(conn) == before
+    # When it is deleted: its tar leaves the store, the row stays with deleted_at, the download is gone (410)
+    response = api.http.delete(api.url(f"/api/tunix/exports/{done['export_id']}"), timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["deleted_at"] and not os.path.exists(tar)
+    assert api.get(f"/api/tunix/exports/{done['export_id']}").json()["deleted_at"] == response.json()["deleted_at"]
+    gone = api.http.get(api.url(done["download"]), timeout=30)
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "export_deleted"
+    # And deleting again answers the same
+    assert api.http.delete(api.url(f"/api/tunix/exports/{done['export_id']}"), timeout=30).json() == response.json()
+    # When the step is asked for again: a new export (202), busy (409) until a worker made it
+    new = post(api, runs["full"], {"step": 2})
+    assert new.status_code == 202 and new.json()["export_id"] != done["export_id"]
+    busy = api.http.delete(api.url(f"/api/tunix/exports/{new.json()['export_id']}"), timeout=30)
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "export_busy"
+    assert wait_export(api, new.json()["export_id"])["status"] == "completed"
+
+
 def written(conn):
     return (scalar(conn, "SELECT count(*) FROM tunix_exports"),
             scalar(conn, "SELECT count(*) FROM dramatiq.queue WHERE queue_name = 'tunix-samples'"))
@@ -197,11 +229,12 @@ def test_bad_requests_change_nothing(stack, runs):
     response = post(api, dry, {})
     assert response.status_code == 409 and response.json()["error"]["code"] == "no_checkpoint"
     assert response.json()["error"]["recorded_steps"] == []
-    # A model family without an exporter
+    # Every catalog family exports (no family is left for 409 export_unsupported, whose program side
+    # tests/training/test_export_program.py checks): a llama3 run passes the family check, and without
+    # a checkpoint it is the checkpoint that is missing
     llama = api.submit(dict(BASE, model_id="llama3-tiny", dry_run=True, seed=1), mode="async").json()["run_id"]
     response = post(api, llama, {})
-    assert response.status_code == 409 and response.json()["error"]["code"] == "export_unsupported"
-    assert "export supports gemma3 models" in response.json()["error"]["message"]
+    assert response.status_code == 409 and response.json()["error"]["code"] == "no_checkpoint"
     # Bad fields: 422 naming each
     for body, field in (({"step": "4"}, "step"), ({"step": -1}, "step"), ({"steps": 4}, "steps"),
                         ({"step": 4.5}, "step")):
@@ -246,6 +279,19 @@ def test_tunix_export_downloads_checks_and_extracts_the_folder(stack, runs, tmp_
     answer = json.loads(done.stdout)
     assert answer["folder"] == str(tmp_path / f"{runs['full'][:8]}-step2") and answer["status"] == "completed"
     assert (tmp_path / f"{runs['full'][:8]}-step2" / "model.safetensors").is_file()
+    # A step exported before is not exported again: the same export, downloaded again, says it was reused
+    done = tunix("export", runs["lora"], "--step", "2", "-o", "again")
+    assert done.returncode == 0 and f"export {export['export_id']}: run {runs['lora']} step 2, reused" in done.stderr
+    # --delete removes an export's tar, and says so again when asked twice; the step is then exported anew
+    for _ in range(2):
+        done = tunix("export", "--delete", export["export_id"])
+        assert done.returncode == 0, done.stderr
+        assert f"export {export['export_id']} (run {runs['lora']} step 2) deleted at" in done.stdout
+    assert api.get(f"/api/tunix/exports/{export['export_id']}/download").status_code == 410
+    done = tunix("export", "--delete", "00000000-0000-4000-8000-000000000000")
+    assert done.returncode == 5 and "no export" in done.stderr
+    done = tunix("export", "--delete", export["export_id"], runs["lora"])
+    assert done.returncode == 2 and "takes no RUN_ID" in done.stderr
     # A step without a checkpoint is the API's 409, one line, exit 5; a non-empty folder is refused up front
     done = tunix("export", runs["lora"], "--step", "3")
     assert done.returncode == 5 and "no recorded checkpoint at step 3" in done.stderr

@@ -90,10 +90,10 @@ def test_a_sample_whose_worker_went_silent_ends_failed_and_no_other(conn, worker
     assert registry.fail_lost_jobs(conn, "sample", 30) == []
 
 
-def submit_export(conn, run_id):
+def submit_export(conn, run_id, step=2):
     export_id = uuid.uuid4()
     message = ("tunix-samples", str(export_id), {"message_id": str(export_id), "args": [str(export_id)]})
-    return registry.submit_export(conn, export_id=export_id, run_id=run_id, model_id="llama3-tiny", step=2,
+    return registry.submit_export(conn, export_id=export_id, run_id=run_id, model_id="llama3-tiny", step=step,
                                   message=message)
 
 
@@ -102,7 +102,8 @@ def test_an_export_makes_the_moves_a_sample_makes_with_its_own_columns_and_error
     live, silent, _ = workers
     registry.worker_heartbeat(conn, live, "live", 1)
     run_id = pending_run(conn)["id"]
-    done, lost = submit_export(conn, run_id), submit_export(conn, run_id)
+    # (two steps: a second export of one step would be the first, reused)
+    done, lost = submit_export(conn, run_id, 2), submit_export(conn, run_id, 4)
     assert done["status"] == "pending"
     assert registry.claim_export(conn, done["id"], live)["status"] == "running"
     assert registry.claim_export(conn, done["id"], silent) is None

@@ -13,14 +13,17 @@ The model is the one sampling restores (``workers.sampling.__main__.
 load_model``: the run's model, its LoRA adapters, the checkpoint's model
 parameters).  A LoRA run's adapters are folded into the base weights
 (``merge.py``); a full fine-tune's parameters are written as they are.
-``out_dir`` receives ``model.safetensors`` (Hugging Face names,
-``gemma3.py``), ``config.json``, the tokenizer (``tokenizer.model`` for a
+``out_dir`` receives ``model.safetensors`` (Hugging Face names, written by
+the family's module: ``gemma3.py``, ``llama3.py``, ``qwen3.py``; see
+``EXPORTERS``), ``config.json`` (``Gemma3ForCausalLM``, ``LlamaForCausalLM``,
+``Qwen3ForCausalLM``), the tokenizer (``tokenizer.model`` for a
 SentencePiece model; ``tokenizer_byte.json`` describing the byte vocabulary
 of a tiny model) and ``tunix_export.json`` (run, step, spec, base model,
 whether LoRA was merged, the loss check, each file's size and sha256).
 
 The program proves its own folder before it answers: it loads the folder
-back through tunix's ``create_model_from_safe_tensors`` and scores fixed
+back through tunix's ``create_model_from_safe_tensors`` (the family's own:
+the exporter's ``LOADER``) and scores fixed
 sentences with both models (``verification``: the two mean losses, their
 difference, the largest logit difference); a difference over
 ``MAX_LOSS_DIFF`` fails the export.
@@ -31,6 +34,7 @@ or 1.
 """
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -40,6 +44,7 @@ import time
 
 import numpy as np
 
+from tasks.export_spec import EXPORT_FAMILIES
 from tasks.models import get_model
 from tasks.run_spec import RunSpec
 
@@ -48,8 +53,11 @@ from ..training.events import EVENT_PREFIX, report_error, write_stdout
 
 USAGE = "usage: python -m workers.exporting JOB_JSON_PATH\n"
 
-#: Families whose Hugging Face layout is written (``gemma3.py``).
-SUPPORTED_FAMILIES = ("gemma3",)
+#: family -> the module writing its Hugging Face layout, ``<family>.py``
+#: (``hf_tensors``, ``hf_config``, ``ARCHITECTURE``, ``LOADER``: tunix's
+#: safetensors loader module).  The families are ``EXPORT_FAMILIES``
+#: (tasks/export_spec.py), the list the API checks a request against.
+EXPORTERS = {family: importlib.import_module(f"{__package__}.{family}") for family in EXPORT_FAMILIES}
 #: Largest |loss(export) - loss(checkpoint)| accepted, nats per token
 #: (float32; measured: ~1e-7 on gemma3-tiny, see the README).
 MAX_LOSS_DIFF = 1e-4
@@ -115,14 +123,14 @@ def export(job):
     """Write the folder; the result event's body."""
     from ..sampling.__main__ import load_model, tokenizer_for
     from ..training.model import build_model_config, configure_jax, setup_jax_env, weights_dir
-    from . import gemma3
     from .merge import merged_params
 
     t0 = time.monotonic()
     model_spec = get_model(job["model_id"])
-    if model_spec.family not in SUPPORTED_FAMILIES:
+    exporter = EXPORTERS.get(model_spec.family)
+    if exporter is None:
         raise ExportUnsupported(f"model {model_spec.model_id!r} (family {model_spec.family}): "
-                                f"export supports {', '.join(SUPPORTED_FAMILIES)} models")
+                                f"export supports {', '.join(EXPORTERS)} models")
     spec = RunSpec.stored(job["spec"])
     weights = (job.get("weights_dir") or weights_dir(model_spec)) if model_spec.requires_weights else None
     tokenizer = tokenizer_for(model_spec, weights)
@@ -139,7 +147,7 @@ def export(job):
     params, merged = merged_params(model, lora.alpha if lora else 0, lora.rank if lora else 0)
     del model
     cfg = build_model_config(model_spec)
-    tensors = gemma3.hf_tensors(params, cfg)
+    tensors = exporter.hf_tensors(params, cfg)
     del params
     out_dir = job["out_dir"]
     os.makedirs(out_dir, exist_ok=True)
@@ -149,16 +157,15 @@ def export(job):
     n_tensors = len(tensors)
     del tensors
     with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as fh:
-        json.dump(gemma3.hf_config(model_spec, cfg, tokenizer), fh, indent=2)
+        json.dump(exporter.hf_config(model_spec, cfg, tokenizer), fh, indent=2)
     write_tokenizer(model_spec, weights, tokenizer, out_dir)
     written = time.monotonic()
 
     # The proof: the folder, through tunix's own loader, scores as the checkpoint.
-    from tunix.models.gemma3 import params_safetensors
-
     from ..training.model import _dtype
 
-    reloaded = params_safetensors.create_model_from_safe_tensors(out_dir, cfg, dtype=_dtype(model_spec.dtype))
+    loader = importlib.import_module(exporter.LOADER)
+    reloaded = loader.create_model_from_safe_tensors(out_dir, cfg, dtype=_dtype(model_spec.dtype))
     loss_export, logits_export = sentence_loss(reloaded, tokens, valid)
     del reloaded
     logit_diff = float(np.abs(logits_export - logits_checkpoint)[valid].max())
@@ -182,8 +189,8 @@ def export(job):
         "spec": job["spec"],
         "lora": ({"merged": True, "rank": lora.rank, "alpha": lora.alpha, "targets": list(lora.targets),
                   "merged_weights": len(merged)} if lora else {"merged": False}),
-        "layout": "Hugging Face Gemma3ForCausalLM names (model.safetensors); loads with tunix's "
-                  "tunix.models.gemma3.params_safetensors.create_model_from_safe_tensors",
+        "layout": f"Hugging Face {exporter.ARCHITECTURE} names (model.safetensors); loads with tunix's "
+                  f"{exporter.LOADER}.create_model_from_safe_tensors",
         "tensors": n_tensors, "verification": verification, "files": files,
     }
     with open(os.path.join(out_dir, "tunix_export.json"), "w", encoding="utf-8") as fh:

@@ -13,6 +13,9 @@ tied: no ``lm_head``.
 
 import numpy as np
 
+#: tunix's loader for this layout (the export's proof loads the folder with it).
+LOADER = "tunix.models.gemma3.params_safetensors"
+ARCHITECTURE = "Gemma3ForCausalLM"
 #: tunix's Gemma 3 layer pattern: five sliding-window layers, then a global one.
 LAYER_PATTERN = ("sliding_attention",) * 5 + ("full_attention",)
 
@@ -75,7 +78,7 @@ def hf_config(model_spec, cfg, tokenizer):
     # HF scales the query by query_pre_attn_scalar ** -0.5.
     scalar = cfg.head_dim if cfg.query_pre_attn_norm == Q.BY_ONE_OVER_SQRT_HEAD_DIM else cfg.embed_dim // cfg.num_heads
     return {
-        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
+        "architectures": [ARCHITECTURE], "model_type": "gemma3_text",
         "hidden_size": cfg.embed_dim, "intermediate_size": cfg.hidden_dim, "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": cfg.num_heads, "num_key_value_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
         "vocab_size": cfg.num_embed, "rope_theta": float(cfg.global_base_frequency),
