@@ -254,6 +254,25 @@ def connection(pool):
         pool.putconn(conn)
 
 
+@contextlib.contextmanager
+def autocommit(pool):
+    """A pooled connection on which each statement commits as it runs: for
+    work that is one writing statement (a claim), without the BEGIN and
+    COMMIT round trips of ``connection``.  Same errors as ``connection``."""
+    conn = getconn(pool)
+    close = False
+    try:
+        conn.autocommit = True
+        yield conn
+    except DISCONNECTS as exc:
+        close = True
+        raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
+    finally:
+        if not close and not conn.closed:
+            conn.autocommit = False  # the pool's other users expect transactions
+        pool.putconn(conn, close=close)
+
+
 def getconn(pool):
     """``pool.getconn()``, its failures as the platform's errors.
 

@@ -16,10 +16,16 @@ def jsonb(value):
     return None if value is None else Json(value)
 
 
+def _sql(name):
+    """A named query; a tuple of names is sent as one string (one round trip,
+    and on an autocommit connection one implicit transaction)."""
+    return QUERIES[name] if isinstance(name, str) else "\n".join(QUERIES[n] for n in name)
+
+
 def fetch_one(conn, name, /, **params):
-    """The first row as a dict, or None."""
+    """The first row as a dict, or None (of the last query, for several)."""
     with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(QUERIES[name], params)
+        cur.execute(_sql(name), params)
         return cur.fetchone()
 
 

@@ -20,11 +20,15 @@ def enqueue_messages(conn, messages):
 def settle_message(conn, message, outcome="done"):
     """Mark a processed dramatiq message ``done`` (acked) or ``rejected``
     (nacked), in ``conn``'s transaction; no NOTIFY (``tasks/broker.py``)."""
+    query = {"done": "ack_message", "rejected": "nack_message"}[outcome]
+    execute(conn, query, **message_params(message))
+
+
+def message_params(message):
+    """The parameters of ``ack_message`` and ``nack_message``."""
     from dramatiq_pg.utils import tidy4json
 
-    query = {"done": "ack_message", "rejected": "nack_message"}[outcome]
-    execute(conn, query, message=Json(tidy4json(message)), message_id=message.message_id,
-            queue_name=message.queue_name)
+    return dict(message=Json(tidy4json(message)), message_id=message.message_id, queue_name=message.queue_name)
 
 
 def unqueued_pending_runs(conn, min_age_s, limit=500):

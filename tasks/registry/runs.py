@@ -14,6 +14,7 @@ from .. import db, lifecycle
 from ..errors import AttemptsExhausted, InvalidTransition, RunNotFound
 from ..metrics import RUNS_TOTAL, timed_write
 from ..settings import get_settings
+from .queue import message_params
 from .cursor import execute_values, fetch_all, fetch_column, fetch_one, fetch_tuples, fetch_value, jsonb
 
 
@@ -64,13 +65,18 @@ def insert_runs(conn, runs):
 
 
 def transition(conn, run_id, move, *, attempt=None, worker_id=None, result=None, error=None, exit_code=None,
-               max_attempts=None, stop_reason=None):
+               max_attempts=None, stop_reason=None, ack=None):
     """Make ``move`` (a name of ``tasks.lifecycle.MOVES``) on a run, if its
     status is one the move starts from and, when ``attempt`` is given, only
     if that is still the run's attempt.  ``max_attempts`` defaults to
     ``MAX_ATTEMPTS`` (see "Attempts" in ``tasks/lifecycle.py``).  Once the
     transaction commits, ``tunix_runs_total`` counts the run's arrival in
     the move's status.
+
+    With ``ack`` (the run's dramatiq message, processed), the message is
+    marked done by the same round trip, before the move: on an autocommit
+    connection both commit together, and a refused move leaves it done too
+    (the consumer's ack would have).
 
     Returns the updated run.
 
@@ -84,7 +90,8 @@ def transition(conn, run_id, move, *, attempt=None, worker_id=None, result=None,
         max_attempts = get_settings().max_attempts
     with timed_write(move.name):
         row = fetch_one(
-            conn, "transition",
+            conn, ("ack_message", "transition") if ack is not None else "transition",
+            **(message_params(ack) if ack is not None else {}),
             run_id=run_id,
             target=move.target.value,
             from_statuses=[s.value for s in move.sources],

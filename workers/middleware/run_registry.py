@@ -108,7 +108,8 @@ class RunRegistry(Middleware):
         tries = []
 
         def claim():
-            with db.connection(self.pool) as conn:
+            # One statement (the claim), or reads: each commits as it runs.
+            with db.autocommit(self.pool) as conn:
                 if tries:
                     run = registry.get_run(conn, run_id)
                     with self._executing_lock:
@@ -202,13 +203,12 @@ class RunRegistry(Middleware):
 
     def _finish(self, run_id, move, quiet=False, settle=None, **fields):
         """Make ``move``; with ``settle`` (the run's message), mark the
-        message done in the same transaction: one commit fewer per run, and
-        the consumer's ack has nothing left to write (``tasks/broker.py``)."""
+        message done in the same statement: one commit and one round trip
+        per run, and the consumer's ack has nothing left to write
+        (``tasks/broker.py``)."""
         def write():
-            with db.connection(self.pool) as conn:
-                row = registry.transition(conn, run_id, move, **fields)
-                if settle is not None:
-                    registry.settle_message(conn, settle)
+            with db.autocommit(self.pool) as conn:
+                row = registry.transition(conn, run_id, move, ack=settle, **fields)
             if settle is not None:
                 settle.tunix_settled = True
             return row
