@@ -7,8 +7,8 @@ from flask import Flask
 from tasks.broker import get_broker
 from tasks.settings import get_settings
 
-from . import (auth, catalog, checkpoints, console, db, errors, exports, fleet, health, observability, openapi, parse,
-               request_slots, runs, samples, streams, sweeps)
+from . import (audit, auth, catalog, checkpoints, console, db, errors, exports, fleet, health, observability, openapi,
+               parse, request_slots, runs, samples, streams, sweeps, users)
 
 #: Largest request body accepted (413 beyond).
 MAX_BODY_BYTES = 1024 * 1024
@@ -22,6 +22,10 @@ def create_app(test_config=None):
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         SYNC_TIMEOUT_S=settings.sync_timeout_s,
         JSON_SORT_KEYS=False,
+        # Test seams (the unit tier, which has no database): users are looked
+        # for (app/auth.py) and mutating requests audited (app/audit.py).
+        USERS_AUTH=True,
+        AUDIT=True,
     )
     if test_config:
         app.config.update(test_config)
@@ -34,6 +38,7 @@ def create_app(test_config=None):
     request_slots.init_app(app)
     db.init_app(app)
     errors.init_app(app)
+    audit.init_app(app)
     auth.init_app(app)
     observability.init_app(app)
     app.register_blueprint(health.bp)
@@ -45,6 +50,7 @@ def create_app(test_config=None):
     app.register_blueprint(samples.bp)
     app.register_blueprint(exports.bp)
     app.register_blueprint(fleet.bp)
+    app.register_blueprint(users.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(console.bp)
     return app

@@ -196,11 +196,11 @@ def openapi_paths(ref, json_answer, errors, run_id_param):
                                    **errors(400, 401, 404, 405, 409, 413, 415, 422, 503)}},
             "get": {"operationId": "listRunExports", "summary": "The run's exports, newest first.",
                     "parameters": [run_id_param],
-                    "responses": {"200": json_answer(ref("ExportList")), **errors(404, 405, 503)}}},
+                    "responses": {"200": json_answer(ref("ExportList")), **errors(401, 404, 405, 503)}}},
         "/api/tunix/exports/{export_id}": {
             "get": {"operationId": "getExport", "summary": "An export: its status, tar (size, sha256) or error.",
                     "parameters": [export_param], "responses": {"200": json_answer(ref("Export")),
-                                                                **errors(404, 405, 503)}},
+                                                                **errors(401, 404, 405, 503)}},
             "delete": {"operationId": "deleteExport",
                        "summary": "Remove a completed (or failed) export's tar from the store and mark it deleted "
                                   "(deleted_at; the row stays); again: 200, the same; 409 export_busy while "
@@ -212,5 +212,5 @@ def openapi_paths(ref, json_answer, errors, run_id_param):
             "get": {"operationId": "downloadExport",
                     "summary": "Stream the completed export's tar; 409 before, 410 once deleted.",
                     "parameters": [export_param],
-                    "responses": {"200": tar, **errors(404, 405, 409, 503), **gone}}},
+                    "responses": {"200": tar, **errors(401, 404, 405, 409, 503), **gone}}},
     }

@@ -21,7 +21,7 @@ from tasks import catalog, lifecycle, sweep_spec, wire
 from tasks.run_spec import MAX_SERIES_POINTS, MAX_SERIES_RUNS, METHOD_DATA, MODES, RunFilter, RunSpec, SeriesRequest
 from tasks.sweep_spec import SweepSpec
 
-from . import exports, fleet, samples
+from . import exports, fleet, samples, users
 from .parse import MAX_LIMIT, MAX_OFFSET
 from .runs import LIST_FILTERS, MAX_BATCH, MAX_IDEMPOTENCY_KEY
 
@@ -49,11 +49,14 @@ def _json(schema, description="OK", links=None):
 
 
 def _errors(*codes):
-    text = {400: "malformed JSON", 401: "missing or wrong bearer token", 404: "unknown run",
+    text = {400: "malformed JSON", 401: "missing or wrong bearer token",
+            403: "forbidden: the caller's role, or whose the run is, does not allow it", 404: "unknown run",
             405: "method not allowed (the Allow header lists the allowed ones)",
             409: "not allowed in the run's status", 413: "body over 1 MiB", 415: "not JSON",
             422: "invalid fields",
             503: "database unavailable, or overloaded (no pooled connection within DB_POOL_WAIT_S); see Retry-After"}
+    if 401 in codes:  # a route that may ask for a token may refuse the token's user (app/auth.py)
+        codes = sorted({*codes, 403})
     return {str(code): _json(_ERROR, text[code]) for code in codes}
 
 
@@ -103,6 +106,7 @@ def _schemas(datasets, run_time_limit_s):
     schemas.update(fleet.openapi_schemas())
     schemas.update(samples.openapi_schemas())
     schemas.update(exports.openapi_schemas())
+    schemas.update(users.openapi_schemas())
     return schemas
 
 
@@ -247,24 +251,24 @@ def document(settings=None):
             "/api/tunix/runs": {"get": {
                 "operationId": "listRuns",
                 "summary": "Run history, newest first.", "parameters": list_params,
-                "responses": {"200": _json(_ref("RunPage")), **_errors(405, 422, 503)}}},
+                "responses": {"200": _json(_ref("RunPage")), **_errors(401, 405, 422, 503)}}},
             "/api/tunix/runs/{run_id}": {"get": {
                 "operationId": "getRun",
-                "parameters": [_RUN_ID], "responses": {"200": _json(_RUN), **_errors(404, 405, 503)}}},
+                "parameters": [_RUN_ID], "responses": {"200": _json(_RUN), **_errors(401, 404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/status": {"get": {
                 "operationId": "getRunStatus",
                 "parameters": [_RUN_ID],
-                "responses": {"200": _json(_ref("RunStatusAnswer")), **_errors(404, 405, 503)}}},
+                "responses": {"200": _json(_ref("RunStatusAnswer")), **_errors(401, 404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/metrics": {"get": {
                 "operationId": "getRunMetrics",
                 "summary": "The per-step figures of a training, every attempt's.",
                 "parameters": [_RUN_ID],
-                "responses": {"200": _json(_ref("MetricsList")), **_errors(404, 405, 503)}}},
+                "responses": {"200": _json(_ref("MetricsList")), **_errors(401, 404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/checkpoints": {"get": {
                 "operationId": "listCheckpoints",
                 "summary": "The run's recorded checkpoints.",
                 "parameters": [_RUN_ID],
-                "responses": {"200": _json(_ref("CheckpointList")), **_errors(404, 405, 503)}}},
+                "responses": {"200": _json(_ref("CheckpointList")), **_errors(401, 404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/checkpoints/{step}": {"get": {
                 "operationId": "downloadCheckpoint",
                 "summary": "One recorded checkpoint as a tar (its sha256 in X-Checkpoint-SHA256).",
@@ -274,7 +278,7 @@ def document(settings=None):
                                       "headers": {"X-Checkpoint-SHA256": {"schema": {"type": "string"}}},
                                       "content": {"application/x-tar": {"schema": {"type": "string",
                                                                                    "format": "binary"}}}},
-                              **_errors(404, 405, 503)}}},
+                              **_errors(401, 404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/logs": {"get": {
                 "operationId": "streamLogs",
                 "summary": "The run's log and progress, live (Server-Sent Events) until it ends.",
@@ -291,7 +295,7 @@ def document(settings=None):
                                                      "(data: Progress), and a last `status` (data: StatusEvent) "
                                                      "when the run is final",
                                       "content": {"text/event-stream": {"schema": _sse_event()}}},
-                              **_errors(404, 405, 422, 503)}}},
+                              **_errors(401, 404, 405, 422, 503)}}},
             "/api/tunix/runs/{run_id}/cancel": {"post": {
                 "operationId": "cancelRun",
                 "parameters": [_RUN_ID],
@@ -319,20 +323,20 @@ def document(settings=None):
                     "operationId": "listSweeps",
                     "summary": "Sweeps, newest first, their trials counted by status.",
                     "parameters": list_params[:2],
-                    "responses": {"200": _json(_ref("SweepPage")), **_errors(405, 422, 503)}}},
+                    "responses": {"200": _json(_ref("SweepPage")), **_errors(401, 405, 422, 503)}}},
             "/api/tunix/sweeps/{sweep_id}": {"get": {
                 "operationId": "getSweep",
                 "summary": "A sweep: counts by status, the best trial by its metric, every trial with its "
                            "parameters and latest loss.",
                 "parameters": [_SWEEP_ID], "responses": {"200": _json(_ref("SweepDetail")),
-                                                         **_errors(404, 405, 503)}}},
+                                                         **_errors(401, 404, 405, 503)}}},
             "/api/tunix/sweeps/{sweep_id}/series": {"get": {
                 "operationId": "getSweepSeries",
                 "summary": "Every trial's loss curve, downsampled, in one answer.",
                 "parameters": [_SWEEP_ID, {"name": "points", "in": "query",
                                            "schema": {"type": "integer", "minimum": 2,
                                                       "maximum": MAX_SERIES_POINTS}}],
-                "responses": {"200": _json(_ref("SeriesList")), **_errors(404, 405, 422, 503)}}},
+                "responses": {"200": _json(_ref("SeriesList")), **_errors(401, 404, 405, 422, 503)}}},
             "/api/tunix/sweeps/{sweep_id}/cancel": {"post": {
                 "operationId": "cancelSweep",
                 "summary": "Stop every trial still in the system's hands.",
@@ -345,6 +349,7 @@ def document(settings=None):
                                                          **_errors(401, 404, 405, 503)}}},
             **samples.openapi_paths(_ref, _json, _errors, _RUN_ID),
             **exports.openapi_paths(_ref, _json, _errors, _RUN_ID),
+            **users.openapi_paths(_ref, _json, _errors),
             "/api/tunix/workers": {"get": {
                 "operationId": "getFleet",
                 "summary": "The fleet: hosts, worker processes (alive or lost), the runs they hold, the queues.",
@@ -352,10 +357,10 @@ def document(settings=None):
             "/api/tunix/datasets": {"get": {
                 "operationId": "listDatasets",
                 "summary": "Built-in, shipped, $DATA_DIR/datasets and artifact-store (datasets/<key>.jsonl) datasets.",
-                "responses": {"200": _json(_ref("DatasetList")), **_errors(405)}}},
+                "responses": {"200": _json(_ref("DatasetList")), **_errors(401, 405)}}},
             "/api/tunix/models": {"get": {
                 "operationId": "listModels",
-                "responses": {"200": _json(_ref("ModelList")), **_errors(405)}}},
+                "responses": {"200": _json(_ref("ModelList")), **_errors(401, 405)}}},
             "/healthz": {"get": {"operationId": "healthz",
                                  "responses": {"200": _json(_ref("Health")), **_errors(405)}}},
             "/readyz": {"get": {"operationId": "readyz",

@@ -13,7 +13,8 @@ from tasks.errors import RunNotFound
 from tasks.run_service import wrote_deferred
 from tasks.run_spec import MODES, RunFilter, RunSpec, SeriesRequest, ValidationError, field_errors
 
-from . import request_slots
+from . import audit, request_slots
+from .auth import caller, require_may_act_on, require_priority
 from .curves import series_json
 from .db import close_db, get_db, transaction
 from .errors import ApiError
@@ -112,7 +113,7 @@ def _request_hash(mode, body):
 
 def _replay(key, request_hash):
     """The answer to a retried submit: the run its first try created."""
-    run = registry.get_run_by_idempotency_key(get_db(), key)
+    run = registry.get_run_by_idempotency_key(get_db(), key, caller().name)
     if run is None:  # the first try's row is gone (cannot happen: rows are kept)
         raise ApiError(409, "idempotency_conflict", "Idempotency-Key was used and its run is gone")
     if run["request_hash"] != request_hash:
@@ -128,6 +129,7 @@ def submit():
     key = _idempotency_key()
     body = json_body()
     config, priority = _validated(body)
+    require_priority({"priority": priority})
     request_hash = _request_hash(mode, body) if key else None
     run_id = uuid.uuid4()
     # Watch before the commit, so a fast worker cannot finish unseen.  No
@@ -158,7 +160,7 @@ def _submit(run_id, mode, config, priority, key, request_hash):
     request)."""
     try:
         return run_service().submit(get_db(), config, priority=priority, mode=mode, idempotency_key=key,
-                                    request_hash=request_hash, run_id=run_id)
+                                    request_hash=request_hash, run_id=run_id, owner=caller().name)
     finally:
         close_db()
 
@@ -199,20 +201,35 @@ def list_runs():
     return jsonify(data=[run_json(r) for r in rows], pagination=pagination(limit, offset, len(rows), total))
 
 
+def _require_own(conn, run_id):
+    """403 unless the caller may move the run (``Caller.may_act_on``); an
+    admin's move reads nothing more (every run is theirs to move)."""
+    if caller().moves_only is None:
+        return
+    row = registry.run_owner(conn, run_id)
+    if row is None:
+        raise RunNotFound(run_id)
+    require_may_act_on(f"run {run_id}", row["owner"])
+
+
 @bp.post("/runs/<run_id:run_id>/cancel")
 def cancel(run_id):
     """A pending run is cancelled at once (200); a running one is asked to
-    stop (202: the worker saves a checkpoint and ends it ``cancelled``)."""
-    run = run_service().cancel(get_db(), parse_run_id(run_id))
+    stop (202: the worker saves a checkpoint and ends it ``cancelled``).
+    A member cancels only their own runs (403 otherwise)."""
+    run_id, conn = parse_run_id(run_id), get_db()
+    _require_own(conn, run_id)
+    run = run_service().cancel(conn, run_id)
     return jsonify(run_json(run)), 200 if run["status"] in lifecycle.FINAL else 202
 
 
 @bp.post("/runs/<run_id:run_id>/resume")
 def resume(run_id):
     """Queue a failed, cancelled or timed-out run again; the training goes
-    on from its latest checkpoint."""
+    on from its latest checkpoint.  A member resumes only their own runs."""
     run_id = parse_run_id(run_id)
     with transaction() as conn:
+        _require_own(conn, run_id)
         run = run_service().resume(conn, run_id)
     return jsonify(run_json(run)), 202, {"Location": url_for("runs.get_run", run_id=str(run_id))}
 
@@ -254,8 +271,9 @@ def submit_batch():
             specs.append(spec)
     if fields:
         raise ApiError(422, "validation_error", f"{len(fields)} invalid field(s)", fields)
+    require_priority({f"runs.{i}.priority": priority for i, (_, priority) in enumerate(specs)})
     with transaction() as conn:
-        rows = run_service().submit_many(conn, specs)
+        rows = run_service().submit_many(conn, specs, owner=caller().name)
     if wrote_deferred(rows):
         admit_deferred()
     return jsonify(data=[run_json(r) for r in rows]), 202
@@ -271,18 +289,27 @@ def _run_filter():
 
 @bp.post("/runs/cancel")
 def cancel_matching():
-    """Cancel every pending or running run the filter matches."""
-    matched, moved = run_service().cancel_matching(get_db(), **_run_filter())
-    return jsonify(matched=matched, moved=moved), 202
+    """Cancel every pending or running run the filter matches: a member's
+    own alone (``skipped``: how many matched that are not theirs, left as
+    they are; 0 for an admin)."""
+    filters, owner, conn = _run_filter(), caller().moves_only, get_db()
+    matched, moved = run_service().cancel_matching(conn, owner=owner, **filters)
+    skipped = run_service().skipped(conn, "cancel", owner, **filters)
+    audit.names_runs(matched)
+    return jsonify(matched=len(matched), moved=moved, skipped=skipped), 202
 
 
 @bp.post("/runs/resume")
 def resume_matching():
-    """Queue again every failed, cancelled or timed-out run the filter matches."""
-    filters = _run_filter()
+    """Queue again every failed, cancelled or timed-out run the filter
+    matches: a member's own alone (``skipped`` as for the cancel)."""
+    filters, owner = _run_filter(), caller().moves_only
     with transaction() as conn:
-        resumed = run_service().resume_matching(conn, **filters)
-    return jsonify(matched=len(resumed), moved={lifecycle.RunStatus.PENDING.value: len(resumed)}), 202
+        resumed = run_service().resume_matching(conn, owner=owner, **filters)
+        skipped = run_service().skipped(conn, "resume", owner, **filters)
+    audit.names_runs([r["id"] for r in resumed])
+    return jsonify(matched=len(resumed), moved={lifecycle.RunStatus.PENDING.value: len(resumed)},
+                   skipped=skipped), 202
 
 
 @bp.post("/runs/series")

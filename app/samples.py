@@ -125,7 +125,7 @@ def openapi_paths(ref, json_answer, errors, run_id_param):
                      "responses": {"202": accepted, **errors(400, 401, 404, 405, 409, 413, 415, 422, 503)}},
             "get": {"operationId": "listRunSamples", "summary": "The run's samples, newest first.",
                     "parameters": [run_id_param],
-                    "responses": {"200": json_answer(ref("SampleList")), **errors(404, 405, 503)}}},
+                    "responses": {"200": json_answer(ref("SampleList")), **errors(401, 404, 405, 503)}}},
         "/api/tunix/models/{model_id}/samples": {
             "post": {"operationId": "sampleModel",
                      "summary": "Generate from a base model (a tiny one is random, initialised from the seed).",
@@ -133,5 +133,5 @@ def openapi_paths(ref, json_answer, errors, run_id_param):
                      "responses": {"202": accepted, **errors(400, 401, 404, 405, 413, 415, 422, 503)}}},
         "/api/tunix/samples/{sample_id}": {
             "get": {"operationId": "getSample", "summary": "A sample: its status, outputs or error.",
-                    "parameters": [sample_param], "responses": {"200": sample, **errors(404, 405, 503)}}},
+                    "parameters": [sample_param], "responses": {"200": sample, **errors(401, 404, 405, 503)}}},
     }

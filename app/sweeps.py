@@ -13,6 +13,7 @@ from tasks import catalog, early_stopping, lifecycle, registry, sweep_spec
 from tasks.errors import SweepNotFound
 from tasks.run_spec import MAX_SERIES_POINTS
 
+from .auth import caller, require_may_act_on, require_priority
 from .curves import series_json
 from .db import get_db, transaction
 from .errors import ApiError
@@ -78,6 +79,7 @@ def submit_sweep():
     problems = _unknown_datasets(trials)
     if problems:
         raise ApiError(422, "validation_error", f"{len(problems)} invalid field(s)", problems)
+    require_priority({"priority": sweep_spec.trial_priority(spec)})
     stored = dict(spec.model_dump(), mode=spec.better(), **seeds)
     rule = spec.early_stopping and dict(spec.early_stopping.model_dump(), metric=sweep_spec.stopping_metric(spec.metric),
                                         mode=spec.better() if spec.metric in sweep_spec.METHOD_METRICS else "min")
@@ -85,7 +87,8 @@ def submit_sweep():
         sweep, _ = run_service().submit_sweep(conn, name=spec.name, spec=stored, metric=spec.metric,
                                               duplicates=duplicates, trials=trials,
                                               max_concurrent=spec.max_concurrent,
-                                              priority=sweep_spec.trial_priority(spec), early_stopping=rule)
+                                              priority=sweep_spec.trial_priority(spec), early_stopping=rule,
+                                              owner=caller().name)
     sweep_id = sweep["id"]
     admit_deferred()
     rows = registry.sweep_runs(get_db(), sweep_id)  # as admission left them
@@ -120,14 +123,23 @@ def get_sweep_series(sweep_id):
     return jsonify(series_json(conn, registry.sweep_trial_ids(conn, sweep_id), points))
 
 
+def _require_own(conn, sweep_id):
+    """The sweep, or 404; 403 unless the caller may move it (its trials are its owner's)."""
+    row = registry.get_sweep(conn, sweep_id)
+    if row is None:
+        raise SweepNotFound(sweep_id)
+    require_may_act_on(f"sweep {sweep_id}", row["owner"])
+    return row
+
+
 @bp.post("/sweeps/<sweep_id>/cancel")
 def cancel_sweep(sweep_id):
     """Every trial still in the system's hands stops: a pending one at once
-    (it never starts), a running one at its next heartbeat (checkpoint saved)."""
+    (it never starts), a running one at its next heartbeat (checkpoint saved).
+    A member cancels only their own sweeps."""
     sweep_id = _parse_id(sweep_id)
     conn = get_db()
-    if registry.get_sweep(conn, sweep_id) is None:
-        raise SweepNotFound(sweep_id)
+    _require_own(conn, sweep_id)
     run_service().cancel_sweep(conn, sweep_id)
     return jsonify(_detail(conn, sweep_id)), 202
 
@@ -135,10 +147,9 @@ def cancel_sweep(sweep_id):
 @bp.post("/sweeps/<sweep_id>/resume")
 def resume_sweep(sweep_id):
     """Every failed, cancelled or timed-out trial is queued again; each goes
-    on from its latest checkpoint."""
+    on from its latest checkpoint.  A member resumes only their own sweeps."""
     sweep_id = _parse_id(sweep_id)
     with transaction() as conn:
-        if registry.get_sweep(conn, sweep_id) is None:
-            raise SweepNotFound(sweep_id)
+        _require_own(conn, sweep_id)
         run_service().resume_sweep(conn, sweep_id)
     return jsonify(_detail(get_db(), sweep_id)), 202

@@ -56,31 +56,31 @@ class RunService:
     # -- submit ------------------------------------------------------------
 
     def submit(self, conn, config, *, priority=0, mode="async", idempotency_key=None, request_hash=None,
-               run_id=None):
-        """One new run and its message in one statement (pending), or the run
-        deferred; None when ``idempotency_key`` was used before (nothing is
-        written then)."""
+               run_id=None, owner=None):
+        """One new run of ``owner`` (a user's name; None: no user) and its
+        message in one statement (pending), or the run deferred; None when
+        ``owner`` used ``idempotency_key`` before (nothing is written then)."""
         run_id = run_id or uuid.uuid4()
         (message,) = actors.outbox_rows([(run_id, config["dry_run"])])
         return registry.submit_run(conn, run_id=run_id, mode=mode, dry_run=config["dry_run"],
                                    dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
                                    message=message, ahead=self.settings.admit_ahead, priority=priority,
-                                   idempotency_key=idempotency_key, request_hash=request_hash)
+                                   idempotency_key=idempotency_key, request_hash=request_hash, owner=owner)
 
-    def submit_many(self, conn, specs):
-        """Async runs from ``specs`` (``(config, priority)`` pairs), all in
+    def submit_many(self, conn, specs, owner=None):
+        """Async runs of ``owner`` from ``specs`` (``(config, priority)`` pairs), all in
         ``conn``'s transaction: dry runs queued at once, trainings deferred
         for admission to queue in turn.  The new rows, in order."""
         runs = [dict(run_id=uuid.uuid4(), status=S.PENDING if config["dry_run"] else S.DEFERRED, mode="async",
                      dry_run=config["dry_run"], dataset_key=config["dataset_key"], model_id=config["model_id"],
-                     config=config, priority=priority)
+                     config=config, priority=priority, owner=owner)
                 for config, priority in specs]
         rows = registry.insert_runs(conn, runs)
         self._queue(conn, [r for r in runs if r["status"] == S.PENDING], key="run_id")
         return rows
 
     def submit_sweep(self, conn, *, name, spec, metric, duplicates, trials, max_concurrent=None, priority=0,
-                     early_stopping=None):
+                     early_stopping=None, owner=None):
         """A sweep and its ``trials`` (``(params, config)`` pairs), every one
         deferred, in ``conn``'s transaction: all there or none.
         ``(sweep row, run rows)``."""
@@ -89,7 +89,7 @@ class RunService:
                 for params, config in trials]
         return registry.insert_sweep(conn, sweep_id=uuid.uuid4(), name=name, spec=spec, metric=metric,
                                      duplicates=duplicates, trials=runs, max_concurrent=max_concurrent,
-                                     priority=priority, early_stopping=early_stopping)
+                                     priority=priority, early_stopping=early_stopping, owner=owner)
 
     # -- cancel ------------------------------------------------------------
 
@@ -123,11 +123,12 @@ class RunService:
                 moved[row["status"]] += 1
         return moved
 
-    def cancel_matching(self, conn, **filters):
+    def cancel_matching(self, conn, *, owner=None, **filters):
         """``cancel_each`` on every run the filters match that a cancel acts
-        on; ``(matched, moved)``."""
-        runs = registry.matching_runs(conn, "active", **filters)
-        return len(runs), self.cancel_each(conn, runs)
+        on, ``owner``'s alone when given (a member's bulk move; None: every
+        user's); ``(the matched runs' ids, moved)``."""
+        runs = registry.matching_runs(conn, "active", owner=owner, **filters)
+        return [r["id"] for r in runs], self.cancel_each(conn, runs)
 
     def cancel_sweep(self, conn, sweep_id):
         """Every trial still in the system's hands stops."""
@@ -147,13 +148,27 @@ class RunService:
         resume acts on; the runs resumed."""
         return self._resume(conn, [r["id"] for r in runs if r["status"] in lifecycle.RESUMABLE])
 
-    def resume_matching(self, conn, **filters):
-        """``resume_each`` on every run the filters match; the runs resumed."""
-        return self.resume_each(conn, registry.matching_runs(conn, "resumable", **filters))
+    def resume_matching(self, conn, *, owner=None, **filters):
+        """``resume_each`` on every run the filters match, ``owner``'s alone
+        when given (as for ``cancel_matching``); the runs resumed."""
+        return self.resume_each(conn, registry.matching_runs(conn, "resumable", owner=owner, **filters))
 
     def resume_sweep(self, conn, sweep_id):
         """Every failed, cancelled or timed-out trial is queued again."""
         return self.resume_matching(conn, sweep_id=sweep_id)
+
+    # -- whose -------------------------------------------------------------
+
+    @staticmethod
+    def skipped(conn, move, owner, **filters):
+        """How many runs the filters match for ``move`` (``"cancel"`` or
+        ``"resume"``) that a bulk move narrowed to ``owner`` leaves as they
+        are (another user's, or no one's): 0 when not narrowed (None).  One
+        count, not the rows: a member's move never reads the others' runs."""
+        if owner is None:
+            return 0
+        status_set = {"cancel": "active", "resume": "resumable"}[move]
+        return registry.count_matching_others(conn, status_set, owner, **filters)
 
     def _resume(self, conn, run_ids):
         resumed = [registry.transition(conn, run_id, "resume", max_attempts=self.settings.max_attempts)

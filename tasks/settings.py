@@ -129,6 +129,10 @@ class Settings(BaseSettings):
                           "(401 otherwise)", shown="unset")
     api_token_reads: Flag = _var("API_TOKEN_READS", False, "`1`, `true`, `yes` or `on`: reads need the token too "
                                  "(`/healthz`, `/readyz`, `/metrics`, `/openapi.json` stay open)", shown="unset")
+    access_log: Flag = _var("ACCESS_LOG", True, "one JSON line per API request on stderr (`tunix.access`: method, "
+                            "path, status, ms, user, address; never a token or a query string)")
+    priority_ceiling: int = _var("PRIORITY_CEILING", 100, "the highest `priority` a member's run or sweep may ask "
+                                 "for; above it needs an admin", ge=0, le=1_000_000)
     weights_dir: str = _var(
         "WEIGHTS_DIR", "", "an operator's own weights: `$WEIGHTS_DIR/gemma3-270m/{model.safetensors,"
         "tokenizer.model}` (Google's original ones, say) are used as they are when that folder exists; otherwise "

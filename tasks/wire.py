@@ -91,6 +91,7 @@ class Run(_Answer):
     sweep_id: Optional[str] = Field(None, description="the sweep this run is a trial of")
     trial: Optional[dict[str, Any]] = Field(None, description="a trial's parameters: what its sweep varied")
     priority: int = Field(0, description="admission order among waiting runs: higher first")
+    owner: Optional[str] = Field(None, description="the user who submitted it; null without users")
 
 
 class Pagination(_Answer):
@@ -303,3 +304,5 @@ class BulkMove(_Answer):
 
     matched: int = Field(description="runs the filter matched that could make the move")
     moved: dict[str, int] = Field(description="runs by the status they reached")
+    skipped: int = Field(0, description="runs the filter matched that are not the caller's (a member's bulk move), "
+                                        "left as they were; 0 for an admin")

@@ -53,7 +53,7 @@ def count_runs(conn):
 def truncate(conn):
     """Empty the registry and the broker's queue (the tables tests count)."""
     with conn.cursor() as cur:
-        cur.execute("TRUNCATE tunix_sweeps, tunix_runs, dramatiq.queue CASCADE")
+        cur.execute("TRUNCATE tunix_sweeps, tunix_runs, dramatiq.queue, tunix_tokens, tunix_users CASCADE")
 
 
 def wait_for(predicate, timeout, interval=0.05, message="condition"):

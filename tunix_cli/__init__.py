@@ -4,7 +4,10 @@
   are safe, a log stream that resumes by ``Last-Event-ID``);
 * its answers are ``tasks/wire.py``'s pydantic models (the API's OpenAPI
   document describes its responses with the same ones);
-* ``cli.py``: the commands (click), tables and progress bars (rich).
+* ``cli.py``: the commands (click), tables and progress bars (rich);
+  ``accounts.py``: login, whoami, users, tokens, audit;
+* ``profiles.py``: the config file ``tunix login`` writes (0600, atomic)
+  and which URL and token a command uses.
 """
 
 from .client import ApiError, Client, Unreachable, WaitTimeout

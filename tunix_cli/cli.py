@@ -1,7 +1,9 @@
 """``tunix``: submit, watch, follow, cancel and download runs from a terminal.
 
-A thin shell over ``tunix_cli.client.Client`` (HTTP only: ``TUNIX_URL``,
-``TUNIX_TOKEN``).  Every command takes ``--json`` for scripts.  An error is
+A thin shell over ``tunix_cli.client.Client`` (HTTP only: ``--url`` and
+``--token``, else ``TUNIX_URL`` and ``TUNIX_TOKEN``, else the profile
+``tunix login`` saved: ``profiles.py``; login, users, tokens and the audit
+trail are ``accounts.py``).  Every command takes ``--json`` for scripts.  An error is
 one line on stderr (the API's message and its bad fields, named as the flags
 that set them), never a traceback; the exit status says what happened
 (``EXIT``).
@@ -23,6 +25,7 @@ from tasks import lifecycle
 from tasks.run_spec import RunSpec
 
 from . import client as api
+from . import profiles
 from tasks.wire import LogLine, Progress as StepProgress, StatusEvent
 
 #: Why a command could not tell how a run ended: its exit status, and what
@@ -99,8 +102,32 @@ class _Group(click.Group):
     command_class = _Command
 
 
+def resolved(ctx):
+    """The URL and token the command uses (``profiles.resolve``: flags, then
+    the environment, then the profile), said once on stderr when a
+    profile's token was left out or its file is readable by others."""
+    obj = ctx.find_root().obj
+    try:
+        found = profiles.resolve(url=obj["url"], token=obj["token"], profile=obj["profile"])
+    except profiles.ProfileError as exc:
+        raise Failure(str(exc), EXIT["usage"]) from None
+    if found.withheld:
+        err.print(f"note: profile {found.profile!r}'s token is not sent to {found.url} ({found.url_from} URL): it "
+                  "was saved for another one; tunix login --url or --token", markup=False)
+    if found.token_from == "profile" and profiles.loose_mode(found.path) is not None:
+        err.print(f"warning: {found.path} holds tokens and others may read it (mode "
+                  f"{profiles.loose_mode(found.path):o}): chmod 600 it", markup=False)
+    return found
+
+
 def _client(ctx):
-    return ctx.obj["client"]
+    """The command's client, made on first use (``resolved``)."""
+    obj = ctx.find_root().obj
+    if obj["client"] is None:
+        found = resolved(ctx)
+        obj["resolved"] = found
+        obj["client"] = api.Client(found.url, found.token or "", patience_s=obj["patience"])
+    return obj["client"]
 
 
 def _emit_json(data):
@@ -134,19 +161,19 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (
 
 
 @click.group(cls=_Group, epilog=EXIT_HELP)
-@click.option("--url", envvar="TUNIX_URL", default=api.DEFAULT_URL, show_default=True,
-              help="The API (env TUNIX_URL).")
-@click.option("--token", envvar="TUNIX_TOKEN", default=None, help="Bearer token, when the API asks for one "
-                                                                 "(env TUNIX_TOKEN).")
+@click.option("--url", default=None, help=f"The API (else env TUNIX_URL, else the profile's, else {api.DEFAULT_URL}).")
+@click.option("--token", default=None, help="Bearer token (else env TUNIX_TOKEN, else the profile's: tunix login).")
+@click.option("--profile", default=None, help="The profile tunix login saved (else env TUNIX_PROFILE, else "
+                                               "'default').")
 @click.option("--patience", type=float, default=30.0, show_default=True,
               help="Seconds an unanswered (or 503) request is retried before giving up.")
 @click.version_option(package_name="tunix-rt")
 @click.pass_context
-def main(ctx, url, token, patience):
+def main(ctx, url, token, profile, patience):
     """Tunix RT from a terminal: submit runs, watch them, follow their logs,
-    cancel, resume and download checkpoints."""
-    ctx.obj = {"client": api.Client(url, token, patience_s=patience)}
-    ctx.call_on_close(ctx.obj["client"].close)
+    cancel, resume and download checkpoints; log in, manage users and tokens."""
+    ctx.obj = {"url": url, "token": token, "profile": profile, "patience": patience, "client": None}
+    ctx.call_on_close(lambda: ctx.obj["client"] is not None and ctx.obj["client"].close())
 
 
 # --------------------------------------------------------------------------- submit
@@ -717,3 +744,7 @@ def _print_sweep(detail, as_json):
     else:
         counts = ", ".join(f"{n} {status}" for status, n in sorted(detail.counts.items()))
         click.echo(f"{detail.sweep_id} {detail.status} ({counts})")
+
+
+# Login, users, tokens and the audit trail: their own module, on this group.
+from . import accounts  # noqa: E402,F401

@@ -3,6 +3,7 @@ shell over.
 
     from tunix_cli import Client
     client = Client()                                  # TUNIX_URL, TUNIX_TOKEN
+    client = Client.from_profile()                     # ... else what `tunix login` saved
     run = client.submit({"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False})
     for line in client.logs(run.run_id, follow=True):  # resumes across disconnects
         print(line.line)
@@ -27,15 +28,17 @@ import os
 import time
 import uuid
 from typing import Iterator, Optional, Union
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import SSEError, connect_sse
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from tasks import lifecycle
 from tasks.atomic import atomic_write
 from tasks.export_spec import EXPORT_FINAL, Export, ExportList
 from tasks.sample_spec import SAMPLE_FINAL, Sample, SampleList
+from tasks.user_spec import AuditEntry, Me, Token, User
 
 from tasks.wire import (
     Checkpoint,
@@ -61,6 +64,28 @@ FINAL = frozenset(s.value for s in lifecycle.FINAL)
 #: The API sends a keep-alive comment every 15 s on an idle stream
 #: (``app/streams.py``): a stream silent much longer than that is dead.
 STREAM_READ_TIMEOUT_S = 45
+
+
+class UserCreated(BaseModel):
+    """``POST /api/tunix/users``: the user and their first token (``token.token``: shown this once)."""
+
+    user: User
+    token: Token
+
+
+class UserList(BaseModel):
+    data: list[User]
+
+
+class TokenList(BaseModel):
+    data: list[Token]
+
+
+class AuditPage(BaseModel):
+    """``GET /api/tunix/audit``: newest first; ``next_before_id`` asks for the next page."""
+
+    data: list[AuditEntry]
+    next_before_id: Optional[int] = None
 
 
 class ApiError(Exception):
@@ -126,6 +151,17 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         self.timeout, self.patience_s = timeout, patience_s
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    @classmethod
+    def from_profile(cls, profile=None, *, url=None, token=None, **kwargs):
+        """A client as ``tunix`` makes one: ``url`` and ``token``, else
+        ``TUNIX_URL`` and ``TUNIX_TOKEN``, else the profile ``tunix login``
+        saved (``profile``, else ``TUNIX_PROFILE``, else ``default``); see
+        ``tunix_cli/profiles.py``."""
+        from .profiles import resolve
+
+        resolved = resolve(url=url, token=token, profile=profile)
+        return cls(resolved.url, resolved.token or "", **kwargs)
 
     def close(self):
         self._http.close()
@@ -421,6 +457,55 @@ class Client:
         except httpx.TransportError as exc:
             raise Unreachable(f"the download from {self.url} broke off: {_reason(exc)}") from None
 
+    # ------------------------------------------------------------------ users, tokens, audit
+
+    def me(self) -> Me:
+        """Who this client's token acts as, and the installation's mode."""
+        return Me.model_validate(self._json("GET", "/api/tunix/me"))
+
+    def users(self) -> list[User]:
+        """Every user (an admin's request)."""
+        return UserList.model_validate(self._json("GET", "/api/tunix/users")).data
+
+    def create_user(self, name, *, role="member", token_expires_in_days=None) -> UserCreated:
+        """A new user and their first token, shown in this answer only (an
+        admin's request).  Not retried: a lost answer would leave a user whose
+        token nobody saw (``tokens create --user`` makes another)."""
+        body = {"name": name, "role": role, "token_expires_in_days": token_expires_in_days}
+        return UserCreated.model_validate(self._json("POST", "/api/tunix/users", json=body, retry=False))
+
+    def update_user(self, name, *, role=None, disabled=None) -> User:
+        """Change a user's role, or disable (their tokens stop at once) or
+        enable them (an admin's request; safe to repeat)."""
+        body = {k: v for k, v in {"role": role, "disabled": disabled}.items() if v is not None}
+        return User.model_validate(self._json("PATCH", f"/api/tunix/users/{_segment(name)}", json=body))
+
+    def tokens(self, user=None) -> list[Token]:
+        """The caller's tokens; ``user``: another user's (an admin), ``"*"``: everyone's."""
+        params = {"user": user} if user else {}
+        return TokenList.model_validate(self._json("GET", "/api/tunix/tokens", params=params)).data
+
+    def create_token(self, *, label="", expires_in_days=None, user=None) -> Token:
+        """A new token (``.token``: shown this once) for the caller, or for
+        ``user`` (an admin).  Not retried, as ``create_user``."""
+        body = {"label": label, "expires_in_days": expires_in_days}
+        if user is not None:
+            body["user"] = user
+        return Token.model_validate(self._json("POST", "/api/tunix/tokens", json=body, retry=False))
+
+    def revoke_token(self, token_id) -> Token:
+        """Revoke a token (one's own, or anyone's for an admin); safe to repeat."""
+        return Token.model_validate(self._json("DELETE", f"/api/tunix/tokens/{_segment(token_id)}"))
+
+    def audit(self, *, user=None, action=None, run_id=None, since=None, until=None, limit=None,
+              before_id=None) -> AuditPage:
+        """The audit trail, newest first (an admin's request); ``since`` and
+        ``until`` ISO 8601; the next page with ``before_id=page.next_before_id``."""
+        params = {"user": user, "action": action, "run_id": run_id, "since": since, "until": until,
+                  "limit": limit, "before_id": before_id}
+        return AuditPage.model_validate(
+            self._json("GET", "/api/tunix/audit", params={k: v for k, v in params.items() if v is not None}))
+
     # ------------------------------------------------------------------ catalog
 
     def datasets(self) -> list[dict]:
@@ -442,6 +527,11 @@ def _wait_job(get, job_id, final, timeout, interval):
         if deadline is not None and time.monotonic() >= deadline:
             raise WaitTimeout(job_id, job.status)
         time.sleep(interval)
+
+
+def _segment(value):
+    """One path segment: a name with a '/' in it stays one segment."""
+    return quote(str(value), safe="")
 
 
 def _reason(exc):

@@ -9,7 +9,11 @@
 5. Supervision: dramatiq stops the whole launch when one of its processes
    dies, so a launch (or the API) that exits is logged and started again,
    with a back-off that grows while it keeps failing.
-6. A banner once ``GET /readyz`` answers 200.
+6. A banner once ``GET /readyz`` answers 200; it says how the API is
+   guarded (``auth_lines``): open (no users, no ``API_TOKEN``: anyone who
+   can reach ``PORT`` may use it, so it listens on 127.0.0.1 only),
+   ``API_TOKEN`` alone, or users (then on every interface), and the
+   ``tunix-admin`` command that makes a user or a token.
 7. Ctrl-C (SIGINT), SIGTERM or SIGHUP: SIGTERM to each child (each leads its
    own process group), SIGKILL to whatever is left after ``STOP_GRACE_S``,
    then the embedded PostgreSQL is stopped and this exits 0.  A second
@@ -45,6 +49,13 @@ BACKOFF_RESET_AFTER_S = 60.0
 TICK_S = 0.2
 
 PR_SET_PDEATHSIG = 1
+
+#: Where the API listens once it is guarded (users, or ``API_TOKEN``): every
+#: interface, as in docker-compose and ``make api`` (other hosts' browsers and
+#: CLIs reach it).  An open installation listens on ``LOOPBACK`` only: with
+#: no token asked, nobody but this machine's users may use it.
+API_HOST = "0.0.0.0"
+LOOPBACK = "127.0.0.1"
 
 
 def _die_with_parent():  # pragma: no cover  (runs in the child between fork and exec)
@@ -150,10 +161,10 @@ class Stack:
         return processes.child_env(url, self.settings.data_dir, PORT=self.settings.port,
                                    METRICS_PORT=self.settings.metrics_port, PYTHONUNBUFFERED=1)
 
-    def commands(self):
+    def commands(self, host=API_HOST):
         s = self.settings
         # A sync submit holds its thread up to SYNC_TIMEOUT_S: gunicorn must not kill it first.
-        api = processes.api_command(s.port, s.api_threads, host="0.0.0.0", timeout_s=int(s.sync_timeout_s) + 60,
+        api = processes.api_command(s.port, s.api_threads, host=host, timeout_s=int(s.sync_timeout_s) + 60,
                                     graceful_timeout_s=20)
         return {"api": api, "workers": processes.workers_command()}
 
@@ -171,7 +182,8 @@ class Stack:
             applied = migrate(url)
             logger.info("database migrated (%d migration(s) applied)", len(applied))
             env = self.child_env(url)
-            self.children = [Child(name, cmd, env) for name, cmd in self.commands().items()]
+            self.host = API_HOST if self.settings.api_token or self._users(url) else LOOPBACK
+            self.children = [Child(name, cmd, env) for name, cmd in self.commands(self.host).items()]
             for child in self.children:
                 if not self.stopping:
                     child.start()
@@ -220,6 +232,7 @@ class Stack:
             f"metrics http://127.0.0.1:{s.metrics_port}/metrics",
             f"  database    {db_line}",
             f"  data        {s.data_dir}",
+            *self.auth_lines(url),
             "  Ctrl-C stops everything.",
         ]
         width = max(len(line) for line in lines) + 2
@@ -228,6 +241,44 @@ class Stack:
             logger.info("\n".join(lines))  # one record: every line of the output is a JSON object
         else:
             print(text, flush=True)
+
+    @staticmethod
+    def _users(url):
+        """Whether the installation has a user; None when the database did not answer."""
+        try:
+            from tasks import db, registry
+
+            with contextlib.closing(db.connect(url, application_name="tunix-stack")) as conn:
+                return registry.any_users(conn)
+        except Exception as exc:  # the banner must not stop the stack
+            logger.warning("could not tell whether users exist: %s", exc)
+            return None
+
+    def auth_lines(self, url):
+        """The banner's lines on who may use the API, read from the database now."""
+        s = self.settings
+        # tunix-admin reads DATABASE_URL; an embedded server's URL is only known here.
+        admin = _admin_command(url if self.embedded is not None else None)
+        users = self._users(url)
+        if users is None:
+            return [f"  auth        unknown (the database did not answer); users: {admin} users"]
+        if users:
+            lines = ["  auth        ON: users exist, so every /api/ call needs `Authorization: Bearer <token>`",
+                     "              (the console asks for one); a new token for a user:",
+                     f"                {admin} token NAME"]
+            if s.api_token:
+                lines.append("              API_TOKEN still acts as an admin with no name: unset it once people "
+                             "have their tokens")
+            return lines
+        if s.api_token:
+            reads = "reads too (API_TOKEN_READS)" if s.api_token_reads else "reads are open"
+            head = f"  auth        API_TOKEN alone: changes need it, {reads}; no users yet"
+        else:
+            where = "this machine only" if self.host == LOOPBACK else "every interface"
+            head = (f"  auth        OPEN MODE: no users, anyone on this machine can use the API without a token; "
+                    f"bound to {self.host} ({where})")
+        return [head, "              make a user (auth is on from the first one; restart to listen on every "
+                      "interface):", f"                {admin} create-user NAME"]
 
     def shutdown(self):
         """Stop every child and the embedded database; idempotent."""
@@ -258,6 +309,19 @@ class Stack:
             self.embedded.stop()
             self.embedded = None
         logger.info("stopped")
+
+
+def _admin_command(url=None):
+    """How to run ``tunix-admin`` from here: this environment's script (a path
+    relative to the working directory when under it), with ``DATABASE_URL``
+    in front when it is not in the environment already."""
+    script = os.path.join(os.path.dirname(sys.executable), "tunix-admin")
+    if not os.path.exists(script):
+        script = "tunix-admin"
+    else:
+        relative = os.path.relpath(script)
+        script = relative if not relative.startswith("..") else script
+    return f"DATABASE_URL='{url}' {script}" if url else script
 
 
 def _redact(url):

@@ -26,11 +26,11 @@ def _count(conn, status, mode, n=1):
 
 
 def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, message, ahead, priority=0,
-               idempotency_key=None, request_hash=None):
+               idempotency_key=None, request_hash=None, owner=None):
     """Insert the new run, pending with its dramatiq ``message``
     ``(queue_name, message_id, message_json)`` or deferred (see the query:
     ``ahead`` is ``ADMIT_AHEAD``), in one statement; the run, or None when
-    ``idempotency_key`` is taken (nothing is written then)."""
+    ``idempotency_key`` is taken by ``owner`` (nothing is written then)."""
     queue_name, message_id, message_json = message
     assert str(message_id) == str(run_id), "a run's message id is its run id"
     S = lifecycle.RunStatus
@@ -39,15 +39,16 @@ def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, me
             conn, "submit_run",
             run_id=run_id, mode=mode, dry_run=dry_run, dataset_key=dataset_key, model_id=model_id,
             config=Json(config), priority=priority, idempotency_key=idempotency_key, request_hash=request_hash,
-            queue_name=queue_name, message=Json(message_json), ahead=ahead,
+            queue_name=queue_name, message=Json(message_json), ahead=ahead, owner=owner,
             pending=S.PENDING.value, deferred=S.DEFERRED.value)
     if run is not None:
         _count(conn, run["status"], mode)
     return run
 
 
-def get_run_by_idempotency_key(conn, key):
-    return fetch_one(conn, "get_run_by_idempotency_key", idempotency_key=key)
+def get_run_by_idempotency_key(conn, key, owner=None):
+    """The run ``owner``'s submit with ``key`` created (keys are per user)."""
+    return fetch_one(conn, "get_run_by_idempotency_key", idempotency_key=key, owner=owner)
 
 
 def insert_runs(conn, runs):
@@ -57,7 +58,7 @@ def insert_runs(conn, runs):
         rows = execute_values(
             conn, "insert_runs",
             [(r["run_id"], r["status"].value, r["mode"], r["dry_run"], r["dataset_key"], r["model_id"],
-              Json(r["config"]), r.get("priority", 0)) for r in runs],
+              Json(r["config"]), r.get("priority", 0), r.get("owner")) for r in runs],
             fetch=True)
     for (status, mode), n in collections.Counter((r["status"], r["mode"]) for r in rows).items():
         _count(conn, status, mode, n)
@@ -161,12 +162,27 @@ def existing_runs(conn, run_ids):
     return set(fetch_column(conn, "existing_runs", ids=[str(i) for i in run_ids]))
 
 
-def matching_runs(conn, status_set, *, status=None, sweep_id=None, dataset_key=None, model_id=None):
+def matching_runs(conn, status_set, *, status=None, sweep_id=None, dataset_key=None, model_id=None, owner=None):
     """The runs a bulk move acts on: ``status_set`` ``"active"`` (to cancel)
-    or ``"resumable"``, narrowed by the filters; oldest first."""
+    or ``"resumable"``, narrowed by the filters and, with ``owner``, to that
+    user's runs (None: everyone's); oldest first."""
     assert status_set in ("active", "resumable"), status_set
     return fetch_all(conn, "matching_runs", status_set=status_set, status=status, sweep_id=sweep_id,
-                     dataset_key=dataset_key, model_id=model_id)
+                     dataset_key=dataset_key, model_id=model_id, owner=owner)
+
+
+def count_matching_others(conn, status_set, owner, *, status=None, sweep_id=None, dataset_key=None,
+                          model_id=None):
+    """How many runs ``matching_runs`` would give without ``owner`` that are
+    not ``owner``'s (another user's, or no one's)."""
+    assert status_set in ("active", "resumable"), status_set
+    return fetch_value(conn, "count_matching_others", status_set=status_set, status=status, sweep_id=sweep_id,
+                       dataset_key=dataset_key, model_id=model_id, owner=owner)
+
+
+def run_owner(conn, run_id):
+    """``{"owner": name or None}`` of a run, or None when there is no such run."""
+    return fetch_one(conn, "run_owner", run_id=run_id)
 
 
 def runs_to_admit(conn, ahead=None, limit=1000):

@@ -13,7 +13,7 @@ from .runs import _count
 
 
 def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials, max_concurrent=None, priority=0,
-                 early_stopping=None):
+                 early_stopping=None, owner=None):
     """A sweep and its ``trials`` (dicts as for ``insert_runs``, with
     ``params``), all deferred, in ``conn``'s transaction; ``(sweep row, run
     rows)``.  Admission queues them (``tasks.admission``)."""
@@ -21,11 +21,11 @@ def insert_sweep(conn, *, sweep_id, name, spec, metric, duplicates, trials, max_
     with timed_write("insert_sweep"):
         sweep = fetch_one(conn, "insert_sweep", sweep_id=sweep_id, name=name, spec=Json(spec), metric=metric,
                           duplicates=duplicates, max_concurrent=max_concurrent, priority=priority,
-                          early_stopping=jsonb(early_stopping))
+                          early_stopping=jsonb(early_stopping), owner=owner)
         rows = execute_values(
             conn, "insert_trials",
             [(t["run_id"], deferred, t["mode"], t["dry_run"], t["dataset_key"], t["model_id"], Json(t["config"]),
-              priority, sweep_id, Json(t["params"])) for t in trials],
+              priority, sweep_id, Json(t["params"]), owner) for t in trials],
             fetch=True)
     for mode, n in collections.Counter(r["mode"] for r in rows).items():
         _count(conn, deferred, mode, n)

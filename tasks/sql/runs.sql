@@ -14,11 +14,12 @@ WITH now AS (
     SELECT admitted FROM tunix_admits_at_once(%(ahead)s, %(dry_run)s, %(priority)s)
 ), run AS (
     INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority, idempotency_key,
-                            request_hash)
+                            request_hash, owner)
     SELECT %(run_id)s, CASE WHEN now.admitted THEN %(pending)s ELSE %(deferred)s END, %(mode)s, %(dry_run)s,
-           %(dataset_key)s, %(model_id)s, %(config)s, %(priority)s, %(idempotency_key)s, %(request_hash)s
+           %(dataset_key)s, %(model_id)s, %(config)s, %(priority)s, %(idempotency_key)s, %(request_hash)s,
+           %(owner)s
     FROM now
-    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    ON CONFLICT ((coalesce(owner, '')), idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), queued AS (
     SELECT tunix_enqueue(%(queue_name)s, run.id, %(message)s) FROM run WHERE run.status = %(pending)s
@@ -28,11 +29,12 @@ SELECT run.* FROM run WHERE (SELECT count(*) FROM queued) >= 0;
 
 -- name: get_run_by_idempotency_key
 -- The run an earlier submit with this key created.
-SELECT * FROM tunix_runs WHERE idempotency_key = %(idempotency_key)s;
+SELECT * FROM tunix_runs
+WHERE idempotency_key = %(idempotency_key)s AND coalesce(owner, '') = coalesce(%(owner)s, '');
 
 -- name: insert_runs
 -- A batch of submitted runs, each pending or deferred (psycopg2 execute_values).
-INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority) VALUES %s
+INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority, owner) VALUES %s
 RETURNING *;
 
 -- name: transition
@@ -133,14 +135,31 @@ SELECT id::text FROM tunix_runs WHERE id = ANY(%(ids)s::uuid[]);
 
 -- name: matching_runs
 -- The runs a bulk cancel or resume acts on (status_set: 'active' or
--- 'resumable'), oldest first, by the history's filters and the sweep.
+-- 'resumable'), oldest first, by the history's filters, the sweep and the
+-- owner (a member's bulk move: their runs alone; null: everyone's).
 SELECT id, status, dry_run FROM tunix_runs
 WHERE CASE %(status_set)s WHEN 'active' THEN status IN :ACTIVE ELSE status IN :RESUMABLE END
   AND (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(sweep_id)s::uuid IS NULL OR sweep_id = %(sweep_id)s)
   AND (%(dataset_key)s::text IS NULL OR dataset_key = %(dataset_key)s)
   AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s)
+  AND (%(owner)s::text IS NULL OR owner = %(owner)s)
 ORDER BY created_at, id;
+
+-- name: count_matching_others
+-- How many runs the same filters match that are not %(owner)s's (another
+-- user's, or no one's): those a member's bulk move leaves as they are.
+SELECT count(*) FROM tunix_runs
+WHERE CASE %(status_set)s WHEN 'active' THEN status IN :ACTIVE ELSE status IN :RESUMABLE END
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(sweep_id)s::uuid IS NULL OR sweep_id = %(sweep_id)s)
+  AND (%(dataset_key)s::text IS NULL OR dataset_key = %(dataset_key)s)
+  AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s)
+  AND owner IS DISTINCT FROM %(owner)s;
+
+-- name: run_owner
+-- Whose a run is, before a move checks the caller may make it (no row: no run).
+SELECT owner FROM tunix_runs WHERE id = %(run_id)s;
 
 -- name: runs_to_admit
 -- The deferred runs in the order admission takes them: priority first,

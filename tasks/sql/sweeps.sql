@@ -2,15 +2,16 @@
 -- Named queries, loaded by tasks/sql/__init__.py.
 
 -- name: insert_sweep
-INSERT INTO tunix_sweeps (id, name, spec, metric, duplicates, max_concurrent, priority, early_stopping)
+INSERT INTO tunix_sweeps (id, name, spec, metric, duplicates, max_concurrent, priority, early_stopping, owner)
 VALUES (%(sweep_id)s, %(name)s, %(spec)s, %(metric)s, %(duplicates)s, %(max_concurrent)s, %(priority)s,
-        %(early_stopping)s)
+        %(early_stopping)s, %(owner)s)
 RETURNING *;
 
 -- name: insert_trials
 -- A sweep's trials: submitted runs carrying the sweep and their parameters,
 -- all deferred: admission queues them (psycopg2 execute_values).
-INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority, sweep_id, trial)
+INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority, sweep_id, trial,
+                        owner)
 VALUES %s
 RETURNING *;
 

@@ -129,7 +129,7 @@ def test_runs_are_cancelled_and_resumed_in_bulk_by_filter_and_a_filterless_move_
     assert api.get(f"/api/tunix/sweeps/{other['sweep_id']}").json()["status"] == "active"
     # When they are resumed by filter
     response = post(api, "/api/tunix/runs/resume", {"sweep_id": target["sweep_id"], "status": "cancelled"})
-    assert response.status_code == 202 and response.json() == {"matched": 3, "moved": {"pending": 3}}
+    assert response.status_code == 202 and response.json() == {"matched": 3, "moved": {"pending": 3}, "skipped": 0}
     # Then they are queued again, with the rest
     assert api.get(f"/api/tunix/sweeps/{target['sweep_id']}").json()["status"] == "active"
     # And a bulk move naming nothing, or something unknown, is a 422 that moves nothing

@@ -18,7 +18,8 @@ def app():
 
 
 def _app():
-    app = create_app({"TESTING": False})
+    # No database here: neither users nor the audit trail (app/auth.py, app/audit.py).
+    app = create_app({"TESTING": False, "USERS_AUTH": False, "AUDIT": False})
 
     # Routes raising each platform error, to check the one handler.
     @app.get("/_raise/<name>")

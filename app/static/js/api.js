@@ -16,7 +16,7 @@ export function setToken(token) {
 }
 
 const listeners = new Set();
-/** Subscribe to API-wide events ({type: "token"} | {type: "unauthorized"}). */
+/** Subscribe to API-wide events ({type: "token"} | {type: "unauthorized", error, method, stale}). */
 export function onApiEvent(fn) {
   listeners.add(fn);
   return () => listeners.delete(fn);
@@ -47,6 +47,7 @@ function headers(extra) {
 }
 
 export async function request(method, path, { body, params, signal, timeoutMs } = {}) {
+  const sentToken = getToken();
   const url = new URL(path.startsWith("/") ? path : `${BASE}/${path}`, location.origin);
   for (const [k, v] of Object.entries(params || {})) {
     if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
@@ -81,13 +82,19 @@ export async function request(method, path, { body, params, signal, timeoutMs } 
   }
   if (!response.ok) {
     const error = new ApiError(response.status, data);
-    if (response.status === 401) listeners.forEach((fn) => fn({ type: "unauthorized", error }));
+    if (response.status === 401) {
+      // stale: the token changed while the request was out; its 401 says nothing about the new one.
+      const stale = sentToken !== getToken();
+      listeners.forEach((fn) => fn({ type: "unauthorized", error, method, stale }));
+    }
     throw error;
   }
   return { status: response.status, data, headers: response.headers };
 }
 
 export const api = {
+  /** Who the token acts as, and the installation's mode (users, token, open). */
+  me: (opts) => request("GET", "me", opts).then((r) => r.data),
   datasets: (opts) => request("GET", "datasets", opts).then((r) => r.data.data),
   models: (opts) => request("GET", "models", opts).then((r) => r.data.data),
   runs: (params, opts) => request("GET", "runs", { ...opts, params }).then((r) => r.data),

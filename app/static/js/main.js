@@ -1,7 +1,7 @@
 // Entry point: the router (/, /runs/<id>, /fleet, /sweeps, /sweeps/<id>, /compare), the token dialog, toasts
 // and the clocks that keep relative times and running durations fresh.
 
-import { getToken, onApiEvent, setToken } from "./api.js";
+import { api, ApiError, getToken, onApiEvent, setToken } from "./api.js";
 import { h, icon, tickTimes, fmtDuration } from "./dom.js";
 import { renderFleet } from "./views/fleet.js";
 import { renderHome } from "./views/home.js";
@@ -107,10 +107,26 @@ export function toast(message, { kind = "info", link, timeoutMs = 5000 } = {}) {
 }
 
 // ---------------------------------------------------------------- token
+// The console asks for a token once, when the API first answers 401 (a
+// modal <dialog>: the browser traps the focus in it and Escape closes it),
+// keeps it in localStorage, and says in the top bar whom it acts as
+// (GET /api/tunix/me).  "Sign out" forgets it.  A 403 is the views' to show:
+// they put the API's message in their toast or form error.
 
 const tokenButton = document.getElementById("token-button");
 const tokenDialog = document.getElementById("token-dialog");
 const tokenInput = document.getElementById("token-input");
+const tokenWhy = document.getElementById("token-why");
+const whoami = document.getElementById("whoami");
+const signoutButton = document.getElementById("signout-button");
+
+// Whether the dialog was opened for a 401 since the token last changed:
+// asked once, not on every poll.
+let asked = false;
+// Whether a read was refused (401): the view is drawn again once a token is
+// saved (not otherwise: a form being filled in stays as it is).
+let readRefused = false;
+let whoRequest = 0;
 
 function renderTokenButton() {
   const set = Boolean(getToken());
@@ -119,29 +135,98 @@ function renderTokenButton() {
   tokenButton.querySelector(".token-label").textContent = set ? "Token set" : "Token";
 }
 
-function openTokenDialog() {
+/** The top bar's "who": the user and role, "API token", "open installation" or "not signed in". */
+async function renderWho() {
+  const mine = ++whoRequest;
+  let text;
+  let state;
+  let signedIn = false;
+  try {
+    const me = await api.me();
+    if (me.name) [text, state, signedIn] = [`${me.name} (${me.role})`, "user", true];
+    else if (me.via === "API_TOKEN") [text, state, signedIn] = ["API token", "user", true];
+    else if (me.auth === "open") [text, state] = ["open installation", "open"];
+    else [text, state] = ["not signed in", "out"]; // API_TOKEN without API_TOKEN_READS: reads are open
+  } catch (exc) {
+    if (!(exc instanceof ApiError) || exc.status !== 401) {
+      if (mine === whoRequest) whoami.hidden = true;
+      return;
+    }
+    [text, state] = ["not signed in", "out"];
+  }
+  if (mine !== whoRequest) return; // a newer answer (the token changed meanwhile) wins
+  whoami.textContent = text;
+  whoami.dataset.state = state;
+  whoami.title = state === "user" ? `Signed in as ${text}` : "";
+  whoami.hidden = false;
+  // Signed in: the name and "Sign out" say it all; otherwise the token button offers to sign in.
+  tokenButton.hidden = signedIn;
+  signoutButton.hidden = !getToken();
+}
+
+function openTokenDialog(why = "") {
+  if (tokenDialog.open) return;
+  // Escape closes the dialog without touching returnValue: clear the last one.
+  tokenDialog.returnValue = "";
+  tokenWhy.textContent = why;
+  tokenWhy.hidden = !why;
   tokenInput.value = getToken();
   if (typeof tokenDialog.showModal === "function") tokenDialog.showModal();
   tokenInput.focus();
 }
 
-tokenButton.addEventListener("click", openTokenDialog);
+function focusTopbar() {
+  (tokenButton.hidden ? signoutButton : tokenButton).focus();
+}
+
+/** After the token changed: who we are now, then the view drawn again if it was refused. */
+async function tokenChanged({ redraw, ask }) {
+  asked = !ask;
+  readRefused = false;
+  if (redraw) render();
+  await renderWho();
+  focusTopbar();
+}
+
+function signOut() {
+  setToken("");
+  toast("Signed out: the token is forgotten in this browser", { kind: "success" });
+  // Signed out on purpose: the page says "not signed in" and offers the
+  // token button rather than asking again straight away.
+  tokenChanged({ redraw: true, ask: false });
+}
+
+// Enter in the field saves: the form's implicit submission would press its
+// first button, "Forget".
+tokenInput.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || event.isComposing) return;
+  event.preventDefault();
+  tokenDialog.close("save");
+});
+tokenButton.addEventListener("click", () => openTokenDialog());
+signoutButton.addEventListener("click", signOut);
 tokenDialog.addEventListener("close", () => {
-  if (tokenDialog.returnValue === "save") {
-    setToken(tokenInput.value.trim());
-    toast(tokenInput.value.trim() ? "Token saved in this browser" : "Token cleared", { kind: "success" });
-  } else if (tokenDialog.returnValue === "clear") {
-    setToken("");
-    toast("Token forgotten", { kind: "success" });
+  const value = tokenInput.value.trim();
+  tokenInput.value = "";
+  if (tokenDialog.returnValue === "save" && value) {
+    setToken(value);
+    toast("Token saved in this browser", { kind: "success" });
+    tokenChanged({ redraw: readRefused, ask: true });
+  } else if (getToken() && (tokenDialog.returnValue === "clear" || tokenDialog.returnValue === "save")) {
+    signOut();
+  } else {
+    focusTopbar();
   }
-  tokenButton.focus();
 });
 
 onApiEvent((event) => {
   if (event.type === "token") renderTokenButton();
-  if (event.type === "unauthorized") {
-    toast(getToken() ? "The API rejected the token: check it." : "This API needs a token for changes.", { kind: "error" });
-    openTokenDialog();
+  if (event.type === "unauthorized" && !event.stale) {
+    if (event.method === "GET") readRefused = true;
+    if (asked || tokenDialog.open) return;
+    asked = true;
+    const message = event.error && event.error.message;
+    openTokenDialog(getToken() ? `The API refused the saved token: ${message}` : `This installation needs a token: ${message}`);
   }
 });
 
@@ -157,4 +242,5 @@ setInterval(() => {
 setInterval(() => tickTimes(document), 10000);
 
 renderTokenButton();
+renderWho();
 render();

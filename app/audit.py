@@ -1,0 +1,122 @@
+"""The audit trail and the access log: what each request did, and who.
+
+Every mutating request under ``/api/`` (submit, cancel, resume, the bulk
+moves, sweeps, exports, users and tokens; refusals too) writes one
+``tunix_audit`` row once its answer is sent: who (user, role, token), what
+(the endpoint, method and path), which runs (the path's run and those the
+answer names), when, from where, and the answer's status.  The table is
+append-only (migration 0021); ``GET /api/tunix/audit`` reads it.
+
+With ``ACCESS_LOG`` on (the default), every request also logs one JSON line
+to the ``tunix.access`` logger for a log shipper: time, method, path (never
+the query string, never a header, so never a token), status, duration, user
+and address.
+"""
+
+import json
+import logging
+import time
+
+from flask import current_app, g, request
+
+from tasks import db, registry
+
+from . import db as app_db
+from .auth import MUTATING, READING_POSTS, caller
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("tunix.access")
+
+#: Run ids taken from an answer's body, at most (a batch of 1,000 names them all).
+MAX_RUN_IDS = 1000
+
+
+def names_runs(run_ids):
+    """The request moved these runs though its answer only counts them (a bulk move): the audit names them."""
+    g.audit_run_ids = [str(r) for r in run_ids]
+
+
+def _run_ids(response):
+    ids = list(g.get("audit_run_ids", ()))
+    view_id = (request.view_args or {}).get("run_id")
+    if view_id:
+        ids.append(str(view_id))
+    if response.is_json:
+        body = response.get_json(silent=True)
+        rows = body.get("data") if isinstance(body, dict) and isinstance(body.get("data"), list) else [body]
+        for row in rows:
+            if isinstance(row, dict) and isinstance(row.get("run_id"), str):
+                ids.append(row["run_id"])
+    return list(dict.fromkeys(ids))[:MAX_RUN_IDS]
+
+
+def _detail(response):
+    """What the answer said besides its runs: an error's code, a bulk move's counts, a sweep."""
+    body = response.get_json(silent=True) if response.is_json else None
+    if not isinstance(body, dict):
+        return None
+    detail = {}
+    if isinstance(body.get("error"), dict):
+        detail["error"] = body["error"].get("code")
+    for key in ("matched", "moved", "skipped", "sweep_id", "export_id", "sample_id", "name"):
+        if key in body and isinstance(body[key], (str, int, dict)):
+            detail[key] = body[key]
+    if caller().via == "API_TOKEN":
+        detail["via"] = "API_TOKEN"
+    return detail or None
+
+
+def _audited():
+    return (request.method in MUTATING and request.path.startswith("/api/")
+            and request.path not in READING_POSTS)
+
+
+def _write(row):
+    """One audit row, on a pooled connection of its own (the request's is back by now)."""
+    try:
+        with db.autocommit(app_db.get_pool()) as conn:
+            registry.record_audit(conn, **row)
+    except Exception:  # noqa: BLE001 - the answer has gone; a missing row must be loud
+        logger.exception("AUDIT ROW NOT WRITTEN: %s %s by %s -> %s", row["method"], row["path"], row["user_name"],
+                         row["status"])
+
+
+def _record(response):
+    if current_app.config["AUDIT"] and _audited():
+        who = caller()
+        row = dict(user_name=who.name, role=who.role if who.via != "open" else None, token_id=who.token_id,
+                   action=request.endpoint or "unmatched", method=request.method, path=request.path,
+                   run_ids=_run_ids(response), status=response.status_code, remote_addr=request.remote_addr,
+                   detail=_detail(response))
+        # Written once the answer is sent: its commit is not the client's wait
+        # (a submit's answer would otherwise wait for two commits, not one).
+        response.call_on_close(lambda: _write(row))
+    if current_app.config["SETTINGS"].access_log:
+        started = g.get("access_started")
+        access_logger.info(json.dumps({
+            "method": request.method, "path": request.path, "status": response.status_code,
+            "ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+            "user": caller().name, "remote_addr": request.remote_addr}, separators=(",", ":")))
+    return response
+
+
+def _access_handler():
+    """The access log's own handler: the line is JSON already, whatever ``LOG_FORMAT`` says."""
+    if not access_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_logger.addHandler(handler)
+        access_logger.setLevel(logging.INFO)
+        access_logger.propagate = False
+
+
+def _start():
+    g.access_started = time.perf_counter()
+
+
+def init_app(app):
+    """Before ``auth``'s: a refused request is timed and logged too."""
+    if app.config["SETTINGS"].access_log:
+        _access_handler()
+    app.before_request(_start)
+    app.after_request(_record)

@@ -1,0 +1,81 @@
+"""Users, their tokens and the audit trail (``tasks/sql/users.sql``,
+migration 0021).  A token is made here and shown once: only its sha256 is
+stored (``hash_token``)."""
+
+import hashlib
+import secrets
+import uuid
+
+from psycopg2.extras import Json
+
+from .cursor import execute, fetch_all, fetch_one, fetch_value
+
+#: What every token starts with: a leaked one is recognisable (secret scanners, logs).
+TOKEN_PREFIX = "tnx_"
+#: Characters of a token kept in clear, to tell tokens apart in a listing.
+SHOWN_CHARS = 8
+
+
+def hash_token(token):
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def any_users(conn):
+    return bool(fetch_value(conn, "any_users"))
+
+
+def create_user(conn, name, role, created_by=None):
+    """The new user, or None when the name is taken."""
+    return fetch_one(conn, "create_user", name=name, role=role, created_by=created_by)
+
+
+def get_user(conn, name):
+    return fetch_one(conn, "get_user", name=name)
+
+
+def list_users(conn):
+    return fetch_all(conn, "list_users")
+
+
+def update_user(conn, name, role=None, disabled=None):
+    """The user after the change, or None when there is no such user."""
+    return fetch_one(conn, "update_user", name=name, role=role, disabled=disabled)
+
+
+def create_token(conn, user_name, label="", created_by=None, expires_at=None):
+    """``(token, row)``: the token itself, which nothing stores, and its row."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = fetch_one(conn, "create_token", id=uuid.uuid4(), user_name=user_name, label=label,
+                    sha256=hash_token(token), prefix=token[:len(TOKEN_PREFIX) + SHOWN_CHARS],
+                    created_by=created_by, expires_at=expires_at)
+    return token, row
+
+
+def token_user(conn, token):
+    """``{"token_id", "name", "role"}`` of a live token, or None."""
+    return fetch_one(conn, "token_user", sha256=hash_token(token))
+
+
+def list_tokens(conn, user_name=None):
+    return fetch_all(conn, "list_tokens", user_name=user_name)
+
+
+def get_token(conn, token_id):
+    return fetch_one(conn, "get_token", id=token_id)
+
+
+def revoke_token(conn, token_id):
+    return fetch_one(conn, "revoke_token", id=token_id)
+
+
+def record_audit(conn, *, user_name, role, token_id, action, method, path, run_ids, status, remote_addr,
+                 detail=None):
+    execute(conn, "record_audit", user_name=user_name, role=role, token_id=token_id, action=action, method=method,
+            path=path, run_ids=[str(r) for r in run_ids], status=status, remote_addr=remote_addr,
+            detail=Json(detail) if detail is not None else None)
+
+
+def list_audit(conn, *, user_name=None, action=None, run_id=None, since=None, until=None, before_id=None,
+               limit=100):
+    return fetch_all(conn, "list_audit", user_name=user_name, action=action, run_id=run_id, since=since,
+                     until=until, before_id=before_id, limit=limit)

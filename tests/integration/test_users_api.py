@@ -1,0 +1,199 @@
+"""Users, tokens and the audit trail: the app in this process (Flask's test
+client), the registry in real PostgreSQL.  The same through gunicorn, the
+CLI and the workers: tests/e2e/test_ownership_http.py, test_cli_users.py."""
+
+import datetime
+import subprocess
+import sys
+import time
+import uuid
+
+import psycopg2
+import pytest
+
+import app.db as app_db
+from app import auth, create_app
+from tasks import registry
+from tasks.registry.users import hash_token
+from tasks.settings import Settings
+
+from support import ROOT, scalar
+
+DRY = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True}
+
+
+@pytest.fixture
+def settings(registry_url, tmp_path):
+    return Settings(database_url=registry_url, data_dir=str(tmp_path))
+
+
+@pytest.fixture
+def make_client(settings, pool, monkeypatch):
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    monkeypatch.setattr(app_db, "get_pool", lambda: pool)
+    monkeypatch.setattr(auth, "USERS_CHECK_S", 0)  # a user made by the test counts at once
+
+    def make(**config):
+        return create_app({"SETTINGS": settings, **config}).test_client()
+
+    return make
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+@pytest.fixture
+def admin(conn):
+    """``(name, token)`` of the installation's first admin, as ``tunix-admin`` makes it."""
+    registry.create_user(conn, "root", "admin")
+    token, _ = registry.create_token(conn, "root")
+    return "root", token
+
+
+def sent(response):
+    """``response``, closed as a server closes it once sent: the audit row is written then (app/audit.py)."""
+    response.close()
+    return response
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_without_users_the_api_stays_open_and_says_so(client, conn):
+    assert client.get("/api/tunix/me").get_json() == {"name": None, "role": "admin", "via": "open",
+                                                       "token_id": None, "auth": "open"}
+    assert client.post("/api/tunix/run?mode=async", json=DRY).status_code == 202
+    assert scalar(conn, "SELECT owner FROM tunix_runs") is None
+    # Nobody makes themselves the first admin over HTTP: that is tunix-admin's, on the server.
+    refused = client.post("/api/tunix/users", json={"name": "eve", "role": "admin"})
+    assert refused.status_code == 403 and "tunix-admin" in refused.get_json()["error"]["message"]
+    assert scalar(conn, "SELECT count(*) FROM tunix_users") == 0
+
+
+def test_the_first_user_turns_auth_on_for_reads_and_writes(client, admin, conn):
+    _, token = admin
+    for method, path in (("get", "/api/tunix/runs"), ("get", "/api/tunix/me"), ("post", "/api/tunix/run")):
+        response = getattr(client, method)(path, json=DRY if method == "post" else None)
+        assert response.status_code == 401, (path, response.get_json())
+        assert response.get_json()["error"]["code"] == "unauthorized"
+    assert client.get("/api/tunix/runs", headers=bearer("tnx_" + "x" * 43)).status_code == 401
+    for open_path in ("/healthz", "/openapi.json"):
+        assert client.get(open_path).status_code == 200
+    me = client.get("/api/tunix/me", headers=bearer(token)).get_json()
+    assert (me["name"], me["role"], me["via"], me["auth"]) == ("root", "admin", "token", "users")
+    assert scalar(conn, "SELECT count(*) FROM tunix_runs") == 0
+
+
+def test_a_token_is_shown_once_stored_hashed_and_works_until_revoked(client, admin, conn):
+    _, root = admin
+    made = client.post("/api/tunix/users", json={"name": "alice", "role": "member"}, headers=bearer(root))
+    assert made.status_code == 201, made.get_json()
+    token = made.get_json()["token"]["token"]
+    assert token.startswith("tnx_") and len(token) > 40
+    assert scalar(conn, "SELECT count(*) FROM tunix_tokens WHERE sha256 = %s", (hash_token(token),)) == 1
+    assert scalar(conn, "SELECT count(*) FROM tunix_tokens WHERE sha256 = %s OR prefix = %s", (token, token)) == 0
+    listed = client.get("/api/tunix/tokens", headers=bearer(token)).get_json()["data"]
+    assert [t["token"] for t in listed] == [None] and listed[0]["prefix"] == token[:12]
+
+    run = client.post("/api/tunix/run?mode=async", json=DRY, headers=bearer(token))
+    assert run.status_code == 202 and run.get_json()["owner"] == "alice"
+
+    second = client.post("/api/tunix/tokens", json={"label": "ci"}, headers=bearer(token)).get_json()
+    revoked = client.delete(f"/api/tunix/tokens/{listed[0]['token_id']}", headers=bearer(token))
+    assert revoked.status_code == 200 and revoked.get_json()["revoked_at"]
+    assert client.get("/api/tunix/me", headers=bearer(token)).status_code == 401  # at once
+    assert client.get("/api/tunix/me", headers=bearer(second["token"])).get_json()["name"] == "alice"
+
+
+def test_an_expired_token_and_a_disabled_users_token_are_refused(client, admin, conn):
+    _, root = admin
+    registry.create_user(conn, "bob", "member")
+    old, row = registry.create_token(conn, "bob", expires_at=datetime.datetime.now(datetime.timezone.utc)
+                                     + datetime.timedelta(seconds=1))
+    assert client.get("/api/tunix/me", headers=bearer(old)).status_code == 200
+    time.sleep(1.1)
+    assert client.get("/api/tunix/me", headers=bearer(old)).status_code == 401
+    live = client.post("/api/tunix/tokens", json={"user": "bob"}, headers=bearer(root)).get_json()["token"]
+    assert client.get("/api/tunix/me", headers=bearer(live)).status_code == 200
+    assert client.patch("/api/tunix/users/bob", json={"disabled": True}, headers=bearer(root)).status_code == 200
+    assert client.get("/api/tunix/me", headers=bearer(live)).status_code == 401
+
+
+def test_roles_members_and_viewers_are_refused_what_is_not_theirs(client, admin, conn):
+    _, root = admin
+    registry.create_user(conn, "vic", "viewer")
+    registry.create_user(conn, "mia", "member")
+    viewer, _ = registry.create_token(conn, "vic")
+    member, _ = registry.create_token(conn, "mia")
+    assert client.get("/api/tunix/runs", headers=bearer(viewer)).status_code == 200
+    refused = client.post("/api/tunix/run?mode=async", json=DRY, headers=bearer(viewer))
+    assert refused.status_code == 403 and "viewer" in refused.get_json()["error"]["message"]
+    assert client.post("/api/tunix/tokens", json={}, headers=bearer(viewer)).status_code == 201  # their own
+    for method, path, body in (("get", "/api/tunix/users", None), ("post", "/api/tunix/users", {"name": "x"}),
+                               ("get", "/api/tunix/audit", None), ("get", "/api/tunix/tokens?user=vic", None),
+                               ("post", "/api/tunix/tokens", {"user": "vic"}),
+                               ("patch", "/api/tunix/users/vic", {"role": "admin"})):
+        response = getattr(client, method)(path, json=body, headers=bearer(member))
+        assert response.status_code == 403, (path, response.get_json())
+    assert scalar(conn, "SELECT role FROM tunix_users WHERE name = 'vic'") == "viewer"
+    assert scalar(conn, "SELECT count(*) FROM tunix_runs") == 0
+    # The last enabled admin stays one.
+    assert client.patch("/api/tunix/users/root", json={"role": "member"}, headers=bearer(root)).status_code == 409
+    assert client.patch("/api/tunix/users/root", json={"disabled": True}, headers=bearer(root)).status_code == 409
+    taken = client.post("/api/tunix/users", json={"name": "mia"}, headers=bearer(root))
+    assert taken.status_code == 409 and taken.get_json()["error"]["code"] == "user_exists"
+    bad = client.post("/api/tunix/users", json={"name": "Not OK", "role": "king"}, headers=bearer(root))
+    assert bad.status_code == 422 and {f["field"] for f in bad.get_json()["error"]["fields"]} == {"name", "role"}
+
+
+def test_api_token_keeps_working_once_users_exist(make_client, settings, admin, conn):
+    client = make_client(SETTINGS=settings.model_copy(update={"api_token": "legacy-secret"}))
+    me = client.get("/api/tunix/me", headers=bearer("legacy-secret")).get_json()
+    assert (me["name"], me["role"], me["via"]) == (None, "admin", "API_TOKEN")
+    assert client.post("/api/tunix/run?mode=async", json=DRY, headers=bearer("legacy-secret")).status_code == 202
+    assert client.get("/api/tunix/runs", headers=bearer("wrong")).status_code == 401
+
+
+def test_every_mutating_request_is_audited_and_the_trail_cannot_be_changed(client, admin, conn):
+    _, root = admin
+    mia = f"mia-{uuid.uuid4().hex[:8]}"  # the trail outlives every test: a name of this test's own
+    registry.create_user(conn, mia, "member")
+    member, token_row = registry.create_token(conn, mia)
+    run = sent(client.post("/api/tunix/run?mode=async", json=DRY, headers=bearer(member))).get_json()
+    sent(client.post(f"/api/tunix/runs/{run['run_id']}/cancel", headers=bearer(member)))
+    sent(client.post("/api/tunix/users", json={"name": "x"}, headers=bearer(member)))  # refused: audited too
+    client.get("/api/tunix/runs", headers=bearer(member))  # a read: not audited
+    trail = client.get(f"/api/tunix/audit?user={mia}", headers=bearer(root)).get_json()["data"]
+    assert [(e["action"], e["status"]) for e in trail] == [
+        ("users.create_user", 403), ("runs.cancel", 200), ("runs.submit", 202)]
+    assert trail[1]["run_ids"] == [run["run_id"]] == trail[2]["run_ids"]
+    assert {e["token_id"] for e in trail} == {str(token_row["id"])}
+    assert trail[0]["detail"] == {"error": "forbidden"} and trail[0]["remote_addr"] == "127.0.0.1"
+    by_run = client.get(f"/api/tunix/audit?run_id={run['run_id']}", headers=bearer(root)).get_json()["data"]
+    assert [e["action"] for e in by_run] == ["runs.cancel", "runs.submit"]
+    page = client.get(f"/api/tunix/audit?user={mia}&limit=1", headers=bearer(root)).get_json()
+    rest = client.get(f"/api/tunix/audit?user={mia}&before_id={page['next_before_id']}", headers=bearer(root))
+    assert [e["action"] for e in rest.get_json()["data"]] == ["runs.cancel", "runs.submit"]
+    assert client.get("/api/tunix/audit?since=yesterday", headers=bearer(root)).status_code == 422
+    for statement in ("UPDATE tunix_audit SET status = 200", "DELETE FROM tunix_audit", "TRUNCATE tunix_audit"):
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            with conn.cursor() as cur:
+                cur.execute(statement)
+
+
+def test_tunix_admin_makes_the_first_admin_and_prints_the_token_alone(registry_url, client, conn):
+    env = {"DATABASE_URL": registry_url, "PATH": "/usr/bin:/bin", "PYTHONPATH": ROOT}
+    made = subprocess.run([sys.executable, "-m", "tasks.users_admin", "create-user", "ops"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token.startswith("tnx_") and "\n" not in token and token not in made.stderr
+    assert client.get("/api/tunix/me", headers=bearer(token)).get_json()["role"] == "admin"
+    again = subprocess.run([sys.executable, "-m", "tasks.users_admin", "create-user", "ops"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "exists" in again.stderr and again.stdout == ""
+    assert scalar(conn, "SELECT action FROM tunix_audit WHERE action LIKE 'tunix-admin.%%' ORDER BY id DESC "
+                        "LIMIT 1") == "tunix-admin.create-user"
