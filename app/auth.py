@@ -172,5 +172,23 @@ def require_priority(priorities):
     return who
 
 
+def require_queue_room(n):
+    """429 ``quota_exceeded`` (with Retry-After) when ``n`` more runs would
+    take the caller past ``USER_MAX_QUEUED`` waiting runs; nothing is written
+    then.  Users only: runs with no owner have no quota.  Two submits of one
+    user at the same instant may both pass (the count is read, not locked):
+    the limit is a fair-use bound, not an invariant."""
+    limit = current_app.config["SETTINGS"].user_max_queued
+    who = caller()
+    if not limit or who.name is None:
+        return
+    waiting = registry.user_waiting_runs(get_db(), who.name)
+    if waiting + n > limit:
+        raise ApiError(429, "quota_exceeded",
+                       f"user {who.name!r} has {waiting} of {limit} runs waiting (USER_MAX_QUEUED); "
+                       f"{n} more would pass it: wait for some to start, or cancel some",
+                       extra={"limit": limit, "waiting": waiting, "asked": n})
+
+
 def init_app(app):
     app.before_request(_check)

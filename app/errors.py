@@ -33,6 +33,9 @@ STATUS = {
 #: Seconds a client is asked to wait after a 503: a busy pool frees within
 #: a second; a database outage lasts longer.
 RETRY_AFTER_S = {"overloaded": "1"}
+#: ... after a 429 (a user's queued runs over ``USER_MAX_QUEUED``): runs
+#: start within minutes, not seconds.
+QUOTA_RETRY_AFTER_S = "60"
 
 
 class ApiError(Exception):
@@ -55,6 +58,8 @@ def error_response(status, code, message, fields=None, /, **extra):
     response.status_code = status
     if status == 503:
         response.headers["Retry-After"] = RETRY_AFTER_S.get(code, "5")
+    if status == 429:
+        response.headers["Retry-After"] = QUOTA_RETRY_AFTER_S
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="tunix-rt"'
     return response

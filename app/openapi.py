@@ -18,12 +18,13 @@ from flask import Blueprint, current_app, jsonify, render_template, send_from_di
 from pydantic.json_schema import models_json_schema
 
 from tasks import catalog, lifecycle, sweep_spec, wire
-from tasks.run_spec import MAX_SERIES_POINTS, MAX_SERIES_RUNS, METHOD_DATA, MODES, RunFilter, RunSpec, SeriesRequest
+from tasks.run_spec import (MAX_SERIES_POINTS, MAX_SERIES_RUNS, MAX_TAGS, METHOD_DATA, MODES, TAG_PATTERN, RunFilter,
+                            RunSpec, RunUpdate, SeriesRequest)
 from tasks.sweep_spec import SweepSpec
 
 from . import exports, fleet, samples, users
 from .parse import MAX_LIMIT, MAX_OFFSET
-from .runs import LIST_FILTERS, MAX_BATCH, MAX_IDEMPOTENCY_KEY
+from .runs import LIST_FILTERS, MAX_BATCH, MAX_CSV_ROWS, MAX_IDEMPOTENCY_KEY, MAX_QUERY
 
 bp = Blueprint("openapi", __name__)
 
@@ -54,6 +55,7 @@ def _errors(*codes):
             405: "method not allowed (the Allow header lists the allowed ones)",
             409: "not allowed in the run's status", 413: "body over 1 MiB", 415: "not JSON",
             422: "invalid fields",
+            429: "quota_exceeded: the caller's waiting runs would pass USER_MAX_QUEUED; see Retry-After",
             503: "database unavailable, or overloaded (no pooled connection within DB_POOL_WAIT_S); see Retry-After"}
     if 401 in codes:  # a route that may ask for a token may refuse the token's user (app/auth.py)
         codes = sorted({*codes, 403})
@@ -103,6 +105,7 @@ def _schemas(datasets, run_time_limit_s):
     schemas["SweepSpec"] = _sweep_spec(run_spec, schemas)
     schemas["RunFilter"] = RunFilter.model_json_schema()
     schemas["SeriesRequest"] = SeriesRequest.model_json_schema()
+    schemas["RunUpdate"] = RunUpdate.model_json_schema()
     schemas.update(fleet.openapi_schemas())
     schemas.update(samples.openapi_schemas())
     schemas.update(exports.openapi_schemas())
@@ -164,6 +167,12 @@ def _sweep_spec(run_spec, schemas):
 _SWEEP_ID = {"name": "sweep_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 
 
+def _csv(description):
+    """A ``text/csv`` answer (``app/csv_export.py``): a header line, then rows."""
+    return {"description": description, "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+            "content": {"text/csv": {"schema": {"type": "string"}}}}
+
+
 #: What gunicorn answers itself, before the API sees the request (its limits:
 #: gunicorn.conf.py): HTML, not the API's JSON error.
 _SERVER_LIMITS = {
@@ -198,8 +207,21 @@ def document(settings=None):
         {"name": "mode", "in": "query", "schema": {"type": "string", "enum": ["", *MODES]}},
         {"name": "dataset_key", "in": "query", "schema": text_filter},
         {"name": "model_id", "in": "query", "schema": text_filter},
+        {"name": "owner", "in": "query", "schema": text_filter,
+         "description": "a user's name, or `me`: the caller's (422 for a request with no user)"},
+        # An empty tag is no filter, as an empty status.
+        {"name": "tag", "in": "query", "style": "form", "explode": True,
+         "schema": {"type": "array", "maxItems": MAX_TAGS,
+                    "items": {"type": "string", "anyOf": [{"pattern": TAG_PATTERN}, {"const": ""}]}},
+         "description": "repeatable: runs carrying every tag given"},
+        {"name": "sweep_id", "in": "query", "schema": {"type": "string", "anyOf": [{"format": "uuid"},
+                                                                                   {"const": ""}]}},
+        {"name": "q", "in": "query", "schema": {"type": "string", "maxLength": MAX_QUERY, "pattern": "^[^\\u0000]*$"},
+         "description": "a case-insensitive substring of the run's name"},
     ]
     assert {p["name"] for p in list_params} >= set(LIST_FILTERS)
+    csv_params = [{"name": "limit", "in": "query",
+                   "schema": {"type": "integer", "minimum": 1, "maximum": MAX_CSV_ROWS}}, *list_params[1:]]
     body = {"required": True, "content": {"application/json": {"schema": _ref("RunSpec")}}}
     run_answer = _json(_RUN, links=_links())
     return {
@@ -223,7 +245,7 @@ def document(settings=None):
                 ],
                 "requestBody": body,
                 "responses": {"200": run_answer, "202": run_answer,
-                              **_errors(400, 401, 405, 409, 413, 415, 422, 503)}}},
+                              **_errors(400, 401, 405, 409, 413, 415, 422, 429, 503)}}},
             "/api/tunix/runs/batch": {"post": {
                 "operationId": "submitBatch",
                 "summary": f"Submit up to {MAX_BATCH} async runs at once: all valid and created, or none.",
@@ -232,7 +254,7 @@ def document(settings=None):
                                                               "items": _ref("RunSpec")}},
                     "required": ["runs"], "additionalProperties": False}}}},
                 "responses": {"202": _json(_ref("RunList"), links=_links("$response.body#/data/0/run_id")),
-                              **_errors(400, 401, 405, 413, 415, 422, 503)}}},
+                              **_errors(400, 401, 405, 413, 415, 422, 429, 503)}}},
             "/api/tunix/runs/cancel": {"post": {
                 "operationId": "cancelRuns",
                 "summary": "Cancel every pending or running run the filter matches (as each run's own cancel).",
@@ -252,9 +274,24 @@ def document(settings=None):
                 "operationId": "listRuns",
                 "summary": "Run history, newest first.", "parameters": list_params,
                 "responses": {"200": _json(_ref("RunPage")), **_errors(401, 405, 422, 503)}}},
-            "/api/tunix/runs/{run_id}": {"get": {
-                "operationId": "getRun",
-                "parameters": [_RUN_ID], "responses": {"200": _json(_RUN), **_errors(401, 404, 405, 503)}}},
+            "/api/tunix/runs.csv": {"get": {
+                "operationId": "exportRuns",
+                "summary": f"The history as CSV (up to {MAX_CSV_ROWS} runs, newest first), by the same filters: "
+                           "run_id, name, owner, status, mode, dataset_key, model_id, tags (space-separated), "
+                           "priority, sweep_id, created_at, started_at, completed_at, duration_seconds, final_loss.",
+                "parameters": csv_params,
+                "responses": {"200": _csv("one run a row, as GET /api/tunix/runs answers it"),
+                              **_errors(401, 405, 422, 503)}}},
+            "/api/tunix/runs/{run_id}": {
+                "get": {
+                    "operationId": "getRun",
+                    "parameters": [_RUN_ID], "responses": {"200": _json(_RUN), **_errors(401, 404, 405, 503)}},
+                "patch": {
+                    "operationId": "updateRun",
+                    "summary": "Change a run's name, tags or notes (the fields sent): its owner's or an admin's.",
+                    "parameters": [_RUN_ID],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RunUpdate")}}},
+                    "responses": {"200": _json(_RUN), **_errors(400, 401, 404, 405, 413, 415, 422, 503)}}},
             "/api/tunix/runs/{run_id}/status": {"get": {
                 "operationId": "getRunStatus",
                 "parameters": [_RUN_ID],
@@ -264,6 +301,12 @@ def document(settings=None):
                 "summary": "The per-step figures of a training, every attempt's.",
                 "parameters": [_RUN_ID],
                 "responses": {"200": _json(_ref("MetricsList")), **_errors(401, 404, 405, 503)}}},
+            "/api/tunix/runs/{run_id}/metrics.csv": {"get": {
+                "operationId": "exportRunMetrics",
+                "summary": "The per-step figures as CSV: step, attempt, loss, learning_rate, grad_norm, eval_loss, "
+                           "then every metric the run recorded, a column each.",
+                "parameters": [_RUN_ID],
+                "responses": {"200": _csv("one recorded step a row"), **_errors(401, 404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/checkpoints": {"get": {
                 "operationId": "listCheckpoints",
                 "summary": "The run's recorded checkpoints.",
@@ -318,7 +361,7 @@ def document(settings=None):
                                         "parameters": {"sweep_id": "$response.body#/sweep_id"}},
                         "ResumeSweep": {"operationId": "resumeSweep",
                                         "parameters": {"sweep_id": "$response.body#/sweep_id"}}}),
-                                  **_errors(400, 401, 405, 413, 415, 422, 503)}},
+                                  **_errors(400, 401, 405, 413, 415, 422, 429, 503)}},
                 "get": {
                     "operationId": "listSweeps",
                     "summary": "Sweeps, newest first, their trials counted by status.",
@@ -337,6 +380,12 @@ def document(settings=None):
                                            "schema": {"type": "integer", "minimum": 2,
                                                       "maximum": MAX_SERIES_POINTS}}],
                 "responses": {"200": _json(_ref("SeriesList")), **_errors(401, 404, 405, 422, 503)}}},
+            "/api/tunix/sweeps/{sweep_id}/trials.csv": {"get": {
+                "operationId": "exportSweepTrials",
+                "summary": "The trials as CSV: run_id, each swept parameter, status, step, loss, eval_loss (and "
+                           "the sweep's method metric when it ranks on one).",
+                "parameters": [_SWEEP_ID], "responses": {"200": _csv("one trial a row, in the order they were made"),
+                                                         **_errors(401, 404, 405, 503)}}},
             "/api/tunix/sweeps/{sweep_id}/cancel": {"post": {
                 "operationId": "cancelSweep",
                 "summary": "Stop every trial still in the system's hands.",

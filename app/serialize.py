@@ -28,7 +28,8 @@ def run_answer(row):
         queue_wait_seconds=None if started is None else (started - row["created_at"]).total_seconds(),
         duration_seconds=row["duration_seconds"], progress=row.get("progress"),
         heartbeat_at=row.get("heartbeat_at"), sweep_id=_id(row.get("sweep_id")), trial=row.get("trial"),
-        priority=row.get("priority", 0), owner=row.get("owner"))
+        priority=row.get("priority", 0), owner=row.get("owner"), name=row.get("name"), tags=row.get("tags") or [],
+        notes=row.get("notes") or "")
 
 
 def status_answer(row):

@@ -13,7 +13,8 @@ from tasks import catalog, early_stopping, lifecycle, registry, sweep_spec
 from tasks.errors import SweepNotFound
 from tasks.run_spec import MAX_SERIES_POINTS
 
-from .auth import caller, require_may_act_on, require_priority
+from .auth import caller, require_may_act_on, require_priority, require_queue_room
+from .csv_export import csv_answer
 from .curves import series_json
 from .db import get_db, transaction
 from .errors import ApiError
@@ -80,6 +81,7 @@ def submit_sweep():
     if problems:
         raise ApiError(422, "validation_error", f"{len(problems)} invalid field(s)", problems)
     require_priority({"priority": sweep_spec.trial_priority(spec)})
+    require_queue_room(len(trials))
     stored = dict(spec.model_dump(), mode=spec.better(), **seeds)
     rule = spec.early_stopping and dict(spec.early_stopping.model_dump(), metric=sweep_spec.stopping_metric(spec.metric),
                                         mode=spec.better() if spec.metric in sweep_spec.METHOD_METRICS else "min")
@@ -121,6 +123,26 @@ def get_sweep_series(sweep_id):
     if registry.get_sweep(conn, sweep_id) is None:
         raise SweepNotFound(sweep_id)
     return jsonify(series_json(conn, registry.sweep_trial_ids(conn, sweep_id), points))
+
+
+#: The columns of ``trials.csv`` after its parameters: ``wire.Trial``'s.
+TRIAL_CSV_COLUMNS = ("status", "step", "loss", "eval_loss")
+
+
+@bp.get("/sweeps/<sweep_id>/trials.csv")
+def trials_csv(sweep_id):
+    """A sweep's trials as CSV, in the order they were made: the run id,
+    each swept parameter a column (by name: a trial's stored parameters
+    keep no order), then ``TRIAL_CSV_COLUMNS`` and, for a sweep ranked on a method's
+    metric, that metric; each row ``GET /sweeps/{id}``'s trial."""
+    sweep_id = _parse_id(sweep_id)
+    detail = _detail(get_db(), sweep_id)
+    params = sorted({name for t in detail["runs"] for name in t["params"]})
+    ranked = [detail["metric"]] if detail["metric"] in sweep_spec.METHOD_METRICS else []
+    columns = [*TRIAL_CSV_COLUMNS, *ranked]
+    rows = [[t["run_id"], *(t["params"].get(p) for p in params), *(t.get(c) for c in columns)]
+            for t in detail["runs"]]
+    return csv_answer(f"sweep-{sweep_id}-trials.csv", ["run_id", *params, *columns], rows)
 
 
 def _require_own(conn, sweep_id):

@@ -9,10 +9,11 @@ a submit and an admission pass cannot disagree:
 
 * ``tunix_admission_room(ahead)``: the places the queue has for trainings,
   ``ADMIT_AHEAD`` less the admitted trainings no worker took yet;
-* ``tunix_admits_at_once(ahead, dry_run, priority)``: whether a new run is
-  queued at once.  A dry run always (they take milliseconds); a training
-  when there is room and it would be the first one admitted, that is no
-  deferred training of as high a priority was there first.
+* ``tunix_admits_at_once(ahead, dry_run, priority, owner, user_max)``:
+  whether a new run is queued at once.  A dry run always (they take
+  milliseconds); a training when there is room, it would be the first one
+  admitted (no deferred training of as high a priority was there first) and
+  its owner holds fewer than ``USER_MAX_TRAININGS`` (migration 0023).
 
 Every training insert goes through it: a single submit asks it in its one
 statement (``submit_run`` in ``tasks/sql/runs.sql``); a batch's trainings
@@ -23,11 +24,18 @@ bounded by the same room.
 ``admit`` queues deferred runs in the order ``runs_to_admit`` gives them:
 
 * priority, higher first;
-* then fair share: a sweep with fewer trials queued or running first, a
-  single run counting as a sweep of one, so a run submitted after a
-  500-trial sweep is next once a worker is free, not after the sweep;
+* then fair share between users: the user with fewer runs queued or
+  running first, so one person's 1,000-run batch does not fill the fleet
+  ahead of everyone else (runs with no owner each count as a user of their
+  own, so an open installation orders as before users);
+* then fair share within a user: a sweep with fewer trials queued or
+  running first, a single run counting as a sweep of one, so a run
+  submitted after a 500-trial sweep is next once a worker is free, not
+  after the sweep;
 * then age;
-* a trial past its sweep's ``max_concurrent`` waits.
+* a trial past its sweep's ``max_concurrent`` waits, and a training past
+  its owner's ``USER_MAX_TRAININGS`` (``tunix_admits_at_once`` holds a new
+  one back the same way, migration 0023).
 
 Dry runs are admitted as their sweeps allow; trainings while there is room.
 A pass is triggered where a place may have opened or a run was deferred:
@@ -72,13 +80,14 @@ BATCH = 1000
 def admit(conn, ahead=None):
     """Admit, in ``conn``'s transaction (committed by the caller), the
     deferred runs whose turn it is; how many were admitted."""
-    ahead = get_settings().admit_ahead if ahead is None else ahead
+    settings = get_settings()
+    ahead = settings.admit_ahead if ahead is None else ahead
     with conn.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (LOCK_KEY,))
         if not cur.fetchone()[0]:
             return 0
     admitted = []
-    for run in registry.runs_to_admit(conn, ahead, BATCH):
+    for run in registry.runs_to_admit(conn, ahead, BATCH, user_max=settings.user_max_trainings):
         try:
             registry.transition(conn, run["id"], "admit")
         except InvalidTransition:  # cancelled meanwhile

@@ -65,7 +65,8 @@ class RunService:
         return registry.submit_run(conn, run_id=run_id, mode=mode, dry_run=config["dry_run"],
                                    dataset_key=config["dataset_key"], model_id=config["model_id"], config=config,
                                    message=message, ahead=self.settings.admit_ahead, priority=priority,
-                                   idempotency_key=idempotency_key, request_hash=request_hash, owner=owner)
+                                   idempotency_key=idempotency_key, request_hash=request_hash, owner=owner,
+                                   user_max=self.settings.user_max_trainings)
 
     def submit_many(self, conn, specs, owner=None):
         """Async runs of ``owner`` from ``specs`` (``(config, priority)`` pairs), all in

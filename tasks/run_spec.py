@@ -30,10 +30,36 @@ RESOLVED_AT_SUBMIT = ("seed", "time_limit_s")
 #: samples): a stored spec that lacks one reads back with it, so a run
 #: queued before an upgrade still resumes, and trains as it would have.
 ADDED_SINCE_FIRST_STORE = {"lora": None, "sample_held_out": 0, "method": "sft", "dpo": None, "grpo": None}
-#: Fields that say when a run is admitted, not what it trains: the registry
-#: keeps them in columns of their own, and the stored spec (``config``, what
-#: the training reads) leaves them out.
-SCHEDULING = ("priority",)
+#: Fields that say when a run is admitted or how it is found, not what it
+#: trains: the registry keeps them in columns of their own, and the stored
+#: spec (``config``, what the training reads) leaves them out.
+SCHEDULING = ("priority", "name", "tags")
+#: Most tags a run may carry.
+MAX_TAGS = 20
+#: A tag: a word a history filter names in a URL (``?tag=lr:1e-4``) and a CSV
+#: joins with spaces, so no space, comma or quote.
+TAG_PATTERN = r"^[A-Za-z0-9_.:=-]{1,64}$"
+#: A run's name: one line of at most 200 characters (no control characters:
+#: it is shown in tables and CSV rows).
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+#: Longest notes a run may carry.
+MAX_NOTES = 10_000
+
+
+def _distinct_tags(value):
+    if value is not None and len(set(value)) != len(value):
+        raise PydanticCustomError("repeated_tag", "each tag at most once")
+    return value
+
+
+#: A run's name (null: none).
+RunName = Annotated[Optional[str], Field(None, min_length=1, max_length=200, pattern=NAME_PATTERN,
+                                         description="a name to find the run by (?q= searches it); one line")]
+#: A run's tags.
+RunTags = Annotated[list[Annotated[str, Field(pattern=TAG_PATTERN)]],
+                    Field(max_length=MAX_TAGS, json_schema_extra={"uniqueItems": True},
+                          description=f"up to {MAX_TAGS} distinct tags of 1 to 64 characters of "
+                                      "A-Z a-z 0-9 _ . : = - (?tag= filters on them)")]
 
 
 def _integral(value):
@@ -191,6 +217,9 @@ class RunSpec(BaseModel):
     priority: JsonInt = Field(0, ge=-1000, le=1000,
                               description="higher is admitted first; equal priorities share the workers fairly "
                                           "between sweeps and single runs")
+    #: How the run is found (the history's ?q= and ?tag=); columns, not config.
+    name: RunName = None
+    tags: RunTags = []
 
     @field_validator("model_id")
     @classmethod
@@ -201,6 +230,11 @@ class RunSpec(BaseModel):
             raise PydanticCustomError(
                 "unknown_model", f"unknown model {value!r}; known models: {', '.join(MODELS)}")
         return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_distinct(cls, value):
+        return _distinct_tags(value)
 
     @model_validator(mode="after")
     def _method_settings(self):
@@ -232,7 +266,7 @@ class RunSpec(BaseModel):
         return data
 
     def scheduling(self):
-        """``{"priority": …}``: what ``resolved`` leaves out."""
+        """``{"priority": …, "name": …, "tags": […]}``: what ``resolved`` leaves out."""
         return {name: getattr(self, name) for name in SCHEDULING}
 
     def as_stored(self):
@@ -318,3 +352,32 @@ class SeriesRequest(BaseModel):
     run_ids: list[Annotated[str, Field(pattern=UUID_PATTERN)]] = Field(
         min_length=1, max_length=MAX_SERIES_RUNS, description="the runs to compare")
     points: JsonInt = Field(200, ge=2, le=MAX_SERIES_POINTS, description="at most this many points per run")
+
+
+class RunUpdate(BaseModel):
+    """``PATCH /api/tunix/runs/{run_id}``: what a run's owner (or an admin)
+    may change after the submit; a field absent stays as it is, a null name
+    clears it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
+
+    name: RunName = None
+    # Not Optional (as RunFilter's): null is refused; [] and "" clear them.
+    tags: RunTags = None
+    notes: str = Field(None, max_length=MAX_NOTES, pattern=r"^[^\x00]*$",
+                       description=f"free text, at most {MAX_NOTES} characters")
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_distinct(cls, value):
+        return _distinct_tags(value)
+
+    @model_validator(mode="after")
+    def _something_given(self):
+        if not self.model_fields_set:
+            raise PydanticCustomError("no_field", "name at least one of name, tags, notes")
+        return self
+
+    def given(self):
+        """The fields sent, as the registry writes them."""
+        return {name: getattr(self, name) for name in self.model_fields_set}

@@ -131,6 +131,12 @@ class Settings(BaseSettings):
                                  "(`/healthz`, `/readyz`, `/metrics`, `/openapi.json` stay open)", shown="unset")
     access_log: Flag = _var("ACCESS_LOG", True, "one JSON line per API request on stderr (`tunix.access`: method, "
                             "path, status, ms, user, address; never a token or a query string)")
+    user_max_trainings: int = _var("USER_MAX_TRAININGS", 0, "trainings one user may have queued or running at "
+                                   "once; the next wait `deferred` (the run says why); 0: no limit",
+                                   ge=0, le=100_000)
+    user_max_queued: int = _var("USER_MAX_QUEUED", 0, "runs one user may have waiting (deferred or queued); a "
+                                "submit past it is a 429 with Retry-After, nothing written; 0: no limit",
+                                ge=0, le=10_000_000)
     priority_ceiling: int = _var("PRIORITY_CEILING", 100, "the highest `priority` a member's run or sweep may ask "
                                  "for; above it needs an admin", ge=0, le=1_000_000)
     weights_dir: str = _var(

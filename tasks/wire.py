@@ -92,6 +92,11 @@ class Run(_Answer):
     trial: Optional[dict[str, Any]] = Field(None, description="a trial's parameters: what its sweep varied")
     priority: int = Field(0, description="admission order among waiting runs: higher first")
     owner: Optional[str] = Field(None, description="the user who submitted it; null without users")
+    name: Optional[str] = Field(None, description="its name, given at submit or by PATCH; null: none")
+    tags: list[str] = Field([], description="its tags (the history's ?tag= filters on them)")
+    notes: str = Field("", description="free text, edited by PATCH")
+    waiting_reason: Optional[str] = Field(None, description="a deferred run's reason to wait, in a sentence "
+                                                            "(GET /api/tunix/runs/{run_id} only)")
 
 
 class Pagination(_Answer):
@@ -106,6 +111,8 @@ class RunPage(_Answer):
 
     data: list[Run]
     pagination: Pagination
+    counts: dict[str, int] = Field({}, description="the runs the same filters match, by status (every page's); "
+                                                   "a status no run is in is absent")
 
 
 class RunList(_Answer):

@@ -72,6 +72,8 @@ def _flag(field):
     """The option that sets a run request's field (``learning_rate`` -> ``--learning-rate``)."""
     if field == "dry_run":
         return "--train/--dry-run"
+    if field == "tags":
+        return "--tag"
     return "--" + field.replace("_", "-")
 
 
@@ -208,6 +210,10 @@ def _spec_options(command):
                                    help="--train trains for real (default: a dry run, which validates and "
                                         "resolves everything and trains nothing).")(command)
             continue
+        if name == "tags":  # a list: one --tag each
+            command = click.option("--tag", "tags", multiple=True, help="A tag (repeatable): " + field.description)(
+                command)
+            continue
         annotation = field.annotation
         args = typing.get_args(annotation)
         if typing.get_origin(annotation) is typing.Literal:
@@ -249,7 +255,8 @@ def submit(ctx, file_, idempotency_key, wait_, follow, as_json, **fields):
     spec = _read_file(file_) if file_ else {}
     if not isinstance(spec, dict):
         raise click.BadParameter("expected a JSON object", param_hint="--file")
-    spec.update({name: value for name, value in fields.items() if value is not None})
+    spec.update({name: list(value) if isinstance(value, tuple) else value
+                 for name, value in fields.items() if value is not None and value != ()})
     client = _client(ctx)
     run = client.submit(spec, idempotency_key=idempotency_key)
     if not (wait_ or follow):
@@ -384,13 +391,21 @@ def status(ctx, run_id, as_json):
 @click.option("--dataset-key")
 @click.option("--model-id")
 @click.option("--mode", type=click.Choice(["sync", "async"]))
+@click.option("--mine", is_flag=True, help="Only my runs (the token's user).")
+@click.option("--owner", help="Only this user's runs.")
+@click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeatable: all of them).")
+@click.option("--sweep", "sweep_id", help="Only the trials of this sweep.")
+@click.option("--search", "q", help="Only runs whose name holds this (any case).")
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--offset", type=int, default=0, show_default=True)
 @json_option
 @click.pass_context
-def list_(ctx, status, dataset_key, model_id, mode, limit, offset, as_json):
+def list_(ctx, status, dataset_key, model_id, mode, mine, owner, tags, sweep_id, q, limit, offset, as_json):
     """The run history, newest first, as a table."""
-    page = _client(ctx).list(status=status, dataset_key=dataset_key, model_id=model_id, mode=mode, limit=limit,
+    if mine and owner:
+        raise click.UsageError("--mine and --owner are exclusive")
+    page = _client(ctx).list(status=status, dataset_key=dataset_key, model_id=model_id, mode=mode,
+                             owner="me" if mine else owner, tags=tags, sweep_id=sweep_id, q=q, limit=limit,
                              offset=offset)
     if as_json:
         _emit_json(_dump(page))
@@ -401,13 +416,29 @@ def list_(ctx, status, dataset_key, model_id, mode, limit, offset, as_json):
         if loss is None and run.progress is not None:
             loss = run.progress.loss
         step = run.progress.step if run.progress else (run.result or {}).get("steps")
-        rows.append((run.run_id, run.status, "dry run" if run.dry_run else "training", run.dataset_key,
-                     run.model_id, str(run.attempts), "-" if step is None else str(step),
-                     "-" if loss is None else f"{loss:.4f}", str(run.queued_at or "-")[:19]))
-    _table(("run", "status", "kind", "dataset", "model", "attempts", "step", "loss", "queued"), rows)
+        rows.append((run.run_id, run.name or "-", " ".join(run.tags) or "-", run.status,
+                     "dry run" if run.dry_run else "training", run.dataset_key, run.model_id, str(run.attempts),
+                     "-" if step is None else str(step), "-" if loss is None else f"{loss:.4f}",
+                     str(run.queued_at or "-")[:19]))
+    _table(("run", "name", "tags", "status", "kind", "dataset", "model", "attempts", "step", "loss", "queued"), rows)
     more = page.pagination
-    out.print(f"{len(page.data)} of {more.total}" + (f"; next: --offset {more.next_offset}"
-                                                     if more.next_offset is not None else ""))
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(page.counts.items()))
+    out.print(f"{len(page.data)} of {more.total}" + (f" ({counts})" if counts else "")
+              + (f"; next: --offset {more.next_offset}" if more.next_offset is not None else ""), markup=False)
+
+
+@main.command()
+@click.argument("run_id")
+@click.argument("text")
+@json_option
+@click.pass_context
+def notes(ctx, run_id, text, as_json):
+    """Set a run's notes to TEXT ("" clears them): its owner's or an admin's."""
+    run = _client(ctx).update_run(run_id, notes=text)
+    if as_json:
+        _emit_json(_dump(run))
+    else:
+        out.print(f"run {run.run_id}: notes saved ({len(run.notes)} characters)", markup=False)
 
 
 @main.command()

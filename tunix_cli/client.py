@@ -224,11 +224,20 @@ class Client:
     def status(self, run_id) -> RunStatusAnswer:
         return RunStatusAnswer.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/status"))
 
-    def list(self, *, status=None, dataset_key=None, model_id=None, mode=None, limit=20, offset=0) -> RunPage:
-        params = {"status": status, "dataset_key": dataset_key, "model_id": model_id, "mode": mode,
-                  "limit": limit, "offset": offset}
-        return RunPage.model_validate(
-            self._json("GET", "/api/tunix/runs", params={k: v for k, v in params.items() if v is not None}))
+    def list(self, *, status=None, dataset_key=None, model_id=None, mode=None, owner=None, tags=(), sweep_id=None,
+             q=None, limit=20, offset=0) -> RunPage:
+        """One page of the history, newest first (``.counts``: the runs the
+        filters match, by status).  ``owner``: a user's name or ``"me"``;
+        ``tags``: runs carrying all of them; ``q``: a substring of the name."""
+        params = {"status": status, "dataset_key": dataset_key, "model_id": model_id, "mode": mode, "owner": owner,
+                  "sweep_id": sweep_id, "q": q, "limit": limit, "offset": offset}
+        params = [(k, v) for k, v in params.items() if v is not None] + [("tag", t) for t in tags]
+        return RunPage.model_validate(self._json("GET", "/api/tunix/runs", params=params))
+
+    def update_run(self, run_id, **fields) -> Run:
+        """Change a run's ``name``, ``tags`` or ``notes`` (those given; a
+        ``name`` of None clears it): the owner's or an admin's.  Safe to repeat."""
+        return Run.model_validate(self._json("PATCH", f"/api/tunix/runs/{_segment(run_id)}", json=fields))
 
     def cancel(self, run_id) -> Run:
         """A pending run is cancelled at once; a running one is asked to stop

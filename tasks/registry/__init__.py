@@ -5,7 +5,8 @@ holds one aggregate, its queries in the ``tasks/sql`` file of the same name:
 
 - ``runs``: the submit (``submit_run``, ``insert_runs``), every status
   change (``transition``, ``claim``: the named moves of ``tasks.lifecycle``),
-  one run, the history, heartbeats, the waiter's ``watch_runs``, the
+  one run, the history (``list_runs``, with its counts by status), a
+  run's name, tags and notes (``label_runs``, ``update_run_labels``), heartbeats, the waiter's ``watch_runs``, the
   reaper's ``lost_runs``, the bulk moves' ``matching_runs`` (and ``count_matching_others``: what
   a member's bulk move leaves to others) and admission's
   reads (``runs_to_admit``).  Its ``_count`` is the
@@ -39,10 +40,10 @@ from .jobs import (JOB_KINDS, claim_export, claim_job, claim_sample, delete_expo
                    submit_export, submit_sample)
 from .queue import enqueue_messages, nudge_passed_over, settle_message, unqueued_pending_runs
 from .runs import (claim, count_matching_others, existing_runs, get_run, get_run_by_idempotency_key, get_status,
-                   heartbeat, insert_runs, list_runs, lost_runs, matching_runs, run_owner, runs_to_admit, submit_run,
-                   transition, watch_runs)
+                   heartbeat, insert_runs, label_runs, list_runs, lost_runs, matching_runs, run_owner, runs_to_admit,
+                   submit_run, transition, update_run_labels, watch_runs)
 from .users import (any_users, create_token, create_user, get_token, get_user, list_audit, list_tokens, list_users,
-                    record_audit, revoke_token, token_user, update_user)
+                    record_audit, revoke_token, token_user, update_user, user_waiting_runs, waiting_reason)
 from .sweeps import get_sweep, insert_sweep, list_sweeps, sweep_runs, sweep_trial_ids, sweep_trials
 
 __all__ = [
@@ -57,7 +58,7 @@ __all__ = [
     "silent_worker_sessions", "submit_export", "submit_run", "submit_sample", "sweep_rule", "sweep_runs",
     "sweep_trial_ids", "sweep_trials", "terminate_session", "transition", "unqueued_pending_runs", "watch_runs",
     "worker_gone", "worker_heartbeat",
-    "count_matching_others", "run_owner",
+    "count_matching_others", "run_owner", "label_runs", "update_run_labels",
     "any_users", "create_token", "create_user", "get_token", "get_user", "list_audit", "list_tokens", "list_users",
-    "record_audit", "revoke_token", "token_user", "update_user",
+    "record_audit", "revoke_token", "token_user", "update_user", "user_waiting_runs", "waiting_reason",
 ]

@@ -26,7 +26,7 @@ def _count(conn, status, mode, n=1):
 
 
 def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, message, ahead, priority=0,
-               idempotency_key=None, request_hash=None, owner=None):
+               idempotency_key=None, request_hash=None, owner=None, user_max=0):
     """Insert the new run, pending with its dramatiq ``message``
     ``(queue_name, message_id, message_json)`` or deferred (see the query:
     ``ahead`` is ``ADMIT_AHEAD``), in one statement; the run, or None when
@@ -39,7 +39,7 @@ def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, me
             conn, "submit_run",
             run_id=run_id, mode=mode, dry_run=dry_run, dataset_key=dataset_key, model_id=model_id,
             config=Json(config), priority=priority, idempotency_key=idempotency_key, request_hash=request_hash,
-            queue_name=queue_name, message=Json(message_json), ahead=ahead, owner=owner,
+            queue_name=queue_name, message=Json(message_json), ahead=ahead, owner=owner, user_max=user_max,
             pending=S.PENDING.value, deferred=S.DEFERRED.value)
     if run is not None:
         _count(conn, run["status"], mode)
@@ -132,11 +132,36 @@ def get_status(conn, run_id):
     return fetch_one(conn, "get_status", run_id=run_id)
 
 
-def list_runs(conn, *, limit, offset, status=None, mode=None, dataset_key=None, model_id=None):
-    """``(rows, total)`` for one page of history, newest first."""
-    filters = dict(status=status, mode=mode, dataset_key=dataset_key, model_id=model_id)
+def list_runs(conn, *, limit, offset, status=None, mode=None, dataset_key=None, model_id=None, owner=None,
+              sweep_id=None, tags=None, q=None):
+    """``(rows, total, counts)`` for one page of history, newest first:
+    ``counts`` is ``{status: runs}`` over every page the filters match (one
+    grouped query), ``total`` their sum.  ``tags``: the runs carrying all of
+    them; ``q``: a case-insensitive substring of the name."""
+    filters = dict(status=status, mode=mode, dataset_key=dataset_key, model_id=model_id, owner=owner,
+                   sweep_id=sweep_id, tags=list(tags) if tags else None, q=q)
     rows = fetch_all(conn, "list_runs", limit=limit, offset=offset, **filters)
-    return rows, fetch_one(conn, "count_runs", **filters)["count"]
+    counts = {status: n for status, n in fetch_tuples(conn, "count_runs", **filters)}
+    return rows, sum(counts.values()), counts
+
+
+def update_run_labels(conn, run_id, **fields):
+    """Set a run's ``name``, ``tags`` and ``notes``, those given only (a
+    ``name`` of None clears it); the run, or None when there is none."""
+    unknown = set(fields) - {"name", "tags", "notes"}
+    assert not unknown, unknown
+    return fetch_one(conn, "update_run_labels", run_id=run_id,
+                     **{f"set_{k}": k in fields for k in ("name", "tags", "notes")},
+                     name=fields.get("name"), tags=fields.get("tags"), notes=fields.get("notes"))
+
+
+def label_runs(conn, labels):
+    """Give runs just submitted their names and tags: ``labels`` is
+    ``[(run_id, name, tags)]``; the updated rows (any order)."""
+    if not labels:
+        return []
+    return fetch_all(conn, "label_runs",
+                     labels=Json([{"id": str(i), "name": name, "tags": list(tags)} for i, name, tags in labels]))
 
 
 def heartbeat(conn, run_id, attempt, progress=None):
@@ -185,8 +210,9 @@ def run_owner(conn, run_id):
     return fetch_one(conn, "run_owner", run_id=run_id)
 
 
-def runs_to_admit(conn, ahead=None, limit=1000):
+def runs_to_admit(conn, ahead=None, limit=1000, user_max=0):
     """The deferred runs admission takes, in its order: every dry run its
     sweep has a place for, and as many trainings as the queue has room for
-    with ``ahead`` admitted trainings allowed to wait (all when None)."""
-    return fetch_all(conn, "runs_to_admit", limit=limit, ahead=ahead)
+    with ``ahead`` admitted trainings allowed to wait (all when None), none
+    past its owner's ``user_max`` trainings (0: no limit)."""
+    return fetch_all(conn, "runs_to_admit", limit=limit, ahead=ahead, user_max=user_max)

@@ -79,3 +79,26 @@ def list_audit(conn, *, user_name=None, action=None, run_id=None, since=None, un
                limit=100):
     return fetch_all(conn, "list_audit", user_name=user_name, action=action, run_id=run_id, since=since,
                      until=until, before_id=before_id, limit=limit)
+
+
+def user_waiting_runs(conn, owner):
+    """How many runs ``owner`` has deferred or queued."""
+    return fetch_value(conn, "user_waiting_runs", owner=owner)
+
+
+def waiting_reason(conn, run_id, user_max):
+    """Why a deferred run waits, in a sentence: its owner's limit, its
+    sweep's ``max_concurrent``, or its turn."""
+    row = fetch_one(conn, "waiting_reason", run_id=run_id)
+    if row is None:
+        return None
+    if user_max and row["owner"] is not None and row["owner_trainings"] >= user_max:
+        return (f"{row['owner_trainings']} of {row['owner']}'s {user_max} trainings are queued or running "
+                "(USER_MAX_TRAININGS); it starts when one of them ends")
+    if row["max_concurrent"] is not None and row["sweep_held"] >= row["max_concurrent"]:
+        return (f"{row['sweep_held']} of its sweep's {row['max_concurrent']} trials at once are queued or running "
+                "(max_concurrent)")
+    ahead = row["ahead"]
+    return ("waiting for a free place in the queue" + (f": {ahead} deferred training(s) before it by priority and "
+                                                        "age (fair share between users and sweeps decides among "
+                                                        "them)" if ahead else ""))

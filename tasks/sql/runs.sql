@@ -11,7 +11,7 @@
 -- the only one a run costs.  With an idempotency key already used nothing
 -- is written and no row returns.
 WITH now AS (
-    SELECT admitted FROM tunix_admits_at_once(%(ahead)s, %(dry_run)s, %(priority)s)
+    SELECT admitted FROM tunix_admits_at_once(%(ahead)s, %(dry_run)s, %(priority)s, %(owner)s, %(user_max)s)
 ), run AS (
     INSERT INTO tunix_runs (id, status, mode, dry_run, dataset_key, model_id, config, priority, idempotency_key,
                             request_hash, owner)
@@ -84,22 +84,53 @@ SELECT id, status, created_at, started_at, completed_at, exit_code, attempts, ma
 FROM tunix_runs WHERE id = %(run_id)s;
 
 -- name: list_runs
--- One page of history, newest first.
+-- One page of history, newest first, by the history's filters: each exact,
+-- but %(tags)s (the run carries all of them: the GIN index tunix_runs_tags)
+-- and %(q)s (a case-insensitive substring of the name: no index, see
+-- migration 0022).
 SELECT * FROM tunix_runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(mode)s::text IS NULL OR mode = %(mode)s)
   AND (%(dataset_key)s::text IS NULL OR dataset_key = %(dataset_key)s)
   AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s)
+  AND (%(owner)s::text IS NULL OR owner = %(owner)s)
+  AND (%(sweep_id)s::uuid IS NULL OR sweep_id = %(sweep_id)s)
+  AND (%(tags)s::text[] IS NULL OR tags @> %(tags)s::text[])
+  AND (%(q)s::text IS NULL OR strpos(lower(name), lower(%(q)s)) > 0)
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: count_runs
--- How many runs the same filters match.
-SELECT count(*) FROM tunix_runs
+-- How many runs the same filters match, by status (one scan for every
+-- status: the history's counts, and its total is their sum).
+SELECT status, count(*) AS n FROM tunix_runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(mode)s::text IS NULL OR mode = %(mode)s)
   AND (%(dataset_key)s::text IS NULL OR dataset_key = %(dataset_key)s)
-  AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s);
+  AND (%(model_id)s::text IS NULL OR model_id = %(model_id)s)
+  AND (%(owner)s::text IS NULL OR owner = %(owner)s)
+  AND (%(sweep_id)s::uuid IS NULL OR sweep_id = %(sweep_id)s)
+  AND (%(tags)s::text[] IS NULL OR tags @> %(tags)s::text[])
+  AND (%(q)s::text IS NULL OR strpos(lower(name), lower(%(q)s)) > 0)
+GROUP BY status;
+
+-- name: update_run_labels
+-- A run's name, tags and notes, as its PATCH (or its submit) sets them:
+-- each only when %(set_...)s says it was sent (a null name clears it).
+UPDATE tunix_runs SET
+    name = CASE WHEN %(set_name)s THEN %(name)s ELSE name END,
+    tags = CASE WHEN %(set_tags)s THEN %(tags)s::text[] ELSE tags END,
+    notes = CASE WHEN %(set_notes)s THEN %(notes)s ELSE notes END
+WHERE id = %(run_id)s
+RETURNING *;
+
+-- name: label_runs
+-- The names and tags of runs just submitted (a batch), in the submit's
+-- transaction: %(labels)s is a JSON array of {id, name, tags}.
+UPDATE tunix_runs r SET name = l.name, tags = l.tags
+FROM jsonb_to_recordset(%(labels)s) AS l(id uuid, name text, tags text[])
+WHERE r.id = l.id
+RETURNING r.*;
 
 -- name: heartbeat
 -- The worker holding a running run says it is alive, with the latest
@@ -163,34 +194,56 @@ SELECT owner FROM tunix_runs WHERE id = %(run_id)s;
 
 -- name: runs_to_admit
 -- The deferred runs in the order admission takes them: priority first,
--- then fair share, then age.  A run's share is how many of its group (its
--- sweep; a single run is a group of its own) would be queued or running
--- once it is admitted: a sweep with 5 trials running comes after one with
--- 1, and a single run (share 1) before any sweep already running one.  A
--- trial past its sweep's max_concurrent is not listed, nor a training past
--- the room the queue has for %(ahead)s (tunix_admission_room, migration
--- 0018; all of them when ahead is null).  One admitter at a time reads this
--- (the caller holds the admission lock), so two cannot fill one place twice.
+-- then fair share between users, then between each user's sweeps and
+-- single runs, then age.  A user's share is how many of their runs would be
+-- queued or running once this one is admitted: with one place, a user with
+-- 20 runs waiting and another with one take turns, the second's first.  A
+-- group's share is how many of its group (its sweep; a single run is a
+-- group of its own) would be queued or running: a sweep with 5 trials
+-- running comes after one with 1, and a single run (share 1) before any
+-- sweep already running one.  Runs with no owner are each a user of their
+-- own (an open installation orders as before users).  A trial past its
+-- sweep's max_concurrent is not listed, nor a training past its owner's
+-- %(user_max)s (0: no limit; tunix_user_trainings, migration 0023), nor a
+-- training past the room the queue has for %(ahead)s
+-- (tunix_admission_room, migration 0018; all of them when ahead is null).
+-- One admitter at a time reads this (the caller holds the admission lock),
+-- so two cannot fill one place twice.
 WITH busy AS (
     SELECT sweep_id, count(*) AS n FROM tunix_runs
     WHERE sweep_id IS NOT NULL AND (status IN :WAITING OR status IN :HELD)
     GROUP BY sweep_id
-), ranked AS (
-    SELECT r.id, r.dry_run, r.priority, r.created_at, s.max_concurrent,
+), user_busy AS (
+    SELECT owner, count(*) AS n, count(*) FILTER (WHERE NOT dry_run) AS trainings FROM tunix_runs
+    WHERE owner IS NOT NULL AND (status IN :WAITING OR status IN :HELD)
+    GROUP BY owner
+), grouped AS (
+    SELECT r.id, r.dry_run, r.priority, r.created_at, r.owner, s.max_concurrent,
            coalesce(b.n, 0) + row_number() OVER (PARTITION BY coalesce(r.sweep_id, r.id)
                                                  ORDER BY r.created_at, r.id) AS share
     FROM tunix_runs r
     LEFT JOIN tunix_sweeps s ON s.id = r.sweep_id
     LEFT JOIN busy b ON b.sweep_id = r.sweep_id
     WHERE r.status IN :DEFERRED
+), eligible AS (
+    -- A trial past its sweep's max_concurrent takes no turn of its user's.
+    SELECT * FROM grouped WHERE max_concurrent IS NULL OR share <= max_concurrent
+), ranked AS (
+    SELECT e.*,
+           coalesce(u.n, 0) + row_number() OVER mine AS user_share,
+           coalesce(u.trainings, 0) + count(*) FILTER (WHERE NOT e.dry_run) OVER mine AS user_trainings
+    FROM eligible e
+    LEFT JOIN user_busy u ON u.owner = e.owner
+    WINDOW mine AS (PARTITION BY coalesce(e.owner, e.id::text) ORDER BY e.priority DESC, e.share, e.created_at, e.id)
 )
-SELECT id, dry_run, priority, share FROM (
-    SELECT *, row_number() OVER (PARTITION BY dry_run ORDER BY priority DESC, share, created_at, id) AS turn
+SELECT id, dry_run, priority, share, user_share FROM (
+    SELECT *, row_number() OVER (PARTITION BY dry_run
+                                 ORDER BY priority DESC, user_share, share, created_at, id) AS turn
     FROM ranked
-    WHERE max_concurrent IS NULL OR share <= max_concurrent
+    WHERE dry_run OR %(user_max)s::int = 0 OR owner IS NULL OR user_trainings <= %(user_max)s::int
 ) t
 -- Trainings only as many as the queue has room for (dry runs take no place).
 WHERE dry_run OR %(ahead)s::int IS NULL OR turn <= (SELECT room FROM tunix_admission_room(%(ahead)s))
-ORDER BY priority DESC, share, created_at, id
+ORDER BY priority DESC, user_share, share, created_at, id
 LIMIT %(limit)s;
 

@@ -86,3 +86,25 @@ WHERE (%(user_name)s::text IS NULL OR user_name = %(user_name)s)
   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s)
 ORDER BY at DESC, id DESC
 LIMIT %(limit)s;
+
+-- name: user_waiting_runs
+-- How many runs a user has waiting: deferred, or queued for a worker
+-- (USER_MAX_QUEUED counts these).
+SELECT count(*)::integer FROM tunix_runs
+WHERE owner = %(owner)s AND (status IN :DEFERRED OR status IN :WAITING);
+
+-- name: waiting_reason
+-- Why a deferred run waits: its owner's held trainings, its sweep's held
+-- trials and max_concurrent, and how many deferred trainings are ahead of it
+-- by priority then age (admission's finer order aside).
+SELECT r.owner,
+       (SELECT count(*) FROM tunix_runs o WHERE r.owner IS NOT NULL AND o.owner = r.owner AND NOT o.dry_run
+          AND (o.status IN :WAITING OR o.status IN :HELD))::integer AS owner_trainings,
+       s.max_concurrent,
+       (SELECT count(*) FROM tunix_runs t WHERE r.sweep_id IS NOT NULL AND t.sweep_id = r.sweep_id
+          AND (t.status IN :WAITING OR t.status IN :HELD))::integer AS sweep_held,
+       (SELECT count(*) FROM tunix_runs d WHERE d.status IN :DEFERRED AND NOT d.dry_run AND d.id <> r.id
+          AND (d.priority > r.priority OR (d.priority = r.priority AND d.created_at < r.created_at)))::integer
+          AS ahead
+FROM tunix_runs r LEFT JOIN tunix_sweeps s ON s.id = r.sweep_id
+WHERE r.id = %(run_id)s;

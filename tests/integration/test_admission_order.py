@@ -25,10 +25,10 @@ def sweep(conn, n, *, dry_run=False, max_concurrent=None, priority=0):
     return [r["id"] for r in rows]
 
 
-def single(conn, *, priority=0, dry_run=False):
+def single(conn, *, priority=0, dry_run=False, owner=None):
     """A single run, submitted as the API submits one (pending or deferred)."""
     with conn:
-        return RunService(get_settings()).submit(conn, dict(CONFIG, dry_run=dry_run), priority=priority)
+        return RunService(get_settings()).submit(conn, dict(CONFIG, dry_run=dry_run), priority=priority, owner=owner)
 
 
 def admit(conn, ahead=1):
@@ -177,3 +177,53 @@ def test_a_cancelled_deferred_run_is_never_admitted(tx):
     assert admit(tx) == 1
     assert status(tx, trials) == [S.CANCELLED, S.PENDING]
     assert messages(tx, trials[0]) == 0
+
+
+def batch(conn, n, owner):
+    """``owner``'s batch of ``n`` trainings, written deferred as the batch submit writes them."""
+    with conn:
+        rows = RunService(get_settings()).submit_many(conn, [(dict(CONFIG, seed=i, dry_run=False), 0) for i in range(n)],
+                                                      owner=owner)
+    return [r["id"] for r in rows]
+
+
+def test_fair_share_between_users_one_persons_batch_does_not_fill_the_fleet(tx):
+    # Given one training place: alice's 20-run batch, her first taken by the worker, her second queued
+    alice = batch(tx, 20, "alice")
+    admit(tx)
+    take(tx, alice[0])
+    admit(tx)
+    assert status(tx, alice[:3]) == ["running", "pending", "deferred"]
+    # When bob then submits one run (deferred: the queue is full)
+    bob = single(tx, owner="bob")
+    assert bob["status"] == "deferred"
+    # Then bob's run starts before alice's third
+    take(tx, alice[1])
+    assert admit(tx) == 1
+    assert status(tx, [bob["id"], alice[2]]) == ["pending", "deferred"]
+    # And with bob served, alice's runs go on in turn
+    take(tx, bob["id"])
+    assert admit(tx) == 1
+    assert status(tx, [alice[2], alice[3]]) == ["pending", "deferred"]
+
+
+def test_a_users_concurrency_limit_holds_their_trainings_back_and_not_others(tx, monkeypatch):
+    monkeypatch.setenv("USER_MAX_TRAININGS", "2")
+    monkeypatch.setenv("ADMIT_AHEAD", "10")  # room in the queue: only the limit holds a run back
+    # Given alice at her limit of 2 trainings (one running, one queued) and plenty of room
+    first, second = single(tx, owner="alice"), single(tx, owner="alice")
+    assert [first["status"], second["status"]] == ["pending", "pending"]
+    take(tx, first["id"])
+    # When she submits a third: it waits deferred even though the queue has room
+    third = single(tx, owner="alice")
+    assert third["status"] == "deferred"
+    assert admit(tx, ahead=10) == 0
+    # And bob is not held back by her limit: his run waits behind hers only until the pass the API
+    # makes after a deferred submit (app/service.py admit_deferred)
+    bob = single(tx, owner="bob")
+    assert admit(tx, ahead=10) == (1 if bob["status"] == "deferred" else 0)
+    assert status(tx, [bob["id"], third["id"]]) == ["pending", "deferred"]
+    # Then once one of hers ends, her third is admitted
+    end(tx, first["id"])
+    assert admit(tx, ahead=10) == 1
+    assert status(tx, [third["id"]]) == ["pending"]

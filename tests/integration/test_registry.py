@@ -228,15 +228,15 @@ class TestHistory:
         return out
 
     def test_the_history_is_newest_first_with_the_total(self, conn, runs):
-        rows, total = registry.list_runs(conn, limit=100, offset=0)
-        assert total == 7
+        rows, total, counts = registry.list_runs(conn, limit=100, offset=0)
+        assert total == 7 and counts == {"completed": 3, "pending": 2, "failed": 1, "running": 1}
         assert [r["id"] for r in rows] == [r["id"] for r in reversed(runs)]
 
     def test_pages_cover_the_history_once_in_order(self, conn, runs):
         # When the history is read three at a time
         seen = []
         for offset in range(0, 9, 3):
-            rows, total = registry.list_runs(conn, limit=3, offset=offset)
+            rows, total, _ = registry.list_runs(conn, limit=3, offset=offset)
             assert total == 7
             assert len(rows) == min(3, 7 - offset)
             seen += [r["id"] for r in rows]
@@ -244,7 +244,7 @@ class TestHistory:
         assert seen == [r["id"] for r in reversed(runs)]
 
     def test_an_offset_past_the_end_is_an_empty_page_with_the_total(self, conn, runs):
-        assert registry.list_runs(conn, limit=10, offset=50) == ([], 7)
+        assert registry.list_runs(conn, limit=10, offset=50)[:2] == ([], 7)
 
     @pytest.mark.parametrize(("filters", "expected"), [
         ({"status": "completed"}, [0, 3, 4]),
@@ -256,7 +256,8 @@ class TestHistory:
         ({"status": "cancelled"}, []),
     ])
     def test_filters_match_exactly_and_the_total_counts_the_filtered_runs(self, conn, runs, filters, expected):
-        rows, total = registry.list_runs(conn, limit=2, offset=0, **filters)
+        rows, total, counts = registry.list_runs(conn, limit=2, offset=0, **filters)
+        assert sum(counts.values()) == total
         want = [runs[i]["id"] for i in reversed(expected)]
         assert total == len(expected)
         assert [r["id"] for r in rows] == want[:2]
@@ -302,3 +303,34 @@ def test_a_submit_on_an_autocommit_connection_is_counted_at_once(conn):
     before = _runs_total("pending", "sync")
     new_run(conn, mode="sync")
     assert _runs_total("pending", "sync") == before + 1
+
+
+class TestLabels:
+    def test_names_tags_and_owner_narrow_the_history_and_its_counts(self, conn):
+        # Given three runs, two named and tagged, one of them alice's
+        a, b, c = (new_run(conn) for _ in range(3))
+        registry.label_runs(conn, [(a["id"], "LR Sweep one", ["base", "lr:1e-4"]), (b["id"], "other", ["base"])])
+        conn.cursor().execute("UPDATE tunix_runs SET owner = 'alice' WHERE id = %s", (a["id"],))
+        force_status(conn, c["id"], "failed")
+
+        def ids(**filters):
+            rows, total, counts = registry.list_runs(conn, limit=10, offset=0, **filters)
+            assert total == len(rows) == sum(counts.values())
+            return {r["id"] for r in rows}
+
+        # Then each filter narrows, and together they all must match
+        assert ids(tags=["base"]) == {a["id"], b["id"]}
+        assert ids(tags=["base", "lr:1e-4"]) == {a["id"]}
+        assert ids(q="sweep ONE") == {a["id"]} and ids(q="%") == set()
+        assert ids(owner="alice") == {a["id"]}
+        assert ids(tags=["base"], q="other", owner="alice") == set()
+        assert registry.list_runs(conn, limit=10, offset=0)[2] == {"pending": 2, "failed": 1}
+
+    def test_an_edit_sets_only_what_it_names(self, conn):
+        run = new_run(conn)
+        registry.update_run_labels(conn, run["id"], name="first", tags=["x"])
+        row = registry.update_run_labels(conn, run["id"], notes="why it failed")
+        assert (row["name"], row["tags"], row["notes"]) == ("first", ["x"], "why it failed")
+        row = registry.update_run_labels(conn, run["id"], name=None, tags=[])
+        assert (row["name"], row["tags"], row["notes"]) == (None, [], "why it failed")
+        assert registry.update_run_labels(conn, uuid.uuid4(), notes="") is None

@@ -197,3 +197,38 @@ def test_tunix_admin_makes_the_first_admin_and_prints_the_token_alone(registry_u
     assert again.returncode == 1 and "exists" in again.stderr and again.stdout == ""
     assert scalar(conn, "SELECT action FROM tunix_audit WHERE action LIKE 'tunix-admin.%%' ORDER BY id DESC "
                         "LIMIT 1") == "tunix-admin.create-user"
+
+
+TRAIN = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False}
+
+
+def test_a_users_queued_limit_is_a_429_that_writes_nothing(make_client, settings, admin, conn):
+    client = make_client(SETTINGS=settings.model_copy(update={"user_max_queued": 3}))
+    registry.create_user(conn, "mia", "member")
+    member, _ = registry.create_token(conn, "mia")
+    for _ in range(2):
+        assert client.post("/api/tunix/run?mode=async", json=TRAIN, headers=bearer(member)).status_code == 202
+    over = client.post("/api/tunix/runs/batch", json={"runs": [TRAIN, TRAIN]}, headers=bearer(member))
+    assert over.status_code == 429, over.get_json()
+    assert over.headers["Retry-After"] == "60"
+    error = over.get_json()["error"]
+    assert error["code"] == "quota_exceeded" and "USER_MAX_QUEUED" in error["message"]
+    assert (error["limit"], error["waiting"], error["asked"]) == (3, 2, 2)
+    assert scalar(conn, "SELECT count(*) FROM tunix_runs") == 2
+    assert client.post("/api/tunix/run?mode=async", json=TRAIN, headers=bearer(member)).status_code == 202
+    assert client.post("/api/tunix/run?mode=async", json=TRAIN, headers=bearer(member)).status_code == 429
+    # Another user's runs are not counted against her, nor runs with no owner
+    _, root = admin
+    assert client.post("/api/tunix/run?mode=async", json=TRAIN, headers=bearer(root)).status_code == 202
+
+
+def test_a_run_past_its_users_concurrency_limit_waits_and_says_why(make_client, settings, admin, conn):
+    client = make_client(SETTINGS=settings.model_copy(update={"user_max_trainings": 1, "admit_ahead": 10}))
+    registry.create_user(conn, "mia", "member")
+    member, _ = registry.create_token(conn, "mia")
+    first = client.post("/api/tunix/run?mode=async", json=TRAIN, headers=bearer(member)).get_json()
+    second = client.post("/api/tunix/run?mode=async", json=TRAIN, headers=bearer(member)).get_json()
+    assert (first["status"], second["status"]) == ("pending", "deferred")
+    shown = client.get(f"/api/tunix/runs/{second['run_id']}", headers=bearer(member)).get_json()
+    assert shown["waiting_reason"].startswith("1 of mia's 1 trainings are queued or running"), shown
+    assert "waiting_reason" not in client.get(f"/api/tunix/runs/{first['run_id']}", headers=bearer(member)).get_json()

@@ -48,7 +48,7 @@ def test_a_minimal_request_gets_every_documented_default():
         "dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True, "learning_rate": 2e-5,
         "num_epochs": 3, "batch_size": 8, "max_seq_length": 2048, "max_steps": None, "seed": None,
         "device": "auto", "time_limit_s": None, "checkpoint_every_steps": 10, "lora": None, "sample_held_out": 8,
-        "method": "sft", "dpo": None, "grpo": None, "priority": 0,
+        "method": "sft", "dpo": None, "grpo": None, "priority": 0, "name": None, "tags": [],
     }
 
 
@@ -261,7 +261,7 @@ def test_priority_is_a_request_field_the_stored_spec_leaves_to_the_registry():
     # Given a request with a priority
     spec = RunSpec.model_validate({**BASE, "priority": 7})
     # Then it is the run's scheduling, not part of what the training reads
-    assert spec.scheduling() == {"priority": 7}
+    assert spec.scheduling() == {"priority": 7, "name": None, "tags": []}
     stored = spec.resolved(settings())
     assert "priority" not in stored
     # And the stored spec reads back without it

@@ -142,6 +142,8 @@ export function renderRun(root, { runId, toast }) {
         ? h("span", { dataset: { elapsedFrom: run.queued_at } }, fmtDuration((Date.now() - Date.parse(run.queued_at)) / 1000))
         : run.queue_wait_seconds !== null && run.queue_wait_seconds !== undefined ? fmtDuration(run.queue_wait_seconds) : "—",
       { dataset: { testid: "queue-wait" } }],
+      run.waiting_reason ? ["Waiting because", h("span", { dataset: { testid: "waiting-reason" } }, run.waiting_reason)] : null,
+      run.owner ? ["Owner", h("code", null, run.owner)] : null,
       ["Duration", running
         ? h("span", { dataset: { elapsedFrom: run.started_at } }, fmtDuration((Date.now() - Date.parse(run.started_at)) / 1000))
         : fmtDuration(duration), { dataset: { testid: "duration" } }],
