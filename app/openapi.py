@@ -157,7 +157,14 @@ def _sweep_spec(run_spec, schemas):
     random["properties"]["space"]["additionalProperties"] = {
         "type": "object", "minProperties": 1, "maxProperties": 1,
         "propertyNames": {"enum": list(sweep_spec.DISTRIBUTIONS)},
-        "additionalProperties": {"type": "array"}}
+        # What sweep_spec's 422s say, as far as JSON Schema can: [low, high]
+        # finite numbers (log_uniform's above 0), choice's at least one value.
+        "properties": {
+            "uniform": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}},
+            "log_uniform": {"type": "array", "minItems": 2, "maxItems": 2,
+                            "items": {"type": "number", "exclusiveMinimum": 0}},
+            "choice": {"type": "array", "minItems": 1}},
+        "additionalProperties": False}
     schema["properties"]["random"] = {"anyOf": [random, {"type": "null"}]}
     schema["properties"]["metric"]["enum"] = [*sweep_spec.METRICS, *sweep_spec.METHOD_METRICS]
     schemas.update((name, d) for name, d in defs.items() if name != "RandomSearch")

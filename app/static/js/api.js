@@ -46,12 +46,20 @@ function headers(extra) {
   return out;
 }
 
+/** Query parameters onto `url`: empty ones left out, an array repeated (`tag=a&tag=b`). */
+export function appendParams(url, params) {
+  for (const [k, v] of Object.entries(params || {})) {
+    for (const one of Array.isArray(v) ? v : [v]) {
+      if (one !== undefined && one !== null && one !== "") url.searchParams.append(k, one);
+    }
+  }
+  return url;
+}
+
 export async function request(method, path, { body, params, signal, timeoutMs } = {}) {
   const sentToken = getToken();
   const url = new URL(path.startsWith("/") ? path : `${BASE}/${path}`, location.origin);
-  for (const [k, v] of Object.entries(params || {})) {
-    if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
-  }
+  appendParams(url, params);
   const controller = new AbortController();
   const abort = () => controller.abort(signal && signal.reason);
   if (signal) {
@@ -99,6 +107,8 @@ export const api = {
   models: (opts) => request("GET", "models", opts).then((r) => r.data.data),
   runs: (params, opts) => request("GET", "runs", { ...opts, params }).then((r) => r.data),
   run: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}`, opts).then((r) => r.data),
+  /** Change a run's name, tags or notes (those sent): its owner's or an admin's (403 otherwise). */
+  updateRun: (id, body) => request("PATCH", `runs/${encodeURIComponent(id)}`, { body }).then((r) => r.data),
   status: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/status`, opts).then((r) => r.data),
   metrics: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/metrics`, opts).then((r) => r.data.data),
   checkpoints: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/checkpoints`, opts).then((r) => r.data.data),
@@ -107,6 +117,31 @@ export const api = {
   cancel: (id) => request("POST", `runs/${encodeURIComponent(id)}/cancel`),
   resume: (id) => request("POST", `runs/${encodeURIComponent(id)}/resume`),
 };
+
+/**
+ * A link to a file of the API (a CSV) that works with a guarded API too: with
+ * a token set, a plain link would be refused (no Authorization header), so the
+ * click fetches it with the header and saves the answer as `filename`.
+ */
+export async function downloadWithToken(event, href, filename) {
+  const token = getToken();
+  if (!token) return; // the link as it is
+  event.preventDefault();
+  const response = await fetch(href, { headers: { Authorization: `Bearer ${token}` }, cache: "no-store" });
+  if (!response.ok) {
+    let body = null;
+    try { body = await response.json(); } catch { /* not JSON */ }
+    throw new ApiError(response.status, body);
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = filename;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
 
 /**
  * Server-Sent Events over fetch (EventSource cannot send the Authorization

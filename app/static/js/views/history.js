@@ -1,8 +1,14 @@
 // The run history: newest first, status chips with counts, filters kept in
 // the URL, pages from the API's `total`, and live rows for active runs
 // (status endpoint, every 2.5 s, only while something is active).
+//
+// Finding runs (#21): a name search (`q`), tags (each Enter adds one, all
+// must match), "mine" (`owner=me`, offered to a signed-in user only), and a
+// CSV of whatever the filters show.  Every filter lives in the page's query
+// string (`/?q=lr&tag=a&tag=b&owner=me`), so a view can be shared and a reload
+// keeps it; a change rewrites it with replaceState and loads again.
 
-import { api } from "../api.js";
+import { api, appendParams, downloadWithToken } from "../api.js";
 import { STATUS, STATUSES, MODES, WAITING, isActive, isFinal } from "../config.js";
 import { reportLost, reportOk } from "../connection.js";
 import { h, icon, fmtNumber, fmtDuration, shortId, timeEl } from "../dom.js";
@@ -10,7 +16,14 @@ import { Poller } from "../poller.js";
 import { badge, updateBadge, progressBar, renderProgress, statusLabel } from "../status.js";
 
 const PAGE_SIZES = [10, 20, 50, 100];
-const FILTERS = ["status", "dataset_key", "model_id", "mode"];
+// The one-valued filters, as the API names them; `tag` (repeatable) is `state.tags`.
+const FILTERS = ["status", "dataset_key", "model_id", "mode", "q", "owner", "sweep_id"];
+// A tag as the API takes it (tasks/run_spec.py TAG_PATTERN, MAX_TAGS).
+const TAG_RE = /^[A-Za-z0-9_.:=-]{1,64}$/;
+const MAX_TAGS = 20;
+// The search waits this long after the last key: one load per pause, not per letter.
+const SEARCH_DEBOUNCE_MS = 300;
+const NO_FILTERS = Object.freeze({ ...Object.fromEntries(FILTERS.map((f) => [f, ""])), tags: [] });
 
 function readState() {
   const q = new URLSearchParams(location.search);
@@ -21,16 +34,20 @@ function readState() {
   const state = { limit: int("limit", 20, 1, 100), offset: int("offset", 0, 0, 1e9) };
   for (const f of FILTERS) state[f] = q.get(f) || "";
   if (state.status && !STATUSES.includes(state.status)) state.status = "";
+  state.tags = [...new Set(q.getAll("tag").filter((t) => TAG_RE.test(t)))].slice(0, MAX_TAGS);
   return state;
 }
 
 function writeState(state) {
   const q = new URLSearchParams(location.search);
   for (const [k, v] of Object.entries(state)) {
+    if (k === "tags") continue;
     const dflt = k === "limit" ? 20 : k === "offset" ? 0 : "";
     if (v === dflt || v === "" || v === null) q.delete(k);
     else q.set(k, String(v));
   }
+  q.delete("tag");
+  for (const t of state.tags) q.append("tag", t);
   const search = q.toString();
   history.replaceState(history.state, "", `${location.pathname}${search ? `?${search}` : ""}`);
 }
@@ -46,10 +63,12 @@ export class RunHistory {
     this.failures = 0;
     this.seq = 0;
     this.highlight = new Set();
+    this.me = null; // GET /api/tunix/me: a user's name offers "mine"
     this.poller = new Poller({ name: "history-poll", tick: () => this.pollActive(), wanted: () => this.activeIds().length > 0 });
     this.onVisible = () => { if (!document.hidden && this.stale) this.load(); };
     document.addEventListener("visibilitychange", this.onVisible);
     this.el = this.build();
+    this.loadMe();
   }
 
   destroy() {
@@ -65,11 +84,36 @@ export class RunHistory {
 
   build() {
     this.chips = h("div.chips", { role: "group", "aria-label": "Filter by status" });
+    this.search = h("input#filter-q", { type: "search", name: "q", maxLength: 200, autocomplete: "off", spellcheck: "false",
+      placeholder: "part of a name", dataset: { testid: "filter-q" } });
+    this.search.value = this.state.q;
+    this.search.addEventListener("input", () => {
+      clearTimeout(this.searchTimer);
+      this.searchTimer = setTimeout(() => this.setFilters({ q: this.search.value.trim() }), SEARCH_DEBOUNCE_MS);
+    });
+    this.search.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter" || event.isComposing) return;
+      clearTimeout(this.searchTimer);
+      this.setFilters({ q: this.search.value.trim() });
+    });
+    this.tagInput = h("input#filter-tag", { type: "text", name: "tag", maxLength: 64, autocomplete: "off", spellcheck: "false",
+      placeholder: "a tag, then Enter", "aria-describedby": "filter-tag-error", dataset: { testid: "filter-tag" } });
+    this.tagInput.addEventListener("keydown", (event) => this.onTagKey(event));
+    this.tagError = h("span#filter-tag-error.field-error", { hidden: true, "aria-live": "polite" });
+    this.mineButton = h("button.chip.chip-mine", { type: "button", hidden: true, "aria-pressed": "false", dataset: { testid: "filter-mine" },
+      title: "Only the runs you submitted", onclick: () => this.setFilters({ owner: this.state.owner === "me" ? "" : "me" }) }, "Mine");
+    this.activeChips = h("ul.filter-chips", { "aria-label": "Active filters", dataset: { testid: "active-filters" } });
+    this.csvLink = h("a.btn.btn-ghost.btn-sm", { download: "runs.csv", dataset: { testid: "csv-link" },
+      title: "These runs (every page, up to 10,000) as CSV", onclick: (e) => this.downloadCsv(e) }, icon("download"), "Download CSV");
     this.filterBar = h("div.filters", null,
+      h("div.filter.filter-wide", null, h("label", { for: "filter-q" }, "Search names"), this.search),
+      h("div.filter", null, h("label", { for: "filter-tag" }, "Tags"), this.tagInput, this.tagError),
       this.filterSelect("dataset_key", "Dataset", this.datasets.map((d) => d.key)),
       this.filterSelect("model_id", "Model", this.models.map((m) => m.model_id)),
       this.filterSelect("mode", "Mode", MODES),
-      this.clearButton = h("button.btn.btn-ghost.btn-sm", { type: "button", onclick: () => this.setFilters({ status: "", dataset_key: "", model_id: "", mode: "" }) }, "Clear filters"));
+      this.mineButton,
+      this.clearButton = h("button.btn.btn-ghost.btn-sm", { type: "button", onclick: () => this.setFilters(NO_FILTERS) }, "Clear filters"),
+      this.csvLink);
     this.tbody = h("tbody");
     this.table = h("table.runs-table", { dataset: { testid: "history-table" } },
       h("caption.visually-hidden", null, "Runs, newest first"),
@@ -84,7 +128,83 @@ export class RunHistory {
     this.renderSkeleton();
     return h("section.panel.history-panel", { "aria-labelledby": "history-title" },
       h("div.panel-head", null, h("h2#history-title", null, "Runs"), h("div.panel-tools", null, this.updated, this.refreshButton)),
-      this.chips, this.filterBar, h("div.table-wrap", null, this.table), this.pager);
+      this.chips, this.filterBar, this.activeChips, h("div.table-wrap", null, this.table), this.pager);
+  }
+
+  /** Enter adds the typed tag (checked as the API would: a bad one is said, not sent); Backspace in an empty field takes the last one off. */
+  onTagKey(event) {
+    if (event.isComposing) return;
+    const value = this.tagInput.value.trim();
+    if (event.key === "Enter") {
+      event.preventDefault();
+      if (!value) return;
+      let problem = "";
+      if (!TAG_RE.test(value)) problem = "A tag is 1 to 64 of A–Z a–z 0–9 _ . : = -";
+      else if (!this.state.tags.includes(value) && this.state.tags.length >= MAX_TAGS) problem = `At most ${MAX_TAGS} tags`;
+      this.tagError.textContent = problem;
+      this.tagError.hidden = !problem;
+      this.tagInput.setAttribute("aria-invalid", problem ? "true" : "false");
+      if (problem) return;
+      this.tagInput.value = "";
+      if (!this.state.tags.includes(value)) this.setFilters({ tags: [...this.state.tags, value] });
+    } else if (event.key === "Backspace" && !this.tagInput.value && this.state.tags.length) {
+      this.setFilters({ tags: this.state.tags.slice(0, -1) });
+    }
+  }
+
+  /** The filters not shown by a control of their own, each a chip with a remove button: tags, another owner, a sweep. */
+  renderActiveChips() {
+    const chip = (kind, text, label, patch) => {
+      const remove = h("button.filter-chip-remove", { type: "button", "aria-label": `Remove the filter ${label}`, title: "Remove",
+        onclick: () => this.removeChip(remove, patch) }, "×");
+      return h("li.filter-chip", { dataset: { kind, value: text } }, h("span.filter-chip-kind", null, kind), h("span.filter-chip-text", null, text), remove);
+    };
+    const items = this.state.tags.map((t) => chip("tag", t, `tag ${t}`, { tags: this.state.tags.filter((x) => x !== t) }));
+    if (this.state.owner && this.state.owner !== "me") items.push(chip("owner", this.state.owner, `owner ${this.state.owner}`, { owner: "" }));
+    if (this.state.sweep_id) items.push(chip("sweep", shortId(this.state.sweep_id), `sweep ${this.state.sweep_id}`, { sweep_id: "" }));
+    // Drawn again on every load: only when they changed, so a focused remove button keeps the focus.
+    const key = JSON.stringify(items.map((li) => [li.dataset.kind, li.dataset.value]));
+    if (key === this.activeKey) return;
+    this.activeKey = key;
+    this.activeChips.replaceChildren(...items);
+    this.activeChips.hidden = !items.length;
+  }
+
+  /** A chip's removal: the focus goes to the next chip's button, else the previous one's, else the tag field. */
+  removeChip(button, patch) {
+    const buttons = [...this.activeChips.querySelectorAll(".filter-chip-remove")];
+    const at = buttons.indexOf(button);
+    this.setFilters(patch);
+    const left = [...this.activeChips.querySelectorAll(".filter-chip-remove")];
+    (left[Math.min(at, left.length - 1)] || this.tagInput).focus();
+  }
+
+  /** The CSV of the runs these filters match, every page (the API's runs.csv takes the same filters). */
+  csvHref() {
+    return appendParams(new URL("/api/tunix/runs.csv", location.origin), this.filters()).href;
+  }
+
+  async downloadCsv(event) {
+    try {
+      await downloadWithToken(event, this.csvLink.href, "runs.csv");
+    } catch (exc) {
+      this.renderMessage(`Could not download the CSV: ${exc.message}`, true);
+    }
+  }
+
+  /** Whether a user is signed in (then "mine" is offered); asked once per page. */
+  async loadMe() {
+    try {
+      this.me = await api.me();
+    } catch {
+      this.me = null;
+    }
+    if (this.destroyed) return;
+    this.renderChips();
+  }
+
+  hasFilters() {
+    return FILTERS.some((f) => this.state[f]) || this.state.tags.length > 0;
   }
 
   filterSelect(name, label, values) {
@@ -99,6 +219,11 @@ export class RunHistory {
   setFilters(patch) {
     Object.assign(this.state, patch, { offset: 0 });
     for (const sel of this.filterBar.querySelectorAll("select[data-filter]")) sel.value = this.state[sel.dataset.filter];
+    if (document.activeElement !== this.search) this.search.value = this.state.q;
+    if ("tags" in patch) {
+      this.tagError.hidden = true;
+      this.tagInput.removeAttribute("aria-invalid");
+    }
     writeState(this.state);
     this.renderChips();
     this.load();
@@ -116,6 +241,7 @@ export class RunHistory {
   filters(extra = {}) {
     const out = {};
     for (const f of FILTERS) if (this.state[f]) out[f] = this.state[f];
+    if (this.state.tags.length) out.tag = this.state.tags;
     return { ...out, ...extra };
   }
 
@@ -127,16 +253,19 @@ export class RunHistory {
     const seq = ++this.seq;
     this.refreshButton.disabled = true;
     try {
-      const base = this.filters({ status: undefined });
-      const [page, ...counts] = await Promise.all([
+      // The answer's `counts` are by status under the same filters; with a
+      // status chosen the chips still count every status: a second (one-row)
+      // answer without it.
+      const [page, every] = await Promise.all([
         api.runs(this.filters({ limit: this.state.limit, offset: this.state.offset })),
-        ...STATUSES.map((st) => api.runs({ ...base, status: st, limit: 1 }).then((r) => r.pagination.total)),
+        this.state.status ? api.runs(this.filters({ status: undefined, limit: 1 })) : null,
       ]);
       if (seq !== this.seq || this.destroyed) return;
       this.stale = false;
       this.failures = 0;
       reportOk("history");
-      this.counts = Object.fromEntries(STATUSES.map((st, i) => [st, counts[i]]));
+      const counts = (every || page).counts || {};
+      this.counts = Object.fromEntries(STATUSES.map((st) => [st, counts[st] || 0]));
       // A page past the end (runs went away, a filter narrowed it): go to the last page.
       if (page.data.length === 0 && page.pagination.total > 0 && this.state.offset > 0) {
         this.state.offset = Math.floor((page.pagination.total - 1) / this.state.limit) * this.state.limit;
@@ -155,7 +284,8 @@ export class RunHistory {
         this.retryTimer = setTimeout(() => this.load(), delay);
         this.stale = true;
       } else {
-        this.renderMessage(`Could not load the runs: ${exc.message}`, true);
+        const why = exc.fields && exc.fields.length ? `: ${exc.fields.map((f) => `${f.field} ${f.message}`).join("; ")}` : "";
+        this.renderMessage(`Could not load the runs: ${exc.message}${why}`, true);
       }
     } finally {
       if (seq === this.seq) this.refreshButton.disabled = false;
@@ -171,7 +301,11 @@ export class RunHistory {
   /** A run this page just submitted: show it at once (the API said it is pending), then poll it. */
   addSubmitted(run) {
     this.highlight.add(run.run_id);
-    const matches = FILTERS.every((f) => !this.state[f] || String(run[f]) === this.state[f]);
+    const { q, owner, tags } = this.state;
+    const matches = ["status", "dataset_key", "model_id", "mode", "sweep_id"].every((f) => !this.state[f] || String(run[f]) === this.state[f])
+      && (!q || (run.name || "").toLowerCase().includes(q.toLowerCase()))
+      && tags.every((t) => (run.tags || []).includes(t))
+      && (!owner || run.owner === (owner === "me" ? this.me && this.me.name : owner));
     if (matches && this.state.offset === 0 && !this.rows.has(run.run_id)) {
       this.tbody.querySelector("tr.empty-row")?.remove();
       const row = this.row(run);
@@ -243,7 +377,7 @@ export class RunHistory {
     });
     if (rows.length) this.tbody.replaceChildren(...rows);
     else {
-      const filtered = FILTERS.some((f) => this.state[f]);
+      const filtered = this.hasFilters();
       this.tbody.replaceChildren(h("tr.empty-row", null, h("td", { colSpan: 5 }, h("div.empty-state", null,
         h("p", null, filtered ? "No runs match these filters." : "No runs yet."),
         h("p.muted", null, filtered ? "Clear a filter to see more." : "Start one with the form: a dry run takes a few milliseconds.")))));
@@ -266,7 +400,13 @@ export class RunHistory {
       }, h("span", null, label), h("span.chip-count", null, count === null || count === undefined ? "·" : count.toLocaleString("en-US")));
     };
     this.chips.replaceChildren(chip("", "All", all), ...STATUSES.map((st) => chip(st, statusLabel(st), counts[st])));
-    if (this.clearButton) this.clearButton.hidden = !FILTERS.some((f) => this.state[f]);
+    if (!this.clearButton) return;
+    this.clearButton.hidden = !this.hasFilters();
+    // "Mine" for a signed-in user; shown pressed too when the URL asks for it (the API says why if it cannot).
+    this.mineButton.hidden = !(this.me && this.me.name) && this.state.owner !== "me";
+    this.mineButton.setAttribute("aria-pressed", this.state.owner === "me" ? "true" : "false");
+    this.csvLink.href = this.csvHref();
+    this.renderActiveChips();
   }
 
   renderPager() {
@@ -306,8 +446,11 @@ export class RunHistory {
       row.statusCell,
       h("td.cell-run", { dataset: { label: "Run" } },
         h("div.run-main", null,
-          h("a.run-link", { href, "aria-label": `Run ${shortId(run.run_id)}, ${statusLabel(run.status)}` }, h("code", null, shortId(run.run_id))),
-          h(`span.tag${run.dry_run ? ".tag-dry" : ".tag-train"}`, null, run.dry_run ? "dry run" : "training")),
+          h("a.run-link", { href, "aria-label": this.linkLabel(run), title: run.name ? shortId(run.run_id) : null },
+            run.name ? h("span.run-name", null, run.name) : h("code", null, shortId(run.run_id))),
+          h(`span.tag${run.dry_run ? ".tag-dry" : ".tag-train"}`, null, run.dry_run ? "dry run" : "training"),
+          (run.tags || []).map((t) => h("button.run-tag", { type: "button", title: `Only runs tagged ${t}`,
+            "aria-label": `Filter by tag ${t}`, onclick: () => { if (!this.state.tags.includes(t)) this.setFilters({ tags: [...this.state.tags, t] }); } }, t))),
         h("div.run-sub", null, h("span", null, run.model_id), h("span.sep", { "aria-hidden": "true" }, "·"), h("span", null, run.dataset_key),
           h("span.sep", { "aria-hidden": "true" }, "·"), h("span", null, run.mode))),
       row.progressCell,
@@ -317,11 +460,15 @@ export class RunHistory {
     return row;
   }
 
+  linkLabel(run) {
+    return `Run ${run.name ? `${run.name} (${shortId(run.run_id)})` : shortId(run.run_id)}, ${statusLabel(run.status)}`;
+  }
+
   updateRow(row) {
     const cellBadge = row.statusCell.querySelector(".badge");
     updateBadge(cellBadge, row.run.status);
     const link = row.tr.querySelector("a.run-link");
-    link.setAttribute("aria-label", `Run ${shortId(row.run.run_id)}, ${statusLabel(row.run.status)}`);
+    link.setAttribute("aria-label", this.linkLabel(row.run));
     this.fillOutcome(row);
   }
 

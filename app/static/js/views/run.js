@@ -40,6 +40,7 @@ export function renderRun(root, { runId, toast }) {
   // ------------------------------------------------------------ skeleton
 
   const badgeSlot = h("span.badge-slot");
+  const labelsSlot = h("div.run-labels", { hidden: true, dataset: { testid: "run-labels" } });
   const actions = h("div.run-actions");
   const subtitle = h("p.page-sub.run-sub-line");
   const progressSlot = h("div.run-progress", { hidden: true });
@@ -50,8 +51,22 @@ export function renderRun(root, { runId, toast }) {
     h("div.run-title-row", null,
       h("h1", null, "Run ", h("code.run-id", { title: runId }, shortId(runId))), copyButton, badgeSlot,
       actions),
+    labelsSlot,
     subtitle,
     progressSlot);
+
+  // Name, tags and notes (#21): the name and tags under the title; the notes
+  // in a panel, editable (PATCH) by the run's owner or an admin, as the API
+  // allows; another's save answers 403 and the form says the API's message.
+  let me = null;
+  let notesBase = null; // the notes the field was last filled with: a field edited since is not overwritten
+  const notesView = h("p.notes-text", { dataset: { testid: "notes-text" } });
+  const notesField = h("textarea#run-notes", { rows: 4, maxLength: 10000, placeholder: "What this run is for, what it showed…", dataset: { testid: "notes-field" } });
+  const notesError = h("p.form-error", { role: "alert", hidden: true, dataset: { testid: "notes-error" } });
+  const notesSave = h("button.btn.btn-sm.btn-primary", { type: "submit", dataset: { testid: "notes-save" } }, "Save notes");
+  const notesForm = h("form.notes-form", { hidden: true, onsubmit: saveNotes },
+    h("label.visually-hidden", { for: "run-notes" }, "Notes"), notesField, h("div.notes-actions", null, notesSave), notesError);
+  const notesPanel = panel("Notes", { id: "notes" }, notesView, notesForm);
 
   const errorSlot = h("div.error-slot");
   const chart = new LossChart({ height: 260 });
@@ -84,7 +99,7 @@ export function renderRun(root, { runId, toast }) {
   const samples = samplesPanel(runId, { toast });
   const layout = h("div.detail-grid", null,
     h("div.detail-main", null, errorSlot, lossPanel, methodPanel, completionsSlot, logPanel, resultSlot, samples.el),
-    h("aside.detail-side", { "aria-label": "Run facts" }, panel("Timings", { id: "timings" }, timings), configPanel,
+    h("aside.detail-side", { "aria-label": "Run facts" }, notesPanel, panel("Timings", { id: "timings" }, timings), configPanel,
       panel("Checkpoints", { id: "checkpoints" }, checkpointBody)));
   const body = h("div.run-page", { dataset: { runId } }, head, layout);
   root.append(h("div.loading-panel.panel", { "aria-busy": "true" }, h("span.spinner"), " Loading the run…"));
@@ -110,7 +125,11 @@ export function renderRun(root, { runId, toast }) {
     const current = badgeSlot.firstChild;
     if (current) updateBadge(current, run.status);
     else badgeSlot.append(badge(run.status, { large: true }));
-    document.title = `Run ${shortId(runId)} · ${statusLabel(run.status)} · Tunix RT`;
+    document.title = `Run ${run.name || shortId(runId)} · ${statusLabel(run.status)} · Tunix RT`;
+    const tags = run.tags || [];
+    labelsSlot.hidden = !run.name && !tags.length;
+    labelsSlot.replaceChildren(run.name ? h("strong.run-name", { dataset: { testid: "run-name" } }, run.name) : null,
+      tags.length ? h("ul.run-tags", { "aria-label": "Tags", dataset: { testid: "run-tags" } }, tags.map((t) => h("li.tag", null, t))) : null);
     subtitle.replaceChildren(
       h("span", null, h("strong", null, run.model_id)), h("span.sep", { "aria-hidden": "true" }, "·"),
       h("span", null, run.dataset_key), h("span.sep", { "aria-hidden": "true" }, "·"),
@@ -152,6 +171,39 @@ export function renderRun(root, { runId, toast }) {
       run.exit_code !== null && run.exit_code !== undefined ? ["Exit code", h("code", null, String(run.exit_code))] : null,
       run.heartbeat_at && isActive(run.status) ? ["Heartbeat", timeEl(run.heartbeat_at)] : null,
     ]));
+  }
+
+  /** The notes: the text, or the field (owner, admin) unless it was edited since it was filled. */
+  function renderNotes() {
+    const notes = run.notes || "";
+    const mayEdit = Boolean(me && (me.role === "admin" || (me.name && me.name === run.owner)));
+    notesForm.hidden = !mayEdit;
+    notesView.hidden = mayEdit;
+    notesView.replaceChildren(notes || h("span.muted", null, "No notes."));
+    if (mayEdit && (notesBase === null || notesField.value === notesBase)) {
+      notesField.value = notes;
+      notesBase = notes;
+    }
+  }
+
+  async function saveNotes(event) {
+    event.preventDefault();
+    notesSave.disabled = true;
+    notesError.hidden = true;
+    try {
+      const updated = await api.updateRun(runId, { notes: notesField.value });
+      if (destroyed) return;
+      run = { ...run, notes: updated.notes };
+      notesBase = null;
+      renderNotes();
+      toast("Notes saved", { kind: "success", timeoutMs: 2000 });
+    } catch (exc) {
+      if (destroyed) return;
+      notesError.replaceChildren(icon("alert"), h("span", null, exc.status === 403 ? exc.message : `Could not save the notes: ${exc.message}`));
+      notesError.hidden = false;
+    } finally {
+      notesSave.disabled = false;
+    }
   }
 
   function renderConfig() {
@@ -293,6 +345,7 @@ export function renderRun(root, { runId, toast }) {
   function render() {
     renderHead();
     renderTimings();
+    renderNotes();
     renderConfig();
     renderError();
     renderResult();
@@ -460,6 +513,10 @@ export function renderRun(root, { runId, toast }) {
     root.replaceChildren(body);
     lastStep = run.progress && run.progress.step;
     render();
+    api.me().then((who) => {
+      me = who;
+      if (!destroyed) renderNotes();
+    }, () => {});
     log.start();
     poller.poke();
     await Promise.all([
