@@ -2,7 +2,8 @@
 
 Every mutating request under ``/api/`` (submit, cancel, resume, the bulk
 moves, sweeps, exports, users and tokens; refusals too) writes one
-``tunix_audit`` row once its answer is sent: who (user, role, token), what
+``tunix_audit`` row once its answer is made, through a writer thread of
+its own (``app/audit_writer.py``): who (user, role, token), what
 (the endpoint, method and path), which runs (the path's run and those the
 answer names), when, from where, and the answer's status.  The table is
 append-only (migration 0021); ``GET /api/tunix/audit`` reads it.
@@ -16,12 +17,11 @@ and address.
 import json
 import logging
 import time
+import uuid
 
 from flask import current_app, g, request
 
-from tasks import db, registry
-
-from . import db as app_db
+from .audit_writer import AuditWriter
 from .auth import MUTATING, READING_POSTS, caller
 
 logger = logging.getLogger(__name__)
@@ -36,17 +36,25 @@ def names_runs(run_ids):
     g.audit_run_ids = [str(r) for r in run_ids]
 
 
+def _uuid(value):
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
+
+
 def _run_ids(response):
     ids = list(g.get("audit_run_ids", ()))
-    view_id = (request.view_args or {}).get("run_id")
+    # A path's run id as given: a malformed one (its 404) names no run.
+    view_id = _uuid((request.view_args or {}).get("run_id"))
     if view_id:
-        ids.append(str(view_id))
+        ids.append(view_id)
     if response.is_json:
         body = response.get_json(silent=True)
         rows = body.get("data") if isinstance(body, dict) and isinstance(body.get("data"), list) else [body]
         for row in rows:
-            if isinstance(row, dict) and isinstance(row.get("run_id"), str):
-                ids.append(row["run_id"])
+            if isinstance(row, dict) and _uuid(row.get("run_id")):
+                ids.append(_uuid(row["run_id"]))
     return list(dict.fromkeys(ids))[:MAX_RUN_IDS]
 
 
@@ -71,14 +79,12 @@ def _audited():
             and request.path not in READING_POSTS)
 
 
-def _write(row):
-    """One audit row, on a pooled connection of its own (the request's is back by now)."""
-    try:
-        with db.autocommit(app_db.get_pool()) as conn:
-            registry.record_audit(conn, **row)
-    except Exception:  # noqa: BLE001 - the answer has gone; a missing row must be loud
-        logger.exception("AUDIT ROW NOT WRITTEN: %s %s by %s -> %s", row["method"], row["path"], row["user_name"],
-                         row["status"])
+def writer():
+    """This app's audit writer (``app/audit_writer.py``), made on first use."""
+    extensions = current_app.extensions
+    if "tunix_audit" not in extensions:
+        extensions["tunix_audit"] = AuditWriter(current_app.config["SETTINGS"].database_url)
+    return extensions["tunix_audit"]
 
 
 def _record(response):
@@ -88,20 +94,25 @@ def _record(response):
                    action=request.endpoint or "unmatched", method=request.method, path=request.path,
                    run_ids=_run_ids(response), status=response.status_code, remote_addr=request.remote_addr,
                    detail=_detail(response))
-        # Written once the answer is sent: its commit is not the client's wait
-        # (a submit's answer would otherwise wait for two commits, not one).
-        response.call_on_close(lambda: _write(row))
-    if current_app.config["SETTINGS"].access_log:
+        # Written by the writer's thread, off the request's (its commit is not the client's wait).
+        writer().put(row)
+    settings = current_app.config["SETTINGS"]
+    if settings.access_log:
         started = g.get("access_started")
-        access_logger.info(json.dumps({
-            "method": request.method, "path": request.path, "status": response.status_code,
-            "ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
-            "user": caller().name, "remote_addr": request.remote_addr}, separators=(",", ":")))
+        line = {"method": request.method, "path": request.path, "status": response.status_code,
+                "ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+                "user": caller().name, "remote_addr": request.remote_addr}
+        if settings.log_format == "json":
+            # The process' JSON lines (tasks/log_format.py: host, pid, ...) with these as their fields.
+            access_logger.info("%s %s %s", request.method, request.path, response.status_code, extra=line)
+        else:
+            access_logger.info(json.dumps(line, separators=(",", ":")))
     return response
 
 
 def _access_handler():
-    """The access log's own handler: the line is JSON already, whatever ``LOG_FORMAT`` says."""
+    """The access log's own handler under ``LOG_FORMAT=text``: the line is
+    JSON already.  Under ``json`` the process' own JSON handler writes it."""
     if not access_logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -116,7 +127,7 @@ def _start():
 
 def init_app(app):
     """Before ``auth``'s: a refused request is timed and logged too."""
-    if app.config["SETTINGS"].access_log:
+    if app.config["SETTINGS"].access_log and app.config["SETTINGS"].log_format != "json":
         _access_handler()
     app.before_request(_start)
     app.after_request(_record)

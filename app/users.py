@@ -19,6 +19,7 @@ from flask import Blueprint, current_app, jsonify, request
 from tasks import registry
 from tasks.user_spec import AuditEntry, Me, Token, TokenRequest, User, UserRequest, UserUpdate
 
+from . import audit
 from .auth import any_users, caller, require_admin
 from .checkpoint_requests import parse_id, ts, validated
 from .db import get_db, transaction
@@ -108,14 +109,12 @@ def _own_or_admin(user_name, what):
 
 @bp.get("/tokens")
 def list_tokens():
-    """The caller's tokens; an admin's ``?user=NAME`` (or ``?user=*``: everyone's)."""
+    """The caller's tokens; an admin's ``?user=NAME`` (or ``?user=*``: everyone's).
+    A caller with no name (an open installation, ``API_TOKEN``: admins) gets everyone's."""
     who = caller()
-    user = request.args.get("user") or who.name
+    user = request.args.get("user") or who.name or "*"
     if user != who.name:
         require_admin("listing another user's tokens")
-    if user is None:
-        raise ApiError(422, "validation_error", "no user: name one with ?user=NAME (or * for every user's)",
-                       [{"field": "user", "message": "required without a signed-in user"}])
     rows = registry.list_tokens(get_db(), None if user == "*" else user)
     return jsonify({"data": [token_json(r) for r in rows]})
 
@@ -126,8 +125,9 @@ def create_token():
     body = validated(TokenRequest)
     user = body.user or who.name
     if user is None:
-        raise ApiError(422, "validation_error", "no user to make a token for: name one in 'user'",
-                       [{"field": "user", "message": "required without a signed-in user"}])
+        # Valid as sent, but this caller is nobody a token could be for.
+        raise ApiError(409, "no_user", "the request has no user to make a token for (an open installation or "
+                                       "API_TOKEN): name one in 'user'")
     _own_or_admin(user, "making a token")
     with transaction() as conn:
         target = registry.get_user(conn, user)
@@ -158,10 +158,12 @@ def _time_arg(name):
         return None
     try:
         value = datetime.datetime.fromisoformat(raw)
-    except ValueError:
+        # In UTC: PostgreSQL refuses some offsets Python accepts (+22:17).
+        return (value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)).astimezone(
+            datetime.timezone.utc)
+    except (ValueError, OverflowError):
         raise ApiError(422, "validation_error", f"{name} must be an ISO 8601 time",
-                       [{"field": name, "message": f"not an ISO 8601 time: {raw!r}"}]) from None
-    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+                       [{"field": name, "message": f"not an ISO 8601 time in range: {raw!r}"}]) from None
 
 
 def audit_json(row):
@@ -177,6 +179,7 @@ def list_audit():
     ``?since=``/``?until=`` (ISO 8601), ``?limit=`` (1-1000), and
     ``?before_id=`` for the next page (the last entry's id)."""
     require_admin("reading the audit trail")
+    audit.writer().flush()  # what this process was given is in the trail before it is read
     run_id = request.args.get("run_id")
     if run_id is not None:
         try:
@@ -254,7 +257,7 @@ def openapi_paths(ref, json_answer, errors):
             "get": {"operationId": "listTokens",
                     "summary": "The caller's tokens; an admin's ?user=NAME (or *) anyone's. Never a token itself.",
                     "parameters": [{"name": "user", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": json_answer(ref("TokenList")), **errors(401, 403, 405, 422, 503)}},
+                    "responses": {"200": json_answer(ref("TokenList")), **errors(401, 403, 405, 503)}},
             "post": {"operationId": "createToken",
                      "summary": "A new token for the caller (an admin: for anyone), shown once in this answer.",
                      "requestBody": body("TokenRequest"),

@@ -82,10 +82,12 @@ def with_params(request, params):
     out = dict(request)
     for name, value in params.items():
         outer, _, inner = name.partition(".")
-        if inner:
-            out[outer] = dict(out.get(outer) or {}, **{inner: value})
-        else:
+        if not inner:
             out[name] = value
+        elif isinstance(out.get(outer), dict) or out.get(outer) is None:
+            out[outer] = dict(out.get(outer) or {}, **{inner: value})
+        # else: the base's own value is not an object (``"lora": 5``): left as
+        # it is, for the validation to name it (a 422, not a TypeError).
     return out
 
 

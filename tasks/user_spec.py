@@ -6,6 +6,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .run_spec import OptionalJsonInt
+
 #: A user's role: ``admin`` acts on everything and manages users;
 #: ``member`` submits and moves their own runs; ``viewer`` reads.
 ROLES = ("admin", "member", "viewer")
@@ -23,7 +25,7 @@ class TokenRequest(_Strict):
     """``POST /api/tunix/tokens``: a new token, shown once."""
 
     label: str = Field("", max_length=100, description="what the token is for (shown in listings)")
-    expires_in_days: Optional[int] = Field(None, ge=1, le=MAX_TOKEN_DAYS,
+    expires_in_days: OptionalJsonInt = Field(None, ge=1, le=MAX_TOKEN_DAYS,
                                            description="days it lives; null: until revoked")
     user: Optional[str] = Field(None, pattern=NAME_PATTERN,
                                 description="whose token (an admin's request only); null: the caller's")
@@ -39,7 +41,7 @@ class UserRequest(_Strict):
 
     name: str = Field(pattern=NAME_PATTERN, description="lower-case letters, digits, '.', '_' and '-'; 1 to 63")
     role: Literal[ROLES] = "member"
-    token_expires_in_days: Optional[int] = Field(None, ge=1, le=MAX_TOKEN_DAYS,
+    token_expires_in_days: OptionalJsonInt = Field(None, ge=1, le=MAX_TOKEN_DAYS,
                                                  description="days the first token lives; null: until revoked")
 
 

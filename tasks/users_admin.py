@@ -68,9 +68,9 @@ def parser():
 
 
 def _audit(conn, command, user=None, detail=None):
-    registry.record_audit(conn, user_name=f"os:{getpass.getuser()}", role=None, token_id=None,
-                          action=f"tunix-admin.{command}", method="CLI", path=user or "-", run_ids=[], status=0,
-                          remote_addr=None, detail=detail)
+    registry.record_audit(conn, dict(user_name=f"os:{getpass.getuser()}", role=None, token_id=None,
+                                     action=f"tunix-admin.{command}", method="CLI", path=user or "-", run_ids=[],
+                                     status=0, remote_addr=None, detail=detail))
 
 
 def run(args, conn):

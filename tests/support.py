@@ -8,6 +8,8 @@ import contextlib
 import os
 import pathlib
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from urllib.parse import urlparse
@@ -142,6 +144,19 @@ def _log_tail(path, lines=40):
 
 def _wait_http(url, proc, log_path, timeout=START_TIMEOUT_S):
     processes.wait_http(url, proc, log_path, timeout)
+
+
+def first_admin(database_url, name="root"):
+    """Make the installation's first admin as an operator does (``tunix-admin
+    create-user``, on the server side) and return their token, which the
+    command prints alone on stdout.  Auth is on from then on."""
+    made = subprocess.run([sys.executable, "-m", "tasks.users_admin", "create-user", name, "--role", "admin"],
+                          cwd=str(ROOT), env=dict(os.environ, DATABASE_URL=database_url, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert token and "\n" not in token and token not in made.stderr
+    return token
 
 
 def process_env(database_url, data_dir, **extra):

@@ -8,7 +8,7 @@ import uuid
 
 from psycopg2.extras import Json
 
-from .cursor import execute, fetch_all, fetch_one, fetch_value
+from .cursor import execute_values, fetch_all, fetch_one, fetch_value
 
 #: What every token starts with: a leaked one is recognisable (secret scanners, logs).
 TOKEN_PREFIX = "tnx_"
@@ -68,11 +68,14 @@ def revoke_token(conn, token_id):
     return fetch_one(conn, "revoke_token", id=token_id)
 
 
-def record_audit(conn, *, user_name, role, token_id, action, method, path, run_ids, status, remote_addr,
-                 detail=None):
-    execute(conn, "record_audit", user_name=user_name, role=role, token_id=token_id, action=action, method=method,
-            path=path, run_ids=[str(r) for r in run_ids], status=status, remote_addr=remote_addr,
-            detail=Json(detail) if detail is not None else None)
+def record_audit(conn, *rows):
+    """Append audit rows (dicts: user_name, role, token_id, action, method,
+    path, run_ids, status, remote_addr, detail) in one statement."""
+    execute_values(conn, "record_audit", [
+        (r["user_name"], r["role"], r["token_id"], r["action"], r["method"], r["path"],
+         [str(x) for x in r["run_ids"]], r["status"], r["remote_addr"],
+         Json(r["detail"]) if r.get("detail") is not None else None) for r in rows],
+        template="(%s, %s, %s, %s, %s, %s, %s::uuid[], %s, %s, %s)")
 
 
 def list_audit(conn, *, user_name=None, action=None, run_id=None, since=None, until=None, before_id=None,

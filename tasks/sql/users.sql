@@ -70,9 +70,9 @@ WHERE id = %(id)s
 RETURNING id, user_name, label, prefix, created_at, created_by, expires_at, revoked_at, last_used_at;
 
 -- name: record_audit
+-- Audit rows, a batch in one statement (psycopg2 execute_values).
 INSERT INTO tunix_audit (user_name, role, token_id, action, method, path, run_ids, status, remote_addr, detail)
-VALUES (%(user_name)s, %(role)s, %(token_id)s, %(action)s, %(method)s, %(path)s, %(run_ids)s::uuid[], %(status)s,
-        %(remote_addr)s, %(detail)s);
+VALUES %s;
 
 -- name: list_audit
 -- The trail, newest first, filtered by who, what, which run and when.

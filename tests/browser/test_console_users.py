@@ -5,17 +5,11 @@ A user turns auth on for its whole database, so this test has a database and
 an API of its own (no worker: nothing here trains), never the live system's.
 """
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 import support
 
 pytestmark = pytest.mark.browser
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def who(page, text):
@@ -27,12 +21,10 @@ def who(page, text):
 def users_api(databases, tmp_path):
     """An API on a fresh database with one admin, ``root``: (base URL, root's token)."""
     url = databases.create()
-    made = subprocess.run([sys.executable, "-m", "tasks.users_admin", "create-user", "root"], cwd=ROOT,
-                          env=dict(os.environ, DATABASE_URL=url), capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
+    token = support.first_admin(url)
     (tmp_path / "data").mkdir()
     api = support.start_api(url, tmp_path / "data", str(tmp_path))
-    yield api.url, made.stdout.strip()
+    yield api.url, token
     api.stop()
 
 

@@ -10,14 +10,12 @@ last test: the runs moved here stay pending where they are put, so every
 status the test reads is the one the moves left.
 """
 
-import subprocess
-import sys
 import uuid
 
 import pytest
 import requests
 
-from support import ROOT, connect, process_env, scalar, start_api, wait_for
+from support import connect, first_admin, scalar, start_api, wait_for
 
 DRY = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True}
 #: The installation's API_TOKEN: an admin with no name, whose runs have no owner.
@@ -68,12 +66,10 @@ def stack(databases, tmp_path_factory, log_dir):
     data_dir = tmp_path_factory.mktemp("ownership")
     url = databases.create()
     # The first admin, as an operator makes one: tunix-admin on the server, the token on stdout alone.
-    made = subprocess.run([sys.executable, "-m", "tasks.users_admin", "create-user", "root", "--role", "admin"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=process_env(url, data_dir))
-    assert made.returncode == 0, made.stderr
+    root_token = first_admin(url)
     api = start_api(url, data_dir, log_dir, threads=8, API_TOKEN=LEGACY_TOKEN, PRIORITY_CEILING=CEILING)
     s = Stack(api.url, url, data_dir, log_dir, api)
-    s.tokens = {"root": made.stdout.strip(), "legacy": LEGACY_TOKEN}
+    s.tokens = {"root": root_token, "legacy": LEGACY_TOKEN}
     # The admin makes the members, through the API.
     for name in ("alice", "bob"):
         response = s.as_("root").post("/api/tunix/users", {"name": name, "role": "member"})

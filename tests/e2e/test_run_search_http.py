@@ -12,8 +12,6 @@ runs stay where the test puts them (statuses are set in SQL).
 import csv
 import io
 import json
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -22,7 +20,7 @@ from click.testing import CliRunner
 
 from tunix_cli import cli
 
-from support import ROOT, connect, process_env, start_api
+from support import connect, first_admin, start_api
 
 DRY = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True}
 #: The installation's API_TOKEN: an admin with no name.
@@ -52,11 +50,9 @@ class User:
 def stack(databases, tmp_path_factory, log_dir):
     data_dir = tmp_path_factory.mktemp("run-search")
     url = databases.create()
-    made = subprocess.run([sys.executable, "-m", "tasks.users_admin", "create-user", "root", "--role", "admin"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=process_env(url, data_dir))
-    assert made.returncode == 0, made.stderr
+    root_token = first_admin(url)
     api = start_api(url, data_dir, log_dir, threads=4, API_TOKEN=LEGACY_TOKEN)
-    users = {"root": User(api.url, made.stdout.strip()), "legacy": User(api.url, LEGACY_TOKEN)}
+    users = {"root": User(api.url, root_token), "legacy": User(api.url, LEGACY_TOKEN)}
     for name in ("alice", "bob"):
         response = users["root"].request("POST", "/api/tunix/users", {"name": name, "role": "member"})
         assert response.status_code == 201, response.text

@@ -6,7 +6,10 @@ launch and reaper act on every pending run and queued message they see).
 
 import pytest
 
+import app.db as app_db
+from app import create_app
 from tasks import db
+from tasks.settings import Settings
 
 from support import connect, truncate
 
@@ -52,3 +55,22 @@ def tx(registry_url):
     conn.autocommit = False
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def settings(registry_url, tmp_path):
+    """The settings of an app on the integration database."""
+    return Settings(database_url=registry_url, data_dir=str(tmp_path))
+
+
+@pytest.fixture
+def make_client(settings, pool, monkeypatch):
+    """Factory: ``make_client(**config)`` is the app in this process (Flask's
+    test client) on the integration database, open (no ``API_TOKEN``)."""
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    monkeypatch.setattr(app_db, "get_pool", lambda: pool)
+
+    def make(**config):
+        return create_app({"SETTINGS": settings, **config}).test_client()
+
+    return make

@@ -12,13 +12,11 @@ import uuid
 
 import pytest
 
-import app.db as app_db
-from app import create_app
 from tasks import artifacts, db, registry
 from tasks.artifacts import ArtifactStore, get_store
 from tasks.errors import StoreUnavailable
 from tasks.run_service import RunService
-from tasks.settings import Settings, get_settings
+from tasks.settings import get_settings
 
 from support import connect, scalar
 
@@ -26,15 +24,8 @@ WORKER = "host:1"
 
 
 @pytest.fixture
-def settings(registry_url, tmp_path):
-    return Settings(database_url=registry_url, data_dir=str(tmp_path))
-
-
-@pytest.fixture
-def client(settings, pool, monkeypatch):
-    monkeypatch.delenv("API_TOKEN", raising=False)
-    monkeypatch.setattr(app_db, "get_pool", lambda: pool)
-    return create_app({"SETTINGS": settings}).test_client()
+def client(make_client):
+    return make_client()
 
 
 @pytest.fixture
@@ -201,12 +192,12 @@ def test_a_store_that_is_down_leaves_the_export_undeleted(client, conn, settings
     assert len(tars(settings, run_id, 4)) == 1
 
 
-def test_an_unknown_export_is_a_404_and_a_delete_needs_the_token(client, settings, pool, run_id, monkeypatch):
+def test_an_unknown_export_is_a_404_and_a_delete_needs_the_token(client, make_client, settings, run_id):
     for raw in ("00000000-0000-4000-8000-000000000000", "not-a-uuid"):
         response = client.delete(f"/api/tunix/exports/{raw}")
         assert response.status_code == 404 and response.get_json()["error"]["code"] == "export_not_found"
     # With API_TOKEN set, a DELETE is a mutating request: 401 without the token
-    guarded = create_app({"SETTINGS": settings.model_copy(update={"api_token": "s3cret"})}).test_client()
+    guarded = make_client(SETTINGS=settings.model_copy(update={"api_token": "s3cret"}))
     export_id = guarded.post(f"/api/tunix/runs/{run_id}/exports", json={},
                              headers={"Authorization": "Bearer s3cret"}).get_json()["export_id"]
     assert guarded.delete(f"/api/tunix/exports/{export_id}").status_code == 401

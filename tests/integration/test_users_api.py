@@ -11,32 +11,19 @@ import uuid
 import psycopg2
 import pytest
 
-import app.db as app_db
-from app import auth, create_app
+from app import auth
 from tasks import registry
 from tasks.registry.users import hash_token
-from tasks.settings import Settings
 
 from support import ROOT, scalar
 
 DRY = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": True}
 
 
-@pytest.fixture
-def settings(registry_url, tmp_path):
-    return Settings(database_url=registry_url, data_dir=str(tmp_path))
-
-
-@pytest.fixture
-def make_client(settings, pool, monkeypatch):
-    monkeypatch.delenv("API_TOKEN", raising=False)
-    monkeypatch.setattr(app_db, "get_pool", lambda: pool)
-    monkeypatch.setattr(auth, "USERS_CHECK_S", 0)  # a user made by the test counts at once
-
-    def make(**config):
-        return create_app({"SETTINGS": settings, **config}).test_client()
-
-    return make
+@pytest.fixture(autouse=True)
+def users_count_at_once(monkeypatch):
+    """A user made by a test turns auth on for its next request."""
+    monkeypatch.setattr(auth, "USERS_CHECK_S", 0)
 
 
 @pytest.fixture
@@ -50,12 +37,6 @@ def admin(conn):
     registry.create_user(conn, "root", "admin")
     token, _ = registry.create_token(conn, "root")
     return "root", token
-
-
-def sent(response):
-    """``response``, closed as a server closes it once sent: the audit row is written then (app/audit.py)."""
-    response.close()
-    return response
 
 
 def bearer(token):
@@ -162,9 +143,9 @@ def test_every_mutating_request_is_audited_and_the_trail_cannot_be_changed(clien
     mia = f"mia-{uuid.uuid4().hex[:8]}"  # the trail outlives every test: a name of this test's own
     registry.create_user(conn, mia, "member")
     member, token_row = registry.create_token(conn, mia)
-    run = sent(client.post("/api/tunix/run?mode=async", json=DRY, headers=bearer(member))).get_json()
-    sent(client.post(f"/api/tunix/runs/{run['run_id']}/cancel", headers=bearer(member)))
-    sent(client.post("/api/tunix/users", json={"name": "x"}, headers=bearer(member)))  # refused: audited too
+    run = client.post("/api/tunix/run?mode=async", json=DRY, headers=bearer(member)).get_json()
+    client.post(f"/api/tunix/runs/{run['run_id']}/cancel", headers=bearer(member))
+    client.post("/api/tunix/users", json={"name": "x"}, headers=bearer(member))  # refused: audited too
     client.get("/api/tunix/runs", headers=bearer(member))  # a read: not audited
     trail = client.get(f"/api/tunix/audit?user={mia}", headers=bearer(root)).get_json()["data"]
     assert [(e["action"], e["status"]) for e in trail] == [

@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 
 import app.db as app_db
 from app import create_app
-from support import DRY, connect, scalar, start_api
+from support import DRY, connect, first_admin, scalar, start_api
 from reliability_support import Stopwatch, census
 from tasks import catalog, db
 from tasks.settings import Settings
@@ -100,6 +100,16 @@ def fuzzed_api(databases, data_dir, log_dir):
     url = databases.create()
     api = start_api(url, data_dir, log_dir, SYNC_TIMEOUT_S="0.2")
     yield api.url, url
+    api.stop()
+
+
+@pytest.fixture(scope="module")
+def fuzzed_api_with_users(databases, data_dir, log_dir):
+    """The same API on an installation with users (auth on, reads too): ``(base, url, an admin's token)``."""
+    url = databases.create()
+    token = first_admin(url)
+    api = start_api(url, data_dir, log_dir, SYNC_TIMEOUT_S="0.2")
+    yield api.url, url, token
     api.stop()
 
 
@@ -194,16 +204,23 @@ def document_paths(base):
     return [(method, path) for path, item in paths.items() for method in item]
 
 
-def test_schemathesis_with_every_check_and_its_stateful_phase_finds_nothing(fuzzed_api, report):
+@pytest.mark.parametrize("auth", ["open", "users"])
+def test_schemathesis_with_every_check_and_its_stateful_phase_finds_nothing(auth, request, report):
     """What a user of the API document runs: ``schemathesis run --checks all``
     (examples, coverage, fuzzing and the stateful phase, which follows the
-    document's links from a submit to the run's own operations)."""
-    base, _ = fuzzed_api
+    document's links from a submit to the run's own operations); on an open
+    installation, and on one with users, given an admin's token (#21)."""
+    if auth == "open":
+        base, _ = request.getfixturevalue("fuzzed_api")
+        given = []
+    else:
+        base, _, token = request.getfixturevalue("fuzzed_api_with_users")
+        given = ["--header", f"Authorization: Bearer {token}"]
     cli = [sys.executable, "-m", "schemathesis.cli"]
     started = time.monotonic()
     result = subprocess.run([*cli, "--config-file", str(SCHEMATHESIS_CONFIG), "run", f"{base}/openapi.json",
                              "--checks", "all", "--max-examples", "40", "--seed", "20261202", "--request-timeout",
-                             "10", "--no-color"], capture_output=True, text=True, timeout=600,
+                             "10", "--no-color", *given], capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, SCHEMATHESIS_TELEMETRY="false", COLUMNS="160"))
     summary = result.stdout[result.stdout.find("SUMMARY"):]
     failures = result.stdout[result.stdout.find("FAILURES"):]
@@ -214,8 +231,8 @@ def test_schemathesis_with_every_check_and_its_stateful_phase_finds_nothing(fuzz
     assert cases and cases.group(1) == cases.group(2), summary
     operations = re.search(r"Tested: (\d+)", summary)
     assert operations and int(operations.group(1)) == len(document_paths(base)), summary
-    report(f"schemathesis run --checks all (examples, coverage, fuzzing, stateful): {cases.group(1)} cases, "
-           f"0 failures in {time.monotonic() - started:.0f}s")
+    report(f"schemathesis run --checks all (examples, coverage, fuzzing, stateful), {auth}: {cases.group(1)} "
+           f"cases, 0 failures in {time.monotonic() - started:.0f}s")
 
 
 # --------------------------------------------------------------------------
