@@ -12,12 +12,13 @@
 """
 
 import datetime
+import re
 import uuid
 
 from flask import Blueprint, current_app, jsonify, request
 
 from tasks import registry
-from tasks.user_spec import AuditEntry, Me, Token, TokenRequest, User, UserRequest, UserUpdate
+from tasks.user_spec import NAME_PATTERN, AuditEntry, Me, Token, TokenRequest, User, UserRequest, UserUpdate
 
 from . import audit
 from .auth import any_users, caller, require_admin
@@ -112,7 +113,12 @@ def list_tokens():
     """The caller's tokens; an admin's ``?user=NAME`` (or ``?user=*``: everyone's).
     A caller with no name (an open installation, ``API_TOKEN``: admins) gets everyone's."""
     who = caller()
-    user = request.args.get("user") or who.name or "*"
+    user = request.args.get("user")
+    if user is None:
+        user = who.name or "*"
+    if user != "*" and not re.match(NAME_PATTERN, user):
+        raise ApiError(422, "validation_error", "user must be a user's name or *",
+                       [{"field": "user", "message": f"not a user's name: {user[:70]!r}"}])
     if user != who.name:
         require_admin("listing another user's tokens")
     rows = registry.list_tokens(get_db(), None if user == "*" else user)
@@ -166,6 +172,15 @@ def _time_arg(name):
                        [{"field": name, "message": f"not an ISO 8601 time in range: {raw!r}"}]) from None
 
 
+def _text_arg(name, max_length=200):
+    """Query argument ``name``: text without NUL (PostgreSQL's text cannot hold one), or the 422."""
+    raw = request.args.get(name)
+    if raw is not None and ("\x00" in raw or len(raw) > max_length):
+        raise ApiError(422, "validation_error", f"{name} must be text of at most {max_length} characters",
+                       [{"field": name, "message": "a NUL character or too long"}])
+    return raw
+
+
 def audit_json(row):
     return AuditEntry(id=row["id"], at=ts(row["at"]), user=row["user_name"], role=row["role"],
                       token_id=str(row["token_id"]) if row["token_id"] else None, action=row["action"],
@@ -188,7 +203,7 @@ def list_audit():
             raise ApiError(422, "validation_error", "run_id must be a run's id",
                            [{"field": "run_id", "message": f"not a UUID: {run_id!r}"}]) from None
     rows = registry.list_audit(
-        get_db(), user_name=request.args.get("user"), action=request.args.get("action"),
+        get_db(), user_name=_text_arg("user"), action=_text_arg("action"),
         run_id=run_id,
         since=_time_arg("since"), until=_time_arg("until"),
         before_id=int_arg("before_id", None, 1, 2**62), limit=int_arg("limit", 100, 1, 1000))
@@ -229,8 +244,9 @@ def openapi_paths(ref, json_answer, errors):
 
     name_param = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     token_param = {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+    text = {"type": "string", "maxLength": 200, "pattern": "^[^\\x00]*$"}
     query = [{"name": n, "in": "query", "schema": s} for n, s in (
-        ("user", {"type": "string"}), ("action", {"type": "string"}),
+        ("user", text), ("action", text),
         ("run_id", {"type": "string", "format": "uuid"}), ("since", {"type": "string", "format": "date-time"}),
         ("until", {"type": "string", "format": "date-time"}),
         ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
@@ -256,8 +272,10 @@ def openapi_paths(ref, json_answer, errors):
         "/api/tunix/tokens": {
             "get": {"operationId": "listTokens",
                     "summary": "The caller's tokens; an admin's ?user=NAME (or *) anyone's. Never a token itself.",
-                    "parameters": [{"name": "user", "in": "query", "schema": {"type": "string"}}],
-                    "responses": {"200": json_answer(ref("TokenList")), **errors(401, 403, 405, 503)}},
+                    "parameters": [{"name": "user", "in": "query",
+                                    "schema": {"type": "string",
+                                               "pattern": "^(" + NAME_PATTERN[1:-1] + "|\\*)$"}}],
+                    "responses": {"200": json_answer(ref("TokenList")), **errors(401, 403, 405, 422, 503)}},
             "post": {"operationId": "createToken",
                      "summary": "A new token for the caller (an admin: for anyone), shown once in this answer.",
                      "requestBody": body("TokenRequest"),
