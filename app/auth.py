@@ -41,8 +41,6 @@ READING_POSTS = ("/api/tunix/runs/series",)
 #: user turns authentication on within this long, at no cost per request.
 USERS_CHECK_S = 1.0
 
-ROLES = ("admin", "member", "viewer")
-
 
 @dataclasses.dataclass(frozen=True)
 class Caller:

@@ -17,11 +17,11 @@ import click
 from rich.table import Table
 from rich.text import Text
 
+from tasks.user_spec import ROLES
+
 from . import client as api
 from . import profiles
 from .cli import EXIT, Failure, _Group, _client, _dump, _emit_json, _table, err, json_option, main, out
-
-ROLES = ("admin", "member", "viewer")
 
 
 def _profile_name(ctx, given):
