@@ -7,7 +7,7 @@ from flask import Flask
 from tasks.broker import get_broker
 from tasks.settings import get_settings
 
-from . import (audit, auth, catalog, checkpoints, console, db, errors, exports, fleet, health, observability, openapi,
+from . import (audit, auth, bodies, catalog, checkpoints, console, db, errors, exports, fleet, health, observability, openapi,
                parse, request_slots, runs, samples, streams, sweeps, users)
 
 #: Largest request body accepted (413 beyond).
@@ -26,20 +26,28 @@ def create_app(test_config=None):
         # for (app/auth.py) and mutating requests audited (app/audit.py).
         USERS_AUTH=True,
         AUDIT=True,
+        # The database's schema, checked here once (app/health.py): refused
+        # when it is ahead of this code, if it answers.
+        SCHEMA_CHECK=True,
     )
     if test_config:
         app.config.update(test_config)
     app.json.sort_keys = False
+    if app.config["SCHEMA_CHECK"]:
+        health.check_schema_at_start(app.config["SETTINGS"].database_url)
     # The process' broker and its connection pool (``tasks/broker.py``), made
     # here, not at import; they open no connection until a request needs one.
     get_broker()
 
     app.url_map.converters["run_id"] = parse.RunIdConverter
-    request_slots.init_app(app)
     db.init_app(app)
     errors.init_app(app)
     audit.init_app(app)
+    # A request takes an API slot only once it is authenticated and its body
+    # is in (slow or anonymous clients hold no slot): in this order.
     auth.init_app(app)
+    bodies.init_app(app)
+    request_slots.init_app(app)
     observability.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(catalog.bp)

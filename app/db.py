@@ -5,6 +5,7 @@ wait for each other's connections: a submit writes its run and its message
 on it in one transaction (``transaction``)."""
 
 import contextlib
+import sys
 
 from flask import g
 
@@ -34,10 +35,20 @@ def transaction():
             conn.autocommit = True
 
 
+def discard_db():
+    """Drop the request's connection when the request ends, not return it:
+    the server went away from it, or answers it read-only."""
+    g.db_broken = True
+
+
 def close_db(exc=None):
+    # Called from a ``finally`` too (a submit gives its connection back
+    # before it answers): the error in flight counts there.
+    exc = exc or sys.exc_info()[1]
     conn = g.pop("db", None)
+    broken = g.pop("db_broken", False)
     if conn is not None:
-        get_pool().putconn(conn, close=bool(conn.closed) or isinstance(exc, db.DISCONNECTS))
+        get_pool().putconn(conn, close=broken or bool(conn.closed) or isinstance(exc, db.DISCONNECTS))
 
 
 def init_app(app):

@@ -13,6 +13,7 @@ from tasks.errors import (
     Overloaded,
     RunNotFound,
     SweepNotFound,
+    StoreForbidden,
     StoreUnavailable,
     TunixError,
 )
@@ -27,6 +28,8 @@ STATUS = {
     DatabaseUnavailable: 503,
     Overloaded: 503,
     StoreUnavailable: 503,
+    # The store refused the API's credentials: no retry mends that (no Retry-After).
+    StoreForbidden: 502,
     ObjectMissing: 404,
 }
 
@@ -90,6 +93,19 @@ def _http_error(exc):
 
 
 def _db_error(exc):
+    # A handled error reaches teardown as no error: the connection must be
+    # marked here, or a read-only one (which psycopg2 leaves open) would go
+    # back to the pool and fail the next request too.
+    from .db import discard_db
+
+    discard_db()
+    if isinstance(exc, db.STATEMENT_TIMEOUT):
+        logger.error("statement past DB_STATEMENT_TIMEOUT_S: %s", exc)
+        return error_response(503, "database_timeout", "the database took too long on this request "
+                              "(DB_STATEMENT_TIMEOUT_S); retry later, or ask for less")
+    if isinstance(exc, db.READ_ONLY):
+        logger.error("database refuses writes (read-only: a failover?): %s", exc)
+        return error_response(503, DatabaseUnavailable.code, "database is read-only (a failover?); retry later")
     logger.error("database unavailable: %s", exc)
     return error_response(503, DatabaseUnavailable.code, "database unavailable; retry later")
 

@@ -4,9 +4,16 @@ The API's endpoint shows what this process recorded: submits
 (``tunix_runs_total{status="pending"}``), its registry writes and its HTTP
 traffic.  Runs finishing are recorded by the workers and served by each
 worker launch on ``METRICS_PORT``; nothing here repeats them.
+
+The registry gauges (``tasks.metrics.FleetCollector``) are read from
+PostgreSQL at most once per ``METRICS_CACHE_S`` per process, whoever
+scrapes and how often: the runs not final, the queues' live messages and
+the workers' heartbeats (all bounded by what is in flight); the count over
+every finished run only once per ``FINAL_COUNTS_EVERY`` of those periods.
 """
 
 import re
+import threading
 import time
 
 from flask import Blueprint, Response, current_app, g, request
@@ -31,26 +38,65 @@ HTTP_LATENCY = Histogram(
 )
 
 
-_fleet = {}
+#: The finished runs' counts are read once per this many cache periods
+#: (``METRICS_CACHE_S``): a count over every finished run, which grows with
+#: the registry while the rest stays bounded.
+FINAL_COUNTS_EVERY = 30
+
+
+class CachedGauges:
+    """``read(finals)`` at most once per ``cache_s`` (one reader at a time;
+    the others wait for its answer), with ``finals`` true once per
+    ``FINAL_COUNTS_EVERY`` periods: the finished runs' counts last read are
+    kept meanwhile.  A failed read raises (the scrape answers 503) and is
+    tried again on the next scrape."""
+
+    def __init__(self, read, cache_s, clock=time.monotonic):
+        self.read, self.cache_s, self.clock = read, cache_s, clock
+        self._lock = threading.Lock()
+        self._value, self._at = None, None
+        self._finals, self._finals_at = {}, None
+
+    def __call__(self):
+        from tasks.lifecycle import FINAL
+
+        with self._lock:
+            now = self.clock()
+            if self._value is not None and now - self._at < self.cache_s:
+                return self._value
+            finals = self._finals_at is None or now - self._finals_at >= self.cache_s * FINAL_COUNTS_EVERY
+            data = self.read(finals)
+            final_names = {status.value for status in FINAL}
+            if finals:
+                self._finals = {k: v for k, v in data["in_state"].items() if k in final_names}
+                self._finals_at = now
+            else:
+                data["in_state"] = dict(data["in_state"], **self._finals)
+            self._value, self._at = data, now
+            return data
 
 
 def _fleet_registry(app):
     """A registry for this process' own series plus the fleet gauges, read
-    from PostgreSQL on each scrape (a failed read answers 503)."""
-    if "registry" not in _fleet:
+    from PostgreSQL through ``CachedGauges`` (a failed read answers 503);
+    one per app, so its cache never answers for another app's database."""
+    fleet = app.extensions.get("tunix_fleet_metrics")
+    if fleet is None:
         from tasks import registry as runs_registry
+        from tasks.broker import DRY_QUEUE, TRAIN_QUEUE
         from tasks.metrics import FleetCollector
 
-        timeout = app.config["SETTINGS"].heartbeat_timeout_s
+        settings = app.config["SETTINGS"]
+        timeout = settings.heartbeat_timeout_s
 
-        def read():
+        def read(finals):
             with db.connection(get_pool()) as conn:
-                return runs_registry.fleet_gauges(conn, timeout)
+                return runs_registry.fleet_gauges(conn, timeout, finals=finals)
 
         fleet = CollectorRegistry(auto_describe=False)
-        fleet.register(FleetCollector(read))
-        _fleet["registry"] = fleet
-    return _fleet["registry"]
+        fleet.register(FleetCollector(CachedGauges(read, settings.metrics_cache_s), queues=(DRY_QUEUE, TRAIN_QUEUE)))
+        app.extensions["tunix_fleet_metrics"] = fleet
+    return fleet
 
 
 @bp.get("/metrics")

@@ -50,13 +50,17 @@ def _json(schema, description="OK", links=None):
 
 
 def _errors(*codes):
-    text = {400: "malformed JSON", 401: "missing or wrong bearer token",
+    text = {400: "malformed JSON, nested deeper than 32 levels, or a body that ended early", 401: "missing or wrong bearer token",
             403: "forbidden: the caller's role, or whose the run is, does not allow it", 404: "unknown run",
             405: "method not allowed (the Allow header lists the allowed ones)",
+            408: "the body did not arrive within BODY_READ_TIMEOUT_S",
             409: "not allowed in the run's status", 413: "body over 1 MiB", 415: "not JSON",
             422: "invalid fields",
             429: "quota_exceeded: the caller's waiting runs would pass USER_MAX_QUEUED; see Retry-After",
-            503: "database unavailable, or overloaded (no pooled connection within DB_POOL_WAIT_S); see Retry-After"}
+            503: "database unavailable or read-only (a failover), a statement past DB_STATEMENT_TIMEOUT_S, or "
+                 "overloaded (no pooled connection within DB_POOL_WAIT_S); see Retry-After"}
+    if 413 in codes:  # a route that reads a body may time out reading it (app/bodies.py)
+        codes = sorted({*codes, 408})
     if 401 in codes:  # a route that may ask for a token may refuse the token's user (app/auth.py)
         codes = sorted({*codes, 403})
     return {str(code): _json(_ERROR, text[code]) for code in codes}

@@ -15,6 +15,10 @@ from .errors import ApiError
 MAX_OFFSET = 10**9
 #: Most rows one page of a listing holds.
 MAX_LIMIT = 100
+#: Deepest nesting a JSON body may have: a run spec is 4 levels deep, a
+#: sweep's 6.  Python's parser gives up (RecursionError) some thousands deep.
+MAX_JSON_DEPTH = 32
+TOO_DEEP = object()
 
 
 class RunIdConverter(BaseConverter):
@@ -44,10 +48,29 @@ def json_body():
         body = json.loads(request.get_data(cache=True))
     except ValueError:
         raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+    except RecursionError:  # some thousands of brackets deep: was a 500
+        body = TOO_DEEP
+    if body is TOO_DEEP or _deeper_than(body, MAX_JSON_DEPTH):
+        raise ApiError(400, "json_too_deep", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(body, dict):
         raise ApiError(422, "validation_error", "the body must be a JSON object",
                        [{"field": "body", "message": "expected an object"}])
     return body
+
+
+def _deeper_than(value, limit):
+    """Whether ``value`` nests more than ``limit`` levels (without recursion)."""
+    todo = [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        if depth > limit:
+            return True
+        todo.extend((child, depth + 1) for child in node)
+    return False
 
 
 def int_arg(name, default, low, high):

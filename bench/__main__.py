@@ -10,6 +10,10 @@ On a shared, noisy machine compare figures from one run, not across runs.
                                     # ours against Flask + Celery on Redis + PostgreSQL
                                     # (bench/load.py; --quick: a smoke run)
     python -m bench training-tiny   # platform overhead on a tiny model's training
+    python -m bench retention [--runs N] [--seconds S]
+                                    # the API's p99 with and without retention pruning, over
+                                    # a registry of N finished runs (bench/retention.py):
+                                    # only when named (1,000,000 by default)
     python -m bench training [--steps N] [--quick]
                                     # the real model, full and LoRA (bench/training.py):
                                     # only when named (12 GB, ~12 min)
@@ -282,6 +286,12 @@ def bench_sweep(url, data_dir):
     run(url, data_dir)
 
 
+def bench_retention(url, data_dir, flags=()):
+    from .retention import bench_retention as run, parse_args
+
+    run(url, data_dir, parse_args(list(flags)))
+
+
 def bench_training(url, data_dir, flags=()):
     from .training import bench_training as run, parse_args
 
@@ -294,10 +304,10 @@ BENCHES = {"submit": bench_submit, "pickup": bench_pickup, "drain": bench_drain,
 
 
 #: Run only when named: the real model (bench/training.py).
-NAMED_ONLY = {"training": bench_training}
+NAMED_ONLY = {"training": bench_training, "retention": bench_retention}
 
 #: The benches that take ``--flags``, and the module that parses them.
-FLAG_PARSERS = {"load": "bench.load", "training": "bench.training"}
+FLAG_PARSERS = {"load": "bench.load", "training": "bench.training", "retention": "bench.retention"}
 
 
 def main(argv):

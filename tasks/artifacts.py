@@ -46,7 +46,8 @@ import tarfile
 import uuid
 
 from .atomic import atomic_write
-from .errors import ObjectMissing, StoreUnavailable
+from .errors import ObjectMissing, StoreForbidden, StoreUnavailable
+from .metrics import STORE_BYTES, STORE_FAILURES, STORE_RETRIES, STORE_UPLOADS
 from .settings import get_settings
 
 #: Bytes read or written per chunk when streaming an object.
@@ -206,19 +207,113 @@ def _filesystem(url, endpoint_url=None, region=None):
     raise ValueError(f"ARTIFACTS_URL: unsupported scheme {scheme!r} (file:// or s3://)")
 
 
+#: S3 error codes that refuse who we are or what we may do, not an outage:
+#: waiting mends none of them (botocore's ``ClientError`` codes; s3fs turns
+#: most into ``PermissionError``, a HEAD's bare 403 into code ``"403"``).
+FORBIDDEN_CODES = frozenset({
+    "403", "AccessDenied", "AccountProblem", "AllAccessDisabled", "ExpiredToken", "ExpiredTokenException",
+    "InvalidAccessKeyId", "InvalidClientTokenId", "InvalidSecurity", "InvalidToken", "NotSignedUp",
+    "RequestTimeTooSkewed", "SignatureDoesNotMatch", "TokenRefreshRequired", "UnrecognizedClientException",
+})
+
+
+def _forbidden_answer(exc):
+    """The store's refusal in ``exc`` as ``"403 AccessDenied"`` (or the
+    error's name: a local ``PermissionError``, botocore's
+    ``NoCredentialsError``); None when ``exc`` is no refusal (an outage)."""
+    seen = set()
+    error = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        response = getattr(error, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            code = str(response["Error"].get("Code") or "")
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if code in FORBIDDEN_CODES or status == 403:
+                if code == "403" or not code:
+                    return "403 Forbidden"
+                return f"{status or 403} {code}"
+            return None  # the store answered something else: not a refusal
+        if type(error).__name__ in ("NoCredentialsError", "PartialCredentialsError"):
+            return f"no credentials ({type(error).__name__})"
+        error = error.__cause__ or error.__context__
+    if isinstance(exc, PermissionError):
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _key_of(fn, args, kwargs):
+    """The object key a store method was called on (its ``key`` or ``prefix``), or None."""
+    import inspect
+
+    try:
+        bound = inspect.signature(fn).bind(None, *args, **kwargs).arguments
+    except TypeError:
+        return None
+    return bound.get("key") or bound.get("prefix")
+
+
+def _forbidden(store, key, answer):
+    where = store.uri(key) if key else store.url
+    if store.is_local:
+        message = (f"artifact store refused access ({answer}) for {where}: check that the folder of ARTIFACTS_URL "
+                   "is writable by the user this process runs as")
+    else:
+        message = (f"artifact store refused our credentials ({answer}) for {where}: check AWS_ACCESS_KEY_ID and "
+                   "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, if any) of the API and the workers, and the "
+                   "bucket's policy")
+    return StoreForbidden(message, url=where, reason=answer)
+
+
 def _errors_are_unavailable(fn):
+    """A store method whose errors are the platform's: ``ObjectMissing``
+    (absent), ``StoreForbidden`` (refused: never retried), else
+    ``StoreUnavailable`` (an outage: tried again by the callers), each
+    counted in ``tunix_store_failures_total``."""
+    operation = fn.__name__
+
     def wrapper(self, *args, **kwargs):
         try:
             return fn(self, *args, **kwargs)
-        except (StoreUnavailable, ObjectMissing, ValueError):
+        except (ObjectMissing, ValueError):
+            raise
+        except StoreForbidden:
+            STORE_FAILURES.labels(operation, "forbidden").inc()
+            raise
+        except StoreUnavailable:
+            STORE_FAILURES.labels(operation, "unavailable").inc()
             raise
         except FileNotFoundError as exc:
             raise ObjectMissing(f"not in the artifact store: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - botocore, aiohttp and OS errors alike
+            answer = _forbidden_answer(exc)
+            if answer is not None:
+                STORE_FAILURES.labels(operation, "forbidden").inc()
+                raise _forbidden(self, _key_of(fn, args, kwargs), answer) from None
+            STORE_FAILURES.labels(operation, "unavailable").inc()
             raise StoreUnavailable(f"artifact store {self.url}: {type(exc).__name__}: {exc}") from None
 
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     return wrapper
+
+
+def retried(fn, what):
+    """``fn`` for ``retrying.patiently``: each call after its first counts in
+    ``tunix_store_retries_total{what}``."""
+    calls = []
+
+    def call():
+        if calls:
+            STORE_RETRIES.labels(what).inc()
+        calls.append(1)
+        return fn()
+
+    return call
+
+
+def _uploaded(size):
+    STORE_UPLOADS.inc()
+    STORE_BYTES.labels("up").inc(size)
 
 
 class _Hashing:
@@ -296,6 +391,7 @@ class ArtifactStore:
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 tar.add(str(folder), arcname=arcname,
                         filter=lambda info: None if info.issym() or info.islnk() else info)
+        _uploaded(out.size)
         return out.size, out.digest.hexdigest()
 
     @_errors_are_unavailable
@@ -309,6 +405,7 @@ class ArtifactStore:
                 tar.extractall(into, filter="data")
             while src.read(CHUNK):
                 pass  # the tar's trailing padding, for the checksum
+        STORE_BYTES.labels("down").inc(src.size)
         if sha256 is not None and src.digest.hexdigest() != sha256:
             raise StoreUnavailable(f"{self.uri(key)}: sha256 {src.digest.hexdigest()} is not the recorded {sha256}")
         return src.size
@@ -318,21 +415,28 @@ class ArtifactStore:
         data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
         with self._writer(key) as fh:
             fh.write(data)
+        _uploaded(len(data))
 
     @_errors_are_unavailable
     def get_json(self, key):
         with self.fs.open(self.path(key), "rb") as fh:
-            return json.loads(fh.read())
+            data = fh.read()
+        STORE_BYTES.labels("down").inc(len(data))
+        return json.loads(data)
 
     @_errors_are_unavailable
     def put_file(self, local, key):
         with open(local, "rb") as src, self._writer(key) as dst:
             shutil.copyfileobj(src, dst, CHUNK)
+            size = src.tell()
+        _uploaded(size)
 
     @_errors_are_unavailable
     def get_file(self, key, local):
         with self.fs.open(self.path(key), "rb", block_size=CHUNK) as src, atomic_write(local) as dst:
             shutil.copyfileobj(src, dst, CHUNK)
+            size = src.tell()
+        STORE_BYTES.labels("down").inc(size)
 
     @_errors_are_unavailable
     def open(self, key):
@@ -378,6 +482,34 @@ class ArtifactStore:
             key = name[len(self.root) + 1:] if name.startswith(self.root + "/") else name
             etag = entry.get("ETag") or entry.get("etag") or f"{entry.get('size')}-{entry.get('mtime') or entry.get('LastModified')}"
             out[key] = {"size": entry.get("size"), "etag": str(etag).strip('"')}
+        return out
+
+    @_errors_are_unavailable
+    def folders(self, prefix):
+        """The names of the folders right under ``prefix`` (``runs``: the run ids with objects)."""
+        try:
+            entries = self.fs.ls(self.path(prefix).rstrip("/"), detail=True)
+        except FileNotFoundError:
+            return []
+        return [posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory"]
+
+    @_errors_are_unavailable
+    def walk(self, prefix):
+        """``{key: modified}`` of every object under ``prefix``, at any depth;
+        ``modified`` is seconds since the epoch (None when the store says not)."""
+        base = self.path(prefix).rstrip("/")
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for name, entry in found.items():
+            if entry.get("type") == "directory":
+                continue
+            name = name.rstrip("/")
+            key = name[len(self.root) + 1:] if name.startswith(self.root + "/") else name
+            modified = entry.get("mtime") or entry.get("LastModified") or entry.get("created")
+            out[key] = modified.timestamp() if hasattr(modified, "timestamp") else modified
         return out
 
 

@@ -278,7 +278,12 @@ CONSUMER_CONNECTIONS = 8
 
 def make_broker(settings=None):
     settings = settings or get_settings()
-    pool = db.make_pool(settings.database_url, settings.db_pool_max, wait_s=settings.db_pool_wait_s)
+    # A statement that runs away (a plan gone wrong over a grown registry)
+    # ends at DB_STATEMENT_TIMEOUT_S instead of holding its connection and
+    # its request: the API answers 503, a worker's patient write tries again.
+    timeout_ms = round(settings.db_statement_timeout_s * 1000)
+    pool = db.make_pool(settings.database_url, settings.db_pool_max, wait_s=settings.db_pool_wait_s,
+                        options=f"-c statement_timeout={timeout_ms}" if timeout_ms else None)
     # The consumers' own writes (a message taken, requeued at shutdown) need
     # not wait for the disk: lost in a crash, the message is queued again or
     # republished by the reaper, and the durable claim keeps it from running

@@ -239,9 +239,10 @@ class StoreListing:
 
         Raises:
           StoreUnavailable: the store did not answer (the last listing is kept).
+          StoreForbidden: it refused our credentials (the last listing is kept).
         """
         from .artifacts import DATASETS_PREFIX
-        from .errors import StoreUnavailable
+        from .errors import StoreForbidden, StoreUnavailable
 
         try:
             objects = self.store.list(DATASETS_PREFIX)
@@ -252,7 +253,7 @@ class StoreListing:
                                "(%d dataset(s)), trying again every %gs", self.store.url, exc,
                                len(self.listing or {}), self.ttl_s)
             self.error = exc
-            raise exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(str(exc)) from exc
+            raise exc if isinstance(exc, (StoreUnavailable, StoreForbidden)) else StoreUnavailable(str(exc)) from exc
         listing = {}
         for object_key, meta in sorted(objects.items()):
             dataset = store_object_dataset(self.store, object_key, meta.get("size"), meta.get("etag"))

@@ -79,6 +79,25 @@ class StoreUnavailable(TunixError):
     code = "artifact_store_unavailable"
 
 
+class StoreForbidden(TunixError):
+    """Raised when the artifact store refuses this process' credentials or
+    access (S3 403: ``AccessDenied``, ``InvalidAccessKeyId``,
+    ``SignatureDoesNotMatch``, ``ExpiredToken``, none given; a local folder's
+    ``EACCES``).  Never an outage: waiting does not mend a key, so it is not
+    retried; a worker fails the attempt with it at once (a training never
+    ends ``completed`` without its checkpoints), the API answers 502.
+    ``url`` is what was refused, ``reason`` the store's answer (``"403
+    AccessDenied"``)."""
+
+    code = "artifact_store_forbidden"
+
+    def __init__(self, message, *, url=None, reason=None):
+        super().__init__(message)
+        self.url, self.reason = url, reason
+        #: Kept in a failed run's ``error`` beside its type and message.
+        self.details = {"store_url": url, "store_answer": reason}
+
+
 class ObjectMissing(TunixError):
     """Raised when an object is not in the artifact store."""
 

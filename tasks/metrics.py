@@ -8,9 +8,11 @@ run id or any other unbounded value.
 """
 
 import contextlib
+import os
+import platform
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 #: Execution time of a run: 0.1 s up to 48 h, since training runs are long.
 DURATION_BUCKETS = (
@@ -60,6 +62,13 @@ SILENT_SESSIONS_ENDED = Counter(
     "releasing the messages and rows they held.",
 )
 
+RETENTION_PRUNED = Counter(
+    "tunix_retention_pruned_total",
+    "What a reaper's retention deleted, by kind: log lines (logs), per-step metrics rows (metrics), dramatiq's "
+    "settled messages (queue), orphaned store objects (store).",
+    ("kind",),
+)
+
 POOL_WAIT = Histogram(
     "tunix_db_pool_wait_seconds",
     "Time a thread waited for a connection of its process' pool.",
@@ -78,6 +87,56 @@ RUNS_RETRIED = Counter(
 )
 
 
+STORE_UPLOADS = Counter(
+    "tunix_store_uploads_total",
+    "Objects written to the artifact store (checkpoints, manifests, summaries, exports, datasets).",
+)
+
+STORE_FAILURES = Counter(
+    "tunix_store_failures_total",
+    "Artifact store calls that failed, by operation and kind: unavailable (an outage, tried again) or "
+    "forbidden (credentials or access refused: never retried, the attempt fails).",
+    ("operation", "kind"),
+)
+
+STORE_RETRIES = Counter(
+    "tunix_store_retries_total",
+    "Artifact store calls tried again after an outage, by what was retried.",
+    ("what",),
+)
+
+STORE_BYTES = Counter(
+    "tunix_store_bytes_total",
+    "Bytes written to (up) or read from (down) the artifact store.",
+    ("direction",),
+)
+
+
+BUILD_INFO = Gauge(
+    "tunix_build_info",
+    "Always 1: the running code's version (package metadata), Python version and git commit (GIT_COMMIT, "
+    "set when the image is built; unknown otherwise).",
+    ("version", "python", "commit"),
+    multiprocess_mode="max",
+)
+
+
+def build_labels():
+    """``(version, python, commit)`` of this process, as ``tunix_build_info`` shows them."""
+    from importlib import metadata
+
+    try:
+        version = metadata.version("tunix-rt")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    # NOTE: read, never computed (no git call at run time): the image build passes it.
+    commit = os.environ.get("GIT_COMMIT", "").strip()[:40] or "unknown"
+    return version, platform.python_version(), commit
+
+
+BUILD_INFO.labels(*build_labels()).set(1)
+
+
 @contextlib.contextmanager
 def timed_write(operation):
     """Observe the wall time of a registry write in milliseconds."""
@@ -89,14 +148,18 @@ def timed_write(operation):
 
 
 class FleetCollector:
-    """Gauges read from PostgreSQL at scrape time, so they are right with any
-    number of workers, after crashes and across restarts.  Registered by the
-    API process only (every API replica reports the same values: aggregate
-    them with ``max``, not ``sum``)."""
+    """Gauges read from PostgreSQL, so they are right with any number of
+    workers, after crashes and across restarts.  Registered by the API
+    process only (every API replica reports the same values: aggregate them
+    with ``max``, not ``sum``); ``read`` is cached there (``METRICS_CACHE_S``,
+    ``app/observability.py``)."""
 
-    def __init__(self, read):
+    def __init__(self, read, queues=()):
         #: ``read()`` -> ``registry.fleet_gauges(...)`` dict.
         self.read = read
+        #: Queues shown even while they hold nothing (a series that comes
+        #: and goes breaks ``rate`` and alerts).
+        self.queues = tuple(queues)
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
@@ -109,8 +172,23 @@ class FleetCollector:
         for status in ALL:
             in_state.add_metric((status,), data["in_state"].get(status, 0))
         yield in_state
-        yield GaugeMetricFamily("tunix_queue_oldest_pending_age_seconds",
-                                "Age of the oldest pending run (0 when none).",
-                                value=data["oldest_pending_age_s"] or 0)
+        queues = {name: {} for name in self.queues}
+        queues.update({row["queue_name"]: row for row in data.get("queues") or ()})
+        oldest = GaugeMetricFamily("tunix_queue_oldest_pending_age_seconds",
+                                   "Per queue: how long its longest-waiting pending run has waited since its "
+                                   "submit, resume or requeue (0 when none).", labels=("queue",))
+        depth = GaugeMetricFamily("tunix_queue_depth", "Per queue: messages waiting whose run is pending.",
+                                  labels=("queue",))
+        in_flight = GaugeMetricFamily("tunix_queue_in_flight",
+                                      "Per queue: messages a consumer holds (prefetched or executing).",
+                                      labels=("queue",))
+        for name in sorted(queues):
+            row = queues[name]
+            oldest.add_metric((name,), row.get("oldest_pending_age_s") or 0)
+            depth.add_metric((name,), row.get("depth") or 0)
+            in_flight.add_metric((name,), row.get("in_flight") or 0)
+        yield oldest
+        yield depth
+        yield in_flight
         yield GaugeMetricFamily("tunix_workers_alive", "Worker processes whose heartbeat is recent.",
                                 value=data["workers_alive"])

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
 
     database_url: str = _var("DATABASE_URL", "", "PostgreSQL for the registry and the broker, e.g. "
                              "`postgresql://user@host:5432/db`", shown="unset: embedded PostgreSQL in `$DATA_DIR/pg`")
+    auto_migrate: Flag = _var("AUTO_MIGRATE", True, "a worker launch and `make run` apply pending migrations at "
+                              "start (the API never does); `0` (the Helm chart): nothing migrates but "
+                              "`tunix-migrate`, a worker launch exits 2 naming the pending ones and the API's "
+                              "`/readyz` is 503 until they are applied (see \"Upgrades\")", shown="`1`")
     port: int = _var("PORT", 8000, "API port", ge=1, le=65535)
     workers: int = _var("WORKERS", 2, "worker processes in one worker launch", ge=1, le=256)
     worker_threads: int = _var("WORKER_THREADS", 8, "threads per worker process", ge=1, le=1024)
@@ -94,6 +98,9 @@ class Settings(BaseSettings):
     metrics_port: int = _var("METRICS_PORT", 9191, "where one worker launch serves the metrics of all its "
                              "processes", ge=0, le=65535)
     metrics_addr: str = _var("METRICS_ADDR", "0.0.0.0", "the address that metrics port listens on")
+    metrics_cache_s: float = _var("METRICS_CACHE_S", 5.0, "how long the API's `/metrics` reuses its registry "
+                                  "gauges before reading PostgreSQL again; the finished runs' counts are read 30 "
+                                  "times as seldom (0: every scrape reads everything)", ge=0)
     sync_timeout_s: float = _var("SYNC_TIMEOUT_S", 300.0, "how long a sync submit waits before answering 202",
                                  ge=0)
     run_time_limit_s: int = _var("RUN_TIME_LIMIT_S", 6 * 3600, "hard limit on one run (dramatiq's `TimeLimit`; "
@@ -111,6 +118,12 @@ class Settings(BaseSettings):
                                  "`API_ACTIVE` slot) before **503** `overloaded` with `Retry-After: 1`", ge=0)
     api_active: int = _var("API_ACTIVE", 32, "requests one API process works on at once; the others queue in "
                            "order of arrival (waiting sync submits and log streams hold no slot)", ge=1)
+    body_read_timeout_s: float = _var("BODY_READ_TIMEOUT_S", 30.0, "how long a client may take to send a request "
+                                      "body (whole, at most 1 MiB) before **408** `body_timeout`; it is read "
+                                      "before the request takes an `API_ACTIVE` slot", gt=0)
+    db_statement_timeout_s: float = _var("DB_STATEMENT_TIMEOUT_S", 30.0, "longest one SQL statement of the API "
+                                         "or a worker may run (PostgreSQL's `statement_timeout`); past it the "
+                                         "request is a **503** `database_timeout`; `0` turns it off", ge=0)
     waiter_tick_s: float = _var("WAITER_TICK_S", 0.02, "how often the API looks at the runs its sync submits and "
                                 "log streams wait on (one query per process, none when nothing waits; 4 times as "
                                 "often during a watch's first 0.5 s)", gt=0)
@@ -123,6 +136,10 @@ class Settings(BaseSettings):
                              "`failed` (`WorkerLost`); hand-backs do not count (see \"The attempts cap\")", ge=1)
     reaper_interval_s: float = _var("REAPER_INTERVAL_S", 5.0, "seconds between reaper passes (every worker "
                                     "launch runs one)", gt=0)
+    retention_days: int = _var("RETENTION_DAYS", 0, "days a finished run keeps its log lines and per-step metrics "
+                               "(all but its last 5 steps) before the reaper prunes them, with the store objects "
+                               "no run or record names; the run, its kept checkpoints and exports stay (see "
+                               "\"Retention\"); 0: keep forever", ge=0, le=36_500)
     orphan_age_s: float = _var("ORPHAN_AGE_S", 30.0, "a pending run older than this with no live message is "
                                "queued again", ge=0)
     api_token: str = _var("API_TOKEN", "", "when set, mutating requests need `Authorization: Bearer <token>` "

@@ -250,6 +250,9 @@ class Health(_Answer):
     """``/healthz`` (``ok``: the process serves) and ``/readyz`` (``ready``: the database answers, migrated)."""
 
     status: Literal["ok", "ready"]
+    schema: Optional[Literal["ahead"]] = Field(None, description="`/readyz` only: the database holds migrations "
+                                               "of a newer release (this process should be upgraded)")
+    warning: Optional[str] = Field(None, description="what `schema` means, in words")
 
 
 class Trial(_Answer):

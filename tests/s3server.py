@@ -97,6 +97,8 @@ class S3Server:
         self.proc = None
         self._log = None
         self._probe_written = False
+        #: The secret the gateway knows now (``start(refuse=True)`` rotates it).
+        self._secret = SECRET_KEY
 
     # ------------------------------------------------------------------ what clients need
 
@@ -129,7 +131,8 @@ class S3Server:
 
         config = {"connect_timeout": 2, "read_timeout": 10, "retries": {"max_attempts": 2, "mode": "standard"}}
         config.update(kwargs.pop("config_kwargs", {}))
-        return s3fs.S3FileSystem(key=ACCESS_KEY, secret=SECRET_KEY, endpoint_url=self.endpoint_url,
+        secret = kwargs.pop("secret", SECRET_KEY)
+        return s3fs.S3FileSystem(key=ACCESS_KEY, secret=secret, endpoint_url=self.endpoint_url,
                                  client_kwargs={"region_name": REGION}, config_kwargs=config,
                                  skip_instance_cache=True, **kwargs)
 
@@ -150,13 +153,16 @@ class S3Server:
             "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=0",
         ]
 
-    def start(self, timeout=START_TIMEOUT_S):
-        """Start the server (no-op while it runs); return once S3 answers."""
+    def start(self, timeout=START_TIMEOUT_S, refuse=False):
+        """Start the server (no-op while it runs); return once S3 answers.
+        ``refuse``: the gateway knows another secret than ``env``'s, so every
+        call of the platform is a 403 (a rotated or revoked key)."""
         if self.is_running():
             return self
+        self._secret = SECRET_KEY + "-rotated" if refuse else SECRET_KEY
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         (self.dir / "s3.json").write_text(json.dumps({"identities": [{
-            "name": "tunix", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+            "name": "tunix", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": self._secret}],
             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
         # `weed mini` saves its options in the folder and loads them first on
         # the next start: the command line must be the only source.
@@ -196,7 +202,7 @@ class S3Server:
         a SIGKILL)."""
         probe = f"{PROBE_BUCKET}/ready"
         try:
-            fs = self.fs(config_kwargs={"retries": {"max_attempts": 1}})
+            fs = self.fs(secret=self._secret, config_kwargs={"retries": {"max_attempts": 1}})
             fs.ls(self.bucket, refresh=True)
             if not self._probe_written:
                 if not fs.exists(PROBE_BUCKET):

@@ -164,6 +164,9 @@ def process_env(database_url, data_dir, **extra):
     # Open API: tests that want a token set it themselves.
     env.pop("API_TOKEN", None)
     env.pop("API_TOKEN_READS", None)
+    # Tests compare a scrape with the registry at once: no cached gauges
+    # (tests/unit/test_ops_metrics.py tests the cache).
+    env["METRICS_CACHE_S"] = "0"
     env.update({k: str(v) for k, v in extra.items()})
     DATA_DIRS.append(str(data_dir))
     return env

@@ -24,7 +24,7 @@ import time
 
 from dramatiq.middleware import Interrupt
 
-from tasks import db, registry, retrying
+from tasks import artifacts, db, registry, retrying
 from tasks.broker import get_pool
 from tasks.errors import StoreUnavailable
 from tasks.settings import get_settings
@@ -134,8 +134,10 @@ def fetch_checkpoint(kind, row, scratch, store, settings, pool):
                           "(retention deleted it since the request)", code="checkpoint_gone")
     t = time.monotonic()
     checkpoint_dir = os.path.join(scratch, "checkpoints")
-    retrying.patiently(lambda: store.download_tree(checkpoint["object_key"], checkpoint_dir,
-                                                   sha256=checkpoint["sha256"]),
+    # An outage is waited out; a refused key (StoreForbidden) fails the job at once.
+    retrying.patiently(artifacts.retried(lambda: store.download_tree(checkpoint["object_key"], checkpoint_dir,
+                                                                     sha256=checkpoint["sha256"]),
+                                         f"{kind.noun}_checkpoint"),
                        settings.store_patience_s, StoreUnavailable, what="an artifact store call")
     return run, checkpoint_dir, time.monotonic() - t
 

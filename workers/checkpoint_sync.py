@@ -17,7 +17,10 @@ artifact store (``tasks/artifacts.py``).
   deleted again, and its object name carries its attempt, so it could not
   have overwritten a newer one).  A full disk (the snapshot's, or a local
   store's) is not waited out: it is kept in ``error`` (a ``DiskFull``),
-  which the runner turns into the attempt's failure at once.
+  which the runner turns into the attempt's failure at once.  Nor is a store
+  that refuses our credentials (``StoreForbidden``: a 403, an expired key):
+  kept in ``error`` the same way, never retried as an outage, so a training
+  never completes with its checkpoints refused.
 * ``finish`` uploads what is left once the training exited (the checkpoint
   of a stop), then applies retention: ``CHECKPOINT_KEEP`` latest steps plus
   the lowest-loss one.  Deleting is idempotent: mark the row (it leaves every
@@ -31,7 +34,8 @@ import threading
 import time
 
 from tasks import artifacts, db, registry
-from tasks.errors import DatabaseUnavailable, ObjectMissing, Overloaded, StoreUnavailable
+from tasks.errors import DatabaseUnavailable, ObjectMissing, Overloaded, StoreForbidden, StoreUnavailable
+from tasks.metrics import STORE_RETRIES
 
 from .disk import disk_full, is_no_space
 
@@ -99,7 +103,8 @@ class CheckpointSync:
         self._stop = threading.Event()
         self._thread = None
         self._retry_at, self._delay = 0.0, FIRST_RETRY_S
-        #: The ``DiskFull`` that stopped the uploads, None while there is none.
+        #: What stopped the uploads for good (a ``DiskFull``, a
+        #: ``StoreForbidden``), None while there is none.
         self.error = None
 
     # ---------------------------------------------------------------- resume
@@ -110,6 +115,8 @@ class CheckpointSync:
         Raises:
           StoreUnavailable: the store (or the registry) could not be read
             within ``STORE_PATIENCE_S``.
+          StoreForbidden: the store refused our credentials (at once: no
+            waiting mends a key).
         """
         deadline = time.monotonic() + self.settings.store_patience_s
         delay = FIRST_RETRY_S
@@ -130,6 +137,8 @@ class CheckpointSync:
                         f"could not restore the run's latest checkpoint from the artifact store within "
                         f"{self.settings.store_patience_s:g}s: {exc}") from None
                 wait = min(delay, remaining)
+                if isinstance(exc, (StoreUnavailable, ObjectMissing)):
+                    STORE_RETRIES.labels("checkpoint_restore").inc()
                 logger.warning("run %s: restore failed, trying again in %.1fs: %s", self.run_id, wait, exc)
                 time.sleep(wait)
                 delay = min(delay * 2, MAX_RETRY_S)
@@ -187,10 +196,18 @@ class CheckpointSync:
                 self._upload(step)
             except FileNotFoundError:
                 self.handled.add(step)  # orbax deleted it meanwhile (it keeps its latest two)
+            except StoreForbidden as exc:
+                # Not an outage: no retry mends a refused key.  The runner
+                # fails the attempt with it (``error``), as on a full disk.
+                self.error = exc
+                logger.error("run %s: checkpoint of step %s refused by the artifact store: %s", self.run_id, step,
+                             exc)
+                return False
             except (OSError, StoreUnavailable) as exc:
                 if not is_no_space(exc):
                     # Tried again later, as an unreachable store: the
                     # uploading thread must not die on it.
+                    STORE_RETRIES.labels("checkpoint_upload").inc()
                     self._back_off(step, exc)
                     return False
                 where = (self.scratch.snapshots if isinstance(exc, OSError)
@@ -260,7 +277,7 @@ class CheckpointSync:
         self._delay = FIRST_RETRY_S
         while not self.upload_pending(force=True):
             if self.error is not None:
-                # A full disk is not waited out (the attempt fails with it).
+                # A full disk or a refused key is not waited out (the attempt fails with it).
                 self.say(f"checkpoint(s) of step(s) {self.unuploaded()} not uploaded, so not recorded: {self.error}")
                 break
             remaining = deadline - time.monotonic()  # the last try at the deadline, as in ``restore``

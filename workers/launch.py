@@ -1,11 +1,17 @@
 """One worker launch: ``python -m workers`` (console script ``tunix-worker``).
 
-Applies migrations, starts ``WORKERS`` dramatiq processes of
+Applies migrations (``AUTO_MIGRATE``; with ``0`` it only checks that none
+is pending), starts ``WORKERS`` dramatiq processes of
 ``WORKER_THREADS`` threads each, and serves the metrics of all of them on
 ``METRICS_PORT``.  Several launches may share a host if each has its own
 ``METRICS_PORT``.  When dramatiq exits (it stops the whole launch if one of
 its processes dies) this exits with its status, and the supervisor
 (``make run``, or compose's restart policy) starts a new launch.
+
+A launch refuses a database it cannot work on, with exit status 2 and the
+reason on its log: one that holds a migration this code does not know
+(newer code migrated it: upgrade this worker), one whose applied migration
+file changed, or, with ``AUTO_MIGRATE=0``, one with migrations pending.
 """
 
 import logging
@@ -17,7 +23,7 @@ import sys
 
 from tasks import log_format
 from tasks.broker import get_pool
-from tasks.migrate import migrate
+from tasks.migrate import LockTimeout, MigrationsPending, SchemaMismatch, ensure_schema
 from tasks.settings import settings_at_start
 
 logger = logging.getLogger("tunix.workers")
@@ -62,7 +68,14 @@ def main(argv=None):
     if not settings.database_url:
         logger.error("DATABASE_URL is not set")
         return 2
-    migrate(settings.database_url)
+    try:
+        ensure_schema(settings.database_url, settings.auto_migrate, who="this worker")
+    except (SchemaMismatch, MigrationsPending) as exc:
+        logger.error("refusing to start: %s", exc)
+        return 2
+    except LockTimeout as exc:
+        logger.error("%s", exc)
+        return 1
     metrics_dir = fresh_metrics_dir(settings)
     # Set for prometheus_client in this process and inherited by dramatiq's
     # processes: the library's variable, not a setting of ours.

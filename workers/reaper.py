@@ -34,17 +34,52 @@ once.  It does not wait for dramatiq-pg's random rescan (measured: 78 s to
   (they are named after their worker) are ended; its runs are then
   recovered and its messages published again like any other.  Should it
   thaw, its writes are refused (fencing) and its connections opened afresh.
+
+Retention
+---------
+Each pass ends with a bounded share of clean-up (``prune``), every delete a
+statement of at most ``PRUNE_ROWS`` rows in a transaction of its own, at
+most ``PRUNE_BATCHES`` of each kind a pass, skipping rows another session
+holds, with no NOTIFY (``tasks/sql/retention.sql``); what it deleted is
+counted in ``tunix_retention_pruned_total{kind}``:
+
+* Always: dramatiq's settled messages (done, rejected) settled over
+  ``QUEUE_KEEP_S`` ago.  dramatiq-pg deletes them only from a consumer that
+  found its queue empty (one chance in 100,000 turns, messages 30 days old),
+  which a busy fleet's never is; nothing reads a settled message.
+* With ``RETENTION_DAYS`` set (0, the default, keeps everything): the log
+  lines and per-step metrics of runs final for that long, all but each run's
+  last ``METRICS_TAIL`` steps (its final loss, and the ranking of its sweep,
+  read only those).  Never of a run that is not final, nor of any trial of a
+  sweep with a trial still in the system's hands (early stopping compares a
+  running trial with the finished ones' steps).  A run with nothing left is
+  stamped ``pruned_at``; resumed and finished again, it is pruned again.
+  The run row stays, with its config, result, error and progress (the
+  history and the audit trail name it), as do its recorded checkpoints
+  (CHECKPOINT_KEEP's choice: a resume and an export need them), exports,
+  samples and eval losses (a few rows per run).
+* With ``RETENTION_DAYS`` set: orphaned store objects, swept folder by folder
+  (``STORE_FOLDERS`` a pass) from a listing of ``runs/`` taken at most every
+  ``STORE_LIST_EVERY_S``.  A folder of a run the registry does not know
+  loses its objects older than ``RETENTION_DAYS``; a prunable run's folder
+  (as above) loses the checkpoint objects no row names and the export tars
+  of no live export (failed, deleted, unknown), once older than
+  ``STORE_GRACE_S``.  Its manifest, summary, recorded checkpoints and live
+  exports stay; a folder of a run that is not prunable is not listed.
 """
 
 import logging
+import posixpath
 import threading
 import time
+import uuid
 from hashlib import sha256
 
 from tasks import actors, admission, db, lifecycle, registry
 from tasks.broker import DRY_QUEUE, TRAIN_QUEUE
 from tasks.errors import InvalidTransition
-from tasks.metrics import RUNS_RECOVERED, RUNS_RETRIED, SILENT_SESSIONS_ENDED
+from tasks.metrics import RETENTION_PRUNED, RUNS_RECOVERED, RUNS_RETRIED, SILENT_SESSIONS_ENDED
+from tasks.sweep_spec import RANK_LAST_STEPS
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +91,32 @@ FORGET_WORKERS_AFTER_S = 24 * 3600
 #: Checkpoint deletions one pass finishes at most.
 GC_BATCH = 200
 
+#: Retention (see "Retention" above): rows one delete statement takes at most,
+PRUNE_ROWS = 1000
+#: statements of each kind one pass makes at most,
+PRUNE_BATCHES = 4
+#: the steps a pruned run keeps of its metrics (a sweep ranks on the last ones),
+METRICS_TAIL = RANK_LAST_STEPS
+#: how long a settled dramatiq message is kept,
+QUEUE_KEEP_S = 3600
+#: run folders of the store one pass sweeps, how often the store's ``runs/``
+#: is listed again, and how old an orphaned object must be before it goes.
+STORE_FOLDERS = 20
+STORE_LIST_EVERY_S = 3600
+STORE_GRACE_S = 3600
+
 
 def message_lock_key(queue_name, message_id):
     """The advisory lock key dramatiq-pg takes for a message (its
     ``dramatiq_pg.broker.message_lock``, for a queue and id)."""
     digest = sha256((queue_name + str(message_id)).encode("utf-8")).hexdigest()
     return int(digest[24:40], 16) - 2**63
+
+
+def _older(modified, now, age_s):
+    """Whether an object modified at ``modified`` (epoch seconds; None:
+    unknown, so not) is older than ``age_s`` at ``now``."""
+    return modified is not None and now - float(modified) > age_s
 
 
 def _enqueue(conn, runs):
@@ -77,6 +132,8 @@ class Reaper:
         self._stop = threading.Event()
         #: ``time.monotonic()`` before which lost runs are not recovered (see above).
         self._quiet_until = 0.0
+        #: Run folders of the store still to sweep, and when ``runs/`` was last listed.
+        self._folders, self._listed_at = [], None
 
     def recover_lost(self):
         """One pass over silent runs; returns ``{"requeued", "failed", "cancelled"}`` counts."""
@@ -177,8 +234,11 @@ class Reaper:
     def run_once(self):
         if time.monotonic() < self._quiet_until:
             return None, self.republish_orphans()
-        self.end_silent_sessions()
+        # A write first: on a database that answers but refuses writes (a
+        # failover) the pass fails here, before it ends the sessions of
+        # workers whose heartbeats the same refusal silenced.
         self.forget_dead_workers()
+        self.end_silent_sessions()
         self.fail_lost_jobs()
         try:
             self.finish_checkpoint_deletions()
@@ -186,7 +246,111 @@ class Reaper:
             logger.warning("checkpoint deletions deferred: %s", exc)
         recovered, republished = self.recover_lost(), self.republish_orphans()
         self.admit_deferred()
+        self.prune()
         return recovered, republished
+
+    # ------------------------------------------------------------ retention
+
+    def prune(self):
+        """This pass' share of retention (see "Retention" above); returns
+        ``{kind: rows or objects deleted}``.  A failure is logged: the next
+        pass goes on where this one stopped."""
+        pruned = {"queue": 0, "logs": 0, "metrics": 0, "store": 0}
+        for kind, step in (("queue", self.prune_queue), ("activity", self.prune_activity),
+                           ("store", self.prune_store)):
+            if kind != "queue" and not self.settings.retention_days:
+                continue
+            try:
+                done = step()
+            except Exception as exc:  # noqa: BLE001 - the database or the store may be down
+                logger.warning("retention (%s) deferred: %s", kind, exc)
+                continue
+            for name, n in (done if isinstance(done, dict) else {kind: done}).items():
+                pruned[name] += n
+        for kind, n in pruned.items():
+            if n:
+                RETENTION_PRUNED.labels(kind).inc(n)
+        return pruned
+
+    def _batches(self, delete):
+        """``delete(conn)`` in its own transaction, up to ``PRUNE_BATCHES``
+        times while it takes a full batch; returns how many rows in all."""
+        total = 0
+        for _ in range(PRUNE_BATCHES):
+            with db.connection(self.pool) as conn:
+                n = delete(conn)
+            total += n
+            if n < PRUNE_ROWS:
+                break
+        return total
+
+    def prune_queue(self):
+        """Delete dramatiq's messages settled over ``QUEUE_KEEP_S`` ago; returns how many."""
+        return self._batches(lambda conn: registry.prune_queue(conn, QUEUE_KEEP_S, PRUNE_ROWS))
+
+    def prune_activity(self):
+        """Delete the log lines and metrics of runs final for ``RETENTION_DAYS``
+        (``PRUNE_ROWS`` runs at a time, oldest first); returns ``{"logs", "metrics"}``."""
+        days = self.settings.retention_days
+        with db.connection(self.pool) as conn:
+            ids = registry.retention_candidates(conn, days, PRUNE_ROWS)
+        if not ids:
+            return {"logs": 0, "metrics": 0}
+        logs = self._batches(lambda conn: registry.prune_logs(conn, ids, days, PRUNE_ROWS))
+        metrics = self._batches(lambda conn: registry.prune_metrics(conn, ids, days, METRICS_TAIL, PRUNE_ROWS))
+        with db.connection(self.pool) as conn:
+            registry.mark_pruned(conn, ids, days, METRICS_TAIL)
+        return {"logs": logs, "metrics": metrics}
+
+    def prune_store(self):
+        """Sweep the next ``STORE_FOLDERS`` run folders of the store for
+        orphaned objects (see "Retention" above); returns how many went."""
+        from tasks import artifacts
+
+        store = artifacts.get_store(self.settings)
+        if not self._folders:
+            if self._listed_at is not None and time.monotonic() - self._listed_at < STORE_LIST_EVERY_S:
+                return 0
+            self._folders = sorted(store.folders("runs"), reverse=True)  # popped from the end
+            self._listed_at = time.monotonic()
+        chunk = []
+        while self._folders and len(chunk) < STORE_FOLDERS:
+            name = self._folders.pop()
+            try:
+                chunk.append(str(uuid.UUID(name)))
+            except ValueError:
+                continue  # not a run's folder: left alone
+        if not chunk:
+            return 0
+        days = self.settings.retention_days
+        with db.connection(self.pool) as conn:
+            known = registry.retention_store_runs(conn, chunk, days)
+        now = time.time()
+        doomed = []
+        for run_id in chunk:
+            run = known.get(run_id)
+            if run is not None and not run["prunable"]:
+                continue
+            objects = store.walk(artifacts.run_prefix(run_id))
+            if run is None:
+                # No run: what is older than the retention goes (a registry
+                # restored from a backup keeps its newer runs' objects).
+                doomed += [key for key, modified in objects.items() if _older(modified, now, days * 86400)]
+                continue
+            for key, modified in objects.items():
+                if not _older(modified, now, STORE_GRACE_S):
+                    continue
+                if key.startswith(artifacts.checkpoints_prefix(run_id) + "/"):
+                    if artifacts.checkpoint_attempt(key) is not None and key not in run["checkpoints"]:
+                        doomed.append(key)
+                elif key.startswith(artifacts.run_prefix(run_id) + "/exports/") and key.endswith(".tar"):
+                    if posixpath.basename(key)[:-len(".tar")] not in run["live_exports"]:
+                        doomed.append(key)
+        for key in doomed:
+            store.delete(key)
+        if doomed:
+            logger.info("retention deleted %d orphaned store object(s)", len(doomed))
+        return len(doomed)
 
     def admit_deferred(self):
         """Places a cancel, a crash or a kill freed, and any admission a

@@ -15,7 +15,9 @@ whatever it is doing, so no training outlives its worker.
 The attempt's scratch folder (``tasks.artifacts.Scratch``) is removed once
 its checkpoints and the manifest are in the artifact store (``_clean_up``).
 A full disk, wherever it shows (``workers/disk.py``), fails the attempt at
-once with ``DiskFull``: waiting would free nothing.
+once with ``DiskFull``: waiting would free nothing.  So does a store that
+refuses our credentials (``StoreForbidden``, a 403): a training whose
+checkpoints or manifest the store refused never ends ``completed``.
 """
 
 import collections
@@ -42,6 +44,7 @@ from tasks.errors import (
     RunFailed,
     RunLost,
     RunTimedOut,
+    StoreForbidden,
     StoreUnavailable,
     TrainingFailed,
     UnknownDataset,
@@ -173,8 +176,8 @@ def dry_run(run, dataset, model, store, patience_s):
     manifest = {"run_id": str(run["id"]), "dry_run": True, "spec": spec.as_stored(), "run": where,
                 "dataset": dict(dataset.to_json(), examples=examples), "model": asdict(model)}
     key = artifacts.manifest_key(run["id"])
-    retrying.patiently(lambda: store.put_json(key, manifest), patience_s, StoreUnavailable,
-                       what="an artifact store call")
+    retrying.patiently(artifacts.retried(lambda: store.put_json(key, manifest), "manifest"), patience_s,
+                       StoreUnavailable, what="an artifact store call")
     return {"kind": "dry_run", "manifest": store.uri(key), "dataset_key": dataset.key, "model_id": model.model_id,
             "param_count": model.param_count, "effective_max_seq_length": where["effective_max_seq_length"]}
 
@@ -258,10 +261,27 @@ class _Stream(threading.Thread):
         return disk_full(self.log_path.parent, f"writing the training's log {self.log_path.name}", self.error)
 
 
+#: What a training never needs: it talks to neither the database nor the
+#: store nor the API (the worker does, around it), and it runs the user's
+#: configuration and datasets.  Before, ``/proc/<pid>/environ`` of every
+#: training held ``DATABASE_URL`` and the store's keys.
+SECRET_VARIABLES = frozenset({
+    "DATABASE_URL", "API_TOKEN", "TUNIX_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "PGPASSWORD", "PGPASSFILE", "PGSERVICEFILE",
+})
+#: ... nor any other variable named like a credential (an operator's own).
+SECRET_SUFFIXES = ("_PASSWORD", "_SECRET", "_SECRET_KEY", "_TOKEN", "_ACCESS_KEY", "_API_KEY", "_CREDENTIALS")
+
+
+def is_secret(name):
+    upper = name.upper()
+    return upper in SECRET_VARIABLES or upper.endswith(SECRET_SUFFIXES)
+
+
 def training_env(settings):
     # The training's own environment, built from this process' (not a read
     # of a setting): JAX's cache variables are JAX's, and only defaulted here.
-    env = dict(os.environ)
+    env = {name: value for name, value in os.environ.items() if not is_secret(name)}
     env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(settings.data_dir, "jax-cache"))
     env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     env["PYTHONUNBUFFERED"] = "1"
@@ -365,7 +385,8 @@ def train(run, dataset, model, scratch, settings):
                 if status == LOST:
                     stopped = RunLost("this attempt was recovered by the reaper; another worker runs the run")
                     break
-            # A full disk is not waited out: no step could be saved.
+            # A full disk is not waited out: no step could be saved; nor a
+            # store that refused a checkpoint (StoreForbidden): none would be stored.
             full = out.write_error() or err.write_error() or sync.error
             if full is not None:
                 stopped = full
@@ -376,14 +397,24 @@ def train(run, dataset, model, scratch, settings):
             time.sleep(0.1)
     finally:
         # SIGTERM first: the training saves a checkpoint and exits.
-        stop_process_group(proc, DISK_FULL_GRACE_S if isinstance(stopped, DiskFull) else KILL_GRACE_S)
+        stop_process_group(proc, DISK_FULL_GRACE_S if isinstance(stopped, (DiskFull, StoreForbidden))
+                           else KILL_GRACE_S)
         out.join(5), err.join(5)
         # Its last checkpoint is recorded before the run's status moves (a
         # hand-back, a cancel): the next attempt, anywhere, resumes from it.
         # A lost attempt's would be refused (fencing): it uploads nothing.
         lost = isinstance(stopped, RunLost)
         recorded = sync.finish(upload=not lost)
-        manifest_stored = _store_manifest(store, run, scratch, settings.store_patience_s)
+        # A store that refused us (a checkpoint, the manifest) fails the
+        # attempt below, whatever the training did: never `completed`
+        # without its checkpoints.
+        refused = sync.error if isinstance(sync.error, StoreForbidden) else None
+        try:
+            manifest_stored = _store_manifest(store, run, scratch, settings.store_patience_s)
+        except StoreForbidden as exc:
+            manifest_stored, refused = False, refused or exc
+        if refused is not None and not lost:
+            monitor.line("system", f"attempt failed: {refused}")
         if not recorded and restored_step is None and not lost:
             monitor.line("system", "no checkpoint was recorded for this run")
         _clean_up(scratch, sync, manifest_stored, lost, say=lambda line: monitor.line("system", line))
@@ -396,7 +427,11 @@ def train(run, dataset, model, scratch, settings):
     # completed: what happened wins (tasks/lifecycle.py).  A lost attempt
     # is never recorded here, finished or not.
     finished = proc.returncode == 0 and bool(events.get("result"))
-    if stopped is not None and (isinstance(stopped, RunLost) or not finished):
+    if refused is not None and (stopped is None or finished) and not isinstance(stopped, RunLost):
+        # Found once the training exited (its last uploads, the manifest), or
+        # a finished training's: a refused key wins over `completed`.
+        stopped = refused
+    if stopped is not None and (isinstance(stopped, (RunLost, StoreForbidden)) or not finished):
         stopped.exit_code = proc.returncode
         stopped.details = dict(stopped.details or {}, **tails, progress=monitor.progress, checkpoints=checkpoints)
         raise stopped
@@ -442,14 +477,15 @@ def _clean_up(scratch, sync, manifest_stored, lost, say):
 
 def _store_manifest(store, run, scratch, patience_s):
     """What the training read (``<scratch>/manifest.json``), into the store;
-    False when it could not be stored (True: stored, or none written)."""
+    False when it could not be stored (True: stored, or none written).
+    ``StoreForbidden`` (a refused key) is raised, not waited out."""
     try:
         manifest = json.loads(scratch.manifest.read_text())
     except (OSError, ValueError):
         return True  # it never got as far as writing one
     try:
-        retrying.patiently(lambda: store.put_json(artifacts.manifest_key(run["id"]), manifest), patience_s,
-                           StoreUnavailable, what="an artifact store call")
+        retrying.patiently(artifacts.retried(lambda: store.put_json(artifacts.manifest_key(run["id"]), manifest),
+                                             "manifest"), patience_s, StoreUnavailable, what="an artifact store call")
     except StoreUnavailable as exc:
         logger.warning("run %s: manifest not stored: %s", run["id"], exc)
         return False
@@ -457,9 +493,11 @@ def _store_manifest(store, run, scratch, patience_s):
 
 
 def _store_summary(store, run, result, patience_s):
+    # An outage costs the summary (the result is in the registry); a refused
+    # key (StoreForbidden) fails the attempt, as anywhere else.
     summary = {"run_id": str(run["id"]), "attempt": run["attempts"], "status": RunStatus.COMPLETED.value, "result": result}
     try:
-        retrying.patiently(lambda: store.put_json(artifacts.summary_key(run["id"]), summary), patience_s,
-                           StoreUnavailable, what="an artifact store call")
+        retrying.patiently(artifacts.retried(lambda: store.put_json(artifacts.summary_key(run["id"]), summary),
+                                             "summary"), patience_s, StoreUnavailable, what="an artifact store call")
     except StoreUnavailable as exc:
         logger.warning("run %s: summary not stored: %s", run["id"], exc)

@@ -2,7 +2,9 @@
 
 1. PostgreSQL: ``DATABASE_URL`` when set, else an embedded server in
    ``$DATA_DIR/pg`` (kept between runs); the children get its URL.
-2. The migrations.
+2. The migrations (``AUTO_MIGRATE``); a database this checkout cannot work
+   on (a migration it does not know, a changed migration file, or pending
+   ones with ``AUTO_MIGRATE=0``) ends it with status 2 and the reason.
 3. The API under gunicorn (one gthread process, ``API_THREADS`` threads) on ``PORT``.
 4. One worker launch, ``python -m workers`` (``WORKERS`` x ``WORKER_THREADS``,
    metrics on ``METRICS_PORT``).
@@ -169,7 +171,7 @@ class Stack:
         return {"api": api, "workers": processes.workers_command()}
 
     def run(self):
-        from tasks.migrate import migrate
+        from tasks.migrate import LockTimeout, MigrationsPending, SchemaMismatch, ensure_schema
 
         from .pgembed import resolve_database_url
 
@@ -179,7 +181,11 @@ class Stack:
             url, self.embedded = resolve_database_url(self.settings)
             if self.stopping:
                 return 0
-            applied = migrate(url)
+            try:
+                applied = ensure_schema(url, self.settings.auto_migrate, who="this checkout")
+            except (SchemaMismatch, MigrationsPending, LockTimeout) as exc:
+                logger.error("refusing to start: %s", exc)
+                return 1 if isinstance(exc, LockTimeout) else 2
             logger.info("database migrated (%d migration(s) applied)", len(applied))
             env = self.child_env(url)
             self.host = API_HOST if self.settings.api_token or self._users(url) else LOOPBACK

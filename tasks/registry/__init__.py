@@ -19,6 +19,7 @@ holds one aggregate, its queries in the ``tasks/sql`` file of the same name:
 - ``fleet``: worker processes' heartbeats, the fleet view and the gauges.
 - ``queue``: dramatiq's queue: the outbox, acks and nacks, the reaper's repairs.
 - ``admin``: PostgreSQL's catalog: advisory locks, worker sessions.
+- ``retention``: what retention prunes (``RETENTION_DAYS``, ``workers/reaper.py``).
 - ``jobs``: sample and export requests, the checkpoint jobs: one claim,
   finish and ``fail_lost_jobs`` for both kinds; an export's reuse (in
   ``submit_export``) and its deletion.
@@ -39,6 +40,8 @@ from .jobs import (JOB_KINDS, claim_export, claim_job, claim_sample, delete_expo
                    finish_job, finish_sample, get_export, get_sample, list_run_exports, list_run_samples,
                    submit_export, submit_sample)
 from .queue import enqueue_messages, nudge_passed_over, settle_message, unqueued_pending_runs
+from .retention import (mark_pruned, prune_logs, prune_metrics, prune_queue, retention_candidates,
+                        retention_store_runs)
 from .runs import (claim, count_matching_others, existing_runs, get_run, get_run_by_idempotency_key, get_status,
                    heartbeat, insert_runs, label_runs, list_runs, lost_runs, matching_runs, run_owner, runs_to_admit,
                    submit_run, transition, update_run_labels, watch_runs)
@@ -61,4 +64,5 @@ __all__ = [
     "count_matching_others", "run_owner", "label_runs", "update_run_labels",
     "any_users", "create_token", "create_user", "get_token", "get_user", "list_audit", "list_tokens", "list_users",
     "record_audit", "revoke_token", "token_user", "update_user", "user_waiting_runs", "waiting_reason",
+    "mark_pruned", "prune_logs", "prune_metrics", "prune_queue", "retention_candidates", "retention_store_runs",
 ]

@@ -19,13 +19,17 @@ def forget_dead_workers(conn, age_s):
     return execute(conn, "forget_dead_workers", age_s=age_s)
 
 
-def fleet_gauges(conn, heartbeat_timeout_s):
-    """``{"in_state": {status: n}, "oldest_pending_age_s", "workers_alive"}``."""
+def fleet_gauges(conn, heartbeat_timeout_s, finals=True):
+    """``{"in_state": {status: n}, "oldest_pending_age_s", "workers_alive",
+    "queues": [fleet_queues rows]}``.  Bounded by the runs not final and the
+    queue's live messages; with ``finals``, the final statuses' counts too
+    (a count over every finished run: the caller decides how often)."""
     row = fetch_one(conn, "fleet_gauges", timeout_s=heartbeat_timeout_s)
     in_state = dict(row["active"])
-    in_state.update({r["status"]: r["n"] for r in fetch_all(conn, "final_status_counts")})
+    if finals:
+        in_state.update({r["status"]: r["n"] for r in fetch_all(conn, "final_status_counts")})
     return {"in_state": in_state, "oldest_pending_age_s": row["oldest_pending_age_s"],
-            "workers_alive": row["workers_alive"]}
+            "workers_alive": row["workers_alive"], "queues": fetch_all(conn, "fleet_queues")}
 
 
 def fleet(conn, lost_window_s):

@@ -9,15 +9,25 @@ is an error at import that names both places.  A status set of the lifecycle
 is written by its name (``status IN :HELD``) and spelled out here from
 ``tasks.lifecycle.SQL_SETS``, so no query lists statuses by hand and a new
 status reaches every query that means its set.
+
+The migrations are read by ``migrations()``: one ``Migration`` per file,
+with its checksum and whether it runs in a transaction (``tasks/migrate.py``
+applies them and says why some do not).
 """
 
+import hashlib
 import pathlib
 import re
+from typing import NamedTuple
 
 HERE = pathlib.Path(__file__).parent
 
 #: The migrations folder; files are applied in name order (``NNNN_what.sql``).
 MIGRATIONS_DIR = HERE / "migrations"
+
+#: A migration whose first line is this runs outside a transaction, one
+#: statement at a time (``CREATE INDEX CONCURRENTLY`` cannot run in one).
+NO_TRANSACTION = "-- tunix: no-transaction"
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 #: ``:HELD`` and the like; not ``::jsonb`` (a cast) nor ``%(name)s``.
@@ -68,10 +78,51 @@ def _load(paths):
 QUERIES = _load(query_files())
 
 
-def migrations():
-    """``[(version, name, sql)]`` in the order they apply."""
+class Migration(NamedTuple):
+    """One file of ``migrations/``; unpacks as ``(version, name, sql)``."""
+
+    version: int
+    #: The file's stem, ``NNNN_what``.
+    name: str
+    #: The file's text.
+    sql: str
+
+    @property
+    def checksum(self):
+        """sha256 of the file's text (hex), recorded when it is applied."""
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def transactional(self):
+        """False when the first line is ``NO_TRANSACTION``."""
+        return self.sql.split("\n", 1)[0].strip() != NO_TRANSACTION
+
+    @property
+    def statements(self):
+        """The statements of a no-transaction migration, each run on its own.
+
+        A statement ends with a line that ends with ``;``; whole-line ``--``
+        comments are left out.  Simple on purpose: such a migration holds
+        DDL, no function body (those belong in a transactional one).
+        """
+        statements, lines = [], []
+        for line in self.sql.splitlines():
+            if line.lstrip().startswith("--") or not line.strip():
+                continue
+            lines.append(line)
+            if line.rstrip().endswith(";"):
+                statements.append("\n".join(lines).strip())
+                lines = []
+        if lines:
+            statements.append("\n".join(lines).strip())
+        return statements
+
+
+def migrations(directory=None):
+    """``[Migration(version, name, sql)]`` of ``directory`` (default
+    ``MIGRATIONS_DIR``) in the order they apply."""
     out = []
-    for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
+    for path in sorted(pathlib.Path(directory or MIGRATIONS_DIR).glob("*.sql")):
         version = int(path.name.split("_", 1)[0])
-        out.append((version, path.stem, path.read_text()))
+        out.append(Migration(version, path.stem, path.read_text()))
     return out

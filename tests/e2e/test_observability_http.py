@@ -21,7 +21,8 @@ def own_system(databases, data_dir, log_dir, worker_launch):
     """A fresh database with its own API; ``launch(**kw)`` starts worker
     launches on it."""
     url = databases.create()
-    api_proc = start_api(url, data_dir, log_dir)
+    # Every scrape reads the registry (no cache): the counts are compared with it at once.
+    api_proc = start_api(url, data_dir, log_dir, METRICS_CACHE_S=0)
     conn = connect(url)
 
     def launch(**kwargs):

@@ -13,7 +13,7 @@ from support import DRY, ApiClient, metric, start_api
 def lonely(databases, tmp_path_factory, log_dir):
     """``(api, database url)``: an API with a 0.5 s sync timeout, on a database no worker serves (yet)."""
     url = databases.create()
-    process = start_api(url, tmp_path_factory.mktemp("lonely-data"), log_dir, SYNC_TIMEOUT_S=0.5)
+    process = start_api(url, tmp_path_factory.mktemp("lonely-data"), log_dir, SYNC_TIMEOUT_S=0.5, METRICS_CACHE_S=0)
     yield ApiClient(process.url), url
     process.stop()
 

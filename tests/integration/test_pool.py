@@ -218,6 +218,32 @@ def test_a_disconnect_inside_a_transaction_is_database_unavailable_and_frees_the
         pool.closeall()
 
 
+def test_a_read_only_answer_is_database_unavailable_and_drops_the_pools_connections(registry_url):
+    # Given a pool of two whose connections are both open, one of them on a
+    # server that has turned read-only (a demoted primary)
+    pool = db.make_pool(registry_url, 2)
+    try:
+        # (a thread holds one connection at a time: another opens the idle one)
+        opened = []
+        thread = threading.Thread(target=lambda: opened.append(pool.getconn()))
+        thread.start()
+        thread.join()
+        pool.putconn(opened[0])  # now idle in the pool
+        # When a write on the other is refused as read-only
+        with pytest.raises(DatabaseUnavailable, match="read-only"):
+            with db.connection(pool) as conn, conn.cursor() as cur:
+                cur.execute("SET default_transaction_read_only = on")
+                conn.commit()
+                cur.execute("CREATE TABLE tunix_never (x int)")
+        # Then that connection and the idle one are closed, not handed out again
+        assert conn.closed and opened[0].closed
+        with db.connection(pool) as fresh, fresh.cursor() as cur:
+            cur.execute("SELECT 3")
+            assert cur.fetchone() == (3,) and fresh is not conn and fresh is not opened[0]
+    finally:
+        pool.closeall()
+
+
 def test_an_unreachable_server_is_database_unavailable_quickly():
     # Given a pool on a port where nothing listens
     pool = db.make_pool(f"postgresql://nobody@127.0.0.1:{free_port()}/none", 2)

@@ -27,11 +27,13 @@ schedule (process ids and timings differ, so not the exact interleaving).
 ``make test-all`` a long one (240 s).
 """
 
+import contextlib
 import dataclasses
 import os
 import random
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -52,7 +54,8 @@ pytestmark = pytest.mark.training
 SEED = int(os.environ.get("SOAK_SEED") or random.SystemRandom().randrange(2**31))
 MAX_ATTEMPTS = 3
 FLEET_ENV = dict(HEARTBEAT_TIMEOUT_S=5, REAPER_INTERVAL_S=1, ORPHAN_AGE_S=5, TRAIN_CONCURRENCY=1,
-                 MAX_ATTEMPTS=MAX_ATTEMPTS, DB_POOL_WAIT_S=5)
+                 MAX_ATTEMPTS=MAX_ATTEMPTS, DB_POOL_WAIT_S=5, BODY_READ_TIMEOUT_S=2)
+SLOW_CLIENTS = 8
 LAUNCHES = 2
 SUBMIT_EVERY_S = 0.25
 TRAINING_EVERY_S = 6.0
@@ -75,7 +78,8 @@ class Fault:
 
 
 #: Fault kinds and their weights; ``cut`` only on a fleet in namespaces.
-KINDS = {"kill": 5, "freeze": 3, "pg_restart": 2, "store_outage": 2, "cut": 2}
+KINDS = {"kill": 5, "freeze": 3, "pg_restart": 2, "store_outage": 2, "cut": 2, "read_only": 2, "slow_clients": 1,
+         "store_forbidden": 1}
 
 
 def schedule(seed, duration_s, kinds=tuple(KINDS)):
@@ -85,7 +89,8 @@ def schedule(seed, duration_s, kinds=tuple(KINDS)):
     while t < duration_s:
         kind = rng.choices(list(kinds), weights=[KINDS[k] for k in kinds])[0]
         length = {"kill": 0.0, "freeze": rng.uniform(1, 9), "pg_restart": rng.uniform(1, 4),
-                  "store_outage": rng.uniform(1, 6), "cut": rng.uniform(2, 9)}[kind]
+                  "store_outage": rng.uniform(1, 6), "cut": rng.uniform(2, 9), "read_only": rng.uniform(1, 8),
+                  "slow_clients": rng.uniform(2, 6), "store_forbidden": rng.uniform(1, 5)}[kind]
         faults.append(Fault(round(t, 1), kind, rng.randrange(1000), round(length, 1)))
         t += length + rng.uniform(3, 7)
     return faults
@@ -107,6 +112,7 @@ class Soak:
         self.restarted = 0
         self.done = []  # (fault, what happened)
         self.frozen = set()
+        self.slow_answers = []  # first line of each slow client's answer
 
     # ---------------------------------------------------------------- fleet
 
@@ -200,6 +206,26 @@ class Soak:
                 self.stop.wait(fault.length_s)
                 self.topology.store.start()
                 self.done.append((fault, "store restarted"))
+            elif fault.kind == "store_forbidden":
+                self.topology.store.stop()
+                self.topology.store.start(refuse=True)
+                self.stop.wait(fault.length_s)
+                self.topology.store.stop()
+                self.topology.store.start()
+                self.done.append((fault, "store refused our key"))
+            elif fault.kind == "read_only":
+                set_read_only(self.url, True)
+                self.stop.wait(fault.length_s)
+                set_read_only(self.url, False)
+                self.done.append((fault, "read-only"))
+            elif fault.kind == "slow_clients":
+                trickles = [threading.Thread(target=self.trickle, args=(fault.length_s,), daemon=True)
+                            for _ in range(SLOW_CLIENTS)]
+                for t in trickles:
+                    t.start()
+                for t in trickles:
+                    t.join(fault.length_s + 30)
+                self.done.append((fault, f"{SLOW_CLIENTS} slow bodies"))
             elif fault.kind == "cut":
                 name = self.topology.cut(fault.pick)
                 self.stop.wait(fault.length_s)
@@ -220,6 +246,35 @@ class Soak:
                 self.frozen.difference_update(tree)
                 self.done.append((fault, f"pid {pid} and {len(tree) - 1} below it"))
 
+    def trickle(self, length_s):
+        """A submit whose body comes a byte every 0.25 s for ``length_s``, then
+        stalls: the API must answer 408 at its deadline, never hold a slot."""
+        host, port = self.api_url.split("//")[1].split(":")
+        answer = b""
+        try:
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(b"POST /api/tunix/run?mode=async HTTP/1.1\r\nHost: soak\r\nContent-Type: "
+                             b"application/json\r\nContent-Length: 100000\r\n\r\n{")
+                sock.settimeout(0.25)
+                clock = Stopwatch()
+                while b"\r\n" not in answer:
+                    if clock() < length_s:
+                        with contextlib.suppress(OSError):
+                            sock.sendall(b" ")
+                    try:
+                        chunk = sock.recv(4096)
+                    except socket.timeout:
+                        if clock() > length_s + 30:
+                            break
+                        continue
+                    if not chunk:
+                        break
+                    answer += chunk
+        except OSError as exc:
+            answer = repr(exc).encode()
+        with self.lock:
+            self.slow_answers.append(answer.split(b"\r\n", 1)[0].decode(errors="replace"))
+
     def worker_log_lines(self, run_id, context=3):
         """What the launches logged around ``run_id``, for a failure message."""
         out = []
@@ -237,6 +292,24 @@ class Soak:
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
+
+
+def set_read_only(url, on):
+    """Every session's next transaction read-only (or writable again): the
+    superuser's own session is kept writable to undo it."""
+    try:
+        conn = connect(url)
+    except Exception:  # noqa: BLE001 - the database may be down for another fault; it was not made read-only
+        return
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET default_transaction_read_only = off")
+            cur.execute("ALTER SYSTEM " + ("SET default_transaction_read_only = on" if on
+                                           else "RESET default_transaction_read_only"))
+            cur.execute("SELECT pg_reload_conf()")
+    finally:
+        conn.close()
 
 
 def _descendants(pid):
@@ -388,6 +461,7 @@ def soak(topology, data_dir, log_dir, report, duration_s):
             topology.restore_all()
         if not server.is_running():
             server.start()
+        set_read_only(url, False)
         if not topology.store.is_running():
             topology.store.start()
         s.stop.clear()
@@ -408,6 +482,9 @@ def soak(topology, data_dir, log_dir, report, duration_s):
             rows = {key: dict(zip(("id", "status", "attempts", "max_attempts", "result", "error"), rest))
                     for key, *rest in cur.fetchall()}
         conn.close()
+        kinds = {}
+        for fault, _ in s.done:
+            kinds[fault.kind] = kinds.get(fault.kind, 0) + 1
         # And every acknowledged key is exactly one run, and there is no other
         assert set(rows) == set(s.acked), (len(rows), len(s.acked))
         assert all(rows[key]["id"] == run_id for key, run_id in s.acked.items())
@@ -418,6 +495,8 @@ def soak(topology, data_dir, log_dir, report, duration_s):
         for key, row in rows.items():
             assert row["attempts"] <= row["max_attempts"], (key, row)
             if row["status"] == "failed":
+                if row["error"]["type"] == "StoreForbidden" and "store_forbidden" in kinds:
+                    continue  # the store refused our key: failed at once, by design
                 if not (row["error"]["type"] == "WorkerLost" and row["attempts"] == row["max_attempts"]):
                     print(f"run {row}:\n{logs_of(url, row['id'])}\nworker logs:\n{s.worker_log_lines(row['id'])}")
                     raise AssertionError(f"{key}: failed with {row['error']['type']}, expected only WorkerLost "
@@ -425,18 +504,21 @@ def soak(topology, data_dir, log_dir, report, duration_s):
             elif row["status"] != "completed":
                 print(f"run {row}:\n{logs_of(url, row['id'])}\nworker logs:\n{s.worker_log_lines(row['id'])}")
                 raise AssertionError(f"{key}: {row['status']}, expected completed or failed (WorkerLost)")
+        # And every slow body was answered 408 at its deadline, nothing else
+        assert all(line.startswith("HTTP/1.1 408") for line in s.slow_answers), s.slow_answers
         # And every identical training that completed ended at the same loss
         losses = {round(rows[key]["result"]["final_loss"], 4) for key in s.training_keys
                   if rows[key]["status"] == "completed"}
         assert len(losses) <= 1, losses
         trainings = [rows[key] for key in s.training_keys]
-        kinds = {}
-        for fault, _ in s.done:
-            kinds[fault.kind] = kinds.get(fault.kind, 0) + 1
         by_status = c["by_status"]
         report(f"soak seed {SEED}, {duration_s}s on {where}: {kinds.get('kill', 0)} SIGKILLs, "
                f"{kinds.get('freeze', 0)} freezes, {kinds.get('pg_restart', 0)} PostgreSQL restarts, "
-               f"{kinds.get('store_outage', 0)} store outages, {kinds.get('cut', 0)} link cuts, "
+               f"{kinds.get('store_outage', 0)} store outages, {kinds.get('read_only', 0)} read-only windows, "
+               f"{kinds.get('store_forbidden', 0)} store key refusals "
+               f"({sum(r['status'] == 'failed' and r['error']['type'] == 'StoreForbidden' for r in rows.values())} "
+               f"runs failed StoreForbidden), {kinds.get('slow_clients', 0)} bursts of slow bodies ({len(s.slow_answers)} answered 408), "
+               f"{kinds.get('cut', 0)} link cuts, "
                f"{s.restarted} launches restarted; "
                f"{len(s.acked)} submits acknowledged ({s.retries} retries; answers {s.answers}); runs "
                f"{by_status}; 0 lost, 0 duplicated, 0 stuck (drained in {drain_s:.0f}s); "

@@ -23,6 +23,9 @@ EXPORTED = {
     metrics.DB_WRITE_LATENCY._name, metrics.RUNS_RECOVERED._name + "_total", metrics.RUNS_RETRIED._name + "_total",
     observability.HTTP_REQUESTS._name + "_total", observability.HTTP_LATENCY._name,
     "tunix_runs_in_state", "tunix_queue_oldest_pending_age_seconds", "tunix_workers_alive",
+    "tunix_queue_depth", "tunix_queue_in_flight", metrics.BUILD_INFO._name,
+    metrics.STORE_UPLOADS._name + "_total", metrics.STORE_FAILURES._name + "_total",
+    metrics.STORE_RETRIES._name + "_total", metrics.STORE_BYTES._name + "_total",
 }
 
 
@@ -50,7 +53,8 @@ def test_alert_rules_pass_promtool_check_and_their_unit_tests():
     check = subprocess.run([tool, "check", "rules", str(DEPLOY / "prometheus/alerts.yml")], capture_output=True,
                            text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 5 rules found" in check.stdout
+    rules = yaml.safe_load((DEPLOY / "prometheus/alerts.yml").read_text())["groups"][0]["rules"]
+    assert f"SUCCESS: {len(rules)} rules found" in check.stdout
     tests = subprocess.run([tool, "test", "rules", "alerts_test.yml"], cwd=DEPLOY / "prometheus",
                            capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout + tests.stderr
@@ -94,11 +98,21 @@ def test_dashboard_has_the_promised_panels_on_exported_series_only():
                   "error rate"):
         assert words in titles or words.replace("db write", "registry write") in titles, words
     for panel in panels:
-        assert panel["datasource"]["uid"] == "prometheus"
+        # the data source of the import's input (provisioned: the variable of that name, the default Prometheus)
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             unknown = {s for s in _series(target["expr"]) if not _known(s)}
             assert not unknown, (panel["title"], unknown)
+            # and every series is scoped to the chosen hosts
+            assert target["expr"].count('instance=~"$instance"') == len(re.findall(r"\btunix_[a-z_]+", target["expr"]))
+    # Importable into another Grafana: one data source input, and a host variable over the scraped targets
+    assert [(i["name"], i["type"], i["pluginId"]) for i in dashboard["__inputs"]] == \
+        [("DS_PROMETHEUS", "datasource", "prometheus")]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource" and variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    assert variables["instance"]["type"] == "query" and variables["instance"]["includeAll"]
+    assert "label_values(up" in variables["instance"]["query"]["query"]
     # and the provisioning points Grafana at it
     provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/tunix.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"

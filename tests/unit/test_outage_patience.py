@@ -114,6 +114,7 @@ def make_reaper(outcomes):
     reaper.fail_lost_jobs = lambda: database() or 0
     reaper.finish_checkpoint_deletions = lambda: database() or 0
     reaper.admit_deferred = lambda: database() or 0
+    reaper.prune = lambda: {}  # logs its own failures: not a pass' (tests/integration/test_retention.py)
     reaper.run_pass = run_pass
     return reaper
 

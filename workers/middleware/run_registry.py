@@ -38,10 +38,12 @@ logger = logging.getLogger(__name__)
 #: Traceback lines kept in a failed run's ``error`` for unexpected exceptions.
 TRACEBACK_LINES = 30
 
-#: How long a final status waits for the database to come back.  Given up,
-#: the run stays ``running`` and the reaper executes it again: a whole
-#: training lost to an outage of a few seconds would be a poor trade.
-FINAL_WRITE_PATIENCE_S = 120
+#: How long a final status waits for the database to come back, or to take
+#: writes again (a failover: Patroni's defaults promote a standby within
+#: 30-60 s).  Given up, the run stays ``running`` and the reaper executes it
+#: again: a whole training lost to an outage of a minute would be a poor
+#: trade for a worker thread held a few minutes.
+FINAL_WRITE_PATIENCE_S = 600
 
 #: How long a claim waits for the database.  The thread has nothing else to
 #: do, and a claim given up costs the run a heartbeat timeout or an attempt.
