@@ -41,16 +41,18 @@ RUN useradd --create-home --uid 10001 tunix \
 COPY setup.cfg pyproject.toml README.md constraints.txt ./
 
 # ---------------------------------------------------------------- api-deps
-# install_requires only: no extra.
+# The `server` extra (install_requires alone is the client: `tunix`); no
+# `local` (the images use a PostgreSQL server, no embedded one), no `train`.
 FROM base AS api-deps
 RUN mkdir -p app tasks \
  && touch app/__init__.py tasks/__init__.py \
- && pip install -c constraints.txt . \
+ && pip install -c constraints.txt '.[server]' \
  && pip uninstall -y tunix-rt \
  && rm -rf app tasks build *.egg-info
 
 # ---------------------------------------------------------------- worker-deps
-# The API's layer plus the training stack (the `train` extra) on top of it.
+# The API's layer (the `server` extra, installed there) plus the training
+# stack (the `train` extra) on top of it.
 FROM api-deps AS worker-deps
 RUN mkdir -p app tasks workers \
  && touch app/__init__.py tasks/__init__.py workers/__init__.py \

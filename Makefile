@@ -26,7 +26,7 @@ export DATA_DIR
 # The embedded server's URL unless DATABASE_URL is set (started on first use).
 DB_URL = $${DATABASE_URL:-$$($(PY) -m workers.pgembed start --data-dir "$(DATA_DIR)")}
 
-.PHONY: help install constraints run test test-all soak test-tools bench migrate worker api db-start db-stop clean distclean
+.PHONY: help install constraints run test test-all soak test-tools client-wheels bench migrate worker api db-start db-stop clean distclean
 
 help:
 	@echo "make install | run | test | test-all | soak | bench | migrate | worker | api | db-start | db-stop | clean | distclean"
@@ -45,13 +45,13 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	  echo "creating $(VENV) with $(PYTHON)"; \
 	  rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); \
 	fi
-	$(PY) -m pip install --disable-pip-version-check --progress-bar off -c constraints.txt -e '.[train,test,bench]'
+	$(PY) -m pip install --disable-pip-version-check --progress-bar off -c constraints.txt -e '.[server,local,train,test,bench]'
 	@touch $@
 
 # After a change to setup.cfg's dependencies: resolve afresh and pin the result.
 constraints:
 	rm -rf $(VENV)/constraints-venv && $(PYTHON) -m venv $(VENV)/constraints-venv
-	$(VENV)/constraints-venv/bin/pip install --disable-pip-version-check --progress-bar off -e '.[train,test,bench]'
+	$(VENV)/constraints-venv/bin/pip install --disable-pip-version-check --progress-bar off -e '.[server,local,train,test,bench]'
 	{ sed -n '1,4p' constraints.txt; $(VENV)/constraints-venv/bin/pip freeze --exclude-editable | grep -v '^tunix-rt'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf $(VENV)/constraints-venv
 
@@ -88,7 +88,7 @@ HELM        := $(VENV)/tools/helm
 # missing: promtool (alert rules), Chromium and a font (browser tests).  Without
 # root or apt the tests that need them skip with a loud message.
 APT_TOOLS := promtool:prometheus chromium:chromium chromedriver:chromium-driver
-test-tools: $(HELM)
+test-tools: $(HELM) client-wheels
 	@missing=""; for pair in $(APT_TOOLS); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; done; \
 	test -d /usr/share/fonts/truetype/dejavu || missing="$$missing fonts-dejavu-core"; \
@@ -101,6 +101,28 @@ test-tools: $(HELM)
 	  else \
 	    echo "WARNING: missing$$missing (not root or no apt): the tests that need them will be SKIPPED" >&2; \
 	  fi; \
+	fi
+
+# tests/e2e/test_client_install.py installs the client (`pip install tunix-rt`,
+# no extra) into a fresh Python 3.12 venv with --no-index: these are its
+# wheels, for Python 3.12 at constraints.txt's versions, with the build
+# backend's (setuptools, wheel).  Without pyenv's 3.12 the test skips.
+PY312         ?= $(shell pyenv root 2>/dev/null)/versions/3.12.1/bin/python
+CLIENT_WHEELS := $(VENV)/client-wheels
+client-wheels: $(CLIENT_WHEELS)/.done
+
+$(CLIENT_WHEELS)/.done: setup.cfg pyproject.toml constraints.txt
+	@if [ -x "$(PY312)" ]; then \
+	  rm -rf $(CLIENT_WHEELS); \
+	  if $(PY312) -m pip download --disable-pip-version-check --progress-bar off --quiet --only-binary=:all: \
+	       -c constraints.txt -d $(CLIENT_WHEELS) . 'setuptools>=65,<81' wheel; then \
+	    touch $@ && echo "client wheels for Python 3.12 in $(CLIENT_WHEELS)"; \
+	  else \
+	    rm -rf $(CLIENT_WHEELS); \
+	    echo "WARNING: could not download the client's wheels: tests/e2e/test_client_install.py will be SKIPPED" >&2; \
+	  fi; \
+	else \
+	  echo "WARNING: $(PY312) not found: tests/e2e/test_client_install.py will be SKIPPED" >&2; \
 	fi
 
 $(HELM):

@@ -8,7 +8,7 @@ from tasks.broker import get_broker
 from tasks.settings import get_settings
 
 from . import (audit, auth, bodies, catalog, checkpoints, console, db, errors, exports, fleet, health, observability, openapi,
-               parse, request_slots, runs, samples, streams, sweeps, users)
+               parse, request_slots, run_artifacts, runs, samples, streams, sweeps, users)
 
 #: Largest request body accepted (413 beyond).
 MAX_BODY_BYTES = 1024 * 1024
@@ -57,6 +57,7 @@ def create_app(test_config=None):
     app.register_blueprint(checkpoints.bp)
     app.register_blueprint(samples.bp)
     app.register_blueprint(exports.bp)
+    app.register_blueprint(run_artifacts.bp)
     app.register_blueprint(fleet.bp)
     app.register_blueprint(users.bp)
     app.register_blueprint(openapi.bp)

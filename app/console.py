@@ -1,5 +1,6 @@
 """The web console: ``/`` (submit, live history), ``/runs/<id>`` (one run),
-``/sweeps`` and ``/sweeps/<id>`` (trials, curves, scatter), ``/compare``
+``/sweeps``, ``/sweeps/new`` (launch one) and ``/sweeps/<id>`` (trials,
+curves, scatter, parallel coordinates, importance), ``/compare``
 (runs side by side) and ``/fleet`` (hosts, worker processes, queues).
 
 Every page is the same HTML shell; plain ES modules under ``/static/``
@@ -66,6 +67,7 @@ def fleet_page():
 
 
 @bp.get("/sweeps")
+@bp.get("/sweeps/new")
 @bp.get("/compare")
 def sweeps_page():
     return _shell()

@@ -46,7 +46,7 @@ def readyz():
     if found.pending:
         return error_response(503, "not_ready", f"migrations not applied: {', '.join(found.pending)}")
     if found.unknown:
-        return jsonify(status="ready", schema="ahead", warning="; ".join(found.problems("this API")))
+        return jsonify(status="ready", migrations="ahead", warning="; ".join(found.problems("this API")))
     return jsonify(status="ready")
 
 

@@ -22,7 +22,8 @@ from tasks.run_spec import (MAX_SERIES_POINTS, MAX_SERIES_RUNS, MAX_TAGS, METHOD
                             RunSpec, RunUpdate, SeriesRequest)
 from tasks.sweep_spec import SweepSpec
 
-from . import exports, fleet, samples, users
+from . import exports, fleet, run_artifacts, samples, sweeps, users
+from .curves import MAX_STEP, METRIC_NAME
 from .parse import MAX_LIMIT, MAX_OFFSET
 from .runs import LIST_FILTERS, MAX_BATCH, MAX_CSV_ROWS, MAX_IDEMPOTENCY_KEY, MAX_QUERY
 
@@ -70,7 +71,7 @@ _RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": 
 
 #: Where a submit's answer leads: the run-scoped operations, given its run_id.
 _RUN_OPERATIONS = ("getRun", "getRunStatus", "getRunMetrics", "listCheckpoints", "streamLogs", "cancelRun",
-                   "resumeRun")
+                   "resumeRun", "getRunLogFull", "listRunArtifacts")
 
 
 def _links(source="$response.body#/run_id"):
@@ -111,8 +112,10 @@ def _schemas(datasets, run_time_limit_s):
     schemas["SeriesRequest"] = SeriesRequest.model_json_schema()
     schemas["RunUpdate"] = RunUpdate.model_json_schema()
     schemas.update(fleet.openapi_schemas())
+    schemas.update(sweeps.openapi_schemas())
     schemas.update(samples.openapi_schemas())
     schemas.update(exports.openapi_schemas())
+    schemas.update(run_artifacts.openapi_schemas())
     schemas.update(users.openapi_schemas())
     return schemas
 
@@ -158,24 +161,44 @@ def _sweep_spec(run_spec, schemas):
                                     "description": schema["properties"]["grid"].get("description")}
     random = defs["RandomSearch"]
     random["properties"]["space"]["propertyNames"] = {"enum": swept}
-    random["properties"]["space"]["additionalProperties"] = {
-        "type": "object", "minProperties": 1, "maxProperties": 1,
-        "propertyNames": {"enum": list(sweep_spec.DISTRIBUTIONS)},
+
+    def distribution(name):
         # What sweep_spec's 422s say, as far as JSON Schema can: [low, high]
-        # finite numbers (log_uniform's above 0), choice's at least one value.
-        "properties": {
-            "uniform": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}},
-            "log_uniform": {"type": "array", "minItems": 2, "maxItems": 2,
-                            "items": {"type": "number", "exclusiveMinimum": 0}},
-            "choice": {"type": "array", "minItems": 1}},
-        "additionalProperties": False}
+        # finite numbers (log_uniform's above 0); choice's at least one
+        # value, each one the field takes (a plain run found `choice: [null]`
+        # for batch_size documented and refused).
+        return {
+            "type": "object", "minProperties": 1, "maxProperties": 1,
+            "propertyNames": {"enum": list(sweep_spec.DISTRIBUTIONS)},
+            "properties": {
+                "uniform": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}},
+                "log_uniform": {"type": "array", "minItems": 2, "maxItems": 2,
+                                "items": {"type": "number", "exclusiveMinimum": 0}},
+                "choice": {"type": "array", "minItems": 1, "items": field_schema(name)}},
+            "additionalProperties": False}
+
+    random["properties"]["space"]["properties"] = {name: distribution(name) for name in swept}
+    random["properties"]["space"]["additionalProperties"] = False
     schema["properties"]["random"] = {"anyOf": [random, {"type": "null"}]}
     schema["properties"]["metric"]["enum"] = [*sweep_spec.METRICS, *sweep_spec.METHOD_METRICS]
+    # A method's own metric needs a base of that method (a plain schemathesis
+    # run found `metric: kl` on an SFT base documented and refused).
+    schema["anyOf"] = [
+        {"not": {"required": ["metric"]}},
+        {"properties": {"metric": {"enum": list(sweep_spec.METRICS)}}},
+        *({"properties": {"metric": {"const": metric},
+                          "base": {"properties": {"method": {"const": method}}, "required": ["method"]}}}
+          for metric, (method, _) in sweep_spec.METHOD_METRICS.items())]
     schemas.update((name, d) for name, d in defs.items() if name != "RandomSearch")
     return schema
 
 
 _SWEEP_ID = {"name": "sweep_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+#: A range of steps (a zoomed chart's), both ends included; to_step before from_step is an empty range.
+_STEP_RANGE = [{"name": "from_step", "in": "query", "description": "the first step (default: the run's first)",
+                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_STEP}},
+               {"name": "to_step", "in": "query", "description": "the last step (default: the run's last)",
+                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_STEP}}]
 
 
 def _csv(description):
@@ -309,9 +332,10 @@ def document(settings=None):
                 "responses": {"200": _json(_ref("RunStatusAnswer")), **_errors(401, 404, 405, 503)}}},
             "/api/tunix/runs/{run_id}/metrics": {"get": {
                 "operationId": "getRunMetrics",
-                "summary": "The per-step figures of a training, every attempt's.",
-                "parameters": [_RUN_ID],
-                "responses": {"200": _json(_ref("MetricsList")), **_errors(401, 404, 405, 503)}}},
+                "summary": "The per-step figures of a training, every attempt's: every step, or those from "
+                           "from_step to to_step (both included; a range that ends before it starts is empty).",
+                "parameters": [_RUN_ID, *_STEP_RANGE],
+                "responses": {"200": _json(_ref("MetricsList")), **_errors(401, 404, 405, 422, 503)}}},
             "/api/tunix/runs/{run_id}/metrics.csv": {"get": {
                 "operationId": "exportRunMetrics",
                 "summary": "The per-step figures as CSV: step, attempt, loss, learning_rate, grad_norm, eval_loss, "
@@ -371,7 +395,9 @@ def document(settings=None):
                         "CancelSweep": {"operationId": "cancelSweep",
                                         "parameters": {"sweep_id": "$response.body#/sweep_id"}},
                         "ResumeSweep": {"operationId": "resumeSweep",
-                                        "parameters": {"sweep_id": "$response.body#/sweep_id"}}}),
+                                        "parameters": {"sweep_id": "$response.body#/sweep_id"}},
+                        "GetSweepImportance": {"operationId": "getSweepImportance",
+                                               "parameters": {"sweep_id": "$response.body#/sweep_id"}}}),
                                   **_errors(400, 401, 405, 413, 415, 422, 429, 503)}},
                 "get": {
                     "operationId": "listSweeps",
@@ -386,11 +412,25 @@ def document(settings=None):
                                                          **_errors(401, 404, 405, 503)}}},
             "/api/tunix/sweeps/{sweep_id}/series": {"get": {
                 "operationId": "getSweepSeries",
-                "summary": "Every trial's loss curve, downsampled, in one answer.",
+                "summary": "Every trial's curve of one metric (default: the training loss), downsampled so "
+                           "that each bucket's first, lowest, highest and last points stay, in one answer; "
+                           "from_step and to_step narrow it to a range (a zoom), whole when it has at most "
+                           "points steps.",
                 "parameters": [_SWEEP_ID, {"name": "points", "in": "query",
                                            "schema": {"type": "integer", "minimum": 2,
-                                                      "maximum": MAX_SERIES_POINTS}}],
+                                                      "maximum": MAX_SERIES_POINTS}},
+                               {"name": "metric", "in": "query",
+                                "description": "loss, eval_loss, learning_rate, grad_norm or a method's own",
+                                "schema": {"type": "string", "pattern": METRIC_NAME, "default": "loss"}},
+                               *_STEP_RANGE],
                 "responses": {"200": _json(_ref("SeriesList")), **_errors(401, 404, 405, 422, 503)}}},
+            "/api/tunix/sweeps/{sweep_id}/importance": {"get": {
+                "operationId": "getSweepImportance",
+                "summary": "Each swept parameter's importance for the sweep's metric over its completed trials, "
+                           "strongest first: |Spearman rank correlation| (a categorical parameter's: the "
+                           "correlation ratio of the metric's ranks), its p-value, and its share of the sum.",
+                "parameters": [_SWEEP_ID], "responses": {"200": _json(_ref("SweepImportance")),
+                                                         **_errors(401, 404, 405, 503)}}},
             "/api/tunix/sweeps/{sweep_id}/trials.csv": {"get": {
                 "operationId": "exportSweepTrials",
                 "summary": "The trials as CSV: run_id, each swept parameter, status, step, loss, eval_loss (and "
@@ -409,6 +449,7 @@ def document(settings=None):
                                                          **_errors(401, 404, 405, 503)}}},
             **samples.openapi_paths(_ref, _json, _errors, _RUN_ID),
             **exports.openapi_paths(_ref, _json, _errors, _RUN_ID),
+            **run_artifacts.openapi_paths(_ref, _json, _errors, _RUN_ID),
             **users.openapi_paths(_ref, _json, _errors),
             "/api/tunix/workers": {"get": {
                 "operationId": "getFleet",

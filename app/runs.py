@@ -19,7 +19,7 @@ from tasks.run_spec import (MAX_TAGS, MODES, TAG_PATTERN, UUID_PATTERN, RunFilte
 from . import audit, request_slots
 from .auth import caller, require_may_act_on, require_priority, require_queue_room
 from .csv_export import csv_answer
-from .curves import series_json
+from .curves import MAX_STEP, check as check_series, series_json
 from .db import close_db, get_db, transaction
 from .errors import ApiError
 from .parse import MAX_OFFSET, int_arg, json_body, page, pagination, parse_run_id
@@ -322,11 +322,15 @@ def resume(run_id):
 
 @bp.get("/runs/<run_id:run_id>/metrics")
 def get_metrics(run_id):
+    """Every recorded step of a run, or those from ``from_step`` to ``to_step``
+    (both included), whole: the curves' downsampled reads are ``series``."""
     run_id = parse_run_id(run_id)
+    from_step, to_step = int_arg("from_step", 0, 0, MAX_STEP), int_arg("to_step", MAX_STEP, 0, MAX_STEP)
+    check_series("loss", from_step, to_step)
     conn = get_db()
     if registry.get_status(conn, run_id) is None:
         raise RunNotFound(run_id)
-    rows = registry.get_metrics(conn, run_id)
+    rows = registry.get_metrics(conn, run_id, from_step, to_step)
     return jsonify(data=[{"step": r["step"], "loss": r["loss"], "learning_rate": r["learning_rate"],
                           "grad_norm": r["grad_norm"], "attempt": r["attempt"], "eval_loss": r["eval_loss"],
                           **({"metrics": r["metrics"]} if r["metrics"] is not None else {}),
@@ -421,8 +425,9 @@ def resume_matching():
 
 @bp.post("/runs/series")
 def runs_series():
-    """Many runs' loss curves in one answer, each downsampled to ``points``:
-    what a comparison of runs draws."""
+    """Many runs' curves of one metric in one answer, each downsampled to
+    ``points`` (each bucket's extremes kept), within a step range if given:
+    what a comparison of runs and a run's page draw."""
     try:
         query = SeriesRequest.model_validate(json_body())
     except ValidationError as exc:
@@ -434,4 +439,4 @@ def runs_series():
     missing = [i for i in ids if i not in known]
     if missing:
         raise ApiError(404, "run_not_found", f"{len(missing)} run(s) not found", extra={"run_ids": missing})
-    return jsonify(series_json(conn, ids, query.points))
+    return jsonify(series_json(conn, ids, query.points, query.metric, query.from_step, query.to_step))

@@ -6,16 +6,18 @@ all, every one deferred: admission queues them in turn (``tasks/admission.py``).
 """
 
 import uuid
+from typing import Literal, Optional
 
 from flask import Blueprint, current_app, jsonify, url_for
+from pydantic import BaseModel, Field
 
-from tasks import catalog, early_stopping, lifecycle, registry, sweep_spec
+from tasks import catalog, early_stopping, importance, lifecycle, registry, sweep_spec
 from tasks.errors import SweepNotFound
 from tasks.run_spec import MAX_SERIES_POINTS
 
 from .auth import caller, require_may_act_on, require_priority, require_queue_room
 from .csv_export import csv_answer
-from .curves import series_json
+from .curves import range_args, series_json
 from .db import get_db, transaction
 from .errors import ApiError
 from .parse import int_arg, json_body, page, pagination
@@ -115,14 +117,16 @@ def get_sweep(sweep_id):
 
 @bp.get("/sweeps/<sweep_id>/series")
 def get_sweep_series(sweep_id):
-    """Every trial's loss curve, downsampled to ``points``, in one answer:
+    """Every trial's curve of ``metric`` (default: the loss), downsampled to
+    ``points``, within ``from_step``..``to_step`` if given, in one answer:
     what the sweep's overlaid curves draw."""
     sweep_id = _parse_id(sweep_id)
     points = int_arg("points", 200, 2, MAX_SERIES_POINTS)
+    args = range_args()
     conn = get_db()
     if registry.get_sweep(conn, sweep_id) is None:
         raise SweepNotFound(sweep_id)
-    return jsonify(series_json(conn, registry.sweep_trial_ids(conn, sweep_id), points))
+    return jsonify(series_json(conn, registry.sweep_trial_ids(conn, sweep_id), points, **args))
 
 
 #: The columns of ``trials.csv`` after its parameters: ``wire.Trial``'s.
@@ -143,6 +147,59 @@ def trials_csv(sweep_id):
     rows = [[t["run_id"], *(t["params"].get(p) for p in params), *(t.get(c) for c in columns)]
             for t in detail["runs"]]
     return csv_answer(f"sweep-{sweep_id}-trials.csv", ["run_id", *params, *columns], rows)
+
+
+class ParamImportance(BaseModel):
+    """One swept parameter against the sweep's metric (``tasks/importance.py``)."""
+
+    param: str
+    kind: Literal["numeric", "categorical"] = Field(
+        description="numeric: every value a number (Spearman's rho); categorical: words, booleans or a mix "
+                    "(the correlation ratio of the metric's ranks, from Kruskal-Wallis H)")
+    importance: Optional[float] = Field(description="strength over the sum of the strengths: the shares add up to "
+                                                    "1; null when it measures nothing")
+    strength: Optional[float] = Field(description="|rho| or eta, 0 to 1; null with fewer than 3 trials, one value "
+                                                  "of the parameter or the metric equal in all")
+    correlation: Optional[float] = Field(description="Spearman's rho, signed (numeric only): above 0, the metric "
+                                                     "grows with the parameter")
+    p_value: Optional[float] = Field(description="of the test that the parameter and the metric are unrelated")
+    values: int = Field(description="distinct values of the parameter among those trials")
+
+
+class SweepImportance(BaseModel):
+    """``GET /api/tunix/sweeps/{sweep_id}/importance``: each swept parameter's
+    importance for the sweep's metric over its completed trials, strongest
+    first."""
+
+    sweep_id: str
+    metric: str
+    mode: Literal["min", "max"]
+    trials: int = Field(description="completed trials with the metric: those measured")
+    explanation: str = Field(description="one line saying what the numbers are, for a page")
+    params: list[ParamImportance]
+
+
+def openapi_schemas():
+    """``SweepImportance`` and ``ParamImportance`` (``app/openapi.py``)."""
+    schema = SweepImportance.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+    schemas = schema.pop("$defs", {})
+    schemas["SweepImportance"] = schema
+    return schemas
+
+
+@bp.get("/sweeps/<sweep_id>/importance")
+def get_sweep_importance(sweep_id):
+    """How strongly each swept parameter goes with the sweep's metric, over
+    its completed trials (``tasks/importance.py``: rank correlations)."""
+    detail = _detail(get_db(), _parse_id(sweep_id))
+    metric = detail["metric"]
+    measured = [(t["params"], t[metric]) for t in detail["runs"]
+                if t["status"] == lifecycle.RunStatus.COMPLETED and t.get(metric) is not None]
+    params = sorted({name for t in detail["runs"] for name in t["params"]})
+    rows = importance.importance(measured, params)
+    answer = SweepImportance(sweep_id=detail["sweep_id"], metric=metric, mode=detail["mode"], trials=len(measured),
+                             explanation=importance.explanation(metric, len(measured), rows), params=rows)
+    return jsonify(answer.model_dump())
 
 
 def _require_own(conn, sweep_id):

@@ -12,6 +12,7 @@ shared by every host: the API, the workers on any machine.  ``file://…``
     runs/<run_id>/manifest.json                        what the run executed with
     runs/<run_id>/summary.json                         its final result
     runs/<run_id>/checkpoints/<step>.a<attempt>.tar    one recorded checkpoint
+    runs/<run_id>/logs/a<attempt>.log.gz               an attempt's whole log (gzip)
     datasets/<key>.jsonl                               an operator's dataset
 
 A checkpoint object's name carries the attempt that wrote it, so a stale
@@ -35,6 +36,7 @@ from step 314 when 20 was recorded).
 """
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -86,6 +88,26 @@ def export_key(run_id, step, export_id):
     return f"{run_prefix(run_id)}/exports/step-{int(step)}/{uuid.UUID(str(export_id))}.tar"
 
 
+def logs_prefix(run_id):
+    return f"{run_prefix(run_id)}/logs"
+
+
+def log_key(run_id, attempt):
+    """An attempt's whole log (``workers/runner.py``: ``_store_log``): every
+    line the training printed, stdout and stderr as they came, and the
+    runner's own, gzipped."""
+    return f"{logs_prefix(run_id)}/a{int(attempt)}.log.gz"
+
+
+_LOG_NAME = re.compile(r"^a(\d+)\.log\.gz$")
+
+
+def log_attempt(key):
+    """The attempt whose log the object ``key`` is; None for another name."""
+    match = _LOG_NAME.match(posixpath.basename(key))
+    return int(match.group(1)) if match else None
+
+
 _CHECKPOINT_NAME = re.compile(r"^(\d+)\.a(\d+)\.tar$")
 
 
@@ -126,6 +148,8 @@ class Scratch:
         self.manifest = self.path / "manifest.json"
         self.stdout_log = self.path / "stdout.log"
         self.stderr_log = self.path / "stderr.log"
+        #: Both streams and the runner's lines, in order: what ``log_key`` stores.
+        self.log = self.path / "training.log"
         #: orbax's folder: ``<step>/`` once a step is finalised.
         self.checkpoints = self.path / "checkpoints"
         #: Hard-linked copies of steps being uploaded.
@@ -432,6 +456,18 @@ class ArtifactStore:
         _uploaded(size)
 
     @_errors_are_unavailable
+    def put_gzipped(self, local, key):
+        """Stream the file ``local`` gzipped to ``key``; returns the object's
+        size.  Level 1: a long log's upload costs seconds, not a minute, and
+        logs still shrink about eightfold."""
+        with open(local, "rb") as src, self._writer(key) as raw:
+            out = _Hashing(raw)
+            with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=1, mtime=0) as gz:
+                shutil.copyfileobj(src, gz, CHUNK)
+        _uploaded(out.size)
+        return out.size
+
+    @_errors_are_unavailable
     def get_file(self, key, local):
         with self.fs.open(self.path(key), "rb", block_size=CHUNK) as src, atomic_write(local) as dst:
             shutil.copyfileobj(src, dst, CHUNK)
@@ -482,6 +518,26 @@ class ArtifactStore:
             key = name[len(self.root) + 1:] if name.startswith(self.root + "/") else name
             etag = entry.get("ETag") or entry.get("etag") or f"{entry.get('size')}-{entry.get('mtime') or entry.get('LastModified')}"
             out[key] = {"size": entry.get("size"), "etag": str(etag).strip('"')}
+        return out
+
+    @_errors_are_unavailable
+    def objects(self, prefix):
+        """``{key: {"size", "modified"}}`` of every object under ``prefix``, at
+        any depth (``modified`` as ``walk`` gives it)."""
+        base = self.path(prefix).rstrip("/")
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for name, entry in found.items():
+            if entry.get("type") == "directory":
+                continue
+            name = name.rstrip("/")
+            key = name[len(self.root) + 1:] if name.startswith(self.root + "/") else name
+            modified = entry.get("mtime") or entry.get("LastModified") or entry.get("created")
+            out[key] = {"size": entry.get("size"),
+                        "modified": modified.timestamp() if hasattr(modified, "timestamp") else modified}
         return out
 
     @_errors_are_unavailable

@@ -28,8 +28,10 @@ is refused (``SchemaMismatch``): a change to the schema is a new migration.
 **Which database a process refuses.** One that holds a migration this code
 does not know (newer code applied it), or one whose recorded checksum
 differs from the file's: a worker launch and ``make run`` exit 2 with the
-reason, the API refuses to start when the database answers, and a running
-API's ``/readyz`` is 503 with the same sentence.  With ``AUTO_MIGRATE=0``
+reason, and the API refuses to start when the database answers.  A running
+API stays ready on a database ahead of it (``/readyz`` 200 with
+``"migrations": "ahead"`` and the sentence: a rolling upgrade's old pods serve
+until new ones are ready), and is unready (503) on a changed checksum.  With ``AUTO_MIGRATE=0``
 (the Helm chart: its hook runs ``tunix-migrate``) no process migrates; a
 worker launch exits 2 naming the pending migrations and the API is not
 ready until they are applied.

@@ -352,6 +352,11 @@ class SeriesRequest(BaseModel):
     run_ids: list[Annotated[str, Field(pattern=UUID_PATTERN)]] = Field(
         min_length=1, max_length=MAX_SERIES_RUNS, description="the runs to compare")
     points: JsonInt = Field(200, ge=2, le=MAX_SERIES_POINTS, description="at most this many points per run")
+    metric: str = Field("loss", pattern=r"^[a-z][a-z0-9_]{0,63}$",
+                        description="loss, eval_loss, learning_rate, grad_norm or a method's own (reward_mean, kl ...)")
+    from_step: OptionalJsonInt = Field(None, ge=0, le=2**31 - 1, description="the first step (default: the run's first)")
+    to_step: OptionalJsonInt = Field(None, ge=0, le=2**31 - 1,
+                                     description="the last step (default: the run's last; before from_step: nothing)")
 
 
 class RunUpdate(BaseModel):

@@ -159,19 +159,27 @@ class MetricsList(_Answer):
 
 
 class Series(_Answer):
-    """One run's loss curve, downsampled: ``steps[i]`` and ``loss[i]`` go together."""
+    """One run's curve of one metric, downsampled: ``steps[i]``, ``values[i]``
+    and ``elapsed[i]`` go together."""
 
     run_id: str
     steps: list[int]
-    loss: list[float]
+    values: list[float]
+    elapsed: list[float] = Field(description="seconds since the run's first recorded step")
+    loss: Optional[list[float]] = Field(None, description="``values`` again, for a loss curve only")
 
 
 class SeriesList(_Answer):
     """``GET /api/tunix/sweeps/{sweep_id}/series`` and ``POST /api/tunix/runs/series``:
-    many runs' curves in one answer, each at most ``points`` long (every
-    k-th step and the last); a run with no recorded step has empty lists."""
+    many runs' curves of one metric in one answer, each at most ``points``
+    long: the run's steps cut into ``points`` / 4 buckets, each giving its
+    first, lowest, highest and last point (so spikes survive); a range of
+    at most ``points`` steps comes whole; a run with no value there has empty lists."""
 
     points: int
+    metric: str = "loss"
+    from_step: Optional[int] = None
+    to_step: Optional[int] = None
     data: list[Series]
 
 
@@ -250,9 +258,9 @@ class Health(_Answer):
     """``/healthz`` (``ok``: the process serves) and ``/readyz`` (``ready``: the database answers, migrated)."""
 
     status: Literal["ok", "ready"]
-    schema: Optional[Literal["ahead"]] = Field(None, description="`/readyz` only: the database holds migrations "
-                                               "of a newer release (this process should be upgraded)")
-    warning: Optional[str] = Field(None, description="what `schema` means, in words")
+    migrations: Optional[Literal["ahead"]] = Field(None, description="`/readyz` only: the database holds "
+                                                   "migrations of a newer release (this process should be upgraded)")
+    warning: Optional[str] = Field(None, description="what `migrations` means, in words")
 
 
 class Trial(_Answer):

@@ -29,6 +29,14 @@ def mounted(path, size_kb):
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
+def try_mount(path, size_kb):
+    """Mount a tmpfs of ``size_kb`` KiB at ``path`` (created); False where
+    mounting is refused.  The caller unmounts it (``umount -l``)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
 def fill(path, leave=0):
     """Write the ballast file ``path`` until its disk refuses a single 4 KiB
     block, then give ``leave`` bytes back; returns the bytes it holds."""

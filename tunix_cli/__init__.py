@@ -7,7 +7,13 @@
 * ``cli.py``: the commands (click), tables and progress bars (rich);
   ``accounts.py``: login, whoami, users, tokens, audit;
 * ``profiles.py``: the config file ``tunix login`` writes (0600, atomic)
-  and which URL and token a command uses.
+  and which URL and token a command uses;
+* ``server_scripts.py``: the operators' console scripts (``tunix-worker``,
+  ...), which say which extra to install when the server is missing.
+
+``pip install tunix-rt`` installs this package's requirements alone (no
+server package, setup.cfg); it and the ``tasks/`` modules it imports (the
+answers' models) must import nothing more (tests/e2e/test_client_install.py).
 """
 
 from .client import ApiError, Client, Unreachable, WaitTimeout

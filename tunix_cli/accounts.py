@@ -86,7 +86,7 @@ def login(ctx, profile_name, login_url, login_token, as_json):
     if not url.startswith(("http://", "https://")):
         raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="--url")
     token = _read_token(login_token if login_token is not None else root["token"], url)
-    with api.Client(url, token, patience_s=root["patience"]) as client:
+    with api.Client(url, token, patience_s=root["patience"], fail_fast=True) as client:
         me = client.me()
     if me.via == "open":
         err.print(f"note: the API at {url} does not check tokens (auth: {me.auth}); saved all the same",
@@ -112,7 +112,7 @@ def logout(ctx, profile_name, revoke):
         return
     if revoke:
         with api.Client(saved.get("url") or api.DEFAULT_URL, saved["token"],
-                        patience_s=ctx.find_root().obj["patience"]) as client:
+                        patience_s=ctx.find_root().obj["patience"], fail_fast=True) as client:
             try:
                 me = client.me()
                 if me.token_id is not None:

@@ -7,15 +7,25 @@ trail are ``accounts.py``).  Every command takes ``--json`` for scripts.  An err
 one line on stderr (the API's message and its bad fields, named as the flags
 that set them), never a traceback; the exit status says what happened
 (``EXIT``).
+
+A one-shot command (``list``, ``status``, ``submit``, ...) aimed at an
+address where nothing listens says so at once (the client's ``fail_fast``);
+the commands that wait (``wait``, ``logs -f``) ride out an unreachable API
+for ``--patience`` seconds.  Run and sweep files are JSON or YAML
+(``load_document``).  Shell completion is click's (``tunix completion``).
 """
 
 import itertools
 import json
+import os
+import re
 import sys
 import typing
 
 import click
+import click.shell_completion
 import pydantic
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -122,13 +132,16 @@ def resolved(ctx):
     return found
 
 
-def _client(ctx):
-    """The command's client, made on first use (``resolved``)."""
+def _client(ctx, waits=False):
+    """The command's client, made on first use (``resolved``): fail-fast
+    (nothing listening at the URL is said at once) unless the command
+    ``waits`` (``wait``, ``logs -f``: they ride out an API restart from the
+    start, for ``--patience``)."""
     obj = ctx.find_root().obj
     if obj["client"] is None:
         found = resolved(ctx)
         obj["resolved"] = found
-        obj["client"] = api.Client(found.url, found.token or "", patience_s=obj["patience"])
+        obj["client"] = api.Client(found.url, found.token or "", patience_s=obj["patience"], fail_fast=not waits)
     return obj["client"]
 
 
@@ -168,7 +181,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON (
 @click.option("--profile", default=None, help="The profile tunix login saved (else env TUNIX_PROFILE, else "
                                                "'default').")
 @click.option("--patience", type=float, default=30.0, show_default=True,
-              help="Seconds an unanswered (or 503) request is retried before giving up.")
+              help="Seconds an unanswered (or 503) request is retried before giving up (a one-shot command "
+                   "gives up at once when nothing listens at the URL).")
 @click.version_option(package_name="tunix-rt")
 @click.pass_context
 def main(ctx, url, token, profile, patience):
@@ -232,17 +246,46 @@ def _spec_options(command):
     return command
 
 
-def _read_file(path):
+class _YamlLoader(yaml.SafeLoader):
+    """YAML's safe loader, with YAML 1.2's floats: PyYAML (YAML 1.1) reads
+    ``learning_rate: 1e-4`` as the string "1e-4" (it wants ``1.0e-4``),
+    which the API would refuse."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {key: list(value) for key, value in
+                                       yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[0-9][0-9_]*[eE][-+]?[0-9]+|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+               re.X),
+    list("-+0123456789."))
+
+#: File names read as YAML; any other is JSON.
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def load_document(path, hint="PATH"):
+    """A run or sweep file: YAML when its name ends ``.yaml``/``.yml``,
+    else JSON; a ``click.BadParameter`` naming the file when it cannot be
+    read or parsed."""
     try:
         with open(path, encoding="utf-8") as fh:
+            if path.lower().endswith(YAML_SUFFIXES):
+                return yaml.load(fh, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader
             return json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise click.BadParameter(f"{path}: {exc}", param_hint="--file") from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"{path}: {' '.join(str(exc).split())}", param_hint=hint) from None
+
+
+def _read_file(path):
+    return load_document(path, hint="--file")
 
 
 @main.command()
 @_spec_options
-@click.option("--file", "file_", type=click.Path(dir_okay=False), help="A run request as JSON; flags override it.")
+@click.option("-f", "--file", "file_", type=click.Path(dir_okay=False),
+              help="A run request, JSON or YAML (.yaml, .yml); flags override it.")
 @click.option("--idempotency-key", help="Submitting again with this key answers the same run (default: a new key).")
 @click.option("--wait", "wait_", is_flag=True, help="Show a progress bar until the run ends; exit with its status.")
 @click.option("--follow", is_flag=True, help="Stream the run's log until it ends; exit with its status.")
@@ -254,7 +297,7 @@ def submit(ctx, file_, idempotency_key, wait_, follow, as_json, **fields):
         raise click.UsageError("--wait and --follow are exclusive")
     spec = _read_file(file_) if file_ else {}
     if not isinstance(spec, dict):
-        raise click.BadParameter("expected a JSON object", param_hint="--file")
+        raise click.BadParameter(f"{file_}: expected an object (a run request)", param_hint="--file")
     spec.update({name: list(value) if isinstance(value, tuple) else value
                  for name, value in fields.items() if value is not None and value != ()})
     client = _client(ctx)
@@ -351,7 +394,7 @@ def _print_event(event, as_json):
 def wait(ctx, run_id, timeout, as_json):
     """Wait for a run to end, with a progress bar; exit with its status."""
     try:
-        run = _wait(_client(ctx), run_id, as_json, timeout=timeout)
+        run = _wait(_client(ctx, waits=True), run_id, as_json, timeout=timeout)
     except api.WaitTimeout as exc:
         raise Failure(str(exc), EXIT["still_running"]) from None
     _finish(ctx, run, as_json)
@@ -445,11 +488,19 @@ def notes(ctx, run_id, text, as_json):
 @click.argument("run_id")
 @click.option("-f", "--follow", is_flag=True, help="Go on until the run ends (resumes across disconnects).")
 @click.option("--since", type=int, default=0, help="Start after this line number.")
+@click.option("--all", "whole", is_flag=True,
+              help="The whole log, every attempt's, as the artifact store keeps it once the run's latest attempt "
+                   "ended (the live log keeps at most 10,000 lines).")
 @json_option
 @click.pass_context
-def logs(ctx, run_id, follow, since, as_json):
-    """A run's log; with -f, live until the run ends."""
-    client = _client(ctx)
+def logs(ctx, run_id, follow, since, whole, as_json):
+    """A run's log; with -f, live until the run ends; with --all, the whole of it."""
+    client = _client(ctx, waits=follow)
+    if whole:
+        if follow:
+            raise click.UsageError("--all prints the log kept so far; -f follows the live one: choose one")
+        _print_whole_log(client, run_id, as_json)
+        return
     if follow:
         run = _follow(client, run_id, as_json, since=since)
         ctx.exit(_exit_for(run))
@@ -457,16 +508,69 @@ def logs(ctx, run_id, follow, since, as_json):
         _print_event(event, as_json)
 
 
+def _print_whole_log(client, run_id, as_json):
+    """``tunix logs --all``: the text as it streams; with --json, one object a line."""
+    if not as_json:
+        out_bytes = click.get_binary_stream("stdout")
+        for chunk in client.full_log(run_id):
+            out_bytes.write(chunk)
+        out_bytes.flush()
+        return
+    number, rest = 0, b""
+    for chunk in client.full_log(run_id):
+        *lines, rest = (rest + chunk).split(b"\n")
+        for line in lines:
+            number += 1
+            click.echo(json.dumps({"line": number, "text": line.decode("utf-8", "replace")}))
+    if rest:
+        click.echo(json.dumps({"line": number + 1, "text": rest.decode("utf-8", "replace")}))
+
+
 # --------------------------------------------------------------------------- acting
 
 
+def _filter_options(command):
+    """The bulk moves' filter (``POST /api/tunix/runs/cancel``, ``/resume``)."""
+    for option in reversed([
+            click.option("--status", help="Only runs in this status."),
+            click.option("--sweep", "sweep_id", help="Only the trials of this sweep."),
+            click.option("--dataset-key", help="Only runs of this dataset."),
+            click.option("--model-id", help="Only runs of this model.")]):
+        command = option(command)
+    return command
+
+
+def _bulk(ctx, run_id, filters, one, many, as_json):
+    """``cancel``/``resume``: RUN_ID, or every run the filter matches."""
+    filters = {name: value for name, value in filters.items() if value is not None}
+    if (run_id is None) == (not filters):
+        raise click.UsageError("give a RUN_ID, or a filter (--status, --sweep, --dataset-key, --model-id)")
+    client = _client(ctx)
+    if run_id is not None:
+        return one(client, run_id)
+    moved = many(client, filters)
+    if as_json:
+        _emit_json(_dump(moved))
+        return None
+    where = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(moved.moved.items()) if n)
+    out.print(f"{moved.matched} run{'s' if moved.matched != 1 else ''} matched" + (f": {where}" if where else "")
+              + (f"; {moved.skipped} not yours, left as they are" if moved.skipped else ""), markup=False)
+    return None
+
+
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@_filter_options
 @json_option
 @click.pass_context
-def cancel(ctx, run_id, as_json):
-    """Cancel a run: a pending one at once, a running one saves a checkpoint and stops."""
-    run = _client(ctx).cancel(run_id)
+def cancel(ctx, run_id, as_json, **filters):
+    """Cancel a run: a pending one at once, a running one saves a checkpoint
+    and stops.  With a filter instead of RUN_ID (tunix cancel --sweep ID,
+    --status pending, ...): every pending or running run it matches."""
+    run = _bulk(ctx, run_id, filters, lambda client, run_id: client.cancel(run_id),
+                lambda client, given: client.cancel_matching(**given), as_json)
+    if run is None:
+        return
     if as_json:
         _emit_json(_dump(run))
     else:
@@ -474,16 +578,105 @@ def cancel(ctx, run_id, as_json):
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@_filter_options
 @json_option
 @click.pass_context
-def resume(ctx, run_id, as_json):
-    """Queue a failed, cancelled or timed-out run again, from its latest checkpoint."""
-    run = _client(ctx).resume(run_id)
+def resume(ctx, run_id, as_json, **filters):
+    """Queue a failed, cancelled or timed-out run again, from its latest
+    checkpoint.  With a filter instead of RUN_ID (tunix resume --sweep ID,
+    --status failed, ...): every such run it matches."""
+    run = _bulk(ctx, run_id, filters, lambda client, run_id: client.resume(run_id),
+                lambda client, given: client.resume_matching(**given), as_json)
+    if run is None:
+        return
     if as_json:
         _emit_json(_dump(run))
     else:
         out.print(f"run {run.run_id} {run.status} (attempt {run.attempts + 1} next)")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--csv", "as_csv", is_flag=True, help="The API's CSV (every recorded figure, method metrics too).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write there instead of stdout.")
+@json_option
+@click.pass_context
+def metrics(ctx, run_id, as_csv, output, as_json):
+    """A run's recorded steps: loss, eval loss, learning rate, gradient norm."""
+    if as_csv and as_json:
+        raise click.UsageError("--csv and --json are exclusive")
+    if output is not None and not (as_csv or as_json):
+        raise click.UsageError("-o writes --csv or --json")
+    client = _client(ctx)
+    if as_csv:
+        text = client.metrics_csv(run_id)
+    elif as_json:
+        text = json.dumps([_dump(p) for p in client.metrics(run_id)], indent=2, sort_keys=True) + "\n"
+    else:
+        points = client.metrics(run_id)
+        if not points:
+            out.print("no recorded step")
+            return
+        number = lambda v, f=".4f": "-" if v is None else format(v, f)  # noqa: E731
+        _table(("step", "attempt", "loss", "eval_loss", "learning_rate", "grad_norm"),
+               [(str(p.step), str(p.attempt), number(p.loss), number(p.eval_loss), number(p.learning_rate, ".3g"),
+                 number(p.grad_norm)) for p in points])
+        return
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        with open(output, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        err.print(f"{output}: {len(text.encode())} bytes", markup=False)
+
+
+def _age(seconds):
+    return "-" if seconds is None else f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+@main.command()
+@json_option
+@click.pass_context
+def workers(ctx, as_json):
+    """The fleet: every worker process (alive or lost, its last heartbeat,
+    the runs it holds) and each queue (depth, deferred, in flight, running)."""
+    fleet = _client(ctx).fleet()
+    if as_json:
+        _emit_json(fleet)
+        return
+    rows = []
+    for host in fleet["hosts"]:
+        for worker in host["workers"]:
+            held = " ".join(f"{r['run_id'][:8]}" + (f"@{r['step']}" if r.get("step") is not None else "")
+                            for r in worker["runs"]) or "-"
+            rows.append((worker["worker_id"], worker["state"], _age(worker["heartbeat_age_s"]), held))
+    if rows:
+        _table(("worker", "state", "heartbeat", "runs"), rows)
+    else:
+        out.print(f"no worker has beaten in the last {fleet['lost_window_s'] / 3600:g}h", markup=False)
+    # The queue figures by the API's names (QueueStats in app/fleet.py), in the table's order.
+    figures = ("depth", "deferred", "in_flight", "running")  # not a run status: the fleet's field names
+    _table(("queue", "kind", *(name.replace("_", " ") for name in figures), "oldest pending"),
+           [(q["queue"], q["kind"], *(str(q[name]) for name in figures), _age(q["oldest_pending_age_s"]))
+            for q in fleet["queues"]])
+    t = fleet["totals"]
+    out.print(f"{t['hosts']} hosts, {t['workers']} workers ({t['alive']} alive, {t['lost']} lost), "
+              f"{t['runs_held']} runs held, {t['depth']} queued, {t[figures[1]]} deferred", markup=False)
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "fish", "zsh"]))
+@click.pass_context
+def completion(ctx, shell):
+    """Print the shell completion script for SHELL (click's): for bash,
+    eval "$(tunix completion bash)" in ~/.bashrc (zsh: ~/.zshrc; fish:
+    tunix completion fish > ~/.config/fish/completions/tunix.fish)."""
+    root = ctx.find_root()
+    name = root.info_name or "tunix"
+    complete_var = "_{}_COMPLETE".format(re.sub(r"\W", "_", name).upper())
+    cls = click.shell_completion.get_completion_class(shell)
+    click.echo(cls(root.command, {}, name, complete_var).source())
 
 
 @main.command()
@@ -655,7 +848,7 @@ def _delete_export(client, export_id, as_json):
 @json_option
 @click.pass_context
 def batch(ctx, path, as_json):
-    """Submit many runs: a JSON list (or {"runs": [...]}) or JSON lines; all or none."""
+    """Submit many runs: a JSON or YAML list (or {"runs": [...]}), or JSON lines; all or none."""
     specs = _read_specs(path)
     runs = _client(ctx).submit_batch(specs)
     if as_json:
@@ -666,16 +859,16 @@ def batch(ctx, path, as_json):
 
 
 def _read_specs(path):
-    try:
-        text = open(path, encoding="utf-8").read()
-        if path.endswith(".jsonl"):
+    if path.endswith(".jsonl"):
+        try:
+            text = open(path, encoding="utf-8").read()
             specs = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            specs = json.loads(text)
-            if isinstance(specs, dict) and "runs" in specs:
-                specs = specs["runs"]
-    except (OSError, ValueError) as exc:
-        raise click.BadParameter(f"{path}: {exc}", param_hint="PATH") from None
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(f"{path}: {exc}", param_hint="PATH") from None
+    else:
+        specs = load_document(path)
+        if isinstance(specs, dict) and "runs" in specs:
+            specs = specs["runs"]
     if not isinstance(specs, list) or not specs:
         raise click.BadParameter(f"{path}: expected a non-empty list of run requests", param_hint="PATH")
     return specs
@@ -685,21 +878,37 @@ if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-@main.group(cls=_Group)
-def sweep():
-    """Sweeps: a grid and/or random search over a run request."""
+@main.group(cls=_Group, invoke_without_command=True)
+@click.option("-f", "--file", "file_", type=click.Path(dir_okay=False, exists=True),
+              help="Submit the sweep in this file (JSON or YAML): tunix sweep submit FILE.")
+@json_option
+@click.pass_context
+def sweep(ctx, file_, as_json):
+    """Sweeps: a grid and/or random search over a run request.  tunix
+    sweep -f sweep.yaml submits one (as tunix sweep submit sweep.yaml)."""
+    if ctx.invoked_subcommand is not None:
+        if file_ is not None or as_json:
+            raise click.UsageError("-f FILE submits a sweep: give it without a command (or to submit)")
+        return
+    if file_ is None:
+        raise click.UsageError("give a command (submit, status, list, cancel, resume) or -f FILE")
+    try:  # a group's callback: _Command.invoke does not turn the client's exceptions into one line here
+        ctx.invoke(sweep_submit, path=file_, file_=None, as_json=as_json)
+    except (api.ApiError, api.Unreachable) as exc:
+        raise _api_failure(exc) from None
 
 
 @sweep.command(name="submit")
-@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+@click.argument("path", type=click.Path(dir_okay=False, exists=True), required=False)
+@click.option("-f", "--file", "file_", type=click.Path(dir_okay=False, exists=True), help="The same as PATH.")
 @json_option
 @click.pass_context
-def sweep_submit(ctx, path, as_json):
-    """Submit the sweep in PATH (JSON: name, base, grid, random); prints its id."""
-    try:
-        spec = json.loads(open(path, encoding="utf-8").read())
-    except (OSError, ValueError) as exc:
-        raise click.BadParameter(f"{path}: {exc}", param_hint="PATH") from None
+def sweep_submit(ctx, path, file_, as_json):
+    """Submit the sweep in PATH (JSON, or YAML: .yaml, .yml; name, base,
+    grid, random, metric, early_stopping...); prints its id."""
+    if (path is None) == (file_ is None):
+        raise click.UsageError("give the sweep file once: PATH or -f PATH")
+    spec = load_document(path or file_)
     created = _client(ctx).submit_sweep(spec)
     if as_json:
         _emit_json(_dump(created))
@@ -723,7 +932,7 @@ def sweep_status(ctx, sweep_id, as_json):
     err.print(Text(f"{detail.name}: {detail.status}, {detail.trials} trials ({counts})"))
     metric, sign = detail.metric, -1 if detail.mode == "max" else 1
     value = lambda t: getattr(t, metric, None)  # noqa: E731 - a method metric is an extra key of the trial
-    if detail.best is not None:
+    if detail.best is not None and value(detail.best) is not None:
         err.print(Text(f"best: {detail.best.run_id} {metric} {value(detail.best):.4f} "
                        f"({'highest' if sign < 0 else 'lowest'}) {json.dumps(detail.best.params)}"))
     if detail.early_stopped:

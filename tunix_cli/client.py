@@ -12,7 +12,8 @@ shell over.
 It speaks HTTP only (httpx; the log stream's Server-Sent Events through
 httpx-sse).  Failures are two exceptions: ``ApiError`` (the API answered an
 error: its code, message and bad fields) and ``Unreachable`` (no answer
-within the client's patience).
+within the client's patience; at once, with ``fail_fast``, when nothing
+listens at the URL on the client's first request).
 
 Safe to retry, and retried: a submit always carries an ``Idempotency-Key``
 (one is made when the caller gives none), so the client tries it again on a
@@ -41,6 +42,7 @@ from tasks.sample_spec import SAMPLE_FINAL, Sample, SampleList
 from tasks.user_spec import AuditEntry, Me, Token, User
 
 from tasks.wire import (
+    BulkMove,
     Checkpoint,
     CheckpointList,
     Error,
@@ -59,6 +61,10 @@ from tasks.wire import (
 )
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+#: How long a fail-fast client's connection may take to open before the API
+#: is called unreachable (a refused connection fails at once): a host that
+#: drops packets, a wrong address.
+FAIL_FAST_CONNECT_S = 5.0
 #: Statuses after which a run never changes again (``tasks/lifecycle.py``).
 FINAL = frozenset(s.value for s in lifecycle.FINAL)
 #: The API sends a keep-alive comment every 15 s on an idle stream
@@ -139,18 +145,29 @@ def _retry_after(response, default):
 
 
 class Client:
-    def __init__(self, url=None, token=None, timeout=30.0, patience_s=30.0, transport=None):
+    def __init__(self, url=None, token=None, timeout=30.0, patience_s=30.0, transport=None, fail_fast=False):
         """``url`` (else ``TUNIX_URL``, else ``http://127.0.0.1:8000``), ``token``
         (else ``TUNIX_TOKEN``: a bearer token, when the API asks for one);
         ``timeout`` per request; ``patience_s``: how long an unanswered or
-        503-answered request is tried again before it raises."""
+        503-answered request is tried again before it raises.
+
+        ``fail_fast``: until the API first answered, a connection that is
+        refused (nothing listens), whose host is unknown, or that does not
+        open within ``FAIL_FAST_CONNECT_S`` raises ``Unreachable`` at once
+        instead of being tried for ``patience_s``: a one-shot command aimed
+        at a wrong URL says so in a second.  Once the API answered, a
+        restart is ridden out as without it."""
         self.url = (url or os.environ.get("TUNIX_URL") or DEFAULT_URL).rstrip("/")
         token = token if token is not None else os.environ.get("TUNIX_TOKEN")
         headers = {"Accept": "application/json", "User-Agent": "tunix-cli"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self.timeout, self.patience_s = timeout, patience_s
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+        self.timeout, self.patience_s, self.fail_fast = timeout, patience_s, fail_fast
+        self._connect_s = min(timeout, FAIL_FAST_CONNECT_S) if fail_fast else timeout
+        #: Whether the API answered this client yet (anything, an error too).
+        self.answered = False
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=self._timeout(),
+                                  transport=transport)
 
     @classmethod
     def from_profile(cls, profile=None, *, url=None, token=None, **kwargs):
@@ -174,20 +191,38 @@ class Client:
 
     # ------------------------------------------------------------------ transport
 
+    def _timeout(self, read=...):
+        """The requests' timeouts: ``timeout`` each, the connect's shorter
+        with ``fail_fast``; ``read`` another read timeout (None: none)."""
+        return httpx.Timeout(self.timeout, connect=self._connect_s, read=self.timeout if read is ... else read)
+
+    def _not_there(self, exc):
+        """``Unreachable`` when ``exc`` says nothing listens at the URL and
+        this fail-fast client never had an answer; else None (try again)."""
+        if self.fail_fast and not self.answered and isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            return Unreachable(f"the API at {self.url} did not answer: no connection could be opened "
+                               f"({_reason(exc)}); check --url, TUNIX_URL or the profile's URL (tunix login --url)")
+        return None
+
     def _request(self, method, path, *, retry=True, ok=(200, 201, 202), **kwargs):
         """The response of a request, retried on connection errors and 503 for
-        up to ``patience_s`` (only when ``retry``: a request that is safe to repeat)."""
+        up to ``patience_s`` (only when ``retry``: a request that is safe to
+        repeat); with ``fail_fast``, not when nothing listens (``_not_there``)."""
         deadline = time.monotonic() + self.patience_s
         delay = 0.25
         while True:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
+                refused = self._not_there(exc)
+                if refused is not None:
+                    raise refused from None
                 if not retry or time.monotonic() + delay > deadline:
                     raise Unreachable(f"the API at {self.url} did not answer: {_reason(exc)}") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
+            self.answered = True
             if response.status_code in ok:
                 return response
             if response.status_code == 503 and retry:
@@ -209,7 +244,7 @@ class Client:
         key = idempotency_key or str(uuid.uuid4())
         body = self._json("POST", "/api/tunix/run", params={"mode": "sync" if wait else "async"}, json=spec,
                           headers={"Idempotency-Key": key},
-                          timeout=httpx.Timeout(self.timeout, read=None if wait else self.timeout))
+                          timeout=self._timeout(read=None if wait else self.timeout))
         return Run.model_validate(body)
 
     def submit_batch(self, specs) -> list[Run]:
@@ -249,6 +284,20 @@ class Client:
         """Queue a failed, cancelled or timed-out run again (from its latest checkpoint)."""
         return Run.model_validate(self._json("POST", f"/api/tunix/runs/{run_id}/resume", retry=False))
 
+    def cancel_matching(self, *, status=None, sweep_id=None, dataset_key=None, model_id=None) -> BulkMove:
+        """Cancel every pending or running run the filter matches (at least
+        one of its fields: the API refuses a move over every run); a member's
+        own alone (``skipped``: the others').  Safe to repeat, and retried."""
+        return BulkMove.model_validate(self._json("POST", "/api/tunix/runs/cancel", json=_filter(
+            status=status, sweep_id=sweep_id, dataset_key=dataset_key, model_id=model_id)))
+
+    def resume_matching(self, *, status=None, sweep_id=None, dataset_key=None, model_id=None) -> BulkMove:
+        """Queue again every failed, cancelled or timed-out run the filter
+        matches (as ``cancel_matching``).  Not retried: a lost answer's runs
+        are queued already (a second try would find them pending)."""
+        return BulkMove.model_validate(self._json("POST", "/api/tunix/runs/resume", retry=False, json=_filter(
+            status=status, sweep_id=sweep_id, dataset_key=dataset_key, model_id=model_id)))
+
     def submit_sweep(self, spec) -> SweepCreated:
         """A grid and/or random search over a run request: every trial an
         async run, all created or none.  Not retried (it carries no
@@ -270,6 +319,17 @@ class Client:
 
     def metrics(self, run_id) -> list[MetricsPoint]:
         return MetricsList.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/metrics")).data
+
+    def metrics_csv(self, run_id) -> str:
+        """A run's recorded steps as the API's CSV (``GET .../metrics.csv``):
+        the fixed figures, then each method metric the run recorded, by name."""
+        return self._request("GET", f"/api/tunix/runs/{run_id}/metrics.csv", headers={"Accept": "text/csv"}).text
+
+    def fleet(self) -> dict:
+        """``GET /api/tunix/workers``: every host and worker process (alive
+        or lost, heartbeat age, the runs each holds), the queues and totals;
+        the API's ``Fleet`` schema (``/openapi.json``), as a dict."""
+        return self._json("GET", "/api/tunix/workers")
 
     def checkpoints(self, run_id) -> list[Checkpoint]:
         return CheckpointList.model_validate(self._json("GET", f"/api/tunix/runs/{run_id}/checkpoints")).data
@@ -320,8 +380,9 @@ class Client:
                 with connect_sse(self._http, "GET", f"/api/tunix/runs/{run_id}/logs",
                                  params={"follow": "1" if follow else "0"},
                                  headers={"Last-Event-ID": str(last), "Accept": "text/event-stream"},
-                                 timeout=httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT_S)) as source:
+                                 timeout=self._timeout(read=STREAM_READ_TIMEOUT_S)) as source:
                     response = source.response
+                    self.answered = True
                     if response.status_code != 200:
                         response.read()
                         if response.status_code == 503:  # too many streams, or the database: later
@@ -346,6 +407,9 @@ class Client:
                     return
                 # The stream ended before the run did: open it again.
             except (httpx.TransportError, SSEError) as exc:
+                refused = self._not_there(exc)
+                if refused is not None:
+                    raise refused from None
                 now = time.monotonic()
                 unanswered_since = unanswered_since or now
                 if now - unanswered_since > self.patience_s:
@@ -359,6 +423,27 @@ class Client:
         for event in self.events(run_id, since=since, follow=follow):
             if isinstance(event, LogLine):
                 yield event
+
+    def full_log(self, run_id) -> Iterator[bytes]:
+        """The run's whole log (``GET /api/tunix/runs/{id}/logs/full``), in
+        chunks of its text as they stream: every attempt's log as the
+        artifact store keeps it once the run's latest attempt ended, else
+        the registry's lines (at most 10,000)."""
+        try:
+            with self._http.stream("GET", f"/api/tunix/runs/{_segment(run_id)}/logs/full",
+                                   headers={"Accept": "text/plain"}) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise _error(response)
+                yield from response.iter_bytes(1 << 16)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"the log from {self.url} broke off: {_reason(exc)}") from None
+
+    def search_log(self, run_id, q, *, limit=None, after=None) -> dict:
+        """The lines of the run's whole log holding ``q``: ``{"data": [{"line",
+        "attempt", "text"}], "more", "next_after", ...}``."""
+        params = {k: v for k, v in {"q": q, "limit": limit, "after": after}.items() if v is not None}
+        return self._json("GET", f"/api/tunix/runs/{_segment(run_id)}/logs/search", params=params)
 
     def wait(self, run_id, *, timeout=None, on_event=None) -> Run:
         """Block until the run ends; returns it.  ``on_event(event)`` for each
@@ -536,6 +621,11 @@ def _wait_job(get, job_id, final, timeout, interval):
         if deadline is not None and time.monotonic() >= deadline:
             raise WaitTimeout(job_id, job.status)
         time.sleep(interval)
+
+
+def _filter(**fields):
+    """A bulk move's filter body: the fields given."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _segment(value):

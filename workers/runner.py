@@ -13,7 +13,9 @@ lifeline stops the training the same way, SIGKILL after ``KILL_GRACE_S``
 whatever it is doing, so no training outlives its worker.
 
 The attempt's scratch folder (``tasks.artifacts.Scratch``) is removed once
-its checkpoints and the manifest are in the artifact store (``_clean_up``).
+its checkpoints, the manifest and its whole log (``_AttemptLog``; the
+registry keeps a run's first ``MAX_LOG_LINES``, ``workers/monitor.py``) are
+in the artifact store (``_clean_up``).
 A full disk, wherever it shows (``workers/disk.py``), fails the attempt at
 once with ``DiskFull``: waiting would free nothing.  So does a store that
 refuses our credentials (``StoreForbidden``, a 403): a training whose
@@ -261,6 +263,48 @@ class _Stream(threading.Thread):
         return disk_full(self.log_path.parent, f"writing the training's log {self.log_path.name}", self.error)
 
 
+class _AttemptLog:
+    """The attempt's whole log (``Scratch.log``): the training's stdout and
+    stderr lines as they came, and the runner's own, stored gzipped when the
+    attempt ends (``_store_log``): the registry keeps only the first
+    ``MAX_LOG_LINES`` of a run.  A failed write (a full disk) stops this file,
+    never the caller: ``_Stream``'s files fail the attempt on a full disk, and
+    the registry still gets every line.  Not flushed per line: it is read
+    only once closed."""
+
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+        #: The ``OSError`` that stopped the writes, None while there is none.
+        self.error = None
+        try:
+            self._file = open(path, "a", encoding="utf-8", errors="replace")
+        except OSError as exc:
+            self._file, self.error = None, exc
+
+    def write(self, line):
+        with self._lock:
+            if self._file is None:
+                return
+            try:
+                self._file.write(line + "\n")
+            except OSError as exc:
+                self.error = exc
+                self._close()
+
+    def close(self):
+        with self._lock:
+            self._close()
+
+    def _close(self):
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError as exc:
+                self.error = self.error or exc
+
+
 #: What a training never needs: it talks to neither the database nor the
 #: store nor the API (the worker does, around it), and it runs the user's
 #: configuration and datasets.  Before, ``/proc/<pid>/environ`` of every
@@ -338,14 +382,20 @@ def train(run, dataset, model, scratch, settings):
     pool = get_pool()
     store = get_store(settings)
     monitor = RunMonitor(pool, run)
-    sync = CheckpointSync(pool, store, run, scratch, settings, say=lambda line: monitor.line("system", line))
+    log = _AttemptLog(scratch.log)
+
+    def say(stream, line):
+        log.write(line)
+        monitor.line(stream, line)
+
+    sync = CheckpointSync(pool, store, run, scratch, settings, say=lambda line: say("system", line))
     restored_step = sync.restore()
     from .weights.ensure import ensure as ensure_weights
 
     job = job_file(run, dataset, model, scratch)
     # A real preset's weights, ready once per host and fleet (converted from
     # the packaged GGUF on first use): the run's heartbeat goes on meanwhile.
-    job["run"]["weights_dir"] = ensure_weights(model, settings, say=lambda line: monitor.line("system", line),
+    job["run"]["weights_dir"] = ensure_weights(model, settings, say=lambda line: say("system", line),
                                                beat=monitor.flush)
     _write_json(scratch.job, job)
     #: The last event of each kind (``event.kind``: an ``Unknown`` one's
@@ -363,8 +413,8 @@ def train(run, dataset, model, scratch, settings):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
         cwd=str(PROJECT_ROOT), env=training_env(settings), start_new_session=True,
     )
-    out = _Stream(proc.stdout, scratch.stdout_log, lambda line: monitor.line("stdout", line), on_event)
-    err = _Stream(proc.stderr, scratch.stderr_log, lambda line: monitor.line("stderr", line))
+    out = _Stream(proc.stdout, scratch.stdout_log, lambda line: say("stdout", line), on_event)
+    err = _Stream(proc.stderr, scratch.stderr_log, lambda line: say("stderr", line))
     out.start(), err.start()
     sync.start()
     stopped = None
@@ -414,10 +464,21 @@ def train(run, dataset, model, scratch, settings):
         except StoreForbidden as exc:
             manifest_stored, refused = False, refused or exc
         if refused is not None and not lost:
-            monitor.line("system", f"attempt failed: {refused}")
+            say("system", f"attempt failed: {refused}")
         if not recorded and restored_step is None and not lost:
-            monitor.line("system", "no checkpoint was recorded for this run")
-        _clean_up(scratch, sync, manifest_stored, lost, say=lambda line: monitor.line("system", line))
+            say("system", "no checkpoint was recorded for this run")
+        # The log last, with every line above in it (a lost attempt's too:
+        # its key names its attempt, which no other attempt writes); a store
+        # whose outage just cost the manifest is tried once, not waited out again.
+        try:
+            log_stored = _store_log(store, run, log, settings.store_patience_s if manifest_stored else 0)
+        except StoreForbidden as exc:
+            log_stored = False
+            if refused is None and not lost:
+                monitor.line("system", f"attempt failed: {exc}")
+            refused = refused or exc
+        _clean_up(scratch, sync, manifest_stored, lost, say=lambda line: monitor.line("system", line),
+                  log_stored=log_stored)
         monitor.close()
     tails = {"stdout_tail": list(out.tail), "stderr_tail": list(err.tail)}
     checkpoints = {"restored_step": restored_step, "recorded_steps": recorded,
@@ -458,18 +519,20 @@ def train(run, dataset, model, scratch, settings):
     return result
 
 
-def _clean_up(scratch, sync, manifest_stored, lost, say):
+def _clean_up(scratch, sync, manifest_stored, lost, say, log_stored=True):
     """Remove the attempt's scratch folder once what matters in it is in the
     store: every finalised checkpoint (a lost attempt's never will be:
-    fencing refuses them, and no attempt restores from a folder) and the
-    manifest.  The logs are in the registry (``RunMonitor``); the job file
-    is the stored spec plus the placement the manifest records.  Otherwise
+    fencing refuses them, and no attempt restores from a folder), the
+    manifest and the whole log (``log_stored``; the registry holds its first
+    ``MAX_LOG_LINES``); the job file is the stored spec plus the placement
+    the manifest records.  Otherwise
     it stays, saying why: it holds its checkpoints' only copy (a store
     outage); the run's next attempt on this host removes it
     (``CheckpointSync.restore``)."""
     unuploaded = [] if lost else sync.unuploaded()
-    if unuploaded or not manifest_stored:
-        what = f"checkpoint(s) of step(s) {unuploaded}" if unuploaded else "the manifest"
+    if unuploaded or not manifest_stored or not log_stored:
+        what = (f"checkpoint(s) of step(s) {unuploaded}" if unuploaded
+                else "the manifest" if not manifest_stored else "the log")
         say(f"scratch folder {scratch.path} kept: {what} not in the artifact store")
         return
     scratch.remove()
@@ -488,6 +551,24 @@ def _store_manifest(store, run, scratch, patience_s):
                                              "manifest"), patience_s, StoreUnavailable, what="an artifact store call")
     except StoreUnavailable as exc:
         logger.warning("run %s: manifest not stored: %s", run["id"], exc)
+        return False
+    return True
+
+
+def _store_log(store, run, log, patience_s):
+    """The attempt's whole log (``_AttemptLog``), closed, gzipped into the
+    store (``artifacts.log_key``); False when it could not be stored (True:
+    stored, or no file to store).  ``StoreForbidden`` (a refused key) is
+    raised, not waited out, as for the manifest."""
+    log.close()
+    if not log.path.exists():
+        return True  # never opened (a full disk): the registry's lines are all there is
+    key = artifacts.log_key(run["id"], run["attempts"])
+    try:
+        retrying.patiently(artifacts.retried(lambda: store.put_gzipped(log.path, key), "log"), patience_s,
+                           StoreUnavailable, what="an artifact store call")
+    except StoreUnavailable as exc:
+        logger.warning("run %s: log not stored: %s", run["id"], exc)
         return False
     return True
 

@@ -31,16 +31,18 @@ def last_log_seq(conn, run_id):
     return fetch_value(conn, "last_log_seq", run_id=run_id)
 
 
-def get_metrics(conn, run_id):
-    return fetch_all(conn, "get_metrics", run_id=run_id)
+def get_metrics(conn, run_id, first=0, last=2**31 - 1):
+    return fetch_all(conn, "get_metrics", run_id=run_id, first=first, last=last)
 
 
 def get_logs(conn, run_id, after=0, limit=1000):
     return fetch_all(conn, "get_logs", run_id=run_id, after=after, limit=limit)
 
 
-def series(conn, run_ids, points):
-    """``{run id (str): (steps, losses)}``, each at most ``points`` long
-    (see the query); runs with no recorded loss are absent."""
-    return {run_id: (steps, losses)
-            for run_id, steps, losses in fetch_tuples(conn, "series", ids=[str(i) for i in run_ids], points=points)}
+def series(conn, run_ids, metric, points, buckets, lo, hi):
+    """``{run id (str): (steps, values, elapsed seconds)}``: ``metric`` of
+    ``run_ids`` within steps ``lo`` to ``hi``, cut to ``buckets`` buckets
+    that keep their extremes (see the query), whole when the span is under
+    ``points`` steps; runs with no value in the range are absent."""
+    return {run_id: (steps, values, elapsed) for run_id, steps, values, elapsed in fetch_tuples(
+        conn, "series", ids=[str(i) for i in run_ids], metric=metric, points=points, buckets=buckets, lo=lo, hi=hi)}

@@ -358,7 +358,8 @@ def test_token_from_the_dialog_authorises_changes(chromium, live_system, extra_a
         pg.fill("#token-input", "s3cret-token")
         pg.click("#token-dialog button[value=save]")
         dialog.wait_for(state="hidden")
-        assert pg.get_attribute("#token-button", "aria-label") == "API token (set)"
+        # The label follows the check of the saved token (GET /me), not the dialog's closing
+        pg.wait_for_selector('#token-button[aria-label="API token (set)"]', timeout=10_000)
         pg.click("[data-testid=submit]")
         row = pg.locator("tr.run-row.is-new").first
         row.wait_for()
@@ -399,7 +400,7 @@ def test_update_readme_screenshots(chromium, live_system, quick_training):
         pg.goto(f"/runs/{finished['run_id']}")
         pg.wait_for_function("() => Number(document.querySelector('[data-testid=loss-chart]')?.dataset.points) === 60")
         pg.locator("[data-testid=checkpoints] a[download]").first.wait_for()
-        box = pg.locator("[data-testid=loss-chart] svg").bounding_box()
+        box = pg.locator("[data-testid=loss-chart] .u-over").bounding_box()
         pg.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
         pg.wait_for_timeout(300)
         pg.screenshot(path=str(ROOT / "docs" / "run-detail.png"), full_page=True)

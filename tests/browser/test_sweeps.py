@@ -41,15 +41,18 @@ def test_a_sweeps_page_overlays_every_curve_ranks_the_trials_and_compares_two(pa
     page.goto("/sweeps")
     page.locator("[data-testid=sweep-row]", has_text="ui sweep").first.locator("a").click()
     page.wait_for_url(f"**/sweeps/{sweep_id}")
-    # Every trial's curve is drawn, one of them (the best) in colour
-    page.locator("[data-testid=curve]").nth(5).wait_for()
-    assert page.locator("[data-testid=curve]").count() == 6
-    assert page.locator(".curve-best").count() == 1
+    # Every trial's curve is drawn (the sweep's metric, here the loss), one of them (the best) in colour
+    chart = "document.querySelector('[data-testid=overlay-chart]')"
+    page.wait_for_function(f"() => {chart}?.dataset.curves === '6' && {chart}.plot.u !== null")
+    assert page.evaluate(f"{chart}.dataset.metric") == "loss"
+    assert page.evaluate(f"{chart}.dataset.best") == ids[0]
+    strokes = page.evaluate(f"{chart}.plot.curves.map((c) => {chart}.plot.strokeOf(c.id))")
+    assert len(set(strokes)) == 2 and strokes.count(page.evaluate(f"{chart}.plot.colours.accent")) == 1
     # Pointing at a trial's row raises its curve
     page.locator(f'[data-testid=trial-row][data-run="{ids[3]}"]').hover()
-    assert page.locator(f'path.curve-hover[data-run="{ids[3]}"]').count() == 1
+    assert page.evaluate(f"{chart}.dataset.highlight") == ids[3]
     # The scatter has a dot per trial with a loss
-    assert page.locator("[data-testid=scatter-dot]").count() == 6
+    assert page.get_attribute("[data-testid=scatter]", "data-dots") == "6"
     # The table sorts by loss (the default) and by a parameter when its header is clicked
     rows = page.locator("[data-testid=trial-row]")
     losses = [float(t) for t in page.locator("[data-testid=trial-loss]").all_inner_texts()]
@@ -67,5 +70,4 @@ def test_a_sweeps_page_overlays_every_curve_ranks_the_trials_and_compares_two(pa
     page.locator("[data-testid=compare-row]").first.wait_for()
     differs = {r.get_attribute("data-field") for r in page.locator('[data-testid=compare-row][data-differs="true"]').all()}
     assert differs == {"learning_rate", "batch_size"}
-    page.locator("[data-testid=curve]").nth(1).wait_for()
-    assert page.locator("[data-testid=curve]").count() == 2
+    page.wait_for_function("() => document.querySelector('[data-testid=overlay-chart]')?.dataset.curves === '2'")

@@ -219,7 +219,7 @@ def test_one_request_returns_every_trials_curve_downsampled_keeping_each_start_a
     assert long["steps"] == sorted(long["steps"]) and len(long["loss"]) == len(long["steps"])
     assert long["loss"][-1] == 10.0 / 1000
     assert short["steps"] == list(range(1, 38))  # already under 50: every step
-    assert empty == {"run_id": ids[2], "steps": [], "loss": []}
+    assert empty == {"run_id": ids[2], "steps": [], "values": [], "elapsed": [], "loss": []}
     # And the same curves come for any runs, named in one POST
     response = api.http.post(api.url("/api/tunix/runs/series"), json={"run_ids": ids[:2], "points": 50}, timeout=30)
     assert response.status_code == 200 and response.json()["data"] == [long, short]

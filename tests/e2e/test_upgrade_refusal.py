@@ -88,7 +88,7 @@ def test_a_running_api_stays_ready_once_the_database_is_ahead_and_a_new_one_refu
         response = requests.get(api.url + "/readyz", timeout=10)
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["schema"] == "ahead"
+        assert body["migrations"] == "ahead"
         assert f"database has migration {NEWER} that this code does not know: upgrade this API" in body["warning"]
         assert requests.get(api.url + "/healthz", timeout=10).status_code == 200
     finally:

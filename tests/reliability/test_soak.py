@@ -30,10 +30,12 @@ schedule (process ids and timings differ, so not the exact interleaving).
 import contextlib
 import dataclasses
 import os
+import pathlib
 import random
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -44,6 +46,7 @@ import requests
 
 from hosts import Hosts, launch_on, require_netns
 from s3server import S3Server
+from tmpfs import fill, try_mount
 from support import DRY, Launch, connect, free_port, start_api
 from reliability_support import FINAL, Stopwatch, training, wait_all_final
 from tasks.migrate import migrate
@@ -79,7 +82,10 @@ class Fault:
 
 #: Fault kinds and their weights; ``cut`` only on a fleet in namespaces.
 KINDS = {"kill": 5, "freeze": 3, "pg_restart": 2, "store_outage": 2, "cut": 2, "read_only": 2, "slow_clients": 1,
-         "store_forbidden": 1}
+         "store_forbidden": 1, "disk_full": 1}
+#: Each worker host's scratch (``$DATA_DIR/runs``) is a tmpfs of this size
+#: when this machine may mount one (root), so a fault can fill it.
+SCRATCH_KB = 256 * 1024
 
 
 def schedule(seed, duration_s, kinds=tuple(KINDS)):
@@ -90,7 +96,8 @@ def schedule(seed, duration_s, kinds=tuple(KINDS)):
         kind = rng.choices(list(kinds), weights=[KINDS[k] for k in kinds])[0]
         length = {"kill": 0.0, "freeze": rng.uniform(1, 9), "pg_restart": rng.uniform(1, 4),
                   "store_outage": rng.uniform(1, 6), "cut": rng.uniform(2, 9), "read_only": rng.uniform(1, 8),
-                  "slow_clients": rng.uniform(2, 6), "store_forbidden": rng.uniform(1, 5)}[kind]
+                  "slow_clients": rng.uniform(2, 6), "store_forbidden": rng.uniform(1, 5),
+                  "disk_full": rng.uniform(2, 6)}[kind]
         faults.append(Fault(round(t, 1), kind, rng.randrange(1000), round(length, 1)))
         t += length + rng.uniform(3, 7)
     return faults
@@ -206,6 +213,14 @@ class Soak:
                 self.stop.wait(fault.length_s)
                 self.topology.store.start()
                 self.done.append((fault, "store restarted"))
+            elif fault.kind == "disk_full":
+                ballast = self.topology.scratch[fault.pick % len(self.topology.scratch)] / "ballast"
+                try:
+                    fill(ballast)
+                    self.stop.wait(fault.length_s)
+                finally:
+                    ballast.unlink(missing_ok=True)
+                self.done.append((fault, f"{ballast.parent} full"))
             elif fault.kind == "store_forbidden":
                 self.topology.store.stop()
                 self.topology.store.start(refuse=True)
@@ -391,13 +406,18 @@ class Topology:
             self.pg = EmbeddedPostgres(os.path.join(self.root, "pg"))
             self.url = self.pg.start()
         migrate(self.url)
+        self.scratch = []
+        for folder in ([h.data_dir for h in self.hosts] if self.net else [pathlib.Path(data_dir)]):
+            runs = pathlib.Path(folder) / "runs"
+            if try_mount(runs, SCRATCH_KB):
+                self.scratch.append(runs)
         self.store = S3Server(os.path.join(self.root, "s3"), ip=ip)
         self.store.start()
         self.env = dict(FLEET_ENV, ARTIFACTS_URL=self.store.url("soak"), STORE_PATIENCE_S=30, **self.store.env)
 
     @property
     def kinds(self):
-        return tuple(k for k in KINDS if self.net or k != "cut")
+        return tuple(k for k in KINDS if (self.net or k != "cut") and (self.scratch or k != "disk_full"))
 
     def launch(self, slot, log_dir):
         if self.net:
@@ -419,6 +439,8 @@ class Topology:
                 self.net.restore(host.name)
 
     def close(self):
+        for runs in self.scratch:
+            subprocess.run(["umount", "-l", str(runs)], check=False)
         self.store.stop(kill=True)
         self.pg.stop()
         if self.net:
@@ -497,6 +519,8 @@ def soak(topology, data_dir, log_dir, report, duration_s):
             if row["status"] == "failed":
                 if row["error"]["type"] == "StoreForbidden" and "store_forbidden" in kinds:
                     continue  # the store refused our key: failed at once, by design
+                if row["error"]["type"] == "DiskFull" and "disk_full" in kinds:
+                    continue  # its host's scratch was full: failed at once, by design
                 if not (row["error"]["type"] == "WorkerLost" and row["attempts"] == row["max_attempts"]):
                     print(f"run {row}:\n{logs_of(url, row['id'])}\nworker logs:\n{s.worker_log_lines(row['id'])}")
                     raise AssertionError(f"{key}: failed with {row['error']['type']}, expected only WorkerLost "
@@ -517,7 +541,9 @@ def soak(topology, data_dir, log_dir, report, duration_s):
                f"{kinds.get('store_outage', 0)} store outages, {kinds.get('read_only', 0)} read-only windows, "
                f"{kinds.get('store_forbidden', 0)} store key refusals "
                f"({sum(r['status'] == 'failed' and r['error']['type'] == 'StoreForbidden' for r in rows.values())} "
-               f"runs failed StoreForbidden), {kinds.get('slow_clients', 0)} bursts of slow bodies ({len(s.slow_answers)} answered 408), "
+               f"runs failed StoreForbidden), {kinds.get('disk_full', 0)} full scratch disks "
+               f"({sum(r['status'] == 'failed' and r['error']['type'] == 'DiskFull' for r in rows.values())} "
+               f"runs failed DiskFull), {kinds.get('slow_clients', 0)} bursts of slow bodies ({len(s.slow_answers)} answered 408), "
                f"{kinds.get('cut', 0)} link cuts, "
                f"{s.restarted} launches restarted; "
                f"{len(s.acked)} submits acknowledged ({s.retries} retries; answers {s.answers}); runs "

@@ -111,6 +111,10 @@ export const api = {
   updateRun: (id, body) => request("PATCH", `runs/${encodeURIComponent(id)}`, { body }).then((r) => r.data),
   status: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/status`, opts).then((r) => r.data),
   metrics: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/metrics`, opts).then((r) => r.data.data),
+  /** Runs' curves of one metric, downsampled to ``points`` (each bucket's extremes kept), within [from, to] when given. */
+  series: (ids, { metric = "loss", points = 200, from = null, to = null } = {}) => request("POST", "runs/series",
+    { body: { run_ids: ids, metric, points, ...(from === null ? {} : { from_step: from }), ...(to === null ? {} : { to_step: to }) } })
+    .then((r) => r.data.data),
   checkpoints: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/checkpoints`, opts).then((r) => r.data.data),
   fleet: (opts) => request("GET", "workers", opts).then((r) => r.data),
   submit: (body, mode, opts) => request("POST", "run", { ...opts, body, params: { mode } }),

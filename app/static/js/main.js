@@ -1,4 +1,4 @@
-// Entry point: the router (/, /runs/<id>, /fleet, /sweeps, /sweeps/<id>, /compare), the token dialog, toasts
+// Entry point: the router (/, /runs/<id>, /fleet, /sweeps, /sweeps/new, /sweeps/<id>, /compare), the token dialog, toasts
 // and the clocks that keep relative times and running durations fresh.
 
 import { api, ApiError, getToken, onApiEvent, setToken } from "./api.js";
@@ -7,6 +7,7 @@ import { renderFleet } from "./views/fleet.js";
 import { renderHome } from "./views/home.js";
 import { renderRun } from "./views/run.js";
 import { renderCompare, renderSweep, renderSweeps } from "./views/sweeps.js";
+import { renderSweepForm } from "./views/sweep_form.js";
 
 const main = document.getElementById("main");
 
@@ -14,6 +15,7 @@ const ROUTES = [
   [/^\/$/, () => renderHome],
   [/^\/fleet\/?$/, () => renderFleet],
   [/^\/sweeps\/?$/, () => renderSweeps],
+  [/^\/sweeps\/new\/?$/, () => renderSweepForm],
   [/^\/sweeps\/([^/]+)\/?$/, (m) => (root, ctx) => renderSweep(root, { ...ctx, sweepId: decodeURIComponent(m[1]) })],
   [/^\/compare\/?$/, () => renderCompare],
   [/^\/runs\/([^/]+)\/?$/, (m) => (root, ctx) => renderRun(root, { ...ctx, runId: decodeURIComponent(m[1]) })],

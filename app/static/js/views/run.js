@@ -3,12 +3,13 @@
 
 import { api, ApiError, getToken } from "../api.js";
 import { CANCELLABLE, isActive, isFinal, RESUMABLE, STATUS, WAITING } from "../config.js";
-import { LossChart } from "../chart.js";
+import { Plot } from "../plot.js";
 import { h, icon, fmtNumber, fmtBytes, fmtDuration, fmtAbsolute, shortId, timeEl, copyText } from "../dom.js";
 import { LogView } from "../logview.js";
 import { Poller } from "../poller.js";
 import { badge, updateBadge, progressBar, renderProgress, statusLabel } from "../status.js";
 import { samplesPanel } from "./samples.js";
+import { artifactsPanel, logSearch } from "./run_artifacts.js";
 
 const CONFIG_LABELS = {
   dataset_key: "Dataset", model_id: "Model", dry_run: "Dry run", learning_rate: "Learning rate", num_epochs: "Epochs",
@@ -69,23 +70,40 @@ export function renderRun(root, { runId, toast }) {
   const notesPanel = panel("Notes", { id: "notes" }, notesView, notesForm);
 
   const errorSlot = h("div.error-slot");
-  const chart = new LossChart({ height: 260 });
-  const smooth = h("input#smooth", { type: "checkbox", onchange: (e) => chart.setSmooth(e.target.checked) });
+  // The run's curves, read downsampled (each bucket's extremes kept) and, zoomed, at full resolution.
+  const curve = async (metric, range, extra) => ({ id: metric, label: metric.replace(/_/g, " "), ...extra,
+    ...(await api.series([runId], { metric, ...range }))[0] });
+  const plannedSteps = () => (run && ((run.progress && run.progress.total_steps) || (run.result && run.result.total_steps)
+    || (run.config && run.config.max_steps))) || null;
+  // The training loss with the eval loss beside it (a few points: at checkpoints, at the end); or one other figure.
+  const chart = new Plot({
+    testid: "loss-chart", title: "Loss", height: 260, points: 1000, xTotal: plannedSteps,
+    metrics: [{ value: "loss", label: "Loss and eval loss" }, { value: "learning_rate", label: "Learning rate" },
+              { value: "grad_norm", label: "Grad norm" }],
+    load: async (metric, range) => {
+      if (metric !== "loss") return [await curve(metric, range)];
+      const [train, evals] = await Promise.all([curve("loss", range, { label: "training loss", primary: true }),
+        curve("eval_loss", range, { sparse: true })]);
+      return evals.steps.length ? [train, evals] : [train];
+    },
+    emptyText: "No loss reported yet.",
+  });
   const chartStats = h("div.chart-stats");
-  const lossPanel = panel("Loss", { id: "loss", tools: h("label.inline-check", { for: "smooth" }, smooth, "Smooth") }, chartStats, chart.el);
+  const lossPanel = panel("Loss", { id: "loss" }, chartStats, chart.el);
   // A method's own figures per step (DPO's reward accuracy, GRPO's mean reward ...), one at a time.
-  const methodChart = new LossChart({ height: 200, label: "Method metric" });
-  methodChart.el.dataset.testid = "method-chart";
-  let methodPoints = [];
-  const metricSelect = h("select#method-metric.select-sm", { "aria-label": "Metric", onchange: () => drawMethodMetric() });
-  const methodPanel = panel("Method metrics", { id: "method-metrics", tools: metricSelect }, methodChart.el);
+  const methodChart = new Plot({ testid: "method-chart", title: "Method metrics", height: 220, points: 1000,
+    load: async (metric, range) => [await curve(metric, range)], emptyText: "No method metric recorded yet." });
+  let methodNames = [];
+  const methodPanel = panel("Method metrics", { id: "method-metrics" }, methodChart.el);
   methodPanel.hidden = true;
   const completionsSlot = h("div.completions-slot");
   const log = new LogView(runId, {
     onProgress: (progress) => applyStatus({ ...run, progress }),
     onStatus: () => poller.poke(),
   });
-  const logPanel = panel("Log", { id: "log", cls: ".log-panel" }, log.el);
+  const logFiles = logSearch(runId, { toast });
+  const logPanel = panel("Log", { id: "log", cls: ".log-panel", tools: logFiles.tools }, log.el, logFiles.el);
+  const artifacts = artifactsPanel(runId, { toast });
   const resultSlot = h("div.result-slot");
   const timings = h("div");
   const configBody = h("div");
@@ -100,7 +118,7 @@ export function renderRun(root, { runId, toast }) {
   const layout = h("div.detail-grid", null,
     h("div.detail-main", null, errorSlot, lossPanel, methodPanel, completionsSlot, logPanel, resultSlot, samples.el),
     h("aside.detail-side", { "aria-label": "Run facts" }, notesPanel, panel("Timings", { id: "timings" }, timings), configPanel,
-      panel("Checkpoints", { id: "checkpoints" }, checkpointBody)));
+      panel("Checkpoints", { id: "checkpoints" }, checkpointBody), artifacts.el));
   const body = h("div.run-page", { dataset: { runId } }, head, layout);
   root.append(h("div.loading-panel.panel", { "aria-busy": "true" }, h("span.spinner"), " Loading the run…"));
 
@@ -256,11 +274,12 @@ export function renderRun(root, { runId, toast }) {
     if (Array.isArray(r.stdout_tail) && r.stdout_tail.length) tails.push(h("details", null, h("summary", null, "stdout (tail)"), h("pre.code-block", null, r.stdout_tail.join("\n"))));
     if (Array.isArray(r.stderr_tail) && r.stderr_tail.length) tails.push(h("details", null, h("summary", null, "stderr (tail)"), h("pre.code-block", null, r.stderr_tail.join("\n"))));
     const tiles = facts.length ? h("div.stat-tiles", null, facts.map(([k, v]) => h("div.stat", null, h("span.stat-label", null, k), h("span.stat-value", null, v)))) : null;
-    resultSlot.replaceChildren(panel("Result", { id: "result" }, tiles, tails,
+    // (replaceChildren writes a null as the text "null": the reports a run lacks are left out)
+    resultSlot.replaceChildren(...[panel("Result", { id: "result" }, tiles, tails,
       h("details", null, h("summary", null, "Raw JSON"), h("pre.code-block", null, JSON.stringify(r, null, 2)))),
       heldOutSamples(r.held_out_samples),
       beforeAfter("Held-out preference pairs", "held-out-preferences", r.held_out_preferences),
-      beforeAfter("Held-out prompts, rewarded", "held-out-rewards", r.held_out_rewards));
+      beforeAfter("Held-out prompts, rewarded", "held-out-rewards", r.held_out_rewards)].filter(Boolean));
   }
 
   /** A method's held-out report ({base: {...}, trained: {...}, ...}): each figure, base model → trained. */
@@ -276,27 +295,14 @@ export function renderRun(root, { runId, toast }) {
           h("td", null, fmt(report.base[k])), h("td", null, fmt(report.trained[k]))))))));
   }
 
-  /** The selected method metric's curve. */
-  function drawMethodMetric() {
-    const name = metricSelect.value;
-    methodChart.label = name;
-    methodChart.setEmpty(`No ${name} recorded yet.`);
-    methodChart.setData(methodPoints.filter((p) => p.metrics && typeof p.metrics[name] === "number")
-      .map((p) => ({ step: p.step, loss: p.metrics[name], attempt: p.attempt })));
-  }
-
-  /** The method metrics of ``points`` (a select of their names, the chart) and GRPO's latest sampled completions. */
+  /** The method metrics of ``points`` (a menu of their names, the chart) and GRPO's latest sampled completions. */
   function renderMethod(points) {
-    methodPoints = points;
     const names = [...new Set(points.flatMap((p) => Object.keys(p.metrics || {})))].sort();
     methodPanel.hidden = !names.length;
     if (names.length) {
-      const chosen = names.includes(metricSelect.value) ? metricSelect.value : names[0];
-      if (metricSelect.options.length !== names.length) {
-        metricSelect.replaceChildren(...names.map((n) => h("option", { value: n }, n.replace(/_/g, " "))));
-      }
-      metricSelect.value = chosen;
-      drawMethodMetric();
+      if (names.join() !== methodNames.join()) methodChart.setMetrics(names.map((n) => ({ value: n, label: n.replace(/_/g, " ") })));
+      methodNames = names;
+      methodChart.reload().catch(() => {});
     }
     const sampled = points.filter((p) => Array.isArray(p.samples) && p.samples.length).slice(-2).reverse();
     completionsSlot.replaceChildren(sampled.length ? panel("Sampled completions", { id: "completions" },
@@ -359,10 +365,8 @@ export function renderRun(root, { runId, toast }) {
 
   async function loadMetrics() {
     metricsAt = Date.now();
-    const points = await api.metrics(runId);
+    const [points] = await Promise.all([api.metrics(runId), chart.reload()]);
     if (destroyed) return;
-    const total = run.progress && run.progress.total_steps || (run.result && run.result.total_steps) || (run.config && run.config.max_steps) || null;
-    chart.setData(points, { totalSteps: total });
     renderChartStats(points);
     renderMethod(points);
   }
@@ -442,7 +446,7 @@ export function renderRun(root, { runId, toast }) {
       if (destroyed) return;
       run = full;
       render();
-      await Promise.all([run.dry_run ? Promise.resolve() : loadMetrics(), loadCheckpoints()]);
+      await Promise.all([run.dry_run ? Promise.resolve() : loadMetrics(), loadCheckpoints(), artifacts.refresh()]);
     } catch (exc) {
       if (exc.transient) poller.poke();
     }
@@ -523,6 +527,7 @@ export function renderRun(root, { runId, toast }) {
       run.dry_run ? Promise.resolve() : loadMetrics().catch(() => {}),
       loadCheckpoints().catch(() => checkpointBody.replaceChildren(h("p.muted", null, "Could not list the checkpoints."))),
       samples.refresh().catch(() => {}),
+      artifacts.refresh(),
     ]);
   })();
 

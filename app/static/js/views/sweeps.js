@@ -2,16 +2,35 @@
 // trial, every trial's curve overlaid, a parameter-vs-loss scatter, a trial
 // table sortable by any column, and a selection to compare) and "/compare"
 // (?runs=a,b,…: the runs' configurations side by side, differences marked,
-// and their curves).  Curves come from one request, downsampled by the API.
+// and their curves).  Curves come from one request, downsampled by the API
+// (each bucket's extremes kept), on plot.js's charts: the sweep's own metric
+// first, any other on the chart's menu.
 
 import { api, request } from "../api.js";
 import { isActive } from "../config.js";
 import { h, icon, fmtNumber, shortId, timeEl } from "../dom.js";
-import { OverlayChart, scatter } from "../curves.js";
+import { Plot, Scatter } from "../plot.js";
 import { Poller } from "../poller.js";
 import { badge } from "../status.js";
+import { SweepInsights } from "./parcoords.js";
 
 const POINTS = 200;
+/** What a chart of many runs offers: the figures every training records, then the methods' own. */
+const METRICS = ["loss", "eval_loss", "learning_rate", "grad_norm", "reward_accuracy", "reward_margin", "reward_mean", "kl"];
+
+function metricMenu(first) {
+  return [first, ...METRICS.filter((m) => m !== first)].map((m) => ({ value: m, label: m.replace(/_/g, " ") }));
+}
+
+/** The series answer's curves, for a Plot: ``label(id)`` names each; ``last`` is drawn over the rest. */
+function curvesOf(data, label, last = null) {
+  const curves = data.map((c) => ({ id: c.run_id, label: label(c.run_id), steps: c.steps, values: c.values, elapsed: c.elapsed }));
+  return [...curves.filter((c) => c.id !== last), ...curves.filter((c) => c.id === last)];
+}
+
+function rangeParams({ from, to, points }) {
+  return { points, ...(from === null ? {} : { from_step: from }), ...(to === null ? {} : { to_step: to }) };
+}
 
 function countsText(counts) {
   return Object.entries(counts).sort().map(([status, n]) => `${n} ${status}`).join(", ");
@@ -20,7 +39,7 @@ function countsText(counts) {
 function countsBar(counts, total) {
   return h("div.sweep-bar", { role: "img", "aria-label": countsText(counts), dataset: { testid: "sweep-bar" } },
     ...Object.entries(counts).sort().map(([status, n]) =>
-      h("span.sweep-bar-part", { dataset: { status }, style: `flex: ${n / Math.max(total, 1)}`, title: `${n} ${status}` })));
+      h("span.sweep-bar-part", { dataset: { status }, style: { flex: String(n / Math.max(total, 1)) }, title: `${n} ${status}` })));
 }
 
 function errorPanel(err) {
@@ -33,7 +52,8 @@ export function renderSweeps(root) {
   root.append(
     h("div.page-head", null, h("h1", null, "Sweeps"),
       h("p.page-sub", null, "Search spaces submitted with ", h("code", null, "POST /api/tunix/sweeps"),
-        " or ", h("code", null, "tunix sweep submit"), ", newest first.")),
+        " or ", h("code", null, "tunix sweep submit"), ", newest first."),
+      h("div.actions", null, h("a.btn.btn-primary", { href: "/sweeps/new", dataset: { nav: "", testid: "new-sweep" } }, "New sweep"))),
     h("section.panel", null, h("table.runs-table", { dataset: { testid: "sweeps-table" } },
       h("thead", null, h("tr", null, ...["Sweep", "Status", "Trials", "Progress", "Created"].map((t) => h("th", { scope: "col" }, t)))),
       body)));
@@ -59,20 +79,33 @@ function paramNames(trials) {
 export function renderSweep(root, { sweepId, toast, navigate }) {
   document.title = "Sweep · Tunix RT";
   const state = { sort: "loss", desc: false, selected: new Set(), detail: null, scatterParam: null };
-  const chart = new OverlayChart({ onPick: (id) => navigate(`/runs/${id}`) });
+  // Every trial's curve of the chosen metric (the sweep's own first), the best trial by the sweep's metric in colour.
+  const chart = new Plot({
+    testid: "overlay-chart", title: "Trials' curves", points: POINTS, muted: true, onPick: (id) => navigate(`/runs/${id}`),
+    load: async (metric, range) => {
+      const { data } = await request("GET", `sweeps/${encodeURIComponent(sweepId)}/series`,
+        { params: { metric, ...rangeParams(range) } });
+      return curvesOf(data.data, shortId, chart.best);
+    },
+    emptyText: "No steps recorded yet.",
+  });
+  const chartNote = h("p.muted", { dataset: { testid: "overlay-note" } });
   const head = h("div.page-head");
   const summary = h("div.stat-tiles", { dataset: { testid: "sweep-summary" } });
-  const scatterBox = h("div", { dataset: { testid: "scatter-box" } });
+  const scatterPlot = new Scatter();
+  const scatterBox = h("div", { dataset: { testid: "scatter-box" } }, scatterPlot.el);
   const scatterPick = h("select", { "aria-label": "Parameter", onchange: (e) => { state.scatterParam = e.target.value; drawScatter(); } });
   const table = h("table.runs-table", { dataset: { testid: "trials-table" } });
   const compare = h("button.btn.btn-sm", { type: "button", disabled: true, dataset: { testid: "compare" },
     onclick: () => navigate(`/compare?runs=${[...state.selected].join(",")}`) }, "Compare selected");
   root.append(head, summary,
-    h("section.panel", null, h("div.panel-head", null, h("h2", null, "Loss curves"),
-      h("p.muted", null, "Every trial muted, the best in colour; point at one to name it, click to open it.")), chart.el),
-    h("section.panel", null, h("div.panel-head", null, h("h2", null, "Parameter against loss"),
+    h("section.panel", null, h("div.panel-head", null, h("h2", null, "Curves"), chartNote), chart.el),
+    h("section.panel", null, h("div.panel-head", null, h("h2", null, "Parameter against the metric"),
       h("div.panel-tools", null, scatterPick)), scatterBox),
     h("section.panel", null, h("div.panel-head", null, h("h2", null, "Trials"), h("div.panel-tools", null, compare)), table));
+  // Parallel coordinates and parameter importance (views/parcoords.js), above the trials.
+  const insights = new SweepInsights({ sweepId, onPick: (id) => navigate(`/runs/${id}`) });
+  table.parentElement.before(insights.el);
 
   function value(t, key) {
     if (key in t.params) return t.params[key];
@@ -115,8 +148,8 @@ export function renderSweep(root, { sweepId, toast, navigate }) {
     const y = (t) => t[detail.metric] ?? t.loss;
     const points = detail.runs.filter((t) => y(t) !== null && y(t) !== undefined)
       .map((t) => ({ id: t.run_id, x: t.params[state.scatterParam], y: y(t), label: shortId(t.run_id) }));
-    scatterBox.replaceChildren(scatter(points, { xLabel: state.scatterParam || "", yLabel: detail.metric,
-      best: detail.best && detail.best.run_id }));
+    scatterPlot.setData(points, { xLabel: state.scatterParam || "", yLabel: detail.metric.replace(/_/g, " "),
+      best: detail.best && detail.best.run_id });
   }
 
   function drawHead(detail) {
@@ -154,18 +187,20 @@ export function renderSweep(root, { sweepId, toast, navigate }) {
 
   async function load() {
     try {
-      const [{ data: detail }, { data: series }] = await Promise.all([
-        request("GET", `sweeps/${encodeURIComponent(sweepId)}`),
-        request("GET", `sweeps/${encodeURIComponent(sweepId)}/series`, { params: { points: POINTS } })]);
+      const { data: detail } = await request("GET", `sweeps/${encodeURIComponent(sweepId)}`);
+      if (!state.detail) chart.setMetrics(metricMenu(detail.metric), detail.metric); // the sweep's, until another is chosen
+      chart.setBest(detail.best && detail.best.run_id);
+      chartNote.textContent = `Every trial muted, the best by ${detail.metric.replace(/_/g, " ")} in colour; `
+        + "point at one to name it, click to open it.";
+      await chart.reload();
       state.detail = detail;
       const params = paramNames(detail.runs);
       if (!state.scatterParam || !params.includes(state.scatterParam)) state.scatterParam = params[0] || null;
       scatterPick.replaceChildren(...params.map((p) => h("option", { value: p, selected: p === state.scatterParam }, p)));
       drawHead(detail);
-      chart.setData(series.data.map((c) => ({ id: c.run_id, label: shortId(c.run_id), steps: c.steps, loss: c.loss })),
-        { best: detail.best && detail.best.run_id });
       drawScatter();
       drawTable();
+      insights.update(detail);
     } catch (err) {
       root.replaceChildren(errorPanel(err));
       poller.stop();
@@ -175,22 +210,24 @@ export function renderSweep(root, { sweepId, toast, navigate }) {
   const poller = new Poller({ name: "sweep-poll", tick: load, intervalMs: 5000,
     wanted: () => Boolean(state.detail) && state.detail.runs.some((t) => isActive(t.status)) });
   load().then(() => poller.poke());
-  return { destroy() { poller.stop(); } };
+  return { destroy() { poller.stop(); insights.destroy(); chart.destroy(); scatterPlot.destroy(); } };
 }
 
 export function renderCompare(root) {
   document.title = "Compare runs · Tunix RT";
   const ids = (new URLSearchParams(location.search).get("runs") || "").split(",").filter(Boolean);
-  const chart = new OverlayChart();
+  const chart = new Plot({
+    testid: "overlay-chart", title: "Runs' curves", points: 1000, metrics: metricMenu("loss"),
+    load: async (metric, range) => curvesOf(await api.series(ids, { metric, ...range }), shortId),
+    emptyText: "No steps recorded yet.",
+  });
   const table = h("table.runs-table.compare-table", { dataset: { testid: "compare-table" } });
   root.append(
     h("div.page-head", null, h("h1", null, "Compare runs"),
       h("p.page-sub", null, `${ids.length} runs; rows whose values differ are marked.`)),
-    h("section.panel", null, h("h2", null, "Loss curves"), chart.el),
+    h("section.panel", null, h("h2", null, "Curves"), chart.el),
     h("section.panel", null, h("h2", null, "Configuration"), table));
-  Promise.all([Promise.all(ids.map((id) => api.run(id))),
-    request("POST", "runs/series", { body: { run_ids: ids, points: POINTS } })]).then(([runs, { data: series }]) => {
-    chart.setData(series.data.map((c) => ({ id: c.run_id, label: shortId(c.run_id), steps: c.steps, loss: c.loss })));
+  Promise.all([Promise.all(ids.map((id) => api.run(id))), chart.reload()]).then(([runs]) => {
     const keys = [...new Set(runs.flatMap((r) => Object.keys(r.config)))].sort();
     const rows = [["status", (r) => r.status], ["priority", (r) => r.priority], ...keys.map((k) => [k, (r) => r.config[k]])];
     table.replaceChildren(
@@ -203,5 +240,5 @@ export function renderCompare(root) {
           h("th", { scope: "row" }, name), ...values.map((v) => h("td.mono", null, v)));
       })));
   }).catch((err) => root.replaceChildren(errorPanel(err)));
-  return { destroy() {} };
+  return { destroy() { chart.destroy(); } };
 }
