@@ -183,12 +183,17 @@ def _sweep_spec(run_spec, schemas):
     schema["properties"]["metric"]["enum"] = [*sweep_spec.METRICS, *sweep_spec.METHOD_METRICS]
     # A method's own metric needs a base of that method (a plain schemathesis
     # run found `metric: kl` on an SFT base documented and refused).
-    schema["anyOf"] = [
+    metric_fits_method = {"anyOf": [
         {"not": {"required": ["metric"]}},
         {"properties": {"metric": {"enum": list(sweep_spec.METRICS)}}},
         *({"properties": {"metric": {"const": metric},
                           "base": {"properties": {"method": {"const": method}}, "required": ["method"]}}}
-          for metric, (method, _) in sweep_spec.METHOD_METRICS.items())]
+          for metric, (method, _) in sweep_spec.METHOD_METRICS.items())]}
+    # ... and a sweep sweeps something: a grid with a field, a random search, or both.
+    sweeps_something = {"anyOf": [
+        {"properties": {"grid": {"type": "object", "minProperties": 1}}, "required": ["grid"]},
+        {"properties": {"random": {"type": "object"}}, "required": ["random"]}]}
+    schema["allOf"] = [metric_fits_method, sweeps_something]
     schemas.update((name, d) for name, d in defs.items() if name != "RandomSearch")
     return schema
 

@@ -549,24 +549,10 @@ class ArtifactStore:
             return []
         return [posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory"]
 
-    @_errors_are_unavailable
     def walk(self, prefix):
         """``{key: modified}`` of every object under ``prefix``, at any depth;
         ``modified`` is seconds since the epoch (None when the store says not)."""
-        base = self.path(prefix).rstrip("/")
-        try:
-            found = self.fs.find(base, detail=True)
-        except FileNotFoundError:
-            return {}
-        out = {}
-        for name, entry in found.items():
-            if entry.get("type") == "directory":
-                continue
-            name = name.rstrip("/")
-            key = name[len(self.root) + 1:] if name.startswith(self.root + "/") else name
-            modified = entry.get("mtime") or entry.get("LastModified") or entry.get("created")
-            out[key] = modified.timestamp() if hasattr(modified, "timestamp") else modified
-        return out
+        return {key: meta["modified"] for key, meta in self.objects(prefix).items()}
 
 
 _stores = {}
