@@ -204,8 +204,7 @@ def document_paths(base):
     return [(method, path) for path, item in paths.items() for method in item]
 
 
-# The users variant (~100 s) runs in make test-all: make test is near its 30 minutes.
-@pytest.mark.parametrize("auth", ["open", pytest.param("users", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("auth", ["open", "users"])
 def test_schemathesis_with_every_check_and_its_stateful_phase_finds_nothing(auth, request, report):
     """What a user of the API document runs: ``schemathesis run --checks all``
     (examples, coverage, fuzzing and the stateful phase, which follows the
