@@ -9,9 +9,6 @@ behind it, dry runs are queued or done.  During the outage the API answers
 executed once.
 """
 
-import os
-import shutil
-import tempfile
 import time
 
 import pytest
@@ -27,8 +24,6 @@ from reliability_support import (
     wait_all_final,
     wait_row,
 )
-from tasks.migrate import migrate
-from workers.pgembed import EmbeddedPostgres
 
 pytestmark = pytest.mark.training
 
@@ -39,17 +34,6 @@ ANSWER_BOUND_S = 10
 STEPS_PER_S = 65
 DRY_RUNS = 20
 FLEET_ENV = dict(HEARTBEAT_TIMEOUT_S=5, REAPER_INTERVAL_S=1, ORPHAN_AGE_S=5, TRAIN_CONCURRENCY=1)
-
-
-@pytest.fixture
-def own_pg():
-    root = tempfile.mkdtemp(prefix="tunix-rel-pg-")
-    server = EmbeddedPostgres(os.path.join(root, "pg"))
-    url = server.start()
-    migrate(url)
-    yield server, url
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def probe(method, url, **kwargs):

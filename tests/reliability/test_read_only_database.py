@@ -11,9 +11,6 @@ recorded ``completed`` once the database takes writes again, on its first
 attempt, and everything acknowledged completes.
 """
 
-import os
-import shutil
-import tempfile
 import threading
 import time
 
@@ -23,8 +20,6 @@ import requests
 
 from support import ApiClient, DRY, pids_with, start_api
 from reliability_support import FINAL, Stopwatch, run_row, step_of, training, wait_all_final, wait_row
-from tasks.migrate import migrate
-from workers.pgembed import EmbeddedPostgres
 
 pytestmark = pytest.mark.training
 
@@ -32,17 +27,6 @@ READ_ONLY_S = 8
 #: Steps a second of the tiny training on 2 cores (see test_database_restart.py).
 STEPS_PER_S = 65
 FLEET_ENV = dict(HEARTBEAT_TIMEOUT_S=5, REAPER_INTERVAL_S=1, ORPHAN_AGE_S=5, TRAIN_CONCURRENCY=1)
-
-
-@pytest.fixture
-def own_pg():
-    root = tempfile.mkdtemp(prefix="tunix-rel-ro-")
-    server = EmbeddedPostgres(os.path.join(root, "pg"))
-    url = server.start()
-    migrate(url)
-    yield server, url
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def set_read_only(url, on):
