@@ -11,7 +11,7 @@ and the listing's ``sha256`` let a client check it.
 from flask import Blueprint, Response, current_app, jsonify, stream_with_context
 
 from tasks import registry
-from tasks.artifacts import CHUNK, get_store
+from tasks.artifacts import get_store, read_chunks
 from tasks.errors import ObjectMissing, RunNotFound
 
 from .db import close_db, get_db
@@ -55,14 +55,6 @@ def download_checkpoint(run_id, step):
         raise ApiError(404, "checkpoint_not_found", f"run {run_id} has no recorded checkpoint at step {step}") \
             from None
 
-    def chunks():
-        with source:
-            while True:
-                data = source.read(CHUNK)
-                if not data:
-                    return
-                yield data
-
     headers = {"Content-Length": str(row["size_bytes"]), "X-Checkpoint-SHA256": row["sha256"],
                "Content-Disposition": f'attachment; filename="{run_id}-step-{step}.tar"'}
-    return Response(stream_with_context(chunks()), mimetype="application/x-tar", headers=headers)
+    return Response(stream_with_context(read_chunks(source)), mimetype="application/x-tar", headers=headers)

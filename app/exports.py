@@ -28,7 +28,7 @@ import uuid
 from flask import Blueprint, Response, current_app, jsonify, stream_with_context, url_for
 
 from tasks import actors, registry
-from tasks.artifacts import CHUNK, get_store
+from tasks.artifacts import get_store, read_chunks
 from tasks.errors import ObjectMissing, RunNotFound
 from tasks.export_spec import EXPORT_FAMILIES, EXPORT_FINAL, ExportList, ExportRequest
 from tasks.jobs import JobStatus
@@ -142,18 +142,10 @@ def download_export(export_id):
     except ObjectMissing:
         raise ApiError(404, "export_not_found", f"export {export_id}: its tar is no longer in the store") from None
 
-    def chunks():
-        with source:
-            while True:
-                data = source.read(CHUNK)
-                if not data:
-                    return
-                yield data
-
     name = (row["manifest"] or {}).get("folder") or f"{row['run_id']}-step{row['step']}"
     headers = {"Content-Length": str(row["size_bytes"]), "X-Export-SHA256": row["sha256"],
                "Content-Disposition": f'attachment; filename="{name}.tar"'}
-    return Response(stream_with_context(chunks()), mimetype="application/x-tar", headers=headers)
+    return Response(stream_with_context(read_chunks(source)), mimetype="application/x-tar", headers=headers)
 
 
 # ---------------------------------------------------------------- OpenAPI

@@ -42,7 +42,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from pydantic import BaseModel, Field
 
 from tasks import artifacts, db, lifecycle, registry
-from tasks.artifacts import CHUNK, get_store
+from tasks.artifacts import CHUNK, get_store, read_chunks
 from tasks.errors import ObjectMissing, RunNotFound
 from tasks.jobs import JobStatus
 
@@ -324,18 +324,10 @@ def _object(key, mimetype, filename, what, status):
                                                       f"{status}", extra={"status": status}) from None
         raise ApiError(404, "artifact_missing", f"{what} is not in the artifact store") from None
 
-    def chunks():
-        with source:
-            while True:
-                data = source.read(CHUNK)
-                if not data:
-                    return
-                yield data
-
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
     if size is not None:
         headers["Content-Length"] = str(size)
-    return Response(stream_with_context(chunks()), mimetype=mimetype, headers=headers)
+    return Response(stream_with_context(read_chunks(source)), mimetype=mimetype, headers=headers)
 
 
 def _known(run_id):

@@ -63,6 +63,14 @@ S3_BLOCK_SIZE = 8 << 20
 # Layout
 
 
+def read_chunks(source):
+    """An open object of the store read ``CHUNK`` by ``CHUNK``, then closed:
+    the body of a download, streamed, never held whole."""
+    with source:
+        while data := source.read(CHUNK):
+            yield data
+
+
 def run_prefix(run_id):
     return f"runs/{uuid.UUID(str(run_id))}"
 
