@@ -102,6 +102,35 @@ function placeholderFor(d) {
   return typeof d.default === "number" ? fmtNumber(d.default, 8).replace(/,/g, "") : String(d.default);
 }
 
+/**
+ * An API error (``ApiError``) shown on a form: ``place(field, message)`` marks
+ * the control a field names and answers its input (null: no control names
+ * it); the rest go in ``box`` above the form, under ``title``.  Focus goes to
+ * the first marked input, else to the box.  The run form and the sweep form
+ * both show their 422s this way.
+ */
+export function showApiErrors(error, box, title, place) {
+  const loose = [];
+  let first = null;
+  for (const { field, message } of error.fields) {
+    const input = place(field, message);
+    if (input) first = first || input;
+    else loose.push(`${field}: ${message}`);
+  }
+  if (loose.length || !error.fields.length) {
+    box.hidden = false;
+    box.replaceChildren(icon("alert"), h("div", null,
+      h("strong", null, error.fields.length ? title : error.message),
+      loose.length ? h("ul", null, loose.map((l) => h("li", null, l))) : null,
+      !error.fields.length && error.code ? h("span.muted", null, ` (${error.status || "network"} ${error.code})`) : null));
+  }
+  if (first) first.focus();
+  else {
+    box.tabIndex = -1;
+    box.focus();
+  }
+}
+
 export class SubmitForm {
   constructor({ datasets, models, onSubmitted, onSyncStarted, toast }) {
     this.datasets = datasets;
@@ -364,34 +393,17 @@ export class SubmitForm {
   }
 
   showErrors(error) {
-    const loose = [];
-    let first = null;
-    for (const { field, message } of error.fields) {
+    showApiErrors(error, this.formError, "The API rejected the request", (field, message) => {
       const parts = String(field || "").split(".");
       const ctl = this.controls.get(parts.slice(0, 2).join(".")) || this.controls.get(parts[0]);
-      if (!ctl) {
-        loose.push(`${field}: ${message}`);
-        continue;
-      }
+      if (!ctl) return null;
       ctl.error.hidden = false;
       ctl.error.textContent = ctl.error.textContent ? `${ctl.error.textContent}; ${message}` : message;
       ctl.input.setAttribute("aria-invalid", "true");
       ctl.wrap.classList.add("has-error");
       if (this.moreDetails.contains(ctl.wrap)) this.moreDetails.open = true;
-      first = first || ctl.input;
-    }
-    if (loose.length || !error.fields.length) {
-      this.formError.hidden = false;
-      this.formError.replaceChildren(icon("alert"), h("div", null,
-        h("strong", null, error.fields.length ? "The API rejected the request" : error.message),
-        loose.length ? h("ul", null, loose.map((l) => h("li", null, l))) : null,
-        !error.fields.length && error.code ? h("span.muted", null, ` (${error.status || "network"} ${error.code})`) : null));
-    }
-    if (first) first.focus();
-    else {
-      this.formError.tabIndex = -1;
-      this.formError.focus();
-    }
+      return ctl.input;
+    });
   }
 
   showResult(...nodes) {

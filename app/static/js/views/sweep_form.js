@@ -9,7 +9,7 @@
 
 import { api, ApiError, request } from "../api.js";
 import { h, icon, fmtNumber, shortId } from "../dom.js";
-import { SubmitForm } from "./form.js";
+import { SubmitForm, showApiErrors } from "./form.js";
 
 const NUMBER_RE = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
 
@@ -371,30 +371,14 @@ export class SweepForm {
   }
 
   showErrors(error) {
-    const loose = [];
-    let first = null;
-    for (const { field, message } of error.fields) {
+    showApiErrors(error, this.formError, "The API rejected the sweep", (field, message) => {
       const ctl = this.target(field);
-      if (!ctl) {
-        loose.push(`${field}: ${message}`);
-        continue;
-      }
+      if (!ctl) return null;
       this.mark(ctl, message);
-      first = first || ctl.input;
-    }
-    if (loose.length || !error.fields.length) {
-      this.formError.hidden = false;
-      this.formError.replaceChildren(icon("alert"), h("div", null,
-        h("strong", null, error.fields.length ? "The API rejected the sweep" : error.message),
-        loose.length ? h("ul", null, loose.map((l) => h("li", null, l))) : null,
-        !error.fields.length && error.code ? h("span.muted", null, ` (${error.status || "network"} ${error.code})`) : null));
-    }
-    if (first) first.focus();
-    else {
-      this.formError.tabIndex = -1;
-      this.formError.focus();
-    }
+      return ctl.input;
+    });
   }
+
 
   // ------------------------------------------------------------ submit
 
