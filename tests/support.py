@@ -297,3 +297,11 @@ def kill_pids(pids):
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def one_line_error(result):
+    """The one ``error: ...`` line a failed ``tunix`` command printed (no traceback)."""
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]

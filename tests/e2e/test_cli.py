@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from support import connect, free_port, start_api, wait_for
+from support import connect, free_port, one_line_error, start_api, wait_for
 
 pytestmark = pytest.mark.training
 
@@ -70,13 +70,6 @@ def stack(databases, tmp_path_factory, log_dir, worker_launch):
     yield s
     s.api.stop()
     s.conn.close()
-
-
-def one_line_error(result):
-    lines = result.stderr.strip().splitlines()
-    assert "Traceback" not in result.stderr, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 def test_submit_wait_completes_shows_the_final_loss_and_exits_0(stack):

@@ -18,7 +18,7 @@ import uuid
 import httpx
 import pytest
 
-from support import connect, free_port, start_api, wait_for
+from support import connect, free_port, one_line_error, start_api, wait_for
 
 from tunix_cli import client as api
 
@@ -69,13 +69,6 @@ def stack(databases, tmp_path_factory, log_dir):
     yield s
     s.api.stop()
     s.conn.close()
-
-
-def one_line_error(result):
-    lines = result.stderr.strip().splitlines()
-    assert "Traceback" not in result.stderr, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- nothing listening
