@@ -48,6 +48,21 @@ def training(**overrides):
     return body
 
 
+def checkpoint_bytes(attempt):
+    """Disk space of the latest checkpoint finalised in a ``Scratch`` folder
+    (orbax may delete one while it is measured: then the next one)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        steps = attempt.finalised_steps()
+        if steps:
+            try:
+                return sum(f.stat().st_blocks * 512 for f in attempt.step_dir(steps[-1]).rglob("*") if f.is_file())
+            except FileNotFoundError:
+                pass
+        time.sleep(0.02)
+    raise AssertionError(f"no checkpoint finalised in {attempt.path}")
+
+
 class Disk:
     """The stack: API, worker launch, and the scratch tmpfs."""
 
@@ -134,10 +149,13 @@ def test_a_checkpoint_that_finds_the_disk_full_fails_the_attempt_naming_the_fold
     # Given a training that checkpoints every 10 steps, its first one recorded
     run_id = disk.submit(training(max_steps=3000, checkpoint_every_steps=10))
     first = wait_for(lambda: disk.checkpoints(run_id), 120, interval=0.1, message="first checkpoint recorded")
-    folder = scratch(disk.data_dir, run_id).path
-    # When its disk fills up but for 1 MiB: room for log lines, none for a
-    # checkpoint (one is 0.7 MB, and orbax writes it beside the last ones)
-    disk.fill(leave=1 << 20)
+    attempt = scratch(disk.data_dir, run_id)
+    folder = attempt.path
+    # When its disk fills up but for half a checkpoint: room for log lines,
+    # none for the next save (orbax writes it beside the last ones).  Not a
+    # fixed 1 MiB: a checkpoint is ~0.7 MB on disk, so one more fitted, orbax
+    # then freed the oldest, and on CI (4f3e9d5) the run completed.
+    disk.fill(leave=checkpoint_bytes(attempt) // 2)
     filled_at = time.monotonic()
     # Then the next save fails the attempt within seconds, as a full disk
     # (orbax's error, or the log of its traceback if that came first)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from support import ApiClient, alive, connect, metric, start_api
+from support import ApiClient, alive, connect, metric, start_api, wait_for
 from reliability_support import (
     Stopwatch,
     in_parallel,
@@ -48,6 +48,7 @@ class Fleet:
         self.url = url
         self._start = start
         self.launches = []  # (launch, env)
+        self.gone = []
 
     def live(self):
         return [launch for launch, _ in self.launches if launch.proc.poll() is None]
@@ -63,6 +64,12 @@ class Fleet:
         self.launches += [(launch, env) for launch in started]
         return self.live()
 
+    def forget(self, launch):
+        """Leave a launch that is going down (its worker was killed) out of ``live``
+        and ``ensure`` at once, not when its exit is seen: it is stopped at the end."""
+        self.launches = [(l, e) for l, e in self.launches if l is not launch]
+        self.gone.append(launch)
+
     def holder(self, row):
         """The launch whose process runs the run (its worker is in the launch's process group)."""
         pgid = pgid_of(worker_pid(row["worker_id"]))
@@ -76,7 +83,7 @@ def stack(databases, data_dir, log_dir, worker_launch):
     conn = connect(url)
     fleet = Fleet(url, worker_launch)
     yield ApiClient(api.url), conn, fleet
-    for launch, _ in fleet.launches:
+    for launch in [launch for launch, _ in fleet.launches] + fleet.gone:
         launch.stop()
     api.stop()
     conn.close()
@@ -88,10 +95,29 @@ def submit(client, body):
     return response.json()["run_id"]
 
 
-def caught_training(conn, run_id):
-    """The run's row once it trains past ``KILL_AT_STEP``, and its training subprocess."""
+def recorded_step(conn, run_id):
+    """The latest checkpoint step recorded in the store, None before the first."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT max(step) FROM tunix_checkpoints WHERE run_id = %s AND NOT deleting", (run_id,))
+        return cur.fetchone()[0]
+
+
+def caught_training(conn, run_id, recorded=False):
+    """The run's row once it trains past ``KILL_AT_STEP`` (and, with ``recorded``,
+    once a checkpoint of it is recorded), and its training subprocess.
+
+    The step is reported before the checkpoint saved at step 20 is uploaded
+    and recorded: on a loaded CI machine the record came after step 30 (CI of
+    4f3e9d5: "no checkpoint was recorded before the kill"), so a test that
+    needs one waits for it.
+    """
     row = wait_row(conn, run_id, lambda r: r["status"] == "running" and step_of(r) >= KILL_AT_STEP, 120,
                    f"running past step {KILL_AT_STEP}", interval=0.02)
+    if recorded:
+        wait_for(lambda: recorded_step(conn, run_id), 60, interval=0.02,
+                 message=f"run {run_id}: a checkpoint recorded")
+        row = run_row(conn, run_id)
+        assert row["status"] == "running", row
     trainers = training_pids(run_id)
     assert len(trainers) == 1, trainers
     return row, trainers[0]
@@ -103,20 +129,19 @@ def test_sigkilled_worker_its_training_resumes_elsewhere_from_a_checkpoint(stack
     fleet.ensure(2, **CRASH_ENV)
     # And a real training caught mid-way on one of them
     run_id = submit(client, training())
-    row, trainer = caught_training(conn, run_id)
+    row, trainer = caught_training(conn, run_id, recorded=True)
     victim = fleet.holder(row)
     # When its worker process is killed outright
     since_kill = Stopwatch()
     os.kill(worker_pid(row["worker_id"]), signal.SIGKILL)
+    fleet.forget(victim)
     # Then its training subprocess does not run on unowned: its lifeline gets
     # the kernel's SIGTERM (PR_SET_PDEATHSIG) and passes it on
     while alive(trainer) and since_kill() < 30:
         time.sleep(0.02)
     trainer_gone_s = since_kill()
     assert not alive(trainer), f"the killed worker's training {trainer} still runs after {trainer_gone_s:.1f}s"
-    with conn.cursor() as cur:
-        cur.execute("SELECT max(step) FROM tunix_checkpoints WHERE run_id = %s AND NOT deleting", (run_id,))
-        recorded_at_kill = cur.fetchone()[0]
+    recorded_at_kill = recorded_step(conn, run_id)
     assert recorded_at_kill, "no checkpoint was recorded before the kill"
     # And the run runs again on the other launch within HEARTBEAT_TIMEOUT_S + 10 s
     again = wait_row(conn, run_id, lambda r: r["status"] == "running" and r["attempts"] == 2, RECOVERY_BOUND_S + 5,
@@ -255,9 +280,11 @@ def test_a_run_whose_worker_dies_max_attempts_times_ends_failed_worker_lost(stac
     # And a training on one of them
     run_id = submit(client, training())
     row, trainer = caught_training(conn, run_id)
+    victim = fleet.holder(row)
     # When its worker process is killed
     since_kill = Stopwatch()
     os.kill(worker_pid(row["worker_id"]), signal.SIGKILL)
+    fleet.forget(victim)
     # Then the reaper of the surviving launch ends it failed, WorkerLost, never run again
     final = wait_row(conn, run_id, lambda r: r["status"] != "running", RECOVERY_BOUND_S + 5, "recovered",
                      interval=0.05)
