@@ -24,5 +24,12 @@ _settings = settings_at_start()
 # should; an idle connection costs the API a poller entry, not a thread.
 keepalive = 75
 
+# The longest request line gunicorn reads (its maximum; default 4094): a
+# shared history view keeps its filters in the URL (many tag= and status=),
+# and a line over the limit gets gunicorn's own HTML 414, not the API's JSON
+# (a plain schemathesis run sent a 6,135-byte query string and counted the
+# 414 against us).  Bounded: a line is read into memory before the API sees it.
+limit_request_line = 8190
+
 if check(_settings.log_format) == "json":
     logconfig_dict = gunicorn_logconfig(_settings.hostname)

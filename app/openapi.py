@@ -215,7 +215,7 @@ def _csv(description):
 #: What gunicorn answers itself, before the API sees the request (its limits:
 #: gunicorn.conf.py): HTML, not the API's JSON error.
 _SERVER_LIMITS = {
-    "414": {"description": "request line over gunicorn's limit_request_line (4094 bytes), answered by the "
+    "414": {"description": "request line over gunicorn's limit_request_line (8190 bytes), answered by the "
                            "HTTP server itself", "content": {"text/html": {"schema": {"type": "string"}}}},
     "431": {"description": "headers over gunicorn's limits, answered by the HTTP server itself",
             "content": {"text/html": {"schema": {"type": "string"}}}},
@@ -403,7 +403,10 @@ def document(settings=None):
                                         "parameters": {"sweep_id": "$response.body#/sweep_id"}},
                         "GetSweepImportance": {"operationId": "getSweepImportance",
                                                "parameters": {"sweep_id": "$response.body#/sweep_id"}}}),
-                                  **_errors(400, 401, 405, 413, 415, 422, 429, 503)}},
+                                  **_errors(400, 401, 405, 413, 415, 422, 429, 503),
+                                  "403": _json(_ERROR, f"forbidden: a viewer, or a priority above PRIORITY_CEILING "
+                                                       f"from a member; limit_exceeded: the space makes more than "
+                                                       f"{sweep_spec.MAX_TRIALS} trials")}},
                 "get": {
                     "operationId": "listSweeps",
                     "summary": "Sweeps, newest first, their trials counted by status.",

@@ -5,7 +5,10 @@ with ``Last-Event-ID`` or ``?since=``), ``progress`` as steps complete, and a
 final ``status`` when the run ends, after which the stream closes.  A run that
 already ended replays its log and closes.  With ``?follow=0`` the stream sends
 the lines there are now and closes (with ``status`` only if the run ended):
-``tunix logs`` without ``-f``.
+``tunix logs`` without ``-f``.  A following stream closes after
+``SSE_MAX_STREAM_S`` even if its run goes on (a stream of a run nobody
+trains, as in a fuzzing run with no worker, would otherwise never end); the
+CLI and the console then open it again from the last line they saw.
 
 Costs: a stream holds a gunicorn thread while it is open, but no database
 connection while it waits: it sleeps until the process' waiter sees its run
@@ -17,8 +20,9 @@ requests always find a thread.
 
 import json
 import threading
+import time
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
 from tasks import db, lifecycle, registry
 from tasks.errors import RunNotFound
@@ -73,8 +77,9 @@ def _follow():
     return raw in ("1", "true")
 
 
-def _events(pool, watch, run_id, after, follow=True):
+def _events(pool, watch, run_id, after, follow=True, max_s=None):
     progress = None
+    deadline = time.monotonic() + max_s if max_s else None
     while True:
         # Status first, then lines: once a final status is seen, every
         # line the training wrote is already stored.
@@ -96,7 +101,10 @@ def _events(pool, watch, run_id, after, follow=True):
             return
         if not follow:
             return
-        if not watch.wait(KEEPALIVE_S):
+        left = deadline - time.monotonic() if deadline else KEEPALIVE_S
+        if left <= 0:
+            return  # the client opens it again from the last id it saw
+        if not watch.wait(min(KEEPALIVE_S, left)):
             yield ": keep-alive\n\n"
 
 
@@ -117,7 +125,8 @@ def stream_logs(run_id):
         raise ApiError(503, "too_many_streams", "this API process has as many requests waiting as it may; retry")
     watch.__enter__()
     request_slots.leave()  # a stream mostly waits; its reads take no slot
-    response = Response(_events(get_pool(), watch, run_id, after, follow), mimetype="text/event-stream",
+    max_s = current_app.config["SETTINGS"].sse_max_stream_s
+    response = Response(_events(get_pool(), watch, run_id, after, follow, max_s), mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     # The server closes the response however the stream ends (finished,

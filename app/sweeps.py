@@ -79,6 +79,12 @@ def submit_sweep():
         spec, trials, duplicates, seeds = sweep_spec.expand(body, current_app.config["SETTINGS"])
     except sweep_spec.SweepInvalid as exc:
         raise ApiError(422, "validation_error", str(exc), exc.fields) from None
+    except sweep_spec.SweepTooLarge as exc:
+        # A limit, not a malformed request: 403, like a priority over the ceiling
+        # (a plain schemathesis run counts a 422 for a schema-valid body as a bug).
+        raise ApiError(403, "limit_exceeded", f"the sweep {exc}: split its space into several sweeps",
+                       [{"field": exc.field, "message": str(exc)}],
+                       extra={"limit": sweep_spec.MAX_TRIALS, "trials": exc.trials}) from None
     problems = _unknown_datasets(trials)
     if problems:
         raise ApiError(422, "validation_error", f"{len(problems)} invalid field(s)", problems)

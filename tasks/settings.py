@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     default_time_limit_s: int = _var("DEFAULT_TIME_LIMIT_S", 3600, "`time_limit_s` of a run that sets none", ge=1)
     sse_max_streams: int = _var("SSE_MAX_STREAMS", 200, "live log streams one API process serves at once (keep "
                                 "`API_THREADS` above it)", ge=0)
+    sse_max_stream_s: float = _var("SSE_MAX_STREAM_S", 600.0, "a live log stream still open after this long "
+                                   "closes; the CLI and the console open it again from the last line (a "
+                                   "Kubernetes watch's timeout: no stream outlives a drain or holds a thread for "
+                                   "ever)", gt=0)
     heartbeat_timeout_s: float = _var("HEARTBEAT_TIMEOUT_S", 30.0, "a running run whose worker has not "
                                       "heartbeaten for this long is recovered", gt=0)
     max_attempts: int = _var("MAX_ATTEMPTS", 3, "a run's attempts budget: a run whose worker keeps dying ends "

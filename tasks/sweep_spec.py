@@ -8,10 +8,13 @@ single submit, and stored resolved.  The base's seed, when absent, is chosen
 once for the whole sweep, so trials differ by their parameters only, and a
 trial whose resolved request equals an earlier one's is created once.
 
-Why 422 may answer a request its JSON Schema allows: that the product of
-the grid's lengths times ``count`` stays within ``MAX_TRIALS``, that a
-swept field is a run field, and that each value is valid for its field are
-rules no JSON Schema can state.
+Why 422 may answer a request its JSON Schema allows: that a swept field is
+a run field, and that each value is valid for its field are rules no JSON
+Schema can state.  That the product of the grid's lengths times ``count``
+stays within ``MAX_TRIALS`` is not a rule of the request's form but a limit
+of the platform (``SweepTooLarge``): the API answers it 403
+``limit_exceeded``, as it answers a priority over the ceiling, and a
+schema-valid request is never a 422 for its size.
 """
 
 import itertools
@@ -159,6 +162,16 @@ class SweepInvalid(ValueError):
         self.fields = fields
 
 
+class SweepTooLarge(ValueError):
+    """A sweep whose space makes ``trials`` trials, more than ``MAX_TRIALS``
+    (``field`` says where: ``grid`` or ``random.count``).  Raised before any
+    trial is built: a grid of 10^6 points costs nothing to refuse."""
+
+    def __init__(self, trials, field):
+        super().__init__(f"makes {trials} trials; a sweep makes at most {MAX_TRIALS}")
+        self.trials, self.field = trials, field
+
+
 def _draw(rng, distribution, integral):
     (kind, values), = distribution.items()
     if kind == "choice":
@@ -257,6 +270,7 @@ def expand(body, settings):
 
     Raises:
       SweepInvalid: naming every bad field; nothing is to be written then.
+      SweepTooLarge: the space makes more than ``MAX_TRIALS`` trials.
     """
     try:
         spec = SweepSpec.model_validate(body)
@@ -272,8 +286,7 @@ def expand(body, settings):
     if problems:
         raise SweepInvalid(problems)
     if _count(spec) > MAX_TRIALS:
-        raise SweepInvalid([{"field": "grid" if spec.grid else "random.count",
-                             "message": f"makes {_count(spec)} trials; a sweep makes at most {MAX_TRIALS}"}])
+        raise SweepTooLarge(_count(spec), "grid" if spec.grid else "random.count")
     seeds = {"base_seed": base.seed if base.seed is not None else secrets.randbelow(2**31),
              "random_seed": None}
     if spec.random:

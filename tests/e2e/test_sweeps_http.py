@@ -87,6 +87,14 @@ def test_a_bad_search_space_is_a_422_naming_each_field_and_writes_nothing(api, d
                                                "grid": {"seed": [1]}})
     assert response.status_code == 422
     assert [f["field"] for f in response.json()["error"]["fields"]] == ["base.dataset_key"]
+    # And a space past the platform's trial limit is a 403 limit_exceeded naming the limit (its form is
+    # valid: the schema cannot count trials), however large, refused before any trial is built
+    grid = {"seed": list(range(1000)), "learning_rate": [1e-3 * (i + 1) for i in range(100)], "batch_size": [2, 4]}
+    response = post(api, "/api/tunix/sweeps", {"name": "huge", "base": BASE, "grid": grid})
+    assert response.status_code == 403, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["limit"], error["trials"]) == ("limit_exceeded", 500, 200_000), error
+    assert [f["field"] for f in error["fields"]] == ["grid"] and "at most 500" in error["message"], error
     assert (count_runs(db_conn), scalar(db_conn, "SELECT count(*) FROM tunix_sweeps")) == (runs, sweeps)
     # And an unknown sweep is a JSON 404
     for path in ("/api/tunix/sweeps/5f0e1d2c-0000-4000-8000-000000000000", "/api/tunix/sweeps/nope"):

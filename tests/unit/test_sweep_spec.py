@@ -71,8 +71,14 @@ def test_what_is_not_a_sweep_is_refused():
 
 def test_a_sweep_making_more_than_max_trials_is_refused_before_any_is_built():
     n = sweep_spec.MAX_TRIALS
-    problems = fields({"name": "big", "base": BASE, "grid": {"seed": list(range(n)), "batch_size": [1, 2]}})
-    assert problems == {"grid": f"makes {2 * n} trials; a sweep makes at most {n}"}
+    with pytest.raises(sweep_spec.SweepTooLarge) as caught:
+        expand({"name": "big", "base": BASE, "grid": {"seed": list(range(n)), "batch_size": [1, 2]}}, SETTINGS)
+    assert (caught.value.trials, caught.value.field) == (2 * n, "grid")
+    assert str(caught.value) == f"makes {2 * n} trials; a sweep makes at most {n}"
+    with pytest.raises(sweep_spec.SweepTooLarge) as caught:
+        expand({"name": "big", "base": BASE, "random": {"count": n, "space": {"seed": {"choice": [1, 2]}}},
+                "grid": {"batch_size": [1, 2]}}, SETTINGS)
+    assert caught.value.trials == 2 * n
 
 
 def test_max_concurrent_is_bounded():
