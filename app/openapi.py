@@ -107,7 +107,7 @@ def _schemas(datasets, run_time_limit_s):
         if branch.get("type") == "integer":
             branch["maximum"] = run_time_limit_s
     schemas["RunSpec"] = run_spec
-    schemas["SweepSpec"] = _sweep_spec(run_spec, schemas)
+    schemas["SweepSpec"] = _sweep_spec(run_spec, schemas, datasets)
     schemas["RunFilter"] = RunFilter.model_json_schema()
     schemas["SeriesRequest"] = SeriesRequest.model_json_schema()
     schemas["RunUpdate"] = RunUpdate.model_json_schema()
@@ -138,7 +138,80 @@ def _method_rules(datasets):
     return rules
 
 
-def _sweep_spec(run_spec, schemas):
+def _grid_has(name):
+    return {"properties": {"grid": {"type": "object", "required": [name]}}, "required": ["grid"]}
+
+
+def _random_has(name, distribution=None):
+    space = {"type": "object", "required": [name]}
+    if distribution:
+        space["properties"] = {name: {"required": [distribution]}}
+    return {"properties": {"random": {"type": "object", "required": ["space"], "properties": {"space": space}}},
+            "required": ["random"]}
+
+
+def _trials(name, list_schema, base_schema):
+    """A sweep whose trials' ``name`` values, as a list, match
+    ``list_schema``: its grid list, else its random ``choice``, else (not
+    swept) the base, which must match ``base_schema``."""
+    choice = {"properties": {"random": {"properties": {"space": {"properties": {
+        name: {"properties": {"choice": list_schema}}}}}}}}
+    return {"anyOf": [
+        {"properties": {"grid": {"type": "object", "required": [name], "properties": {name: list_schema}}},
+         "required": ["grid"]},
+        {"allOf": [{"not": _grid_has(name)}, _random_has(name, "choice"), choice]},
+        {"allOf": [{"not": _grid_has(name)}, {"not": _random_has(name)}, {"properties": {"base": base_schema}}]}]}
+
+
+def _base_value(name, value_schema, default):
+    given = {"properties": {name: value_schema}, "required": [name]}
+    if default is not None and (value_schema.get("const") == default or default in value_schema.get("enum", ())):
+        return {"anyOf": [given, {"not": {"required": [name]}}]}
+    return given
+
+
+def _every_trial(name, value_schema, default=None):
+    """Every trial's ``name`` matches ``value_schema`` (``default``: a base's without it)."""
+    return _trials(name, {"items": value_schema}, _base_value(name, value_schema, default))
+
+
+def _some_trial(name, value_schema, default=None):
+    """Some trial's ``name`` matches ``value_schema``."""
+    return _trials(name, {"contains": value_schema}, _base_value(name, value_schema, default))
+
+
+def _cross_field_rules(swept, datasets):
+    """What ``tasks/sweep_spec.py`` and ``app/sweeps.py`` check across a
+    sweep's fields, as JSON Schema: a field swept one way (grid or random,
+    an object or its fields), a method's settings only where every trial has
+    that method, every method's datasets for every dataset a trial may name,
+    and a method's own metric only where every trial records it.  Checked
+    on the space, as the API does, so a random search is valid or not
+    whatever it draws."""
+    rules = [{"not": {"allOf": [_grid_has(f), _random_has(f)]}} for f in swept]
+    names = set(swept)
+    for f in swept:
+        outer, _, inner = f.partition(".")
+        if inner and outer in names:
+            rules += [{"not": {"allOf": [has(f), has_outer(outer)]}}
+                      for has in (_grid_has, _random_has) for has_outer in (_grid_has, _random_has)]
+    for name in ("dpo", "grpo"):
+        fields = [f for f in swept if f.startswith(name + ".")]
+        has_settings = {"anyOf": [
+            *(_grid_has(f) for f in fields), *(_random_has(f) for f in fields),
+            _some_trial(name, {"type": "object"})]}
+        rules.append({"if": has_settings, "then": _every_trial("method", {"const": name}, default="sft")})
+    for method in METHOD_DATA:
+        keys = sorted(key for key, d in datasets.items() if method in catalog.methods_for(d.data_kind))
+        rules.append({"if": _some_trial("method", {"const": method}, default="sft"),
+                      "then": _every_trial("dataset_key", {"enum": keys})})
+    for metric, (method, _) in sweep_spec.METHOD_METRICS.items():
+        rules.append({"if": {"properties": {"metric": {"const": metric}}, "required": ["metric"]},
+                      "then": _every_trial("method", {"const": method}, default="sft")})
+    return rules
+
+
+def _sweep_spec(run_spec, schemas, datasets):
     """``SweepSpec``, with its base a ``RunSpec`` and each grid field a list
     of that field's values.  What no schema can say (the trials' count, a
     value's validity with the rest of its trial) is a 422 at submit
@@ -163,37 +236,30 @@ def _sweep_spec(run_spec, schemas):
     random["properties"]["space"]["propertyNames"] = {"enum": swept}
 
     def distribution(name):
-        # What sweep_spec's 422s say, as far as JSON Schema can: [low, high]
-        # finite numbers (log_uniform's above 0); choice's at least one
-        # value, each one the field takes (a plain run found `choice: [null]`
-        # for batch_size documented and refused).
-        return {
-            "type": "object", "minProperties": 1, "maxProperties": 1,
-            "propertyNames": {"enum": list(sweep_spec.DISTRIBUTIONS)},
-            "properties": {
-                "uniform": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "number"}},
-                "log_uniform": {"type": "array", "minItems": 2, "maxItems": 2,
-                                "items": {"type": "number", "exclusiveMinimum": 0}},
-                "choice": {"type": "array", "minItems": 1, "items": field_schema(name)}},
-            "additionalProperties": False}
+        # What sweep_spec's 422s say, as far as JSON Schema can: a range
+        # only over a number, [low, high] within its limits (log_uniform's
+        # above 0); choice's at least one value, each one the field takes (a
+        # plain run found `choice: [null]` for batch_size documented and refused).
+        bounds = sweep_spec.numeric_bounds(name)
+        kinds = {"choice": {"type": "array", "minItems": 1, "items": field_schema(name)}}
+        if bounds is not None:
+            number = {"type": "number", **bounds}
+            kinds["uniform"] = {"type": "array", "minItems": 2, "maxItems": 2, "items": number}
+            kinds["log_uniform"] = {"type": "array", "minItems": 2, "maxItems": 2,
+                                    "items": {**number, "exclusiveMinimum": max(0, bounds.get("exclusiveMinimum", 0))}}
+        return {"type": "object", "minProperties": 1, "maxProperties": 1, "propertyNames": {"enum": list(kinds)},
+                "properties": kinds, "additionalProperties": False}
 
     random["properties"]["space"]["properties"] = {name: distribution(name) for name in swept}
     random["properties"]["space"]["additionalProperties"] = False
     schema["properties"]["random"] = {"anyOf": [random, {"type": "null"}]}
     schema["properties"]["metric"]["enum"] = [*sweep_spec.METRICS, *sweep_spec.METHOD_METRICS]
-    # A method's own metric needs a base of that method (a plain schemathesis
-    # run found `metric: kl` on an SFT base documented and refused).
-    metric_fits_method = {"anyOf": [
-        {"not": {"required": ["metric"]}},
-        {"properties": {"metric": {"enum": list(sweep_spec.METRICS)}}},
-        *({"properties": {"metric": {"const": metric},
-                          "base": {"properties": {"method": {"const": method}}, "required": ["method"]}}}
-          for metric, (method, _) in sweep_spec.METHOD_METRICS.items())]}
-    # ... and a sweep sweeps something: a grid with a field, a random search, or both.
+    # A sweep sweeps something: a grid with a field, a random search, or both.
     sweeps_something = {"anyOf": [
         {"properties": {"grid": {"type": "object", "minProperties": 1}}, "required": ["grid"]},
         {"properties": {"random": {"type": "object"}}, "required": ["random"]}]}
-    schema["allOf"] = [metric_fits_method, sweeps_something]
+    # (plain schemathesis runs found each of these documented and refused)
+    schema["allOf"] = [sweeps_something, *_cross_field_rules(swept, datasets)]
     schemas.update((name, d) for name, d in defs.items() if name != "RandomSearch")
     return schema
 

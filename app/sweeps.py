@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from tasks import catalog, early_stopping, importance, lifecycle, registry, sweep_spec
 from tasks.errors import SweepNotFound
-from tasks.run_spec import MAX_SERIES_POINTS
+from tasks.run_spec import MAX_SERIES_POINTS, METHOD_DATA, RunSpec
 
 from .auth import caller, require_may_act_on, require_priority, require_queue_room
 from .csv_export import csv_answer
@@ -55,21 +55,33 @@ def _detail(conn, sweep_id):
                              steps_saved=sum(early_stopping.saved_steps(t) for t in stopped))
 
 
-def _unknown_datasets(trials):
+def _dataset_problems(spec):
+    """Unknown datasets, and datasets a method of the sweep cannot train on,
+    checked on the space (every method the trials may have with every
+    dataset they may name, and the base's own pair: the base is a run
+    request too), so that a random search is refused whatever it draws."""
     settings = current_app.config["SETTINGS"]
     known = catalog.datasets(settings)
+    base = RunSpec.model_validate(spec.base)
+    where, keys = sweep_spec.trial_values(spec, base, "dataset_key")
+    method_where, methods = sweep_spec.trial_values(spec, base, "method")
+    keys = [k for k in keys if isinstance(k, str)]  # others: the trials' validation names them
+    methods = sorted({m for m in methods if m in METHOD_DATA})
     problems = []
-    for key in sorted({config["dataset_key"] for _, config in trials}):
-        dataset = known.get(key) or catalog.get_dataset(key, settings, max_age=catalog.MISS_MAX_AGE_S)
-        if dataset is None:
-            problems.append({"field": "base.dataset_key", "message": f"unknown dataset {key!r}; see GET "
-                                                                      "/api/tunix/datasets"})
-    for method in sorted({config["method"] for _, config in trials}):
-        for key in sorted({config["dataset_key"] for _, config in trials if config["method"] == method}):
-            problem = catalog.method_data_problem(known.get(key), method)
-            if problem:
-                problems.append({"field": "base.dataset_key", "message": problem})
-    return problems
+
+    def dataset(key):
+        return known.get(key) or catalog.get_dataset(key, settings, max_age=catalog.MISS_MAX_AGE_S)
+
+    for field, key in [("base.dataset_key", base.dataset_key), *((where, k) for k in keys)]:
+        if dataset(key) is None:
+            problems.append({"field": field, "message": f"unknown dataset {key!r}; see GET /api/tunix/datasets"})
+    pairs = [("base.dataset_key", base.method, base.dataset_key)]
+    pairs += [(where if where != "base.dataset_key" else method_where, m, k) for m in methods for k in keys]
+    for field, method, key in pairs:
+        problem = dataset(key) is not None and catalog.method_data_problem(dataset(key), method)
+        if problem:
+            problems.append({"field": field, "message": problem})
+    return [dict(t) for t in dict.fromkeys(tuple(p.items()) for p in problems)]
 
 
 @bp.post("/sweeps")
@@ -85,7 +97,7 @@ def submit_sweep():
         raise ApiError(403, "limit_exceeded", f"the sweep {exc}: split its space into several sweeps",
                        [{"field": exc.field, "message": str(exc)}],
                        extra={"limit": sweep_spec.MAX_TRIALS, "trials": exc.trials}) from None
-    problems = _unknown_datasets(trials)
+    problems = _dataset_problems(spec)
     if problems:
         raise ApiError(422, "validation_error", f"{len(problems)} invalid field(s)", problems)
     require_priority({"priority": sweep_spec.trial_priority(spec)})

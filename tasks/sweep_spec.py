@@ -17,6 +17,7 @@ of the platform (``SweepTooLarge``): the API answers it 403
 schema-valid request is never a 422 for its size.
 """
 
+import functools
 import itertools
 import json
 import math
@@ -77,6 +78,51 @@ def field_info(name):
     """The pydantic field a sweepable ``name`` (``lr`` or ``lora.rank``) stands for."""
     outer, _, inner = name.partition(".")
     return NESTED[outer].model_fields[inner] if inner else RunSpec.model_fields[name]
+
+
+@functools.cache
+def _field_schema(name):
+    outer, _, inner = name.partition(".")
+    model, field = (NESTED[outer], inner) if inner else (RunSpec, name)
+    return model.model_json_schema()["properties"][field]
+
+
+#: JSON Schema's words for a number's limits.
+BOUND_WORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def numeric_bounds(name):
+    """The limits of a sweepable field that is a number (``{"minimum": 0,
+    ...}`` in JSON Schema's words, maybe empty), or None for a field that is
+    not: what a ``uniform`` or ``log_uniform`` over it may span.  The API
+    checks them and the document states them from this one place."""
+    schema = _field_schema(name)
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") in ("integer", "number"):
+            return {word: branch[word] for word in BOUND_WORDS if word in branch}
+    return None
+
+
+def _within(value, bounds):
+    return (value >= bounds.get("minimum", value) and value <= bounds.get("maximum", value)
+            and ("exclusiveMinimum" not in bounds or value > bounds["exclusiveMinimum"])
+            and ("exclusiveMaximum" not in bounds or value < bounds["exclusiveMaximum"]))
+
+
+def swept(spec, name):
+    """``(where, values)`` of a swept field (its grid list, or its random
+    ``choice``), or None when ``name`` is not swept or drawn from a range."""
+    if spec.grid and name in spec.grid:
+        return f"grid.{name}", spec.grid[name]
+    if spec.random and name in spec.random.space and "choice" in spec.random.space[name]:
+        return f"random.space.{name}.choice", spec.random.space[name]["choice"]
+    return None
+
+
+def trial_values(spec, base, name):
+    """``(where, values)``: what the trials may take for a plain field, the
+    base's value where it is not swept (``base`` a ``RunSpec``)."""
+    return swept(spec, name) or (f"base.{name}", [getattr(base, name)])
 
 
 def with_params(request, params):
@@ -215,13 +261,65 @@ def _check_space(spec):
             if not values:
                 problems.append({"field": f"{where}.choice", "message": "expected at least one value"})
             continue
+        bounds = numeric_bounds(name)
         numbers = len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                            and math.isfinite(v) for v in values)
-        if not numbers:
+        if bounds is None:
+            problems.append({"field": f"{where}.{kind}", "message": f"{name} is not a number: draw it by choice"})
+        elif not numbers:
             problems.append({"field": f"{where}.{kind}", "message": "expected [low, high], two finite numbers"})
         elif kind == "log_uniform" and min(values) <= 0:
             problems.append({"field": f"{where}.{kind}", "message": "log_uniform needs bounds above 0"})
+        elif not all(_within(v, bounds) for v in values):
+            limits = ", ".join(f"{word} {limit}" for word, limit in bounds.items())
+            problems.append({"field": f"{where}.{kind}", "message": f"a bound is outside {name}'s limits ({limits})"})
+    names = set(spec.grid or {}) | set(spec.random.space if spec.random else {})
+    for name in sorted(names):
+        outer, _, inner = name.partition(".")
+        if inner and outer in names:
+            where = f"grid.{name}" if name in (spec.grid or {}) else f"random.space.{name}"
+            problems.append({"field": where, "message": f"{outer} is swept whole too: sweep the object or its "
+                                                        f"fields, not both"})
     return problems
+
+
+def _method_problems(spec, base):
+    """What no draw may break, checked on the space, not on the trials drawn
+    (a random search may or may not draw the bad pair): a method's settings
+    only where every trial has that method, and a method's own metric only
+    where every trial records it.  ``base`` is the sweep's ``RunSpec``."""
+    problems = []
+    where, methods = trial_values(spec, base, "method")
+    methods = {m for m in methods if isinstance(m, str)}  # others: the trials' validation names them
+    for name in ("dpo", "grpo"):
+        source = _settings_source(spec, base, name)
+        if source and methods - {name}:
+            problems.append({"field": source, "message": f"{name} settings need method {name}; the sweep also "
+                                                         f"trains with method {', '.join(sorted(map(str, methods - {name})))} "
+                                                         f"({where})"})
+    if spec.metric in METHOD_METRICS:
+        needs = METHOD_METRICS[spec.metric][0]
+        if methods - {needs}:
+            problems.append({"field": "metric", "message": f"{spec.metric} is recorded by method {needs} only; "
+                                                           f"trials of method {', '.join(sorted(map(str, methods - {needs})))} have none"})
+    return problems
+
+
+def _settings_source(spec, base, name):
+    """Where some trial gets ``name``'s settings (``dpo``, ``grpo``): a swept
+    sub-field, a swept object that is not null, or the base's, else None."""
+    for field in (spec.grid or {}):
+        if field.startswith(name + "."):
+            return f"grid.{field}"
+    for field in (spec.random.space if spec.random else {}):
+        if field.startswith(name + "."):
+            return f"random.space.{field}"
+    found = swept(spec, name)
+    if found:
+        return found[0] if any(isinstance(v, dict) for v in found[1]) else None
+    if spec.random and name in spec.random.space:
+        return None  # drawn from a range: refused above
+    return f"base.{name}" if getattr(base, name) is not None else None
 
 
 def _count(spec):
@@ -283,6 +381,7 @@ def expand(body, settings):
     if not spec.grid and not spec.random:
         raise SweepInvalid([{"field": "grid", "message": "a sweep needs a grid, a random search, or both"}])
     problems = _check_space(spec)
+    problems = problems or _method_problems(spec, base)
     if problems:
         raise SweepInvalid(problems)
     if _count(spec) > MAX_TRIALS:
@@ -312,10 +411,4 @@ def expand(body, settings):
         trials.append((params, config))
     if problems:
         raise SweepInvalid([{"field": f, "message": m} for f, m in problems.items()])
-    if spec.metric in METHOD_METRICS:
-        needs = METHOD_METRICS[spec.metric][0]
-        others = sorted({config["method"] for _, config in trials} - {needs})
-        if others:
-            raise SweepInvalid([{"field": "metric", "message": f"{spec.metric} is recorded by method {needs} only; "
-                                                               f"trials of method {', '.join(others)} have none"}])
     return spec, trials, duplicates, seeds

@@ -31,8 +31,11 @@ PYEOF
 }
 DATABASE_URL=$URL $PY -m tasks.migrate >/dev/null 2>&1
 TOKEN=$(DATABASE_URL=$URL $PY -m tasks.users_admin create-user root --role admin 2>/dev/null | grep -oE 'tnx_[A-Za-z0-9_-]+' | head -1)
-# No worker: a sync submit answers 202 after SYNC_TIMEOUT_S instead of waiting.
-DATABASE_URL=$URL DATA_DIR=$WORK/data SYNC_TIMEOUT_S=5 $PY -m gunicorn --worker-class gthread --workers 1 \
+# No worker: a sync submit answers 202 after SYNC_TIMEOUT_S instead of
+# waiting, and a followed log stream of a run nobody trains closes after
+# SSE_MAX_STREAM_S (as every stream does at its limit; a client opens it
+# again) rather than at schemathesis's 10 s read time-out.
+DATABASE_URL=$URL DATA_DIR=$WORK/data SYNC_TIMEOUT_S=5 SSE_MAX_STREAM_S=5 $PY -m gunicorn --worker-class gthread --workers 1 \
   --threads 32 --bind "127.0.0.1:$PORT" --no-control-socket 'app:create_app()' > "$WORK/api.log" 2>&1 &
 API=$!
 trap cleanup EXIT

@@ -140,3 +140,38 @@ def test_a_method_metric_of_another_method_is_refused_naming_the_metric():
     assert "recorded by method grpo only" in problems["metric"]
     assert "expected one of" in fields({"name": "d", "base": BASE, "metric": "accuracy",
                                         "grid": {"learning_rate": [1e-3]}})["metric"]
+
+
+def test_a_range_is_drawn_only_over_a_number_and_within_its_limits():
+    space = lambda **d: {"name": "r", "base": BASE, "random": {"count": 2, "space": d}}
+    assert set(fields(space(model_id={"uniform": [0, 1]}))) == {"random.space.model_id.uniform"}
+    assert set(fields(space(learning_rate={"uniform": [-1, 0.5]}))) == {"random.space.learning_rate.uniform"}
+    assert set(fields(space(learning_rate={"log_uniform": [1e-5, 2]}))) == {"random.space.learning_rate.log_uniform"}
+    assert sweep_spec.numeric_bounds("learning_rate") == {"exclusiveMinimum": 0, "maximum": 1}
+    assert sweep_spec.numeric_bounds("model_id") is None
+    spec, trials, *_ = expand(space(learning_rate={"log_uniform": [1e-5, 1]}, **{"dpo.beta": {"uniform": [0.1, 10]}},
+                                    method={"choice": ["dpo"]}), SETTINGS)
+    assert len(trials) == 2
+
+
+def test_an_object_and_its_own_fields_are_swept_one_way():
+    body = {"name": "o", "base": BASE, "grid": {"lora": [None, {"rank": 4}], "lora.rank": [8]}}
+    assert set(fields(body)) == {"grid.lora.rank"}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_space_whose_draws_could_pair_a_method_with_anothers_settings_is_refused_whatever_is_drawn(seed):
+    # A random search over methods with dpo settings: refused before any draw, not when one pairs badly
+    body = {"name": "m", "base": BASE, "random": {"count": 1, "seed": seed, "space": {
+        "method": {"choice": ["sft", "dpo"]}, "dpo.beta": {"uniform": [0.1, 1]}}}}
+    assert set(fields(body)) == {"random.space.dpo.beta"}
+    # the base's settings, with a grid of methods
+    body = {"name": "m", "base": dict(BASE, method="dpo", dpo={"beta": 0.2}), "grid": {"method": ["dpo", "sft"]}}
+    assert set(fields(body)) == {"base.dpo"}
+    # a method's own metric with a method that does not record it
+    body = {"name": "m", "base": dict(BASE, method="dpo"), "grid": {"method": ["dpo", "sft"]},
+            "metric": "reward_margin"}
+    assert set(fields(body)) == {"metric"}
+    # null settings with any method are no settings
+    spec, trials, *_ = expand({"name": "m", "base": BASE, "grid": {"method": ["sft", "dpo"], "dpo": [None]}}, SETTINGS)
+    assert [config["method"] for _, config in trials] == ["sft", "dpo"]
