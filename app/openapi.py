@@ -138,77 +138,71 @@ def _method_rules(datasets):
     return rules
 
 
-def _grid_has(name):
-    return {"properties": {"grid": {"type": "object", "required": [name]}}, "required": ["grid"]}
+def _in_grid(name, schema):
+    return {"properties": {"grid": {"properties": {name: schema}}}}
 
 
-def _random_has(name, distribution=None):
-    space = {"type": "object", "required": [name]}
-    if distribution:
-        space["properties"] = {name: {"required": [distribution]}}
-    return {"properties": {"random": {"type": "object", "required": ["space"], "properties": {"space": space}}},
-            "required": ["random"]}
+def _in_space(name, schema):
+    return {"properties": {"random": {"properties": {"space": {"properties": {name: schema}}}}}}
 
 
-def _trials(name, list_schema, base_schema):
-    """A sweep whose trials' ``name`` values, as a list, match
-    ``list_schema``: its grid list, else its random ``choice``, else (not
-    swept) the base, which must match ``base_schema``."""
-    choice = {"properties": {"random": {"properties": {"space": {"properties": {
-        name: {"properties": {"choice": list_schema}}}}}}}}
-    return {"anyOf": [
-        {"properties": {"grid": {"type": "object", "required": [name], "properties": {name: list_schema}}},
-         "required": ["grid"]},
-        {"allOf": [{"not": _grid_has(name)}, _random_has(name, "choice"), choice]},
-        {"allOf": [{"not": _grid_has(name)}, {"not": _random_has(name)}, {"properties": {"base": base_schema}}]}]}
+def _swept_as(name, value_schema):
+    """Every value a sweep lists for ``name``, in its grid or its random
+    ``choice``, matches ``value_schema``."""
+    return [_in_grid(name, {"items": value_schema}),
+            _in_space(name, {"properties": {"choice": {"items": value_schema}}})]
 
 
-def _base_value(name, value_schema, default):
-    given = {"properties": {name: value_schema}, "required": [name]}
-    if default is not None and (value_schema.get("const") == default or default in value_schema.get("enum", ())):
-        return {"anyOf": [given, {"not": {"required": [name]}}]}
-    return given
-
-
-def _every_trial(name, value_schema, default=None):
-    """Every trial's ``name`` matches ``value_schema`` (``default``: a base's without it)."""
-    return _trials(name, {"items": value_schema}, _base_value(name, value_schema, default))
-
-
-def _some_trial(name, value_schema, default=None):
-    """Some trial's ``name`` matches ``value_schema``."""
-    return _trials(name, {"contains": value_schema}, _base_value(name, value_schema, default))
-
-
-def _cross_field_rules(swept, datasets):
+def _method_variants(swept, datasets):
     """What ``tasks/sweep_spec.py`` and ``app/sweeps.py`` check across a
-    sweep's fields, as JSON Schema: a field swept one way (grid or random,
-    an object or its fields), a method's settings only where every trial has
-    that method, every method's datasets for every dataset a trial may name,
-    and a method's own metric only where every trial records it.  Checked
-    on the space, as the API does, so a random search is valid or not
-    whatever it draws."""
-    rules = [{"not": {"allOf": [_grid_has(f), _random_has(f)]}} for f in swept]
-    names = set(swept)
-    for f in swept:
-        outer, _, inner = f.partition(".")
-        if inner and outer in names:
-            rules += [{"not": {"allOf": [has(f), has_outer(outer)]}}
-                      for has in (_grid_has, _random_has) for has_outer in (_grid_has, _random_has)]
-    for name in ("dpo", "grpo"):
-        fields = [f for f in swept if f.startswith(name + ".")]
-        has_settings = {"anyOf": [
-            *(_grid_has(f) for f in fields), *(_random_has(f) for f in fields),
-            _some_trial(name, {"type": "object"})]}
-        rules.append({"if": has_settings, "then": _every_trial("method", {"const": name}, default="sft")})
-    for method in METHOD_DATA:
-        keys = sorted(key for key, d in datasets.items() if method in catalog.methods_for(d.data_kind))
-        rules.append({"if": _some_trial("method", {"const": method}, default="sft"),
-                      "then": _every_trial("dataset_key", {"enum": keys})})
-    for metric, (method, _) in sweep_spec.METHOD_METRICS.items():
-        rules.append({"if": {"properties": {"metric": {"const": metric}}, "required": ["metric"]},
-                      "then": _every_trial("method", {"const": method}, default="sft")})
-    return rules
+    sweep's fields about methods, as one ``anyOf`` of variants that each
+    constrain every field on its own: JSON Schema can say more with
+    conditions across fields (``if``/``not``), but schemathesis's generator
+    gives up on a document with more than five of them (jsonschema_rs's
+    canonical form: 6 took 4.4 s and came back raw, and a plain run then
+    generated nothing for this operation).  A variant per method the trials
+    all have, and where the method is (the base's, swept in the grid, drawn
+    by choice), plus the sweeps that train several methods: then no method's
+    settings, no method's own metric, and only datasets every method takes
+    (those whose kind is unknown until read).  The dataset rule covers the
+    base's dataset too: the API checks every method of the sweep against it."""
+    methods = list(METHOD_DATA)
+    fits = {m: sorted(k for k, d in datasets.items() if m in catalog.methods_for(d.data_kind)) for m in methods}
+    fits_all = sorted(set.intersection(*(set(keys) for keys in fits.values())))
+    settings = ("dpo", "grpo")
+
+    def common(trial_methods):
+        keys = fits[trial_methods[0]] if len(trial_methods) == 1 else fits_all
+        parts = [{"properties": {"base": {"properties": {"dataset_key": {"enum": keys}}}}},
+                 *_swept_as("dataset_key", {"enum": keys}),
+                 {"properties": {"metric": {"enum": [*sweep_spec.METRICS, *(
+                     metric for metric, (m, _) in sweep_spec.METHOD_METRICS.items() if [m] == trial_methods)]}}}]
+        for name in settings:
+            if [name] == trial_methods:
+                continue
+            parts += [{"properties": {"base": {"properties": {name: {"type": "null"}}}}},
+                      *_swept_as(name, {"type": "null"}),
+                      *(rule(f, False) for f in swept if f.startswith(name + ".") for rule in (_in_grid, _in_space))]
+        return parts
+
+    variants = []
+    for m in methods:
+        base_method = {"properties": {"method": {"const": m}}}
+        if m != "sft":  # the default: a base that names no method trains sft
+            base_method["required"] = ["method"]
+        variants += [
+            {"allOf": [{"properties": {"base": base_method}}, _in_grid("method", False), _in_space("method", False),
+                       *common([m])]},
+            {"allOf": [{"properties": {"grid": {"type": "object", "required": ["method"]}}, "required": ["grid"]},
+                       _swept_as("method", {"const": m})[0], _in_space("method", False), *common([m])]},
+            {"allOf": [{"properties": {"random": {"type": "object", "properties": {"space": {"required": ["method"]}}}},
+                        "required": ["random"]},
+                       _swept_as("method", {"const": m})[1], _in_grid("method", False), *common([m])]}]
+    variants += [
+        {"allOf": [_in_grid("method", {"items": {"enum": methods}}), _in_space("method", False), *common(methods)]},
+        {"allOf": [_in_space("method", {"properties": {"choice": {"items": {"enum": methods}}}}),
+                   _in_grid("method", False), *common(methods)]}]
+    return {"anyOf": variants}
 
 
 def _sweep_spec(run_spec, schemas, datasets):
@@ -259,7 +253,7 @@ def _sweep_spec(run_spec, schemas, datasets):
         {"properties": {"grid": {"type": "object", "minProperties": 1}}, "required": ["grid"]},
         {"properties": {"random": {"type": "object"}}, "required": ["random"]}]}
     # (plain schemathesis runs found each of these documented and refused)
-    schema["allOf"] = [sweeps_something, *_cross_field_rules(swept, datasets)]
+    schema["allOf"] = [sweeps_something, _method_variants(swept, datasets)]
     schemas.update((name, d) for name, d in defs.items() if name != "RandomSearch")
     return schema
 

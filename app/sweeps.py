@@ -58,8 +58,9 @@ def _detail(conn, sweep_id):
 def _dataset_problems(spec):
     """Unknown datasets, and datasets a method of the sweep cannot train on,
     checked on the space (every method the trials may have with every
-    dataset they may name, and the base's own pair: the base is a run
-    request too), so that a random search is refused whatever it draws."""
+    dataset they may name and with the base's, and the base's own pair: the
+    base is a run request too), so that a random search is refused whatever
+    it draws."""
     settings = current_app.config["SETTINGS"]
     known = catalog.datasets(settings)
     base = RunSpec.model_validate(spec.base)
@@ -75,8 +76,12 @@ def _dataset_problems(spec):
     for field, key in [("base.dataset_key", base.dataset_key), *((where, k) for k in keys)]:
         if dataset(key) is None:
             problems.append({"field": field, "message": f"unknown dataset {key!r}; see GET /api/tunix/datasets"})
+    # The base's own pair (it is a run request), then every method of the
+    # sweep with every dataset a trial may name and with the base's (what
+    # every trial shares suits every trial: app/openapi.py states it so).
     pairs = [("base.dataset_key", base.method, base.dataset_key)]
     pairs += [(where if where != "base.dataset_key" else method_where, m, k) for m in methods for k in keys]
+    pairs += [("base.dataset_key", m, base.dataset_key) for m in methods]
     for field, method, key in pairs:
         problem = dataset(key) is not None and catalog.method_data_problem(dataset(key), method)
         if problem:

@@ -8,9 +8,12 @@ single submit, and stored resolved.  The base's seed, when absent, is chosen
 once for the whole sweep, so trials differ by their parameters only, and a
 trial whose resolved request equals an earlier one's is created once.
 
-Why 422 may answer a request its JSON Schema allows: that a swept field is
-a run field, and that each value is valid for its field are rules no JSON
-Schema can state.  That the product of the grid's lengths times ``count``
+Why 422 may answer a request its JSON Schema allows: that a field is swept
+one way (in the grid or the random space, not both) is the one rule of the
+space the document leaves out (``app/openapi.py`` says why: a condition per
+field would leave schemathesis unable to generate any sweep); the rest
+(ranges, methods, their settings, datasets and metrics, checked on the space
+so a random search is valid or not whatever it draws) it states.  That the product of the grid's lengths times ``count``
 stays within ``MAX_TRIALS`` is not a rule of the request's form but a limit
 of the platform (``SweepTooLarge``): the API answers it 403
 ``limit_exceeded``, as it answers a priority over the ceiling, and a
@@ -127,9 +130,12 @@ def trial_values(spec, base, name):
 
 def with_params(request, params):
     """``request`` with each swept field set; ``lora.rank`` sets ``request["lora"]["rank"]``
-    (an absent or null ``lora`` becomes an object of the swept fields)."""
+    (an absent or null ``lora`` becomes an object of the swept fields, and a
+    swept ``lora`` is set before them)."""
     out = dict(request)
-    for name, value in params.items():
+    # A whole object first, then its swept fields set in it: ``lora`` and
+    # ``lora.dropout`` swept together vary both, in any order given.
+    for name, value in sorted(params.items(), key=lambda item: "." in item[0]):
         outer, _, inner = name.partition(".")
         if not inner:
             out[name] = value
@@ -273,13 +279,6 @@ def _check_space(spec):
         elif not all(_within(v, bounds) for v in values):
             limits = ", ".join(f"{word} {limit}" for word, limit in bounds.items())
             problems.append({"field": f"{where}.{kind}", "message": f"a bound is outside {name}'s limits ({limits})"})
-    names = set(spec.grid or {}) | set(spec.random.space if spec.random else {})
-    for name in sorted(names):
-        outer, _, inner = name.partition(".")
-        if inner and outer in names:
-            where = f"grid.{name}" if name in (spec.grid or {}) else f"random.space.{name}"
-            problems.append({"field": where, "message": f"{outer} is swept whole too: sweep the object or its "
-                                                        f"fields, not both"})
     return problems
 
 

@@ -154,9 +154,11 @@ def test_a_range_is_drawn_only_over_a_number_and_within_its_limits():
     assert len(trials) == 2
 
 
-def test_an_object_and_its_own_fields_are_swept_one_way():
-    body = {"name": "o", "base": BASE, "grid": {"lora": [None, {"rank": 4}], "lora.rank": [8]}}
-    assert set(fields(body)) == {"grid.lora.rank"}
+def test_an_object_and_its_own_fields_swept_together_vary_both_the_fields_set_in_the_object():
+    for grid in ({"lora": [None, {"rank": 4, "alpha": 8}], "lora.rank": [8]},
+                 {"lora.rank": [8], "lora": [None, {"rank": 4, "alpha": 8}]}):
+        spec, trials, *_ = expand({"name": "o", "base": BASE, "grid": grid}, SETTINGS)
+        assert [(config["lora"]["rank"], config["lora"]["alpha"]) for _, config in trials] == [(8, 16), (8, 8)], trials
 
 
 @pytest.mark.parametrize("seed", range(5))
