@@ -71,9 +71,10 @@ def sweep_json(row, mode):
     return as_json(wire.Sweep(**_sweep(row, mode)))
 
 
-def sweep_created_json(row, mode, runs):
+def sweep_created_json(row, mode, runs, warnings=()):
     """``row`` and its trials, ``runs``, as runs."""
-    return as_json(wire.SweepCreated(**_sweep(row, mode), runs=[run_answer(r) for r in runs]))
+    return as_json(wire.SweepCreated(**_sweep(row, mode), runs=[run_answer(r) for r in runs],
+                                     warnings=list(warnings)))
 
 
 def sweep_detail_json(row, mode, trials, best, early_stopped, steps_saved):

@@ -122,7 +122,7 @@ def submit_sweep():
     counts = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    answer = sweep_created_json(dict(sweep, counts=counts), _better(sweep), rows)
+    answer = sweep_created_json(dict(sweep, counts=counts), _better(sweep), rows, sweep_spec.overridden(spec))
     return jsonify(answer), 202, {"Location": url_for("sweeps.get_sweep", sweep_id=str(sweep_id))}
 
 

@@ -8,12 +8,13 @@ single submit, and stored resolved.  The base's seed, when absent, is chosen
 once for the whole sweep, so trials differ by their parameters only, and a
 trial whose resolved request equals an earlier one's is created once.
 
-Why 422 may answer a request its JSON Schema allows: that a field is swept
-one way (in the grid or the random space, not both) is the one rule of the
-space the document leaves out (``app/openapi.py`` says why: a condition per
-field would leave schemathesis unable to generate any sweep); the rest
-(ranges, methods, their settings, datasets and metrics, checked on the space
-so a random search is valid or not whatever it draws) it states.  That the product of the grid's lengths times ``count``
+Its rules across fields (ranges only over numbers and within their
+limits; methods, their settings, datasets and metrics, checked on the space
+so that a random search is valid or not whatever it draws) are stated in
+the document too (``app/openapi.py``).  A field both in the grid and the
+random space is not refused but drawn, with a warning (``overridden``): "not
+both, for every field" is a condition per field, which no document
+schemathesis can generate from may hold.  That the product of the grid's lengths times ``count``
 stays within ``MAX_TRIALS`` is not a rule of the request's form but a limit
 of the platform (``SweepTooLarge``): the API answers it 403
 ``limit_exceeded``, as it answers a priority over the ceiling, and a
@@ -256,9 +257,6 @@ def _check_space(spec):
         if name not in known:
             problems.append({"field": where, "message": "not a field of a run request"})
             continue
-        if name in (spec.grid or {}):
-            problems.append({"field": where, "message": "also in grid: a field is swept one way"})
-            continue
         if len(distribution) != 1 or next(iter(distribution)) not in DISTRIBUTIONS:
             problems.append({"field": where, "message": f"expected one of {', '.join(DISTRIBUTIONS)}"})
             continue
@@ -280,6 +278,17 @@ def _check_space(spec):
             limits = ", ".join(f"{word} {limit}" for word, limit in bounds.items())
             problems.append({"field": f"{where}.{kind}", "message": f"a bound is outside {name}'s limits ({limits})"})
     return problems
+
+
+def overridden(spec):
+    """What the answer warns of: a field both in the grid and the random
+    space is drawn (a draw is set after the grid's value, as a swept
+    object's fields are after the object), so its grid list only multiplies
+    the points.  Accepted, not refused: no JSON Schema the fuzzers can
+    generate from states "not both" for every field (``app/openapi.py``)."""
+    both = sorted(set(spec.grid or {}) & set(spec.random.space if spec.random else {}))
+    return [f"{name} is both in grid and random.space: each trial takes the draw; the grid's "
+            f"{len(spec.grid[name])} value(s) only multiply the points" for name in both]
 
 
 def _method_problems(spec, base):

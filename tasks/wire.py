@@ -309,6 +309,8 @@ class SweepCreated(Sweep):
     """``POST /api/tunix/sweeps``: the sweep and its trials, as runs."""
 
     runs: list[Run] = Field(description="the trials created, in order")
+    warnings: list[str] = Field([], description="what the sweep does that its request may not have meant "
+                                                "(a field both in grid and random.space is drawn)")
 
 
 class SweepPage(_Answer):

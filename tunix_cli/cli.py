@@ -916,6 +916,8 @@ def sweep_submit(ctx, path, file_, as_json):
     click.echo(created.sweep_id)
     err.print(f"{created.trials} trials queued" + (f", {created.duplicates} duplicates not created"
                                                    if created.duplicates else ""))
+    for warning in created.warnings:
+        err.print(f"warning: {warning}")
 
 
 @sweep.command(name="status")

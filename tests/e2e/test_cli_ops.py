@@ -281,6 +281,13 @@ def test_sweep_status_prints_the_best_trial_by_the_sweeps_metric_not_the_trainin
                                                              [low_loss, "completed", "10", "3.5000"]]
     # And a sweep file given twice (PATH and -f) is a usage error
     assert stack.tunix("sweep", "submit", str(path), "-f", str(path)).returncode == 2
+    # And a sweep that draws a field its grid lists too is made, with the answer's warning printed
+    path.write_text("name: both\nbase: {dataset_key: synthetic, model_id: llama3-tiny}\ngrid: {seed: [1, 2]}\n"
+                    "random: {count: 1, space: {seed: {choice: [3]}}}\n")
+    made = stack.tunix("sweep", "submit", str(path))
+    assert made.returncode == 0, made.stderr
+    assert "warning: seed is both in grid and random.space: each trial takes the draw" in made.stderr, made.stderr
+    stack.tunix("cancel", "--sweep", made.stdout.strip())
 
 
 # --------------------------------------------------------------------------- completion

@@ -47,6 +47,8 @@ CASES = {
                                                                 "metric": "reward_margin"},
     "a method's metric with that method": {"base": PREFS, "grid": {"seed": [1]}, "metric": "reward_margin"},
     "kl on an sft base": {"grid": {"seed": [1]}, "metric": "kl"},
+    "a field both in the grid and the random space (drawn, with a warning)": {
+        "grid": {"seed": [1, 2]}, "random": {"count": 1, "space": {"seed": {"choice": [3]}}}},
 }
 
 
@@ -79,6 +81,9 @@ def test_the_document_allows_a_sweep_exactly_when_the_api_accepts_it(client, doc
     assert (response.status_code == 202) == valid, (valid, response.get_json())
     if response.status_code == 422:
         assert response.get_json()["error"]["fields"], response.get_json()
+    else:
+        both = set(body.get("grid") or {}) & set((body.get("random") or {}).get("space") or {})
+        assert [w.split(" ")[0] for w in response.get_json()["warnings"]] == sorted(both)
 
 
 def test_the_sweep_document_is_one_schemathesis_can_generate_from(document):

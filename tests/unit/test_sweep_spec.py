@@ -64,8 +64,6 @@ def test_what_is_not_a_sweep_is_refused():
     assert set(fields({"name": "x", "base": BASE})) == {"grid"}
     assert set(fields({"base": BASE, "grid": {"seed": [1]}, "early": 1})) == {"name", "early"}
     assert set(fields({"name": "x", "base": BASE, "grid": {"seed": []}})) == {"grid.seed"}
-    assert set(fields({"name": "x", "base": BASE, "grid": {"seed": [1]},
-                       "random": {"count": 2, "space": {"seed": {"choice": [1, 2]}}}})) == {"random.space.seed"}
     assert set(fields({"name": "x", "base": BASE, "grid": {"seed": [1]}, "metric": "accuracy"})) == {"metric"}
 
 
@@ -177,3 +175,14 @@ def test_a_space_whose_draws_could_pair_a_method_with_anothers_settings_is_refus
     # null settings with any method are no settings
     spec, trials, *_ = expand({"name": "m", "base": BASE, "grid": {"method": ["sft", "dpo"], "dpo": [None]}}, SETTINGS)
     assert [config["method"] for _, config in trials] == ["sft", "dpo"]
+
+
+def test_a_field_both_in_the_grid_and_the_random_space_is_drawn_with_a_warning():
+    spec, trials, duplicates, _ = expand({"name": "x", "base": BASE, "grid": {"seed": [1, 2], "batch_size": [2, 4]},
+                                          "random": {"count": 2, "seed": 3, "space": {"seed": {"choice": [7, 8]}}}},
+                                         SETTINGS)
+    assert {config["seed"] for _, config in trials} <= {7, 8} and len(trials) + duplicates == 8
+    assert sweep_spec.overridden(spec) == ["seed is both in grid and random.space: each trial takes the draw; the "
+                                           "grid's 2 value(s) only multiply the points"]
+    spec, *_ = expand({"name": "x", "base": BASE, "grid": {"seed": [1]}}, SETTINGS)
+    assert sweep_spec.overridden(spec) == []
