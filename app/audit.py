@@ -43,24 +43,24 @@ def _uuid(value):
         return None
 
 
-def _run_ids(response):
+def _run_ids(body):
+    """``body``: the answer's JSON (None when it is not JSON)."""
     ids = list(g.get("audit_run_ids", ()))
     # A path's run id as given: a malformed one (its 404) names no run.
     view_id = _uuid((request.view_args or {}).get("run_id"))
     if view_id:
         ids.append(view_id)
-    if response.is_json:
-        body = response.get_json(silent=True)
+    if body is not None:
         rows = body.get("data") if isinstance(body, dict) and isinstance(body.get("data"), list) else [body]
         for row in rows:
-            if isinstance(row, dict) and _uuid(row.get("run_id")):
-                ids.append(_uuid(row["run_id"]))
+            run_id = _uuid(row.get("run_id")) if isinstance(row, dict) else None
+            if run_id:
+                ids.append(run_id)
     return list(dict.fromkeys(ids))[:MAX_RUN_IDS]
 
 
-def _detail(response):
-    """What the answer said besides its runs: an error's code, a bulk move's counts, a sweep."""
-    body = response.get_json(silent=True) if response.is_json else None
+def _detail(body):
+    """What the answer (its JSON ``body``) said besides its runs: an error's code, a bulk move's counts, a sweep."""
     if not isinstance(body, dict):
         return None
     detail = {}
@@ -90,10 +90,12 @@ def writer():
 def _record(response):
     if current_app.config["AUDIT"] and _audited():
         who = caller()
+        # The answer's JSON, parsed once for both.
+        body = response.get_json(silent=True) if response.is_json else None
         row = dict(user_name=who.name, role=who.role if who.via != "open" else None, token_id=who.token_id,
                    action=request.endpoint or "unmatched", method=request.method, path=request.path,
-                   run_ids=_run_ids(response), status=response.status_code, remote_addr=request.remote_addr,
-                   detail=_detail(response))
+                   run_ids=_run_ids(body), status=response.status_code, remote_addr=request.remote_addr,
+                   detail=_detail(body))
         # Written by the writer's thread, off the request's (its commit is not the client's wait).
         writer().put(row)
     settings = current_app.config["SETTINGS"]

@@ -79,6 +79,8 @@ class Connection(psycopg2.extensions.connection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._after_commit = []
+        #: Names of the queries this session has prepared (``registry.cursor.fetch_one_prepared``).
+        self.prepared = set()
 
     def after_commit(self, fn):
         if self.autocommit:

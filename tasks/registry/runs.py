@@ -15,7 +15,8 @@ from ..errors import AttemptsExhausted, InvalidTransition, RunNotFound
 from ..metrics import RUNS_TOTAL, timed_write
 from ..settings import get_settings
 from .queue import message_params
-from .cursor import execute_values, fetch_all, fetch_column, fetch_one, fetch_tuples, fetch_value, jsonb
+from .cursor import (execute_values, fetch_all, fetch_column, fetch_one, fetch_one_prepared, fetch_tuples, fetch_value,
+                     jsonb)
 
 
 def _count(conn, status, mode, n=1):
@@ -35,7 +36,7 @@ def submit_run(conn, *, run_id, mode, dry_run, dataset_key, model_id, config, me
     assert str(message_id) == str(run_id), "a run's message id is its run id"
     S = lifecycle.RunStatus
     with timed_write("submit"):
-        run = fetch_one(
+        run = fetch_one_prepared(
             conn, "submit_run",
             run_id=run_id, mode=mode, dry_run=dry_run, dataset_key=dataset_key, model_id=model_id,
             config=Json(config), priority=priority, idempotency_key=idempotency_key, request_hash=request_hash,

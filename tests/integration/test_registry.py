@@ -334,3 +334,30 @@ class TestLabels:
         row = registry.update_run_labels(conn, run["id"], name=None, tags=[])
         assert (row["name"], row["tags"], row["notes"]) == (None, [], "why it failed")
         assert registry.update_run_labels(conn, uuid.uuid4(), notes="") is None
+
+
+def test_the_prepared_submit_survives_a_migration_that_changes_its_row_and_a_lost_statement(databases):
+    # Given the API's connection (pooled, autocommit), whose submit statement is prepared once
+    # per session (tasks/registry/cursor.fetch_one_prepared)
+    from tasks import db
+
+    pool = db.make_pool(databases.create(), 1)
+    try:
+        with db.autocommit(pool) as conn:
+            first = new_run(conn)
+            assert "submit_run" in conn.prepared
+            # When a migration adds a column to the row it returns (PostgreSQL then refuses
+            # the prepared plan: "cached plan must not change result type")
+            conn.cursor().execute("ALTER TABLE tunix_runs ADD COLUMN tunix_test_extra int")
+            # Then the next submit prepares it again and writes its run, once
+            second = new_run(conn)
+            assert "tunix_test_extra" in second
+            # And so does one after the session lost its prepared statements
+            conn.cursor().execute("DEALLOCATE ALL")
+            third = new_run(conn)
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM tunix_runs")
+                assert cur.fetchone()[0] == 3
+            assert len({first["id"], second["id"], third["id"]}) == 3
+    finally:
+        pool.closeall()
