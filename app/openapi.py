@@ -107,7 +107,7 @@ def _schemas(datasets, run_time_limit_s):
         if branch.get("type") == "integer":
             branch["maximum"] = run_time_limit_s
     schemas["RunSpec"] = run_spec
-    schemas["SweepSpec"] = _sweep_spec(run_spec, schemas, datasets)
+    schemas["SweepSpec"] = _sweep_spec(run_spec, schemas, datasets, run_time_limit_s)
     schemas["RunFilter"] = RunFilter.model_json_schema()
     schemas["SeriesRequest"] = SeriesRequest.model_json_schema()
     schemas["RunUpdate"] = RunUpdate.model_json_schema()
@@ -205,7 +205,7 @@ def _method_variants(swept, datasets):
     return {"anyOf": variants}
 
 
-def _sweep_spec(run_spec, schemas, datasets):
+def _sweep_spec(run_spec, schemas, datasets, run_time_limit_s):
     """``SweepSpec``, with its base a ``RunSpec`` and each grid field a list
     of that field's values.  What no schema can say (the trials' count, a
     value's validity with the rest of its trial) is a 422 at submit
@@ -234,7 +234,7 @@ def _sweep_spec(run_spec, schemas, datasets):
         # only over a number, [low, high] within its limits (log_uniform's
         # above 0); choice's at least one value, each one the field takes (a
         # plain run found `choice: [null]` for batch_size documented and refused).
-        bounds = sweep_spec.numeric_bounds(name)
+        bounds = sweep_spec.numeric_bounds(name, run_time_limit_s)
         kinds = {"choice": {"type": "array", "minItems": 1, "items": field_schema(name)}}
         if bounds is not None:
             number = {"type": "number", **bounds}

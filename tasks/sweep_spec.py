@@ -95,15 +95,20 @@ def _field_schema(name):
 BOUND_WORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 
-def numeric_bounds(name):
+def numeric_bounds(name, run_time_limit_s):
     """The limits of a sweepable field that is a number (``{"minimum": 0,
     ...}`` in JSON Schema's words, maybe empty), or None for a field that is
-    not: what a ``uniform`` or ``log_uniform`` over it may span.  The API
-    checks them and the document states them from this one place."""
+    not: what a ``uniform`` or ``log_uniform`` over it may span, the
+    operator's ``RUN_TIME_LIMIT_S`` included (a plain schemathesis run drew
+    ``time_limit_s`` from [6e307, 1.2e308]).  The API checks them and the
+    document states them from this one place."""
     schema = _field_schema(name)
     for branch in schema.get("anyOf", [schema]):
         if branch.get("type") in ("integer", "number"):
-            return {word: branch[word] for word in BOUND_WORDS if word in branch}
+            bounds = {word: branch[word] for word in BOUND_WORDS if word in branch}
+            if name == "time_limit_s":
+                bounds["maximum"] = min(bounds.get("maximum", run_time_limit_s), run_time_limit_s)
+            return bounds
     return None
 
 
@@ -234,7 +239,7 @@ def _draw(rng, distribution, integral):
     return round(value) if integral else value
 
 
-def _check_space(spec):
+def _check_space(spec, settings):
     """Problems of the search space's shape: fields that are not run
     fields, a field both in the grid and the random space, distributions
     that are not one of ``DISTRIBUTIONS`` with the right bounds."""
@@ -265,7 +270,7 @@ def _check_space(spec):
             if not values:
                 problems.append({"field": f"{where}.choice", "message": "expected at least one value"})
             continue
-        bounds = numeric_bounds(name)
+        bounds = numeric_bounds(name, settings.run_time_limit_s)
         numbers = len(values) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                            and math.isfinite(v) for v in values)
         if bounds is None:
@@ -388,7 +393,7 @@ def expand(body, settings):
         raise SweepInvalid([dict(e, field="base." + e["field"]) for e in field_errors(exc)]) from None
     if not spec.grid and not spec.random:
         raise SweepInvalid([{"field": "grid", "message": "a sweep needs a grid, a random search, or both"}])
-    problems = _check_space(spec)
+    problems = _check_space(spec, settings)
     problems = problems or _method_problems(spec, base)
     if problems:
         raise SweepInvalid(problems)

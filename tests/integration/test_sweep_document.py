@@ -27,6 +27,9 @@ CASES = {
         "random": {"count": 2, "space": {"learning_rate": {"log_uniform": [1e-5, 1]}}}},
     "a range over a field that is not a number": {"random": {"count": 1, "space": {"model_id": {"uniform": [0, 1]}}}},
     "a range past a number's limits": {"random": {"count": 1, "space": {"learning_rate": {"uniform": [-1, 1]}}}},
+    "a time limit drawn past the operator's maximum": {
+        "random": {"count": 1, "space": {"time_limit_s": {"uniform": [6.0e307, 1.2e308]}}}},
+    "a time limit drawn within it": {"random": {"count": 1, "space": {"time_limit_s": {"uniform": [60, 600]}}}},
     "an object and its own field swept together": {"grid": {"lora": [None, {"rank": 4}], "lora.rank": [8]}},
     "dpo settings under sft": {"grid": {"dpo.beta": [0.1]}},
     "dpo settings under dpo": {"base": PREFS, "grid": {"dpo.beta": [0.1, 0.2]}},

@@ -145,8 +145,11 @@ def test_a_range_is_drawn_only_over_a_number_and_within_its_limits():
     assert set(fields(space(model_id={"uniform": [0, 1]}))) == {"random.space.model_id.uniform"}
     assert set(fields(space(learning_rate={"uniform": [-1, 0.5]}))) == {"random.space.learning_rate.uniform"}
     assert set(fields(space(learning_rate={"log_uniform": [1e-5, 2]}))) == {"random.space.learning_rate.log_uniform"}
-    assert sweep_spec.numeric_bounds("learning_rate") == {"exclusiveMinimum": 0, "maximum": 1}
-    assert sweep_spec.numeric_bounds("model_id") is None
+    assert sweep_spec.numeric_bounds("learning_rate", 86400) == {"exclusiveMinimum": 0, "maximum": 1}
+    assert sweep_spec.numeric_bounds("model_id", 86400) is None
+    # the operator's maximum time limit bounds a drawn one (SETTINGS: 86400)
+    assert sweep_spec.numeric_bounds("time_limit_s", 600)["maximum"] == 600
+    assert set(fields(space(time_limit_s={"uniform": [60, 1e308]}))) == {"random.space.time_limit_s.uniform"}
     spec, trials, *_ = expand(space(learning_rate={"log_uniform": [1e-5, 1]}, **{"dpo.beta": {"uniform": [0.1, 10]}},
                                     method={"choice": ["dpo"]}), SETTINGS)
     assert len(trials) == 2
