@@ -14,9 +14,6 @@ import jsonschema_rs
 import pytest
 from jsonschema_rs import canonical
 
-import app.db as app_db
-from app import create_app
-from tasks.settings import Settings
 
 BASE = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
 PREFS = dict(BASE, dataset_key="json-person-prefs", method="dpo")
@@ -55,17 +52,14 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module")
-def document():
-    return create_app({"SETTINGS": Settings(database_url="postgresql://unused/x")}).test_client() \
-        .get("/openapi.json").get_json()
+@pytest.fixture
+def client(make_client):
+    return make_client()
 
 
 @pytest.fixture
-def client(registry_url, pool, monkeypatch):
-    monkeypatch.delenv("API_TOKEN", raising=False)
-    monkeypatch.setattr(app_db, "get_pool", lambda: pool)
-    return create_app({"SETTINGS": Settings(database_url=registry_url)}).test_client()
+def document(client):
+    return client.get("/openapi.json").get_json()
 
 
 def bundled(document, name):

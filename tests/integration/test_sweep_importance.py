@@ -7,19 +7,13 @@ import uuid
 import jsonschema
 import pytest
 
-import app.db as app_db
-from app import create_app
-from tasks.settings import Settings
-
 BASE = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3]
 
 
 @pytest.fixture
-def client(registry_url, pool, monkeypatch):
-    monkeypatch.delenv("API_TOKEN", raising=False)
-    monkeypatch.setattr(app_db, "get_pool", lambda: pool)
-    return create_app({"SETTINGS": Settings(database_url=registry_url)}).test_client()
+def client(make_client):
+    return make_client()
 
 
 def submit(client, body):
