@@ -88,9 +88,7 @@ def transition(conn, run_id, move, *, attempt=None, worker_id=None, result=None,
       InvalidTransition: the run is in a status the move does not start from.
     """
     move = lifecycle.move(move)
-    if max_attempts is None and (move.claims or move.budget):
-        # Only a claim and a budget change read it (the query, and the
-        # refusal below); each settings read is ~35-80 us of a worker's CPU.
+    if max_attempts is None:
         max_attempts = get_settings().max_attempts
     with timed_write(move.name):
         row = fetch_one(
