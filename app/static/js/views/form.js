@@ -131,6 +131,22 @@ export function showApiErrors(error, box, title, place) {
   }
 }
 
+/**
+ * Prefill `form` (a run or sweep form: `prefill(config, runId)`) from the run
+ * named by the page's `?from=`, while `alive()`; a run that is not there, or
+ * another failure, is a toast.
+ */
+export async function prefillFromRun(form, toast, alive) {
+  const from = new URLSearchParams(location.search).get("from");
+  if (!from) return;
+  try {
+    const run = await api.run(from);
+    if (alive()) form.prefill(run.config, run.run_id);
+  } catch (exc) {
+    if (alive()) toast(exc instanceof ApiError && exc.status === 404 ? "That run does not exist." : `Could not prefill: ${exc.message}`, { kind: "error" });
+  }
+}
+
 export class SubmitForm {
   constructor({ datasets, models, onSubmitted, onSyncStarted, toast }) {
     this.datasets = datasets;

@@ -1,8 +1,8 @@
 // "/": the submit form next to the live run history.
 
-import { api, ApiError } from "../api.js";
+import { api } from "../api.js";
 import { h, shortId } from "../dom.js";
-import { SubmitForm } from "./form.js";
+import { SubmitForm, prefillFromRun } from "./form.js";
 import { RunHistory } from "./history.js";
 
 export function renderHome(root, { toast }) {
@@ -52,15 +52,7 @@ export function renderHome(root, { toast }) {
     grid.replaceChildren(form.el, history.el);
     history.load();
 
-    const from = new URLSearchParams(location.search).get("from");
-    if (from) {
-      try {
-        const run = await api.run(from);
-        if (!destroyed) form.prefill(run.config, run.run_id);
-      } catch (exc) {
-        if (!destroyed) toast(exc instanceof ApiError && exc.status === 404 ? "That run does not exist." : `Could not prefill: ${exc.message}`, { kind: "error" });
-      }
-    }
+    await prefillFromRun(form, toast, () => !destroyed);
   })();
 
   return {

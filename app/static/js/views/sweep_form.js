@@ -9,7 +9,7 @@
 
 import { api, ApiError, request } from "../api.js";
 import { h, icon, fmtNumber, shortId } from "../dom.js";
-import { SubmitForm, showApiErrors } from "./form.js";
+import { SubmitForm, prefillFromRun, showApiErrors } from "./form.js";
 
 const NUMBER_RE = /^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/;
 
@@ -435,15 +435,7 @@ export function renderSweepForm(root, { navigate, toast }) {
       navigate(`/sweeps/${sweep.sweep_id}`);
     } });
     holder.replaceWith(form.el);
-    const from = new URLSearchParams(location.search).get("from");
-    if (from) {
-      try {
-        const run = await api.run(from);
-        if (!destroyed) form.prefill(run.config, run.run_id);
-      } catch (exc) {
-        if (!destroyed) toast(`Could not prefill: ${exc.message}`, { kind: "error" });
-      }
-    }
+    await prefillFromRun(form, toast, () => !destroyed);
   })();
   return { destroy() { destroyed = true; } };
 }
