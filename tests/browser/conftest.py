@@ -281,3 +281,30 @@ QUICK_TRAINING = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_ru
 @pytest.fixture
 def quick_training():
     return dict(QUICK_TRAINING)
+
+
+@pytest.fixture
+def finished_sweep(live_system):
+    """Factory: ``finished_sweep(body)`` submits a sweep of dry trials, waits
+    for it to finish, and records trial i a training loss falling to 1 + i
+    over steps 1..300, as a worker writes them; ``(sweep_id, run ids)``."""
+    from support import connect, wait_for
+
+    def make(body):
+        response = live_system.http.post(live_system.url("/api/tunix/sweeps"), json=body, timeout=60)
+        assert response.status_code == 202, response.text
+        sweep = response.json()
+        ids = [r["run_id"] for r in sweep["runs"]]
+        wait_for(lambda: live_system.http.get(live_system.url(f"/api/tunix/sweeps/{sweep['sweep_id']}"), timeout=10)
+                 .json()["status"] == "finished", 60, message="dry trials done")
+        conn = connect(live_system.database_url)
+        try:
+            with conn.cursor() as cur:
+                for i, run_id in enumerate(ids):
+                    cur.execute("INSERT INTO tunix_run_metrics (run_id, step, loss, attempt) "
+                                "SELECT %s, s, %s + 5.0 / s, 1 FROM generate_series(1, 300) s", (run_id, 1 + i))
+        finally:
+            conn.close()
+        return sweep["sweep_id"], ids
+
+    return make

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from support import connect, wait_for
+from support import connect
 
 pytestmark = pytest.mark.browser
 
@@ -171,27 +171,20 @@ def test_log_y_zoom_smoothing_and_wall_time_change_what_is_drawn(page, trained_r
 
 
 @pytest.fixture
-def eval_ranked_sweep(live_system):
+def eval_ranked_sweep(live_system, finished_sweep):
     """Six trials ranked on the eval loss (the default), whose best by the
     training loss (trial 0) is the worst by the eval loss (trial 5 is best)."""
-    body = {"name": "eval ranked", "base": BASE, "grid": {"learning_rate": [1e-4, 1e-3, 1e-2], "batch_size": [2, 4]}}
-    response = live_system.http.post(live_system.url("/api/tunix/sweeps"), json=body, timeout=60)
-    assert response.status_code == 202, response.text
-    sweep = response.json()
-    ids = [r["run_id"] for r in sweep["runs"]]
-    wait_for(lambda: live_system.http.get(live_system.url(f"/api/tunix/sweeps/{sweep['sweep_id']}"), timeout=10)
-             .json()["status"] == "finished", 60, message="dry trials done")
+    sweep_id, ids = finished_sweep({"name": "eval ranked", "base": BASE,
+                                    "grid": {"learning_rate": [1e-4, 1e-3, 1e-2], "batch_size": [2, 4]}})
     conn = connect(live_system.database_url)
     try:
         with conn.cursor() as cur:
             for i, run_id in enumerate(ids):
-                cur.execute("INSERT INTO tunix_run_metrics (run_id, step, loss, attempt) "
-                            "SELECT %s, s, %s + 5.0 / s, 1 FROM generate_series(1, 300) s", (run_id, 1 + i))
                 cur.execute("INSERT INTO tunix_run_evals (run_id, step, eval_loss, examples, attempt) "
                             "SELECT %s, s, %s + 50.0 / s, 16, 1 FROM generate_series(50, 300, 50) s", (run_id, 7 - i))
     finally:
         conn.close()
-    return sweep["sweep_id"], ids
+    return sweep_id, ids
 
 
 def test_the_sweep_overlay_draws_its_metric_with_the_best_trial_by_that_metric_in_colour(

@@ -5,34 +5,16 @@ and the comparison of two selected trials."""
 
 import pytest
 
-from support import connect, wait_for
-
 pytestmark = pytest.mark.browser
 
 BASE = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
 
 
 @pytest.fixture
-def sweep(live_system):
-    # Ranked on the training loss: dry runs have no eval loss
-    body = {"name": "ui sweep", "base": BASE, "grid": {"learning_rate": [1e-3, 1e-2, 1e-1], "batch_size": [2, 4]},
-            "metric": "loss"}
-    response = live_system.http.post(live_system.url("/api/tunix/sweeps"), json=body, timeout=60)
-    assert response.status_code == 202, response.text
-    sweep = response.json()
-    ids = [r["run_id"] for r in sweep["runs"]]
-    wait_for(lambda: live_system.http.get(live_system.url(f"/api/tunix/sweeps/{sweep['sweep_id']}"), timeout=10)
-             .json()["status"] == "finished", 60, message="dry trials done")
-    conn = connect(live_system.database_url)
-    try:
-        with conn.cursor() as cur:
-            # Trial i's loss falls to 1 + i: trial 0 is the best
-            for i, run_id in enumerate(ids):
-                cur.execute("INSERT INTO tunix_run_metrics (run_id, step, loss, attempt) "
-                            "SELECT %s, s, %s + 5.0 / s, 1 FROM generate_series(1, 300) s", (run_id, 1 + i))
-    finally:
-        conn.close()
-    return sweep["sweep_id"], ids
+def sweep(finished_sweep):
+    # Ranked on the training loss (dry runs have no eval loss); trial i's loss falls to 1 + i: trial 0 is the best
+    return finished_sweep({"name": "ui sweep", "base": BASE, "metric": "loss",
+                           "grid": {"learning_rate": [1e-3, 1e-2, 1e-1], "batch_size": [2, 4]}})
 
 
 def test_a_sweeps_page_overlays_every_curve_ranks_the_trials_and_compares_two(page, sweep):
