@@ -15,8 +15,12 @@ import tenacity
 
 logger = logging.getLogger(__name__)
 
+#: The longest wait between two tries: once an outage ends, a patient write
+#: lands within this long (the reaper waits it out before it takes a run).
+MAX_DELAY_S = 5.0
 
-def patiently(fn, patience_s, errors, *, first_delay_s=0.25, max_delay_s=5.0, what="the call"):
+
+def patiently(fn, patience_s, errors, *, first_delay_s=0.25, max_delay_s=MAX_DELAY_S, what="the call"):
     """``fn()``, retried on ``errors`` (an exception class or a tuple) for up to ``patience_s`` seconds."""
     backoff = tenacity.wait_exponential(multiplier=first_delay_s, exp_base=2, min=first_delay_s, max=max_delay_s)
 

@@ -8,6 +8,7 @@ returns the run's status, so a cancel is seen within a beat without a query
 of its own.
 """
 
+import contextlib
 import logging
 import threading
 
@@ -31,6 +32,32 @@ FLUSH_INTERVAL_S = 0.5
 #: How long the last flush waits for the database to come back: the end of
 #: the log says why a run ended.
 LAST_FLUSH_PATIENCE_S = 30
+
+
+@contextlib.contextmanager
+def beating(beat, every_s):
+    """``beat()`` every ``every_s`` seconds from a thread of its own while the
+    block runs: a run's heartbeat through work that is not the training's
+    (a conversion, the uploads after it exited); a failed beat is logged."""
+    if beat is None:
+        yield
+        return
+    done = threading.Event()
+
+    def loop():
+        while not done.wait(every_s):
+            try:
+                beat()
+            except Exception:  # noqa: BLE001 - a missed beat, never the work
+                logger.exception("heartbeat failed")
+
+    thread = threading.Thread(target=loop, name="run-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 class RunMonitor:

@@ -75,7 +75,7 @@ import time
 import uuid
 from hashlib import sha256
 
-from tasks import actors, admission, db, lifecycle, registry
+from tasks import actors, admission, db, lifecycle, registry, retrying
 from tasks.broker import DRY_QUEUE, TRAIN_QUEUE
 from tasks.errors import InvalidTransition
 from tasks.metrics import RETENTION_PRUNED, RUNS_RECOVERED, RUNS_RETRIED, SILENT_SESSIONS_ENDED
@@ -130,7 +130,8 @@ class Reaper:
         self.pool = pool
         self.settings = settings
         self._stop = threading.Event()
-        #: ``time.monotonic()`` before which lost runs are not recovered (see above).
+        #: ``time.monotonic()`` before which lost runs are not recovered; None
+        #: after a failed pass, until one writes (see ``run_once``).
         self._quiet_until = 0.0
         #: Run folders of the store still to sweep, and when ``runs/`` was last listed.
         self._folders, self._listed_at = [], None
@@ -232,12 +233,21 @@ class Reaper:
         return len(doomed)
 
     def run_once(self):
-        if time.monotonic() < self._quiet_until:
-            return None, self.republish_orphans()
         # A write first: on a database that answers but refuses writes (a
         # failover) the pass fails here, before it ends the sessions of
         # workers whose heartbeats the same refusal silenced.
         self.forget_dead_workers()
+        now = time.monotonic()
+        if self._quiet_until is None:
+            # The first pass that writes after a failed one: the heartbeats
+            # the failure silenced get a whole timeout from now, and a patient
+            # writer's last back-off (a final write, a last flush) on top.
+            # Counted from the failure instead, a dry run whose final write
+            # waited out 8 s of a read-only database was taken back and run
+            # again (tests/reliability/test_read_only_database.py).
+            self._quiet_until = now + self.settings.heartbeat_timeout_s + retrying.MAX_DELAY_S
+        if now < self._quiet_until:
+            return None, self.republish_orphans()
         self.end_silent_sessions()
         self.fail_lost_jobs()
         try:
@@ -363,9 +373,9 @@ class Reaper:
         try:
             return self.run_once()
         except Exception as exc:
-            self._quiet_until = time.monotonic() + self.settings.heartbeat_timeout_s
+            self._quiet_until = None  # see run_once
             logger.warning("reaper pass failed (lost runs wait %ss once it works again): %s",
-                           self.settings.heartbeat_timeout_s, exc)
+                           self.settings.heartbeat_timeout_s + retrying.MAX_DELAY_S, exc)
             return None
 
     def run_forever(self):

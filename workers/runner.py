@@ -23,6 +23,7 @@ checkpoints or manifest the store refused never ends ``completed``.
 """
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -60,7 +61,7 @@ from . import dataset_cache
 from .checkpoint_sync import CheckpointSync
 from .context import current_run
 from .disk import disk_full, is_no_space
-from .monitor import FLUSH_INTERVAL_S, LOST, RunMonitor
+from .monitor import FLUSH_INTERVAL_S, LOST, RunMonitor, beating
 # The training's event lines: their prefix (the sampling program's too) and their one parser.
 from .training.events import EVENT_PREFIX, parse_event  # noqa: F401 - EVENT_PREFIX is re-exported
 
@@ -379,6 +380,12 @@ def train(run, dataset, model, scratch, settings):
     latest recorded one is restored before it starts, each step orbax
     finalises is uploaded and recorded while it trains, the last ones once
     it exited."""
+    with contextlib.ExitStack() as ending:
+        return _train(run, dataset, model, scratch, settings, ending)
+
+
+def _train(run, dataset, model, scratch, settings, ending):
+    """``train``; ``ending`` holds the heartbeat of the work after the training exited."""
     pool = get_pool()
     store = get_store(settings)
     monitor = RunMonitor(pool, run)
@@ -446,6 +453,11 @@ def train(run, dataset, model, scratch, settings):
                 break
             time.sleep(0.1)
     finally:
+        # From here to train's return (the last checkpoints, the log, the
+        # summary: seconds, or a store's or the database's whole patience)
+        # the run's heartbeat goes on: silent, the reaper would take back a
+        # finished training and train it again.
+        ending.enter_context(beating(monitor.flush, FLUSH_INTERVAL_S))
         # SIGTERM first: the training saves a checkpoint and exits.
         stop_process_group(proc, DISK_FULL_GRACE_S if isinstance(stopped, (DiskFull, StoreForbidden))
                            else KILL_GRACE_S)

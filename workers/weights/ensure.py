@@ -41,11 +41,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import uuid
 
 from tasks.errors import ObjectMissing, RunFailed, StoreUnavailable
 
+from ..monitor import beating
 from . import convert as conversion
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def ensure(spec, settings, say=None, beat=None, convert_argv=None):
     if is_complete(folder, spec):
         return folder
     os.makedirs(settings.models_dir, exist_ok=True)
-    with _beating(beat), _locked(os.path.join(settings.models_dir, f".{spec.weights_subdir}.lock"), say, spec):
+    with beating(beat, BEAT_S), _locked(os.path.join(settings.models_dir, f".{spec.weights_subdir}.lock"), say, spec):
         if is_complete(folder, spec):
             return folder  # another worker of this host made it while we waited
         _clear_leftovers(folder)
@@ -146,29 +146,6 @@ def ensure(spec, settings, say=None, beat=None, convert_argv=None):
         _convert(folder, spec, say, convert_argv)
         _upload(store, prefix, folder, say)
     return folder
-
-
-@contextlib.contextmanager
-def _beating(beat):
-    if beat is None:
-        yield
-        return
-    done = threading.Event()
-
-    def loop():
-        while not done.wait(BEAT_S):
-            try:
-                beat()
-            except Exception:  # noqa: BLE001 - a missed beat, never the install
-                logger.exception("weights: heartbeat failed")
-
-    thread = threading.Thread(target=loop, name="weights-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
 
 
 @contextlib.contextmanager
