@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     port: int = _var("PORT", 8000, "API port", ge=1, le=65535)
     workers: int = _var("WORKERS", 2, "worker processes in one worker launch", ge=1, le=256)
     worker_threads: int = _var("WORKER_THREADS", 8, "threads per worker process", ge=1, le=1024)
+    worker_shutdown_timeout_s: float = _var("WORKER_SHUTDOWN_TIMEOUT_S", 30.0, "how long a stopping worker process "
+                                            "waits for its runs (dramatiq's `--worker-shutdown-timeout`): a "
+                                            "training's hand-back, its checkpoint saved and uploaded, must fit in it; "
+                                            "raise it for a big model or a slow store (the Helm chart derives it)",
+                                            gt=0)
     data_dir: str = _var(
         "DATA_DIR", "./var", "this host's scratch: a folder per training attempt (`runs/<run_id>/a<attempt>/`: "
         "job file, logs, orbax's checkpoints while written; removed once the attempt's checkpoints and manifest "

@@ -28,10 +28,6 @@ from tasks.settings import settings_at_start
 
 logger = logging.getLogger("tunix.workers")
 
-#: How long dramatiq waits for in-flight messages when told to stop.
-SHUTDOWN_TIMEOUT_MS = 30_000
-
-
 def start_reaper(settings):
     # NOTE: imported here, after PROMETHEUS_MULTIPROC_DIR is set (the
     # registry records metrics).
@@ -87,8 +83,10 @@ def main(argv=None):
     cmd = [sys.executable, "-m", dramatiq_cli, "workers.boot:boot",
            "--processes", str(settings.workers), "--threads", str(settings.worker_threads),
            # Bounded stop: trainings are interrupted at once (they checkpoint
-           # and are handed back); dry runs have this long to finish.
-           "--worker-shutdown-timeout", str(SHUTDOWN_TIMEOUT_MS)]
+           # and are handed back; past it, a training's hand-back is cut and
+           # the reaper re-runs it at the cost of an attempt); dry runs have
+           # this long to finish.
+           "--worker-shutdown-timeout", str(round(settings.worker_shutdown_timeout_s * 1000))]
     # WORKER_QUEUES: unset or empty, every queue (dramatiq's default).  A host
     # that must not generate samples leaves ``tunix-samples`` out; one that
     # only samples names it alone.

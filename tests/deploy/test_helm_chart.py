@@ -414,12 +414,14 @@ def test_the_keda_query_counts_deferred_pending_and_running_trainings_on_a_real_
 
 
 def test_the_worker_grace_period_covers_the_hand_back(tmp_dir):
-    from workers import launch, runner
+    from tasks.settings import Settings
+    from workers import runner
 
+    shutdown_default = Settings.model_fields["worker_shutdown_timeout_s"].default
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     hand_back = values["workers"]["handBack"]
     # Given values.yaml's hand-back figures, which mirror the code's
-    assert hand_back["shutdownTimeoutSeconds"] == launch.SHUTDOWN_TIMEOUT_MS / 1000
+    assert hand_back["shutdownTimeoutSeconds"] == shutdown_default
     assert hand_back["trainingStopSeconds"] == runner.KILL_GRACE_S
     needed = (max(hand_back["shutdownTimeoutSeconds"],
                   hand_back["trainingStopSeconds"] + hand_back["checkpointUploadSeconds"])
@@ -431,11 +433,16 @@ def test_the_worker_grace_period_covers_the_hand_back(tmp_dir):
     for deployment in workers:
         grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert grace == needed == 45
-        assert grace >= launch.SHUTDOWN_TIMEOUT_MS / 1000 and grace >= runner.KILL_GRACE_S
-    # Given a slower store: the grace grows with it
+        assert grace >= shutdown_default and grace >= runner.KILL_GRACE_S
+        # and the workers wait for their runs as long as the hand-back needs, no longer
+        worker = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert env_of(worker)["WORKER_SHUTDOWN_TIMEOUT_S"]["value"] == str(needed - hand_back["marginSeconds"]) == "30"
+    # Given a slower store: the workers' shutdown timeout and the grace grow with it
+    # (with the timeout left at 30 s, dramatiq would cut the upload whatever the grace)
     docs = render(merged(DB, {"workers": {"handBack": {"checkpointUploadSeconds": 120}}}), tmp_dir)
     (cpu,) = of_kind(docs, "Deployment", "tunix-tunix-rt-worker-cpu")
     assert cpu["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 10 + 120 + 15
+    assert env_of(cpu["spec"]["template"]["spec"]["containers"][0])["WORKER_SHUTDOWN_TIMEOUT_S"]["value"] == "130"
     # Given an explicit grace below the hand-back time: refused; above it: used
     proc = render(merged(DB, {"workers": {"terminationGracePeriodSeconds": 20}}), tmp_dir, check=False)
     assert proc.returncode != 0 and "below the hand-back time" in proc.stderr

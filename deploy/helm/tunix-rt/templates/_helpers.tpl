@@ -160,19 +160,27 @@ initContainers:
 {{- end -}}
 
 {{/*
+How long a stopping worker process waits for its runs (the workers'
+WORKER_SHUTDOWN_TIMEOUT_S): each training has trainingStopSeconds to stop
+after its step and save, then its checkpoint is uploaded; never below
+shutdownTimeoutSeconds (the setting's default, which dry runs get).
+
+  max(shutdownTimeoutSeconds, trainingStopSeconds + checkpointUploadSeconds)
+*/}}
+{{- define "tunix-rt.workerShutdownTimeout" -}}
+{{- $h := .Values.workers.handBack -}}
+{{- max (int $h.shutdownTimeoutSeconds) (add (int $h.trainingStopSeconds) (int $h.checkpointUploadSeconds)) -}}
+{{- end -}}
+
+{{/*
 Seconds a worker pod gets between SIGTERM and SIGKILL: enough to hand its
-trainings back (values.yaml, `workers.handBack`):
-
-  max(shutdownTimeoutSeconds, trainingStopSeconds + checkpointUploadSeconds) + marginSeconds
-
-dramatiq waits shutdownTimeoutSeconds for its runs; each training has
-trainingStopSeconds to stop after its step and save, then its checkpoint is
-uploaded; the margin covers the registry write, the re-queue and the exit.
+trainings back (values.yaml, `workers.handBack`): the shutdown timeout above
+plus marginSeconds (the registry write, the re-queue and the exit).
 An explicit workers.terminationGracePeriodSeconds below it is refused.
 */}}
 {{- define "tunix-rt.workerGracePeriod" -}}
 {{- $h := .Values.workers.handBack -}}
-{{- $computed := add (max (int $h.shutdownTimeoutSeconds) (add (int $h.trainingStopSeconds) (int $h.checkpointUploadSeconds))) (int $h.marginSeconds) -}}
+{{- $computed := add (int (include "tunix-rt.workerShutdownTimeout" .)) (int $h.marginSeconds) -}}
 {{- $set := .Values.workers.terminationGracePeriodSeconds -}}
 {{- if and (not (kindIs "invalid" $set)) (ne (toString $set) "") -}}
 {{- if lt (int $set) (int $computed) -}}
