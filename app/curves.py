@@ -67,7 +67,8 @@ def series_json(conn, run_ids, points, metric="loss", from_step=None, to_step=No
     within ``from_step``..``to_step`` (both included; None: the run's first,
     last), each curve at most ``points`` long.  ``elapsed``: seconds since the
     run's first recorded step; ``loss`` repeats ``values`` for a loss curve
-    (what clients before ``metric`` read)."""
+    (what clients before ``metric`` read); ``metrics``: what a chart of these
+    runs can draw (every training's, then the methods' own they recorded)."""
     check(metric, from_step, to_step)
     curves = registry.series(conn, run_ids, metric, points, max(1, points // PER_BUCKET),
                              0 if from_step is None else from_step, MAX_STEP if to_step is None else to_step)
@@ -78,4 +79,5 @@ def series_json(conn, run_ids, points, metric="loss", from_step=None, to_step=No
         if metric == "loss":
             item["loss"] = item["values"]
         data.append(item)
-    return {"points": points, "metric": metric, "from_step": from_step, "to_step": to_step, "data": data}
+    return {"points": points, "metric": metric, "from_step": from_step, "to_step": to_step,
+            "metrics": [*COLUMNS, *registry.recorded_method_metrics(conn, run_ids)], "data": data}

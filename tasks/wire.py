@@ -180,6 +180,9 @@ class SeriesList(_Answer):
     metric: str = "loss"
     from_step: Optional[int] = None
     to_step: Optional[int] = None
+    metrics: list[str] = Field(default_factory=list, description="the metrics a chart of these runs can draw: "
+                               "every training's (loss, eval_loss, learning_rate, grad_norm), then the methods' own "
+                               "that the runs recorded")
     data: list[Series]
 
 

@@ -30,7 +30,7 @@ holds one aggregate, its queries in the ``tasks/sql`` file of the same name:
 Every function is re-exported here, so callers write ``registry.get_run``.
 """
 
-from .activity import get_logs, get_metrics, last_log_seq, record_activity, series
+from .activity import get_logs, get_metrics, last_log_seq, record_activity, recorded_method_metrics, series
 from .admin import held_advisory_locks, silent_worker_sessions, terminate_session
 from .checkpoints import (all_checkpoint_keys, checkpoints_being_deleted, delete_checkpoint_row, get_checkpoint,
                           latest_checkpoint, list_checkpoints, mark_checkpoints_for_deletion, record_checkpoint)
@@ -57,7 +57,7 @@ __all__ = [
     "get_sweep", "heartbeat", "held_advisory_locks", "insert_runs", "insert_sweep", "last_log_seq",
     "latest_checkpoint", "list_checkpoints", "list_run_exports", "list_run_samples", "list_runs", "list_sweeps",
     "lost_runs", "mark_checkpoints_for_deletion", "matching_runs", "median_inputs", "nudge_passed_over", "promote",
-    "record_activity", "record_checkpoint", "rung_inputs", "runs_to_admit", "series", "settle_message",
+    "record_activity", "record_checkpoint", "recorded_method_metrics", "rung_inputs", "runs_to_admit", "series", "settle_message",
     "silent_worker_sessions", "submit_export", "submit_run", "submit_sample", "sweep_rule", "sweep_runs",
     "sweep_trial_ids", "sweep_trials", "terminate_session", "transition", "unqueued_pending_runs", "watch_runs",
     "worker_gone", "worker_heartbeat",

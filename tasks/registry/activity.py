@@ -2,7 +2,7 @@
 metrics, eval losses and log lines, and the reads of them."""
 
 from ..metrics import timed_write
-from .cursor import execute_values, fetch_all, fetch_tuples, fetch_value, jsonb
+from .cursor import execute_values, fetch_all, fetch_column, fetch_tuples, fetch_value, jsonb
 
 #: Rows per statement of a progress or log batch (psycopg2's own default).
 PAGE_ROWS = 100
@@ -37,6 +37,11 @@ def get_metrics(conn, run_id, first=0, last=2**31 - 1):
 
 def get_logs(conn, run_id, after=0, limit=1000):
     return fetch_all(conn, "get_logs", run_id=run_id, after=after, limit=limit)
+
+
+def recorded_method_metrics(conn, run_ids):
+    """The names of the methods' own metrics ``run_ids`` recorded (their last steps'), sorted."""
+    return fetch_column(conn, "recorded_method_metrics", ids=[str(i) for i in run_ids])
 
 
 def series(conn, run_ids, metric, points, buckets, lo, hi):

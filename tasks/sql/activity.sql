@@ -46,6 +46,18 @@ SELECT seq, stream, line, created_at FROM tunix_run_logs
 WHERE run_id = %(run_id)s AND seq > %(after)s
 ORDER BY seq LIMIT %(limit)s;
 
+-- name: recorded_method_metrics
+-- The method's own metrics (the names in the metrics' jsonb) the runs
+-- recorded, sorted: from each run's last step only (a method records its
+-- figures at every step), one probe of the primary key a run.
+SELECT DISTINCT k.name
+FROM unnest(%(ids)s::uuid[]) r(id)
+CROSS JOIN LATERAL (SELECT metrics FROM tunix_run_metrics m WHERE m.run_id = r.id
+                    ORDER BY m.step DESC LIMIT 1) last
+CROSS JOIN LATERAL jsonb_object_keys(CASE jsonb_typeof(last.metrics) WHEN 'object' THEN last.metrics
+                                         ELSE '{}'::jsonb END) k(name)
+ORDER BY k.name;
+
 -- name: series
 -- One metric of many runs in one read, within steps lo to hi, each run's
 -- span cut into %(buckets)s buckets of equal steps, each bucket keeping its

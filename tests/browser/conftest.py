@@ -284,6 +284,12 @@ def quick_training():
 
 
 @pytest.fixture
+def shots(tmp_path):
+    """Where a test's screenshots go: $SCREENSHOT_DIR (to look at them) or the test's own folder."""
+    return pathlib.Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+
+
+@pytest.fixture
 def finished_sweep(live_system):
     """Factory: ``finished_sweep(body)`` submits a sweep of dry trials, waits
     for it to finish, and records trial i a training loss falling to 1 + i

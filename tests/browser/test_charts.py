@@ -3,7 +3,7 @@ Chromium against the live system: a run's eval loss beside its training
 loss, read from the keyboard; log y, drag-zoom fetching the zoomed range at
 full resolution, smoothing and wall time; a sweep's curves with the best
 trial by the sweep's metric in colour.  Curves are written to the registry
-as a worker writes them; screenshots at 1400 px go to the test's tmp dir."""
+as a worker writes them; screenshots at 1400 px go to $SCREENSHOT_DIR or the test's tmp dir."""
 
 import json
 import re
@@ -60,7 +60,7 @@ def trained_run(live_system):
     return run_id
 
 
-def test_the_run_page_draws_the_eval_loss_beside_the_training_loss_and_reads_it_aloud(page, trained_run, tmp_path):
+def test_the_run_page_draws_the_eval_loss_beside_the_training_loss_and_reads_it_aloud(page, trained_run, shots):
     # When the run's page opens (under the console's CSP, every violation recorded)
     page.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation', "
                          "(e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));")
@@ -87,8 +87,8 @@ def test_the_run_page_draws_the_eval_loss_beside_the_training_loss_and_reads_it_
     assert unlabelled == []
     label = page.get_attribute("[data-testid=loss-chart] .plot-canvas", "aria-label")
     assert "training loss:" in label and "eval loss:" in label and "lowest" in label
-    page.screenshot(path=str(tmp_path / "run-page.png"), full_page=True)
-    print(f"screenshot: {tmp_path / 'run-page.png'}")
+    page.screenshot(path=str(shots / "run-page.png"), full_page=True)
+    print(f"screenshot: {shots / 'run-page.png'}")
     # And uPlot ran under the CSP: nothing was blocked
     page.mouse.move(*center(page, "[data-testid=loss-chart] .u-over"))
     assert page.evaluate("window.__csp") == []
@@ -111,7 +111,7 @@ def test_the_run_page_draws_the_eval_loss_beside_the_training_loss_and_reads_it_
     assert live.inner_text().startswith("step 1,000") and "eval loss 1.31895" in live.inner_text()
 
 
-def test_log_y_zoom_smoothing_and_wall_time_change_what_is_drawn(page, trained_run, tmp_path):
+def test_log_y_zoom_smoothing_and_wall_time_change_what_is_drawn(page, trained_run, shots):
     page.goto(f"/runs/{trained_run}")
     wait_plot(page, "loss-chart", "p.curves.length === 2")
     series_bodies = []
@@ -146,8 +146,8 @@ def test_log_y_zoom_smoothing_and_wall_time_change_what_is_drawn(page, trained_r
     x_zoomed = plot_eval(page, "loss-chart", "[p.u.scales.x.min, p.u.scales.x.max]")
     assert frm - 1 <= x_zoomed[0] and x_zoomed[1] <= to + 1
     assert plot_eval(page, "loss-chart", "p.u.scales.y.distr") == 3  # still log
-    page.screenshot(path=str(tmp_path / "run-zoomed-log.png"), full_page=True)
-    print(f"screenshot: {tmp_path / 'run-zoomed-log.png'}")
+    page.screenshot(path=str(shots / "run-zoomed-log.png"), full_page=True)
+    print(f"screenshot: {shots / 'run-zoomed-log.png'}")
 
     # Reset zoom: the whole run again, downsampled
     page.click("[data-testid=loss-chart] [data-testid=plot-reset]")
@@ -167,7 +167,7 @@ def test_log_y_zoom_smoothing_and_wall_time_change_what_is_drawn(page, trained_r
     xs = plot_eval(page, "loss-chart", "[p.u.data[0][0], p.u.data[0][p.u.data[0].length - 1]]")
     assert xs[0] == pytest.approx(0, abs=1) and xs[1] == pytest.approx(STEPS - 1, abs=2)
     assert plot_eval(page, "loss-chart", "p.u.axes[0].label") == "wall time"
-    page.screenshot(path=str(tmp_path / "run-wall-time.png"), full_page=True)
+    page.screenshot(path=str(shots / "run-wall-time.png"), full_page=True)
 
 
 @pytest.fixture
@@ -182,13 +182,16 @@ def eval_ranked_sweep(live_system, finished_sweep):
             for i, run_id in enumerate(ids):
                 cur.execute("INSERT INTO tunix_run_evals (run_id, step, eval_loss, examples, attempt) "
                             "SELECT %s, s, %s + 50.0 / s, 16, 1 FROM generate_series(50, 300, 50) s", (run_id, 7 - i))
+            # and a method's own metric no chart lists by name (GRPO's reward_std)
+            cur.execute("UPDATE tunix_run_metrics SET metrics = jsonb_build_object('reward_std', step / 100.0) "
+                        "WHERE run_id = ANY(%s::uuid[])", (ids,))
     finally:
         conn.close()
     return sweep_id, ids
 
 
 def test_the_sweep_overlay_draws_its_metric_with_the_best_trial_by_that_metric_in_colour(
-        page, eval_ranked_sweep, tmp_path):
+        page, eval_ranked_sweep, shots):
     sweep_id, ids = eval_ranked_sweep
     # When the sweep's page opens
     page.goto(f"/sweeps/{sweep_id}")
@@ -205,15 +208,22 @@ def test_the_sweep_overlay_draws_its_metric_with_the_best_trial_by_that_metric_i
     assert {c for i, c in colours.items() if i != ids[5]} == {plot_eval(page, "overlay-chart", "p.colours.muted")}
     assert plot_eval(page, "overlay-chart", "p.curves[p.curves.length - 1].id") == ids[5]
     assert "best by eval loss" in page.inner_text("[data-testid=overlay-note]")
-    page.screenshot(path=str(tmp_path / "sweep.png"), full_page=True)
-    print(f"screenshot: {tmp_path / 'sweep.png'}")
+    page.screenshot(path=str(shots / "sweep.png"), full_page=True)
+    print(f"screenshot: {shots / 'sweep.png'}")
     # And the scatter puts the learning rate (1e-4 to 1e-2) on a log axis, ticked at its decades
     page.select_option("select[aria-label=Parameter]", "learning_rate")
     page.wait_for_function("() => document.querySelector('[data-testid=scatter]').dataset.logX === 'true'")
     ticks = page.evaluate("document.querySelector('[data-testid=scatter]').plot.u.axes[0]._values")
     assert {"1e-4", "0.001", "0.01"} <= set(ticks)
-    page.locator("[data-testid=scatter]").screenshot(path=str(tmp_path / "scatter-log.png"))
+    page.locator("[data-testid=scatter]").screenshot(path=str(shots / "scatter-log.png"))
     # And another metric is a choice away, the best trial still in colour
     page.select_option("[data-testid=overlay-chart] [data-testid=plot-metric]", "loss")
     wait_plot(page, "overlay-chart", "p.metric === 'loss' && p.curves.length === 6 && p.curves[0].steps.length > 6")
     assert plot_eval(page, "overlay-chart", f"p.strokeOf('{ids[5]}')") == accent
+    # And the menu offers every metric the trials recorded, a method's own among them, after the sweep's
+    menu = page.eval_on_selector("[data-testid=overlay-chart] [data-testid=plot-metric]",
+                                 "(s) => [...s.options].map((o) => o.value)")
+    assert menu == ["eval_loss", "loss", "learning_rate", "grad_norm", "reward_std"]
+    page.select_option("[data-testid=overlay-chart] [data-testid=plot-metric]", "reward_std")
+    wait_plot(page, "overlay-chart", "p.metric === 'reward_std' && p.curves.length === 6")
+    assert plot_eval(page, "overlay-chart", "p.curves[0].values.slice(-1)[0]") == 3.0

@@ -3,9 +3,6 @@ form launches a sweep and puts the API's 422s next to their fields; the
 sweep page draws its trials' parameters against its metric as parallel
 coordinates and lists each parameter's importance."""
 
-import os
-import pathlib
-
 import pytest
 
 from support import connect, wait_for
@@ -13,11 +10,6 @@ from support import connect, wait_for
 pytestmark = pytest.mark.browser
 
 BASE = {"dataset_key": "synthetic", "model_id": "llama3-tiny"}
-
-
-def screenshot_dir(tmp_path):
-    """Where a test's screenshots go: $SCREENSHOT_DIR (to look at them) or the test's own folder."""
-    return pathlib.Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
 
 
 def sweeps(live_system):
@@ -28,7 +20,7 @@ def sweep_detail(live_system, sweep_id):
     return live_system.http.get(live_system.url(f"/api/tunix/sweeps/{sweep_id}"), timeout=10).json()
 
 
-def test_the_form_launches_a_sweep_that_appears_with_its_trials(page, live_system, tmp_path):
+def test_the_form_launches_a_sweep_that_appears_with_its_trials(page, live_system, shots):
     # Given the form, reached from the sweeps page
     page.goto("/sweeps")
     page.click("[data-testid=new-sweep]")
@@ -52,7 +44,7 @@ def test_the_form_launches_a_sweep_that_appears_with_its_trials(page, live_syste
     page.fill("#s-early_stopping-min_steps", "5")
     page.fill("#s-max_concurrent", "2")
     assert page.inner_text("[data-testid=trial-count]").startswith("makes 6 trials")
-    page.screenshot(path=str(screenshot_dir(tmp_path) / "sweep-form.png"), full_page=True)
+    page.screenshot(path=str(shots / "sweep-form.png"), full_page=True)
     page.click("[data-testid=sweep-submit]")
     # Then the sweep's page opens with its six trials
     page.wait_for_url("**/sweeps/*-*")
@@ -70,7 +62,7 @@ def test_the_form_launches_a_sweep_that_appears_with_its_trials(page, live_syste
     assert any(s["sweep_id"] == sweep_id for s in sweeps(live_system)["data"])
 
 
-def test_the_apis_422s_show_next_to_the_fields_they_name_and_nothing_is_created(page, live_system, tmp_path):
+def test_the_apis_422s_show_next_to_the_fields_they_name_and_nothing_is_created(page, live_system, shots):
     before = sweeps(live_system)["pagination"]["total"]
     page.goto("/sweeps/new")
     page.locator("[data-testid=sweep-form]").wait_for()
@@ -96,7 +88,7 @@ def test_the_apis_422s_show_next_to_the_fields_they_name_and_nothing_is_created(
     rows.nth(0).locator("[data-testid=space-error]").wait_for()
     assert rows.nth(0).locator("[data-testid=space-error]").inner_text() == "log_uniform needs bounds above 0"
     assert rows.nth(1).locator("[data-testid=space-error]").inner_text() == "expected at least one value"
-    page.screenshot(path=str(screenshot_dir(tmp_path) / "sweep-form-422.png"), full_page=True)
+    page.screenshot(path=str(shots / "sweep-form-422.png"), full_page=True)
     # When the space is fixed but the base run's learning rate is out of range
     rows.nth(0).locator("[data-testid=space-low]").fill("1e-5")
     rows.nth(1).locator("[data-testid=space-values]").fill("2, 4")
@@ -136,7 +128,7 @@ def ranked_sweep(live_system):
 
 
 def test_parallel_coordinates_draw_a_line_per_finished_trial_on_the_right_axes_with_importance(
-        page, live_system, ranked_sweep, tmp_path):
+        page, live_system, ranked_sweep, shots):
     sweep_id = ranked_sweep["sweep_id"]
     page.goto(f"/sweeps/{sweep_id}")
     lines = page.locator("[data-testid=pc-line]")
@@ -178,8 +170,8 @@ def test_parallel_coordinates_draw_a_line_per_finished_trial_on_the_right_axes_w
     assert page.inner_text("[data-testid=importance-explanation]").startswith(
         "importance: |Spearman rank correlation| of each parameter with loss over 5 completed trials")
     # A screenshot at 1400 px, to look at
-    shot = screenshot_dir(tmp_path) / "sweep-parcoords.png"
+    shot = shots / "sweep-parcoords.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     page.emulate_media(color_scheme="dark")
-    page.locator("[data-testid=parcoords]").screenshot(path=str(screenshot_dir(tmp_path) / "sweep-parcoords-dark.png"))
+    page.locator("[data-testid=parcoords]").screenshot(path=str(shots / "sweep-parcoords-dark.png"))

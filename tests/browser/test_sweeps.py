@@ -17,10 +17,12 @@ def sweep(finished_sweep):
                            "grid": {"learning_rate": [1e-3, 1e-2, 1e-1], "batch_size": [2, 4]}})
 
 
-def test_a_sweeps_page_overlays_every_curve_ranks_the_trials_and_compares_two(page, sweep):
+def test_a_sweeps_page_overlays_every_curve_ranks_the_trials_and_compares_two(page, sweep, shots):
     sweep_id, ids = sweep
     # The list links to the sweep
     page.goto("/sweeps")
+    page.locator("[data-testid=sweep-row]", has_text="ui sweep").first.wait_for()
+    page.screenshot(path=str(shots / "sweeps-list.png"), full_page=True)
     page.locator("[data-testid=sweep-row]", has_text="ui sweep").first.locator("a").click()
     page.wait_for_url(f"**/sweeps/{sweep_id}")
     # Every trial's curve is drawn (the sweep's metric, here the loss), one of them (the best) in colour
@@ -53,3 +55,4 @@ def test_a_sweeps_page_overlays_every_curve_ranks_the_trials_and_compares_two(pa
     differs = {r.get_attribute("data-field") for r in page.locator('[data-testid=compare-row][data-differs="true"]').all()}
     assert differs == {"learning_rate", "batch_size"}
     page.wait_for_function("() => document.querySelector('[data-testid=overlay-chart]')?.dataset.curves === '2'")
+    page.screenshot(path=str(shots / "compare.png"), full_page=True)

@@ -105,6 +105,29 @@ def test_the_client_requires_ranges_only_and_imports_nothing_outside_them():
     assert {"click", "httpx", "pydantic", "yaml"} <= set(third_party)
 
 
+def test_the_extras_are_ranges_and_constraints_txt_pins_each_inside_its_range():
+    from packaging.requirements import Requirement
+
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    pinned = dict(line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines()
+                  if "==" in line and not line.startswith("#"))
+    pinned = {_name(name): version.strip() for name, version in pinned.items()}
+    for extra, lines in config["options.extras_require"].items():
+        for line in (line.strip() for line in lines.splitlines()):
+            if not line or line.startswith("#"):
+                continue
+            requirement = Requirement(line)
+            # Given each extra's requirement: a range, never an exact pin (constraints.txt holds those)
+            assert re.search(r">=[^,]+,<", line) and "==" not in line, (extra, line)
+            # Then the tested version (constraints.txt, what `make install` uses) is inside it
+            if _name(line) == "setuptools":
+                continue  # pip freeze leaves it out of constraints.txt
+            version = pinned.get(_name(line))
+            assert version is not None, f"{line} ({extra}) is not in constraints.txt"
+            assert requirement.specifier.contains(version, prereleases=True), (extra, line, version)
+
+
 @pytest.fixture(scope="module")
 def client_venv(tmp_path_factory):
     if not os.access(PY312, os.X_OK):
@@ -143,10 +166,11 @@ def test_pip_install_on_python_312_is_the_client_alone_and_it_lists_runs(client_
     names = {p["name"].lower().replace("_", "-") for p in json.loads(listed.stdout)}
     assert "tunix-rt" in names and {"click", "httpx", "pydantic", "pyyaml"} <= names, names
     assert not names & set(SERVER_PACKAGES), sorted(names & set(SERVER_PACKAGES))
-    # And the client imports, typed (py.typed ships), on 3.12
+    # And the client imports, typed (py.typed ships, with the answers' models it returns), on 3.12
     python = str(venv / "bin" / "python")
-    probe = subprocess.run([python, "-c", "import sys, pathlib, tunix_cli; print(sys.version_info[:2]); "
-                            "print((pathlib.Path(tunix_cli.__file__).parent / 'py.typed').exists())"],
+    probe = subprocess.run([python, "-c", "import sys, pathlib, tunix_cli, tasks.wire; print(sys.version_info[:2]); "
+                            "print(all((pathlib.Path(m.__file__).parent / 'py.typed').exists() "
+                            "for m in (tunix_cli, tasks.wire)))"],
                            capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert probe.returncode == 0 and probe.stdout.split("\n")[:2] == ["(3, 12)", "True"], probe.stdout + probe.stderr
     # And `tunix --version` says the package's version

@@ -103,6 +103,21 @@ def test_the_eval_loss_and_a_methods_own_metric_are_curves_too(client, run_id, r
     assert lr["values"] == [0.01, 0.01, 0.01]
 
 
+def test_the_answer_names_what_a_chart_of_the_runs_can_draw(client, run_id, registry_url):
+    # Given a GRPO-like run recording its own four metrics, and an SFT run recording none
+    record(registry_url, run_id, 3, lambda s: 1.0, metrics={name: (lambda s: 0.5) for name in (
+        "reward_mean", "reward_std", "kl", "completion_length")})
+    sft = client.post("/api/tunix/run?mode=async", json=BODY).get_json()["run_id"]
+    record(registry_url, sft, 3, lambda s: 1.0)
+    # When their curves are asked for together, or the SFT run's alone
+    both = client.post("/api/tunix/runs/series", json={"run_ids": [sft, run_id]}).get_json()
+    alone, _ = series(client, sft)
+    # Then the menu is every training's metrics, then the methods' own the runs recorded
+    assert both["metrics"] == ["loss", "eval_loss", "learning_rate", "grad_norm",
+                               "completion_length", "kl", "reward_mean", "reward_std"]
+    assert alone["metrics"] == ["loss", "eval_loss", "learning_rate", "grad_norm"]
+
+
 def test_a_metric_no_step_recorded_as_a_number_is_an_empty_curve(client, run_id, registry_url):
     # Given steps whose "note" is text and whose "flag" is a boolean
     record(registry_url, run_id, 5, lambda s: 1.0, metrics={"note": lambda s: "x", "flag": lambda s: True})

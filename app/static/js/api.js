@@ -111,10 +111,12 @@ export const api = {
   updateRun: (id, body) => request("PATCH", `runs/${encodeURIComponent(id)}`, { body }).then((r) => r.data),
   status: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/status`, opts).then((r) => r.data),
   metrics: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/metrics`, opts).then((r) => r.data.data),
-  /** Runs' curves of one metric, downsampled to ``points`` (each bucket's extremes kept), within [from, to] when given. */
-  series: (ids, { metric = "loss", points = 200, from = null, to = null } = {}) => request("POST", "runs/series",
+  /** Runs' curves of one metric, downsampled to ``points`` (each bucket's extremes kept), within [from, to] when
+   * given: the whole answer (``metrics`` names what a chart of them can draw), or ``series`` its curves alone. */
+  seriesAnswer: (ids, { metric = "loss", points = 200, from = null, to = null } = {}) => request("POST", "runs/series",
     { body: { run_ids: ids, metric, points, ...(from === null ? {} : { from_step: from }), ...(to === null ? {} : { to_step: to }) } })
-    .then((r) => r.data.data),
+    .then((r) => r.data),
+  series: (ids, opts) => api.seriesAnswer(ids, opts).then((answer) => answer.data),
   checkpoints: (id, opts) => request("GET", `runs/${encodeURIComponent(id)}/checkpoints`, opts).then((r) => r.data.data),
   fleet: (opts) => request("GET", "workers", opts).then((r) => r.data),
   submit: (body, mode, opts) => request("POST", "run", { ...opts, body, params: { mode } }),

@@ -15,11 +15,11 @@ import { badge } from "../status.js";
 import { SweepInsights } from "./parcoords.js";
 
 const POINTS = 200;
-/** What a chart of many runs offers: the figures every training records, then the methods' own. */
-const METRICS = ["loss", "eval_loss", "learning_rate", "grad_norm", "reward_accuracy", "reward_margin", "reward_mean", "kl"];
+/** What a chart of many runs offers before its first answer, which names the methods' own metrics the runs recorded. */
+const TRAINING_METRICS = ["loss", "eval_loss", "learning_rate", "grad_norm"];
 
-function metricMenu(first) {
-  return [first, ...METRICS.filter((m) => m !== first)].map((m) => ({ value: m, label: m.replace(/_/g, " ") }));
+function metricMenu(first, names = TRAINING_METRICS) {
+  return [first, ...names.filter((m) => m !== first)].map((m) => ({ value: m, label: m.replace(/_/g, " ") }));
 }
 
 /** The series answer's curves, for a Plot: ``label(id)`` names each; ``last`` is drawn over the rest. */
@@ -78,13 +78,14 @@ function paramNames(trials) {
 
 export function renderSweep(root, { sweepId, toast, navigate }) {
   document.title = "Sweep · Tunix RT";
-  const state = { sort: "loss", desc: false, selected: new Set(), detail: null, scatterParam: null };
+  const state = { sort: "loss", desc: false, selected: new Set(), detail: null, scatterParam: null, metric: null };
   // Every trial's curve of the chosen metric (the sweep's own first), the best trial by the sweep's metric in colour.
   const chart = new Plot({
     testid: "overlay-chart", title: "Trials' curves", points: POINTS, muted: true, onPick: (id) => navigate(`/runs/${id}`),
     load: async (metric, range) => {
       const { data } = await request("GET", `sweeps/${encodeURIComponent(sweepId)}/series`,
         { params: { metric, ...rangeParams(range) } });
+      chart.setMetrics(metricMenu(state.metric || metric, data.metrics));
       return curvesOf(data.data, shortId, chart.best);
     },
     emptyText: "No steps recorded yet.",
@@ -189,6 +190,7 @@ export function renderSweep(root, { sweepId, toast, navigate }) {
     try {
       const { data: detail } = await request("GET", `sweeps/${encodeURIComponent(sweepId)}`);
       if (!state.detail) chart.setMetrics(metricMenu(detail.metric), detail.metric); // the sweep's, until another is chosen
+      state.metric = detail.metric;
       chart.setBest(detail.best && detail.best.run_id);
       chartNote.textContent = `Every trial muted, the best by ${detail.metric.replace(/_/g, " ")} in colour; `
         + "point at one to name it, click to open it.";
@@ -218,7 +220,11 @@ export function renderCompare(root) {
   const ids = (new URLSearchParams(location.search).get("runs") || "").split(",").filter(Boolean);
   const chart = new Plot({
     testid: "overlay-chart", title: "Runs' curves", points: 1000, metrics: metricMenu("loss"),
-    load: async (metric, range) => curvesOf(await api.series(ids, { metric, ...range }), shortId),
+    load: async (metric, range) => {
+      const answer = await api.seriesAnswer(ids, { metric, ...range });
+      chart.setMetrics(metricMenu("loss", answer.metrics));
+      return curvesOf(answer.data, shortId);
+    },
     emptyText: "No steps recorded yet.",
   });
   const table = h("table.runs-table.compare-table", { dataset: { testid: "compare-table" } });
