@@ -16,7 +16,8 @@ used it alone.  Without a user, nothing changes from before: with
 
 Liveness, readiness, metrics and the schema stay open for probes and
 Prometheus, and so do the console's page and static files (the page asks for
-the token and sends it with each call).  A token is read from the header
+the token and sends it with each call); ``METRICS_AUTH`` closes ``/metrics``
+to all but ``API_TOKEN`` and live users' tokens (what a scraper is given).  A token is read from the header
 only: never from a URL, and never logged.
 """
 
@@ -116,9 +117,11 @@ def _unauthorized(message="a valid 'Authorization: Bearer <token>' header is req
 
 def _check():
     g.caller = NOBODY
+    settings = current_app.config["SETTINGS"]
+    if request.path == "/metrics" and settings.metrics_auth:
+        return _check_scraper(settings)
     if request.path in OPEN_PATHS or not request.path.startswith("/api/"):
         return None
-    settings = current_app.config["SETTINGS"]
     reading = request.method not in MUTATING or request.path in READING_POSTS
     given = _bearer()
     if current_app.config["USERS_AUTH"] and any_users():
@@ -138,6 +141,20 @@ def _check():
     if not _matches(given, settings.api_token):
         raise _unauthorized()
     g.caller = API_TOKEN
+    return None
+
+
+def _check_scraper(settings):
+    """``/metrics`` under ``METRICS_AUTH``: ``API_TOKEN`` or any live user's token."""
+    given = _bearer()
+    if _matches(given, settings.api_token):
+        g.caller = API_TOKEN
+        return None
+    user = registry.token_user(get_db(), given) if given else None
+    if user is None:
+        raise _unauthorized("/metrics needs 'Authorization: Bearer <token>' (METRICS_AUTH): API_TOKEN or a live "
+                            "token of an enabled user")
+    g.caller = Caller(user["name"], user["role"], user["token_id"])
     return None
 
 

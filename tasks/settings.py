@@ -155,6 +155,10 @@ class Settings(BaseSettings):
                           "(401 otherwise)", shown="unset")
     api_token_reads: Flag = _var("API_TOKEN_READS", False, "`1`, `true`, `yes` or `on`: reads need the token too "
                                  "(`/healthz`, `/readyz`, `/metrics`, `/openapi.json` stay open)", shown="unset")
+    metrics_auth: Flag = _var("METRICS_AUTH", False, "`1`, `true`, `yes` or `on`: the API's `/metrics` needs "
+                              "`Authorization: Bearer` with `API_TOKEN` or a live user's token (what the Helm chart's "
+                              "`monitoring.podMonitor.apiBearerToken` sends); the workers' metrics port stays open",
+                              shown="unset")
     access_log: Flag = _var("ACCESS_LOG", True, "one JSON line per API request on stderr (`tunix.access`: method, "
                             "path, status, ms, user, address; never a token or a query string)")
     user_max_trainings: int = _var("USER_MAX_TRAININGS", 0, "trainings one user may have queued or running at "

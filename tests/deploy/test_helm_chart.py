@@ -515,6 +515,11 @@ def test_secrets_never_appear_as_plain_values(tmp_dir):
     (monitor,) = of_kind(docs, "PodMonitor")
     credentials = monitor["spec"]["podMetricsEndpoints"][0]["authorization"]["credentials"]
     assert credentials == {"name": "tunix-tunix-rt-secrets", "key": "API_TOKEN"}
+    # and the API's /metrics asks for it (METRICS_AUTH), which it does not by default
+    (api,) = [c for _, spec in pod_specs(docs) for c in spec["containers"] if c["name"] == "api"]
+    assert env_of(api)["METRICS_AUTH"]["value"] == "1"
+    (api,) = [c for _, spec in pod_specs(render(DB, tmp_dir)) for c in spec["containers"] if c["name"] == "api"]
+    assert "METRICS_AUTH" not in env_of(api)
 
 
 def test_existing_secrets_are_read_and_nothing_is_copied(tmp_dir):

@@ -213,3 +213,29 @@ def test_a_run_past_its_users_concurrency_limit_waits_and_says_why(make_client, 
     shown = client.get(f"/api/tunix/runs/{second['run_id']}", headers=bearer(member)).get_json()
     assert shown["waiting_reason"].startswith("1 of mia's 1 trainings are queued or running"), shown
     assert "waiting_reason" not in client.get(f"/api/tunix/runs/{first['run_id']}", headers=bearer(member)).get_json()
+
+
+def test_metrics_auth_closes_metrics_to_all_but_the_api_token_and_live_user_tokens(make_client, settings, conn, pool,
+                                                                                    monkeypatch):
+    from app import observability
+
+    monkeypatch.setattr(observability, "get_pool", lambda: pool)
+    # Given a user's token, a revoked one, and METRICS_AUTH with an API_TOKEN
+    registry.create_user(conn, "scraper", "viewer")
+    token, _ = registry.create_token(conn, "scraper")
+    revoked, row = registry.create_token(conn, "scraper")
+    registry.revoke_token(conn, row["id"])
+    closed = make_client(SETTINGS=settings.replace(metrics_auth=True, api_token="tnx_operator"))
+    # Then /metrics answers no token, a wrong one or a revoked one 401 (JSON, naming the setting)
+    for headers in ({}, bearer("wrong"), bearer(revoked)):
+        refused = closed.get("/metrics", headers=headers)
+        assert refused.status_code == 401 and "METRICS_AUTH" in refused.get_json()["error"]["message"], headers
+    # And the operator's token and a live user's token get the metrics
+    for good in ("tnx_operator", token):
+        answer = closed.get("/metrics", headers=bearer(good))
+        assert answer.status_code == 200 and b"tunix_runs_in_state" in answer.data
+    # And the other open paths stay open
+    assert closed.get("/healthz").status_code == 200
+    # And without METRICS_AUTH, /metrics stays open to anyone (Prometheus as before)
+    assert make_client().get("/metrics").status_code == 200
+

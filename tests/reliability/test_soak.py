@@ -12,9 +12,12 @@ faults at once while work keeps arriving.  Here, for ``SOAK_S`` seconds:
   handed back; a supervisor thread starts a new launch, as ``make run`` and
   compose do), SIGSTOP of a worker process with everything under it (a
   frozen host) for 1-9 s, PostgreSQL stopped for 1-4 s, the artifact store
-  (a real S3 server: checkpoints go through it) stopped for 1-6 s, and, when
-  the fleet runs on two hosts in network namespaces (as root, as in CI), one
-  host's link cut for 2-9 s.
+  (a real S3 server: checkpoints go through it) stopped for 1-6 s or
+  answering 403 (its credentials turned wrong) for 1-5 s, the database
+  read-only (a demoted primary) for 1-8 s, slow-body clients trickling
+  requests for 2-6 s, a worker host's scratch disk full for 2-6 s (a tmpfs,
+  when this machine may mount one), and, when the fleet runs on two hosts
+  in network namespaces (as root, as in CI), one host's link cut for 2-9 s.
 
 Then the faults stop and the fleet drains.  The invariants: every
 acknowledged key is exactly one run; every run ends final; every identical
@@ -23,8 +26,8 @@ had more attempts than its budget, and a run failed only for that reason.
 The seed and the schedule are printed; ``SOAK_SEED=<seed>`` replays the
 schedule (process ids and timings differ, so not the exact interleaving).
 
-``make test`` runs a short soak (``SOAK_S``, default 45 s); ``make soak`` and
-``make test-all`` a long one (240 s).
+``make test-all`` runs a short soak (``SOAK_S``, default 45 s) and a long
+one (``SOAK_LONG_S``, 240 s); ``make soak`` the long one alone.
 """
 
 import contextlib
