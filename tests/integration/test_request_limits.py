@@ -120,3 +120,27 @@ def test_every_pooled_connection_carries_the_statement_timeout(broker_pool):
     with db.connection(pool) as c, c.cursor() as cur:
         cur.execute("SHOW statement_timeout")
         assert cur.fetchone()[0] == "300ms"
+
+
+def test_a_refused_token_never_takes_an_api_slot(make_client, settings, monkeypatch):
+    from app import request_slots
+
+    # Given one API slot, counted as it is taken, and an API_TOKEN
+    taken = []
+    slots = request_slots.FairSlots(1)
+    real_acquire = slots.acquire
+
+    def acquire(timeout):
+        taken.append(timeout)
+        return real_acquire(timeout)
+
+    monkeypatch.setattr(slots, "acquire", acquire)
+    monkeypatch.setattr(request_slots, "_get_slots", lambda: slots)
+    client = make_client(SETTINGS=settings.replace(api_token="tnx_operator", api_active=1))
+    # When 20 submits come with no token or a wrong one
+    for headers in ({}, {"Authorization": "Bearer wrong"}) * 10:
+        assert client.post("/api/tunix/run?mode=async", json=BODY, headers=headers).status_code == 401
+    # Then none took the slot (an anonymous flood cannot starve the API); a good token's submit does
+    assert taken == []
+    good = client.post("/api/tunix/run?mode=async", json=BODY, headers={"Authorization": "Bearer tnx_operator"})
+    assert good.status_code == 202 and len(taken) == 1
