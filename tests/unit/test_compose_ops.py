@@ -1,7 +1,7 @@
 """The compose file's operations side (issue 22), checked without Docker
 (``docker compose config`` where the plugin exists): the API published on
 127.0.0.1 unless told otherwise, API_TOKEN and LOG_FORMAT passed through,
-the workers' health checks, and the `gpu` and `monitoring` profiles."""
+the workers' health checks, the `gpu` and `monitoring` profiles, and who migrates."""
 
 import pathlib
 import re
@@ -74,3 +74,15 @@ def test_docker_compose_config_accepts_the_file_with_each_profile():
         result = subprocess.run([docker, "compose", *profiles, "config", "--quiet"], cwd=ROOT, capture_output=True,
                                 text=True)
         assert result.returncode == 0, (profiles, result.stderr)
+
+
+def test_only_the_migrate_service_migrates():
+    services = _compose()["services"]
+    # The API and every worker start with AUTO_MIGRATE=0, after the migrate service completed
+    for name in ("api", "worker", "worker-gpu"):
+        assert services[name]["environment"]["AUTO_MIGRATE"] == "0", name
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully", name
+    # And the migrate service applies them (AUTO_MIGRATE left alone: `tasks.migrate` applies what is pending)
+    assert services["migrate"]["command"] == ["python", "-m", "tasks.migrate"]
+    assert "AUTO_MIGRATE" not in services["migrate"]["environment"]
+
