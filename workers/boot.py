@@ -28,6 +28,6 @@ def boot():
     for pool in (broker.pool, broker.consumer_pool):
         pool.set_application_name(f"tunix-worker {worker_id}")
     for middleware in worker_middleware(broker.pool, worker_id, settings.hostname, settings.heartbeat_timeout_s,
-                                        metrics=settings.metrics_enabled):
+                                        metrics=settings.metrics_enabled, max_attempts=settings.max_attempts):
         broker.add_middleware(middleware)
     return broker

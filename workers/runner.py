@@ -33,7 +33,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict
 
 from tasks import artifacts, catalog, db, registry, retrying
 from tasks.artifacts import Scratch, get_store
@@ -177,7 +176,7 @@ def dry_run(run, dataset, model, store, patience_s):
         except (ValueError, OSError) as exc:
             raise InvalidDataset(f"dataset {dataset.key!r} ({dataset.path}): {exc}", field="dataset_key") from None
     manifest = {"run_id": str(run["id"]), "dry_run": True, "spec": spec.as_stored(), "run": where,
-                "dataset": dict(dataset.to_json(), examples=examples), "model": asdict(model)}
+                "dataset": dict(dataset.to_json(), examples=examples), "model": model.to_json()}
     key = artifacts.manifest_key(run["id"])
     retrying.patiently(artifacts.retried(lambda: store.put_json(key, manifest), "manifest"), patience_s,
                        StoreUnavailable, what="an artifact store call")

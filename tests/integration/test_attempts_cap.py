@@ -140,8 +140,8 @@ def test_a_claim_whose_answer_was_lost_is_adopted_not_wasted(stub, pool, conn, c
     # Given a database that commits a claim and then drops the connection before answering
     real_claim, lost = registry.claim, []
 
-    def claim_then_lose_the_answer(c, run_id, worker_id):
-        row = real_claim(c, run_id, worker_id)
+    def claim_then_lose_the_answer(c, run_id, worker_id, max_attempts=None):
+        row = real_claim(c, run_id, worker_id, max_attempts=max_attempts)
         if not lost:
             lost.append(row)
             c.commit()

@@ -63,9 +63,11 @@ def describe(exception):
 
 
 class RunRegistry(Middleware):
-    def __init__(self, pool, worker_id):
+    def __init__(self, pool, worker_id, max_attempts=None):
         self.pool = pool
         self.worker_id = worker_id
+        #: ``MAX_ATTEMPTS``, given once (None: each move reads the settings).
+        self.max_attempts = max_attempts
         #: Runs handed back while this process stops, queued once it has stopped.
         self._handed_back = []
         self._handed_back_lock = threading.Lock()
@@ -121,7 +123,7 @@ class RunRegistry(Middleware):
                         logger.warning("run %s: adopting the claim whose commit was not confirmed", run_id)
                         return run
                 tries.append(1)
-                return registry.claim(conn, run_id, self.worker_id)
+                return registry.claim(conn, run_id, self.worker_id, max_attempts=self.max_attempts)
 
         return claim
 
@@ -210,7 +212,7 @@ class RunRegistry(Middleware):
         (``tasks/broker.py``)."""
         def write():
             with db.autocommit(self.pool) as conn:
-                row = registry.transition(conn, run_id, move, ack=settle, **fields)
+                row = registry.transition(conn, run_id, move, ack=settle, max_attempts=self.max_attempts, **fields)
             if settle is not None:
                 settle.tunix_settled = True
             return row
