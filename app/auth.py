@@ -119,22 +119,19 @@ def _check():
     g.caller = NOBODY
     settings = current_app.config["SETTINGS"]
     if request.path == "/metrics" and settings.metrics_auth:
-        return _check_scraper(settings)
+        # API_TOKEN or any live user's token (a scraper's), whatever its role.
+        g.caller = _token_caller(settings, _bearer(), "/metrics needs 'Authorization: Bearer <token>' "
+                                 "(METRICS_AUTH): API_TOKEN or a live token of an enabled user")
+        return None
     if request.path in OPEN_PATHS or not request.path.startswith("/api/"):
         return None
     reading = request.method not in MUTATING or request.path in READING_POSTS
     given = _bearer()
     if current_app.config["USERS_AUTH"] and any_users():
-        if _matches(given, settings.api_token):
-            g.caller = API_TOKEN
-            return None
-        user = registry.token_user(get_db(), given) if given else None
-        if user is None:
-            raise _unauthorized("a valid 'Authorization: Bearer <token>' header is required: a live token of an "
-                                "enabled user (tunix login; an admin makes users and tokens)")
-        g.caller = Caller(user["name"], user["role"], user["token_id"])
+        g.caller = _token_caller(settings, given, "a valid 'Authorization: Bearer <token>' header is required: a "
+                                 "live token of an enabled user (tunix login; an admin makes users and tokens)")
         if not reading and g.caller.role == "viewer" and not request.path.startswith("/api/tunix/tokens"):
-            raise ApiError(403, "forbidden", f"user {user['name']!r} is a viewer: viewers only read")
+            raise ApiError(403, "forbidden", f"user {g.caller.name!r} is a viewer: viewers only read")
         return None
     if not settings.api_token or (reading and not settings.api_token_reads):
         return None
@@ -144,18 +141,15 @@ def _check():
     return None
 
 
-def _check_scraper(settings):
-    """``/metrics`` under ``METRICS_AUTH``: ``API_TOKEN`` or any live user's token."""
-    given = _bearer()
+def _token_caller(settings, given, refusal):
+    """Whom ``given`` (a bearer token or None) names: ``API_TOKEN``'s admin,
+    or a live token's enabled user; 401 with ``refusal`` otherwise."""
     if _matches(given, settings.api_token):
-        g.caller = API_TOKEN
-        return None
+        return API_TOKEN
     user = registry.token_user(get_db(), given) if given else None
     if user is None:
-        raise _unauthorized("/metrics needs 'Authorization: Bearer <token>' (METRICS_AUTH): API_TOKEN or a live "
-                            "token of an enabled user")
-    g.caller = Caller(user["name"], user["role"], user["token_id"])
-    return None
+        raise _unauthorized(refusal)
+    return Caller(user["name"], user["role"], user["token_id"])
 
 
 def caller():
