@@ -80,6 +80,10 @@ def test_the_run_page_draws_the_eval_loss_beside_the_training_loss_and_reads_it_
     wait_plot(page, "method-chart", "p.metric === 'kl' && p.curves.length === 1")
     assert plot_eval(page, "method-chart", "p.curves[0].values[p.curves[0].values.length - 1]") == 1.0
     assert "nullnull" not in page.inner_text("main")  # the result's absent reports are not written as text
+    # And the manifest's URI has a line of its own, and every configuration field a label (not its JSON name)
+    assert page.inner_text("[data-testid=result-manifest]").startswith("Manifest file://")
+    config = page.inner_text("#config")
+    assert "Held-out samples" in config and "sample_held_out" not in config
     # And every control of the chart is labelled, and screen readers get every curve's summary
     unlabelled = page.evaluate("""() => [...document.querySelectorAll('.plot input, .plot select, .plot button')]
         .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())

@@ -379,7 +379,8 @@ def test_update_readme_screenshots(chromium, live_system, quick_training):
     long_run = dict(quick_training, max_steps=2000, checkpoint_every_steps=500)
     # A history with a bit of everything.
     live_system.submit({"dataset_key": "text-sft", "model_id": "qwen3-tiny"})
-    live_system.submit({"dataset_key": "text-sft", "model_id": "gemma3-270m", "dry_run": False})
+    # (a dry run: a real training would hold the training slot the runs below need)
+    live_system.submit({"dataset_key": "text-sft", "model_id": "gemma3-270m", "dry_run": True})
     stopped = live_system.submit(long_run)["run_id"]
     live_system.wait_status(stopped, "running", timeout=60)
     time.sleep(3)

@@ -12,10 +12,13 @@ import { samplesPanel } from "./samples.js";
 import { artifactsPanel, logSearch } from "./run_artifacts.js";
 
 const CONFIG_LABELS = {
-  dataset_key: "Dataset", model_id: "Model", dry_run: "Dry run", learning_rate: "Learning rate", num_epochs: "Epochs",
-  batch_size: "Batch size", max_seq_length: "Max sequence length", max_steps: "Max steps", seed: "Seed", device: "Device",
-  time_limit_s: "Time limit (s)", checkpoint_every_steps: "Checkpoint every (steps)", priority: "Priority",
+  dataset_key: "Dataset", model_id: "Model", method: "Method", dry_run: "Dry run", learning_rate: "Learning rate",
+  num_epochs: "Epochs", batch_size: "Batch size", max_seq_length: "Max sequence length", max_steps: "Max steps",
+  seed: "Seed", device: "Device", time_limit_s: "Time limit (s)", checkpoint_every_steps: "Checkpoint every (steps)",
+  priority: "Priority", lora: "LoRA", dpo: "DPO", grpo: "GRPO", sample_held_out: "Held-out samples",
 };
+/** A field no label names (a newer server's): its name, spaced. */
+const configLabel = (k) => CONFIG_LABELS[k] || k.replace(/_/g, " ");
 const CONFIG_ORDER = Object.keys(CONFIG_LABELS);
 
 function panel(title, { id, tools, cls = "" } = {}, ...body) {
@@ -231,7 +234,7 @@ export function renderRun(root, { runId, toast }) {
     configBody.replaceChildren(dl(keys.map((k) => {
       const v = config[k];
       const text = v === null || v === undefined ? h("span.muted", null, "—") : typeof v === "number" ? String(v) : typeof v === "boolean" ? (v ? "yes" : "no") : String(v);
-      return [CONFIG_LABELS[k] || k, typeof text === "string" ? h("code", null, text) : text];
+      return [configLabel(k), typeof text === "string" ? h("code", null, text) : text];
     })));
   }
 
@@ -269,13 +272,15 @@ export function renderRun(root, { runId, toast }) {
     if (typeof r.trainable_params === "number" && r.trainable_params !== r.param_count) facts.push(["Trainable (LoRA)", r.trainable_params.toLocaleString("en-US")]);
     if (typeof r.effective_max_seq_length === "number") facts.push(["Seq length", String(r.effective_max_seq_length)]);
     if (typeof r.duration_s === "number") facts.push(["Training time", fmtDuration(r.duration_s)]);
-    if (r.manifest) facts.push(["Manifest", h("code.break", null, r.manifest)]);
     const tails = [];
     if (Array.isArray(r.stdout_tail) && r.stdout_tail.length) tails.push(h("details", null, h("summary", null, "stdout (tail)"), h("pre.code-block", null, r.stdout_tail.join("\n"))));
     if (Array.isArray(r.stderr_tail) && r.stderr_tail.length) tails.push(h("details", null, h("summary", null, "stderr (tail)"), h("pre.code-block", null, r.stderr_tail.join("\n"))));
     const tiles = facts.length ? h("div.stat-tiles", null, facts.map(([k, v]) => h("div.stat", null, h("span.stat-label", null, k), h("span.stat-value", null, v)))) : null;
     // (replaceChildren writes a null as the text "null": the reports a run lacks are left out)
-    resultSlot.replaceChildren(...[panel("Result", { id: "result" }, tiles, tails,
+    // The manifest's URI on a line of its own (a tile squeezed it into a column); the artifacts panel downloads it.
+    const manifest = r.manifest ? h("p.result-manifest.muted", { dataset: { testid: "result-manifest" } }, "Manifest ",
+      h("code.break", null, r.manifest)) : null;
+    resultSlot.replaceChildren(...[panel("Result", { id: "result" }, tiles, manifest, tails,
       h("details", null, h("summary", null, "Raw JSON"), h("pre.code-block", null, JSON.stringify(r, null, 2)))),
       heldOutSamples(r.held_out_samples),
       beforeAfter("Held-out preference pairs", "held-out-preferences", r.held_out_preferences),
