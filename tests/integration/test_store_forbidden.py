@@ -20,7 +20,7 @@ import pytest
 
 from s3server import REGION, S3Server
 from support import metric, metric_samples
-from tasks import artifacts, registry
+from tasks import artifacts, registry, retrying
 from tasks.artifacts import ArtifactStore, Scratch
 from tasks.errors import StoreForbidden, StoreUnavailable
 from tasks.run_service import RunService
@@ -140,9 +140,23 @@ def test_an_unreachable_store_is_still_an_outage_and_the_right_keys_still_work(s
     assert metric(after, "tunix_store_bytes_total", direction="up") > metric(before, "tunix_store_bytes_total",
                                                                            direction="up")
     # and the missing server is an outage, as before
+    started = time.monotonic()
     with pytest.raises(StoreUnavailable) as outage:
         gone.put_json("runs/x.json", {})
+    one_call_s = time.monotonic() - started
     assert not isinstance(outage.value, StoreForbidden)
+    # And a patient caller's tries after its first are counted as retries of what it stores
+    tries, before = [], scrape()
+
+    def put():
+        tries.append(1)
+        gone.put_json("runs/x.json", {})
+    with pytest.raises(StoreUnavailable):
+        retrying.patiently(artifacts.retried(put, "manifest"), 3 * one_call_s + 0.3, StoreUnavailable,
+                           first_delay_s=0.05)
+    retried = metric(scrape(), "tunix_store_retries_total", what="manifest") - \
+        metric(before, "tunix_store_retries_total", what="manifest")
+    assert len(tries) >= 3 and retried == len(tries) - 1, (len(tries), retried)
 
 
 def test_a_local_store_whose_folder_refuses_us_is_forbidden_too(tmp_path):
