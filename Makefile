@@ -64,11 +64,13 @@ run: install
 
 # Coverage of app/, tasks/ and workers/, subprocesses included (API under
 # gunicorn, worker launches and dramatiq's processes): see setup.cfg [coverage:run].
+# --durations: the slowest tests, named at the end of every run (what to move
+# behind `slow` when `make test` nears its 30 minutes).
 test: install test-tools
-	$(PY) -m pytest -m "not slow" --cov --cov-report=term $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" --durations=30 --cov --cov-report=term $(PYTEST_ARGS)
 
 test-all: install test-tools
-	$(PY) -m pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=30 --cov --cov-report=term $(PYTEST_ARGS)
 
 # 240 s of steady submits under random SIGKILLs, freezes and PostgreSQL
 # restarts (tests/reliability/test_soak.py); SOAK_LONG_S changes the length.
