@@ -17,8 +17,8 @@ used it alone.  Without a user, nothing changes from before: with
 Liveness, readiness, metrics and the schema stay open for probes and
 Prometheus, and so do the console's page and static files (the page asks for
 the token and sends it with each call); ``METRICS_AUTH`` closes ``/metrics``
-to all but ``API_TOKEN`` and live users' tokens (what a scraper is given).  A token is read from the header
-only: never from a URL, and never logged.
+to all but ``API_TOKEN`` and live users' tokens (what a scraper is given).
+A token is read from the header only: never from a URL, and never logged.
 """
 
 import dataclasses

@@ -38,7 +38,7 @@ def patiently(fn, patience_s, errors, *, first_delay_s=0.25, max_delay_s=MAX_DEL
     if remaining() <= 0:
         raise first
     delay = min(first_delay_s, remaining())
-    logger.warning("%s failed (%s); trying again in %.2fs", what, first, delay)
+    _say(what, first, delay)
     time.sleep(delay)
 
     def wait(state):
@@ -46,10 +46,11 @@ def patiently(fn, patience_s, errors, *, first_delay_s=0.25, max_delay_s=MAX_DEL
         backoff = min(max_delay_s, first_delay_s * 2 ** state.attempt_number)
         return max(0.0, min(backoff, remaining()))
 
-    def say(state):
-        logger.warning("%s failed (%s); trying again in %.2fs", what, state.outcome.exception(),
-                       state.next_action.sleep)
-
-    retrying = tenacity.Retrying(retry=tenacity.retry_if_exception_type(errors), wait=wait,
-                                 stop=lambda state: remaining() <= 0, before_sleep=say, reraise=True)
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(errors), wait=wait, stop=lambda state: remaining() <= 0,
+        before_sleep=lambda state: _say(what, state.outcome.exception(), state.next_action.sleep), reraise=True)
     return retrying(fn)
+
+
+def _say(what, exc, delay):
+    logger.warning("%s failed (%s); trying again in %.2fs", what, exc, delay)
