@@ -204,8 +204,11 @@ def document_paths(base):
     return [(method, path) for path, item in paths.items() for method in item]
 
 
-@pytest.mark.parametrize("auth", ["open", "users"])
-def test_schemathesis_with_every_check_and_its_stateful_phase_finds_nothing(auth, request, report):
+@pytest.mark.parametrize("auth, examples", [
+    ("open", 10), ("users", 10),
+    # make test-all: the same at 4 times the examples (~4 min each on 2 cores, where 10 take ~1)
+    pytest.param("open", 40, marks=pytest.mark.slow), pytest.param("users", 40, marks=pytest.mark.slow)])
+def test_schemathesis_with_every_check_and_its_stateful_phase_finds_nothing(auth, examples, request, report):
     """What a user of the API document runs: ``schemathesis run --checks all``
     (examples, coverage, fuzzing and the stateful phase, which follows the
     document's links from a submit to the run's own operations); on an open
@@ -219,7 +222,7 @@ def test_schemathesis_with_every_check_and_its_stateful_phase_finds_nothing(auth
     cli = [sys.executable, "-m", "schemathesis.cli"]
     started = time.monotonic()
     result = subprocess.run([*cli, "--config-file", str(SCHEMATHESIS_CONFIG), "run", f"{base}/openapi.json",
-                             "--checks", "all", "--max-examples", "40", "--seed", "20261202", "--request-timeout",
+                             "--checks", "all", "--max-examples", str(examples), "--seed", "20261202", "--request-timeout",
                              "10", "--no-color", *given], capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, SCHEMATHESIS_TELEMETRY="false", COLUMNS="160"))
     summary = result.stdout[result.stdout.find("SUMMARY"):]
@@ -231,7 +234,8 @@ def test_schemathesis_with_every_check_and_its_stateful_phase_finds_nothing(auth
     assert cases and cases.group(1) == cases.group(2), summary
     operations = re.search(r"Tested: (\d+)", summary)
     assert operations and int(operations.group(1)) == len(document_paths(base)), summary
-    report(f"schemathesis run --checks all (examples, coverage, fuzzing, stateful), {auth}: {cases.group(1)} "
+    report(f"schemathesis run --checks all (examples, coverage, fuzzing, stateful), {auth}, --max-examples "
+           f"{examples}: {cases.group(1)} "
            f"cases, 0 failures in {time.monotonic() - started:.0f}s")
 
 

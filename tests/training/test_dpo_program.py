@@ -52,9 +52,14 @@ def test_a_dpo_run_reports_its_preference_metrics_at_every_step_and_ranks_the_he
     progress = run.of("progress")
     assert [e["step"] for e in progress] == list(range(1, 17))
     assert all(set(e["metrics"]) == METRICS and None not in e["metrics"].values() for e in progress)
-    # And at step 1 the model is its reference: the loss is ln 2, every reward 0
+    # And at step 1 the model is its reference: the loss is ln 2, every reward 0 (to float32's noise: the
+    # policy's log-probabilities come from the compiled train step, the reference's from a forward of its
+    # own, and XLA may sum them in another order; measured -9.5e-07).  Accuracy counts margins > 0, so at a
+    # margin of noise it is noise: not asserted here.
     assert progress[0]["loss"] == pytest.approx(LN2, abs=1e-6)
-    assert progress[0]["metrics"] == {name: 0.0 for name in METRICS}
+    first = progress[0]["metrics"]
+    assert {name: first[name] for name in METRICS - {"reward_accuracy"}} == pytest.approx(
+        {name: 0.0 for name in METRICS - {"reward_accuracy"}}, abs=1e-5)
     # And the training separates the pairs: the loss falls below ln 2, the chosen answers win most batches
     assert sum(run.losses[-4:]) / 4 < LN2 - 0.1, run.losses
     assert sum(e["metrics"]["reward_accuracy"] for e in progress[-8:]) / 8 > 0.6
