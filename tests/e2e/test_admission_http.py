@@ -26,6 +26,7 @@ def started(stack, ids):
         return dict(cur.fetchall())
 
 
+@pytest.mark.slow  # make test-all: the rule stays in make test (tests/integration/test_admission_order.py)
 def test_a_single_run_submitted_after_a_20_trial_sweep_starts_before_its_third_trial(stack):
     # Given a 20-trial sweep of tiny trainings, its first trial running
     response = stack.api.http.post(stack.api.url("/api/tunix/sweeps"), timeout=60, json={

@@ -7,7 +7,8 @@ import requests
 
 from support import connect, first_admin, start_api, wait_for
 
-pytestmark = pytest.mark.training
+# make test-all: the rule stays in make test (tests/integration/test_admission_order.py).
+pytestmark = [pytest.mark.training, pytest.mark.slow]
 
 TRAIN = {"dataset_key": "synthetic", "model_id": "llama3-tiny", "dry_run": False, "max_steps": 5, "batch_size": 4,
          "max_seq_length": 32, "checkpoint_every_steps": 100}

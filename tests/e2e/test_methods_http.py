@@ -55,6 +55,7 @@ def test_a_method_run_completes_with_its_metrics_at_every_step(api, body, names)
         assert isinstance(point["loss"], float)
 
 
+@pytest.mark.slow  # make test-all: the ranking on reward accuracy stays in make test (tests/unit/test_sweep_spec.py)
 def test_a_dpo_sweep_over_beta_ranks_its_trials_on_reward_accuracy_highest_first(api):
     # Given a sweep of DPO trials over beta and the learning rate, ranked on reward accuracy
     body = {"name": "dpo beta", "base": DPO, "metric": "reward_accuracy",

@@ -61,6 +61,7 @@ def test_completed_runs_sum_exactly_over_every_worker_launch_scrape(own_system):
     assert len(set(ids)) == n
 
 
+@pytest.mark.slow  # make test-all: a killed worker shown lost stays in make test (tests/e2e/test_fleet_http.py)
 def test_fleet_gauges_match_the_registry_after_a_worker_is_killed(own_system):
     # Given a long training running on a one-process launch
     api, launch, conn = own_system

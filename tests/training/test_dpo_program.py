@@ -77,6 +77,7 @@ def test_a_dpo_run_reports_its_preference_metrics_at_every_step_and_ranks_the_he
     assert "held-out preferences (40 pairs): chosen preferred" in run.stdout
 
 
+@pytest.mark.slow  # make test-all: SFT's and LoRA's exact resumes stay in make test
 def test_a_sigkilled_dpo_run_resumes_from_its_checkpoint_with_the_uninterrupted_losses(tmp_path, jax_cache,
                                                                                        dpo_run):
     # Given the same DPO run, checkpointing every 4 steps, killed (SIGKILL: no last checkpoint) after step 7

@@ -85,6 +85,7 @@ def test_a_grpo_run_reports_rewards_at_every_step_samples_at_logged_steps_and_he
     assert timing["steps"] == STEPS and 0 < timing["sample_share"] < 1 and timing["peak_rss_mb"] > 0
 
 
+@pytest.mark.slow  # make test-all: SFT's and LoRA's exact resumes stay in make test
 def test_a_sigkilled_grpo_run_resumes_from_its_checkpoint_with_the_uninterrupted_runs_samples_and_losses(
         tmp_path, jax_cache, grpo_run):  # noqa: F811
     # Given the same run, checkpointing every 3 steps, killed (SIGKILL: no last checkpoint) after step 5

@@ -321,6 +321,7 @@ def sigterm_when(proc, predicate, timeout=120):
         stopped_after
 
 
+@pytest.mark.slow  # make test-all: the hand-back on SIGTERM stays in make test (tests/reliability/test_worker_crash.py)
 def test_sigterm_mid_training_checkpoints_the_step_and_resume_is_exact(tmp_path, jax_cache, llama_run):
     # A checkpoint interval the run never reaches: the only checkpoints are
     # orbax's first step and the one SIGTERM forces.
