@@ -107,6 +107,7 @@ def test_a_sigkilled_dpo_run_resumes_from_its_checkpoint_with_the_uninterrupted_
     assert result["held_out_preferences"] == dpo_run.of("result")[0]["held_out_preferences"]
 
 
+@pytest.mark.slow  # make test-all: full DPO and ORPO stay in make test
 def test_a_lora_dpo_run_takes_the_frozen_base_as_its_reference(tmp_path, jax_cache):
     # Given a LoRA DPO run of the tiny Gemma that samples 2 held-out prompts
     run = run_train(tmp_path, jax_cache, **dpo_job(model_id="gemma3-tiny", lora=LORA, max_steps=6,
