@@ -14,6 +14,7 @@ Every fixture that costs a process or a database is lazy, so the unit tier
 starts neither.
 """
 
+import concurrent.futures
 import contextlib
 import os
 import pathlib
@@ -105,23 +106,34 @@ def live_api(database_url, data_dir, log_dir):
     process.stop()
 
 
+#: Every worker launch the session started, oldest first.
+_STARTED = []
+
+
 @pytest.fixture(scope="session")
-def _launches():
-    started = []
-    yield started
-    for launch in reversed(started):
-        launch.stop()
+def _launches(databases):  # noqa: ARG001 - see the docstring
+    """The session's launches, stopped at its end before its databases are
+    dropped: a launch whose database was gone took its whole grace (15 s)
+    and a SIGKILL to stop."""
+    yield _STARTED
+    _stop_all(_STARTED)
+
+
+def _stop_all(launches):
+    """Stopped side by side: each takes ~3 s to exit (dramatiq's shutdown), and
+    a module may have started several."""
+    with concurrent.futures.ThreadPoolExecutor(max(1, len(launches))) as pool:
+        list(pool.map(lambda launch: launch.stop(), launches))
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _stop_the_modules_launches(_launches):
+def _stop_the_modules_launches():
     """Launches a test module started are stopped when the module ends (the
-    session's shared one excepted): each holds a dozen connections."""
-    before = len(_launches)
+    session's shared one excepted): each holds a dozen connections.  (No
+    fixture asked for: a module without launches needs no database.)"""
+    before = len(_STARTED)
     yield
-    for launch in reversed(_launches[before:]):
-        if not getattr(launch, "shared", False):
-            launch.stop()
+    _stop_all([launch for launch in _STARTED[before:] if not getattr(launch, "shared", False)])
 
 
 @pytest.fixture(scope="session")
