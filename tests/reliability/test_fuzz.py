@@ -223,8 +223,9 @@ def test_schemathesis_with_every_check_and_its_stateful_phase_finds_nothing(auth
     cli = [sys.executable, "-m", "schemathesis.cli"]
     started = time.monotonic()
     result = subprocess.run([*cli, "--config-file", str(SCHEMATHESIS_CONFIG), "run", f"{base}/openapi.json",
-                             "--checks", "all", "--max-examples", str(examples), "--seed", "20261202", "--request-timeout",
-                             "10", "--no-color", *given], capture_output=True, text=True, timeout=600,
+                             "--checks", "all", "--max-examples", str(examples), "--seed", "20261202",
+                             "--request-timeout", "10", "--no-color", *given],
+                            capture_output=True, text=True, timeout=600,
                             env=dict(os.environ, SCHEMATHESIS_TELEMETRY="false", COLUMNS="160"))
     summary = result.stdout[result.stdout.find("SUMMARY"):]
     failures = result.stdout[result.stdout.find("FAILURES"):]
