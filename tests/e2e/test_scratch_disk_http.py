@@ -98,9 +98,8 @@ def disk(databases, data_dir, log_dir, tmp_path_factory):
         api = launch = None
         try:
             api = start_api(url, data_dir, log_dir, **env)
-            # The session's JAX compilation cache (not on the small tmpfs, and warm).
-            launch = Launch(url, home, log_dir, workers=1, threads=4, TRAIN_CONCURRENCY=1,
-                            JAX_COMPILATION_CACHE_DIR=os.path.join(data_dir, "jax-cache"), **env)
+            # JAX's compilation cache is the session's (tests/conftest.py): not on the small tmpfs, and warm.
+            launch = Launch(url, home, log_dir, workers=1, threads=4, TRAIN_CONCURRENCY=1, **env)
             yield Disk(ApiClient(api.url), connect(url), home, runs, launch)
         finally:
             if launch is not None:

@@ -32,9 +32,7 @@ store outages, and ``tests/multihost/test_store_failures.py``.
 import hashlib
 import json
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 import uuid
@@ -143,7 +141,8 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(netlab, net_databases, s3, net_log_dir):
     database_url = net_databases.create()
-    jax_cache = tempfile.mkdtemp(prefix="tunix-fleet-jax-")
+    # The session's JAX compilation cache (tests/conftest.py), shared by both hosts as by a fleet's image.
+    jax_cache = os.environ["JAX_COMPILATION_CACHE_DIR"]
     prefix = f"fleet-{uuid.uuid4().hex[:8]}"
     env = dict(s3.env, ARTIFACTS_URL=f"s3://{s3.bucket}/{prefix}",
                HEARTBEAT_TIMEOUT_S=HEARTBEAT_TIMEOUT_S, REAPER_INTERVAL_S=1, TRAIN_CONCURRENCY=1,
@@ -167,7 +166,6 @@ def fleet(netlab, net_databases, s3, net_log_dir):
     finally:
         fleet.teardown()
         conn.close()
-        shutil.rmtree(jax_cache, ignore_errors=True)
 
 
 def submit(client, body):

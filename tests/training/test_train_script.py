@@ -30,8 +30,9 @@ SHIPPED = ROOT / "tasks" / "data" / "text-sft.jsonl"
 
 
 @pytest.fixture(scope="session")
-def jax_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jax-cache"))
+def jax_cache():
+    """The session's JAX compilation cache (``tests/conftest.py``)."""
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 #: Keys of a job's ``run`` part (the placement); every other override goes to its ``spec``.
