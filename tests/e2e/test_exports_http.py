@@ -144,6 +144,9 @@ def round_trip(api, run_id, tmp_path, body=None):
     return done, manifest, (loss_checkpoint, loss_export, float(np.abs(logits_export - logits_checkpoint).max()))
 
 
+# make test-all: the round trip with its loss stays in tests/training/test_export_program.py, and a LoRA
+# run's export over HTTP in the CLI's test below
+@pytest.mark.slow
 def test_a_lora_runs_export_loads_back_merged_with_the_checkpoints_loss(stack, runs, tmp_path):
     api = stack["api"]
     # Given a LoRA run of gemma3-tiny with checkpoints at steps 2 and 4

@@ -36,7 +36,8 @@ def metrics(api, run_id):
 
 @pytest.mark.parametrize("body, names", [
     (DPO, {"reward_accuracy", "reward_margin"}),
-    (GRPO, {"reward_mean", "reward_std", "kl", "completion_length"}),
+    # make test-all: GRPO's metrics at every step stay in tests/training/test_grpo_program.py
+    pytest.param(GRPO, {"reward_mean", "reward_std", "kl", "completion_length"}, marks=pytest.mark.slow),
 ], ids=["dpo", "grpo"])
 def test_a_method_run_completes_with_its_metrics_at_every_step(api, body, names):
     # Given a DPO (or GRPO) training submitted over HTTP

@@ -127,6 +127,9 @@ def test_a_sample_request_waits_for_a_sampling_worker_never_the_api(stack, train
     assert scalar(conn, "SELECT state FROM dramatiq.queue WHERE message_id = %s", (sample["sample_id"],)) == "done"
 
 
+# make test-all: the sampling program's own test keeps greedy and seeded repeats
+# (tests/training/test_sampling_program.py)
+@pytest.mark.slow
 def test_two_greedy_requests_give_identical_text_and_a_seeded_one_repeats(stack, trained):
     api = stack["api"]
     run, _ = trained

@@ -273,6 +273,7 @@ def test_a_frozen_worker_whose_run_was_recovered_stops_its_training_when_it_thaw
            f"step {final['result']['start_step']}")
 
 
+@pytest.mark.slow  # make test-all: the cap's rule stays in tests/integration/test_attempts_cap.py, against PostgreSQL
 def test_a_run_whose_worker_dies_max_attempts_times_ends_failed_worker_lost(stack, report):
     client, conn, fleet = stack
     # Given launches that give a run a single attempt
