@@ -126,6 +126,9 @@ class Databases:
             for name in reversed(self.created):
                 with contextlib.suppress(psycopg2.Error):
                     cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.close()
+
+    def close(self):
         self._admin.close()
 
 

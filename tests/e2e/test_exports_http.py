@@ -144,8 +144,8 @@ def round_trip(api, run_id, tmp_path, body=None):
     return done, manifest, (loss_checkpoint, loss_export, float(np.abs(logits_export - logits_checkpoint).max()))
 
 
-# make test-all: the round trip with its loss stays in tests/training/test_export_program.py, and a LoRA
-# run's export over HTTP in the CLI's test below
+# make test-all: a LoRA run's round trip over HTTP with its loss stays in the next test (step 2), and
+# the merged export's checks in tests/training/test_export_program.py
 @pytest.mark.slow
 def test_a_lora_runs_export_loads_back_merged_with_the_checkpoints_loss(stack, runs, tmp_path):
     api = stack["api"]
@@ -177,8 +177,9 @@ def test_an_earlier_step_and_a_full_fine_tune_export_too(stack, runs, tmp_path):
     # A LoRA run's earlier step, asked for by number
     done, _, (loss_checkpoint, loss_export, _) = round_trip(api, runs["lora"], tmp_path / "l", {"step": 2})
     assert done["step"] == 2 and abs(loss_export - loss_checkpoint) < 1e-4
+    # And the run lists it first (newest first)
     listed = api.get(f"/api/tunix/runs/{runs['lora']}/exports").json()["data"]
-    assert [e["step"] for e in listed][:2] == [2, 4]
+    assert (listed[0]["export_id"], listed[0]["step"]) == (done["export_id"], 2), listed
 
 
 def test_a_step_asked_again_is_reused_and_a_deleted_export_is_made_anew(stack, runs):

@@ -76,7 +76,7 @@ def net_pg(netlab):
 def net_databases(net_pg):
     dbs = Databases(net_pg.tcp_url())
     yield dbs
-    dbs.drop_all()
+    dbs.close()  # not dropped: the cluster is the session's, deleted whole (tests/conftest.py's databases)
 
 
 @pytest.fixture(scope="session")
