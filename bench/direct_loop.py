@@ -45,7 +45,8 @@ def run(args):
     from tasks.run_spec import LoraSpec
     from workers.training.data import ByteTokenizer, SentencePieceTokenizer, batch_indices, build_examples, split_held_out, \
         warmup_steps
-    from workers.training.model import apply_lora, build_model, configure_jax, setup_jax_env, weights_dir
+    from workers.training.model import apply_lora, build_model, commit_to_device, configure_jax, setup_jax_env, \
+        weights_dir
 
     setup_jax_env("cpu")
     configure_jax("cpu")
@@ -73,6 +74,7 @@ def run(args):
                             optax.inject_hyperparams(optax.adamw)(learning_rate=schedule, weight_decay=0.0))
     config = peft_trainer.TrainingConfig(eval_every_n_steps=10 ** 9, max_steps=args.steps, pbar_description=None)
     trainer = peft_trainer.PeftTrainer(model, optimizer, config)
+    commit_to_device(trainer)
     pad_id = tokenizer.pad_id
 
     def gen_model_input(x):

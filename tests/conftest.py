@@ -14,6 +14,7 @@ Every fixture that costs a process or a database is lazy, so the unit tier
 starts neither.
 """
 
+import collections
 import concurrent.futures
 import contextlib
 import os
@@ -56,12 +57,17 @@ def pytest_unconfigure(config):  # noqa: ARG001
 # PostgreSQL
 
 
+#: A session's PostgreSQL server: its URL, and whether the session made it
+#: (an embedded server is deleted whole at the end).
+PgServer = collections.namedtuple("PgServer", "url embedded")
+
+
 @pytest.fixture(scope="session")
 def pg_server():
-    """The PostgreSQL server's URL: ``DATABASE_URL``, else an embedded server."""
+    """The PostgreSQL server: ``DATABASE_URL``'s, else an embedded one (``PgServer``)."""
     url = os.environ.get("DATABASE_URL")
     if url:
-        yield url
+        yield PgServer(url, embedded=False)
         return
     from workers.pgembed import EmbeddedPostgres
 
@@ -69,7 +75,7 @@ def pg_server():
     server = EmbeddedPostgres(os.path.join(root, "pg"))
     url = server.start()
     try:
-        yield url
+        yield PgServer(url, embedded=True)
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -80,12 +86,12 @@ def databases(pg_server):
     """Creates databases on the server; drops them all at the end when the
     server is ``DATABASE_URL``'s.  An embedded server is deleted whole, and a
     ``DROP DATABASE`` waits for a checkpoint (~0.85 s each here)."""
-    dbs = Databases(pg_server)
+    dbs = Databases(pg_server.url)
     yield dbs
-    if os.environ.get("DATABASE_URL"):
-        dbs.drop_all()
-    else:
+    if pg_server.embedded:
         dbs.close()
+    else:
+        dbs.drop_all()
 
 
 @pytest.fixture(scope="session")

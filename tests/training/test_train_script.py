@@ -575,3 +575,45 @@ def test_batches_are_full_and_seeded():
 def test_steps_are_capped():
     spec = RunSpec.stored(base_spec(max_steps=10**7))
     assert data_mod.plan_steps(spec, 256) == (data_mod.MAX_TOTAL_STEPS, 32, True)
+
+
+#: ``python -m workers.training`` with the model's arrays committed to the
+#: device after ``build_model``, as tunix's safetensors loader leaves a loaded
+#: model's (a tiny model's random init leaves them uncommitted);
+#: ``SKIP_COMMIT=1`` also turns the trainer's ``commit_to_device`` off.
+LOADED_LIKE = """
+import os, runpy, sys
+import jax
+from flax import nnx
+from workers.training import loop
+build = loop.build_model
+def loaded(*args, **kwargs):
+    model = build(*args, **kwargs)
+    nnx.update(model, jax.device_put(nnx.state(model), jax.devices()[0]))
+    return model
+loop.build_model = loaded
+if os.environ.get("SKIP_COMMIT") == "1":
+    loop.commit_to_device = lambda trainer: None
+sys.argv = ["workers.training", sys.argv[1]]
+runpy.run_module("workers.training", run_name="__main__")
+"""
+
+
+def test_a_loaded_models_train_step_compiles_once(tmp_path, jax_cache):
+    """Loaded weights are committed arrays and optax's scalar state was not:
+    step 2 then saw other input shardings than step 1, and the train step
+    compiled twice (13 s more of the real model's cold start)."""
+    job = tmp_path / "training.json"
+    job.write_text(json.dumps(base_job(tmp_path / "rundir", max_steps=3)))
+    counts = {}
+    for skip in ("1", "0"):
+        env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax_cache, PYTHONPATH=str(ROOT), JAX_LOG_COMPILES="1",
+                   SKIP_COMMIT=skip)
+        shutil.rmtree(tmp_path / "rundir", ignore_errors=True)
+        proc = subprocess.run([sys.executable, "-c", LOADED_LIKE, str(job)], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert [e["step"] for e in Run(proc).of("progress")] == [1, 2, 3]
+        counts[skip] = proc.stderr.count("Compiling jit(_train_step)")
+    # Without the commit, the premise holds: two programs for one shape.
+    assert counts == {"1": 2, "0": 1}, counts

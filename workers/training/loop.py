@@ -19,8 +19,8 @@ from .data import ByteTokenizer, SentencePieceTokenizer, plan_steps, warmup_step
 from .errors import ConfigError, StopTraining, Terminated, WeightsNotFound
 from .events import Result, Start
 from .methods import method_for
-from .model import apply_lora, build_model, configure_jax, count_lora_params, count_params, setup_jax_env, \
-    weights_dir
+from .model import apply_lora, build_model, commit_to_device, configure_jax, count_lora_params, count_params, \
+    setup_jax_env, weights_dir
 from .session import Session, tunix_hooks
 from .spec import write_manifest
 
@@ -90,6 +90,7 @@ def train(job, on_event, log=print, stop=None):
     if method.before_trainer(model):
         stop_if_asked()
     trainer = method.build_trainer(model, _optimizer(spec, total_steps), training_config)
+    commit_to_device(trainer)
     start_step = trainer.train_steps  # > 0 when a checkpoint was restored
     restored = checkpoints.restored_record(trainer)
 
