@@ -602,7 +602,7 @@ runpy.run_module("workers.training", run_name="__main__")
 def test_a_loaded_models_train_step_compiles_once(tmp_path, jax_cache):
     """Loaded weights are committed arrays and optax's scalar state was not:
     step 2 then saw other input shardings than step 1, and the train step
-    compiled twice (13 s more of the real model's cold start)."""
+    compiled twice (for gemma3-270m, a second XLA compilation of 13 s)."""
     job = tmp_path / "training.json"
     job.write_text(json.dumps(base_job(tmp_path / "rundir", max_steps=3)))
     counts = {}
