@@ -91,17 +91,18 @@ class Run:
 
 
 def run_train(tmp_path, jax_cache, name="run", env=None, timeout=180, **overrides):
-    folder = tmp_path / name
-    folder.mkdir(parents=True, exist_ok=True)
-    job = base_job(folder / "rundir", **overrides)
-    path = folder / "training.json"
-    path.write_text(json.dumps(job))
-    full_env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax_cache, PYTHONPATH=str(ROOT))
-    full_env.pop("WEIGHTS_DIR", None)
-    full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "workers.training", str(path)], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-    return Run(proc)
+    return finish_train(start_train(tmp_path, jax_cache, name, env=env, **overrides), timeout)
+
+
+def finish_train(proc, timeout=180):
+    """The Run of a started training, once it exits (killed past ``timeout``, as ``subprocess.run`` does)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return Run(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
 
 
 @pytest.fixture(scope="module")
@@ -303,20 +304,20 @@ def run_trains(tmp_path, jax_cache, jobs, timeout=180):
     Side by side on 2 cores, two tiny trainings whose programs are cached take ~1.4x one
     (the held-out test: 41 s -> 35 s)."""
     procs = {name: start_train(tmp_path, jax_cache, name, **overrides) for name, overrides in jobs.items()}
-    runs = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=timeout)
-        runs[name] = Run(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    return runs
+    return {name: finish_train(proc, timeout) for name, proc in procs.items()}
 
 
-def start_train(tmp_path, jax_cache, name, **overrides):
+def start_train(tmp_path, jax_cache, name, env=None, **overrides):
+    """``python -m workers.training`` on the job of ``overrides``, started in
+    ``tmp_path/name``; ``WEIGHTS_DIR`` only where ``env`` gives it."""
     folder = tmp_path / name
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "training.json"
     path.write_text(json.dumps(base_job(folder / "rundir", **overrides)))
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax_cache, PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "workers.training", str(path)], cwd=ROOT, env=env,
+    full_env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=jax_cache, PYTHONPATH=str(ROOT))
+    full_env.pop("WEIGHTS_DIR", None)
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "workers.training", str(path)], cwd=ROOT, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
