@@ -1,7 +1,7 @@
 """``python -m bench.submit_profile``: where one async submit's time goes.
 
     python -m bench.submit_profile [--n 2000] [--reps 3] [--profile] [--sql] [--peer]
-    python -m bench.submit_profile --http [--workers | --peer] [--seconds 5]
+    python -m bench.submit_profile --http [--workers | --peer] [--seconds 5] [--statements]
 
 In-process (the default): builds the app (``app.create_app()``) on a fresh,
 migrated database of ``DATABASE_URL``'s server (dropped at the end), then
@@ -18,8 +18,15 @@ minutes.
 ``--http``: one client on one keep-alive connection for ``--seconds``, as
 ``python -m bench load`` at 1 client, through gunicorn as the bench starts
 it (``--workers``: with 2 worker processes draining; ``--peer``: the peer,
-with its Redis and 2 Celery processes, instead): p50 / p99, and the CPU the
-API process (and the workers) spent per submit.  About 20 s.
+with its Redis and 2 Celery processes, instead): p50 / p99, and the CPU spent
+per submit by the API process, the workers, PostgreSQL's processes, the
+client and the whole machine (``/proc/stat``).  ``--statements``: the
+server's execution and planning time per submit by statement, from
+``pg_stat_statements``, which the server must preload (a private one:
+``initdb``, then ``pg_ctl -o "-p 5433 -c
+shared_preload_libraries=pg_stat_statements -c
+pg_stat_statements.track_planning=on" start``, and ``DATABASE_URL`` at
+it).  About 20 s.
 """
 
 import argparse
@@ -259,15 +266,27 @@ def _http(server, args):
                 raise SystemExit(f"unexpected answer {response.status}")
             if t >= warm_until:
                 if not latencies:
-                    api_cpu, others_cpu = _cpu(api), _others_cpu(api)
+                    if args.statements:
+                        _statements(server, reset=True)
+                    api_cpu, others_cpu, pg_cpu, own_cpu, all_cpu = (
+                        _cpu(api), _others_cpu(api), _postgres_cpu(), time.process_time(), _machine_cpu())
                 latencies.append(time.monotonic() - t)
         api_cpu, others_cpu = _cpu(api) - api_cpu, _others_cpu(api) - others_cpu
+        pg_cpu, own_cpu, all_cpu = _postgres_cpu() - pg_cpu, time.process_time() - own_cpu, _machine_cpu() - all_cpu
         http.close()
         print(f"{'peer' if args.peer else 'ours'}: gunicorn (1 process x 256 threads"
               f"{', 2 worker processes' if args.workers or args.peer else ', no worker'}), "
               f"1 client, {args.seconds:g} s: {len(latencies)} submits, p50 {_pct(latencies, 50) * 1000:.2f} ms, "
               f"p99 {_pct(latencies, 99) * 1000:.2f} ms; the API process' CPU {api_cpu / len(latencies) * 1000:.2f} ms "
-              f"per submit, its workers' {others_cpu / len(latencies) * 1000:.2f} ms")
+              f"per submit, its workers' {others_cpu / len(latencies) * 1000:.2f} ms, PostgreSQL's "
+              f"{pg_cpu / len(latencies) * 1000:.2f} ms, the client's {own_cpu / len(latencies) * 1000:.2f} ms, "
+              f"the whole machine's {all_cpu / len(latencies) * 1000:.2f} ms")
+        if args.statements:
+            print("PostgreSQL per submit, by statement (pg_stat_statements; ms of execution + planning):")
+            for calls, exec_ms, plan_ms, query in _statements(server):
+                if calls >= len(latencies) / 10:
+                    print(f"  {calls / len(latencies):5.2f} calls  {exec_ms / len(latencies):.3f} + "
+                          f"{plan_ms / len(latencies):.3f} ms  {query}")
 
 
 def _listener(port):
@@ -284,6 +303,50 @@ def _listener(port):
 def _cpu(process):
     times = process.cpu_times()
     return times.user + times.system
+
+
+def _statements(server, reset=False):
+    """``pg_stat_statements`` of the whole server: reset it, or its rows
+    (calls, execution ms, planning ms, the query's start), most time first."""
+    conn = psycopg2.connect(server)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            try:
+                cur.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                if reset:
+                    cur.execute("SELECT pg_stat_statements_reset()")
+                    return None
+                cur.execute("SELECT calls, total_exec_time, total_plan_time,"
+                            " left(regexp_replace(query, '\\s+', ' ', 'g'), 90)"
+                            " FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT 15")
+                return cur.fetchall()
+            except psycopg2.Error as exc:
+                raise SystemExit(f"--statements needs pg_stat_statements loaded by the server "
+                                 f"(shared_preload_libraries=pg_stat_statements): {exc}".strip()) from None
+    finally:
+        conn.close()
+
+
+def _postgres_cpu():
+    """CPU of every PostgreSQL server process on this machine (its backends, WAL writer, checkpointer)."""
+    import psutil
+
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        try:
+            if p.info["name"] == "postgres":
+                total += _cpu(p)
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _machine_cpu():
+    """Busy CPU seconds of the whole machine (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def _others_cpu(api):
@@ -309,6 +372,8 @@ def main(argv=None):
     parser.add_argument("--peer", action="store_true")
     parser.add_argument("--http", action="store_true", help="through gunicorn and a socket instead (no other figure)")
     parser.add_argument("--workers", action="store_true", help="with --http: 2 worker processes draining")
+    parser.add_argument("--statements", action="store_true",
+                        help="with --http: the server's time by statement (pg_stat_statements must be preloaded)")
     parser.add_argument("--seconds", type=float, default=5)
     args = parser.parse_args(argv)
     server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -46,43 +46,67 @@ def fetch_one(conn, name, /, **params):
 
 @functools.cache
 def _prepared(name):
-    """``(PREPARE, EXECUTE, DEALLOCATE)`` of a named query: its ``%(p)s``
+    """``(PREPARE, EXECUTE)`` of a named query: its ``%(p)s``
     become ``$n`` (types inferred by the server), and ``EXECUTE`` passes them."""
     text = QUERIES[name]
     names = list(dict.fromkeys(_PARAM.findall(text)))
     body = _PARAM.sub(lambda m: f"${names.index(m.group(1)) + 1}", text).replace("%%", "%")
     statement = f"tunix_{name}"
     return (f"PREPARE {statement} AS {body}",
-            f"EXECUTE {statement} (" + ", ".join(f"%({n})s" for n in names) + ")",
-            f"DEALLOCATE {statement}")
+            f"EXECUTE {statement} (" + ", ".join(f"%({n})s" for n in names) + ")")
 
 
 def fetch_one_prepared(conn, name, /, **params):
-    """``fetch_one`` of a hot statement, prepared once per session: no parse
-    or plan per call.  Measured on the submit (its statement inlines the
-    admission rule's SQL functions): 1.22 ms a round trip with its commit
-    instead of 0.69 ms.  Only on an autocommit ``tasks.db.Connection``
-    (elsewhere, as ``fetch_one``): a statement gone stale (a migration
-    added a column to the row it returns) failed there without writing,
-    so it is prepared again and the call made once more."""
+    """``fetch_one`` of a hot statement (or a tuple of them, sent as one
+    string: one round trip and one implicit transaction), each prepared once
+    per session: no parse or plan per call.  Measured on the submit (its
+    statement inlines the admission rule's SQL functions): 1.22 ms a round
+    trip with its commit instead of 0.69 ms; on a worker's claim and finish,
+    which were parsed and planned at each call, PostgreSQL spent ~0.13 ms
+    planning each (``pg_stat_statements``, README "What a run costs the
+    database").  Only on an autocommit ``tasks.db.Connection`` (elsewhere,
+    as ``fetch_one``): a statement gone stale (a migration added a column to
+    the row it returns, or the session lost it) failed there without
+    writing, so the session's statements are dropped and prepared again and
+    the call made once more."""
     prepared = getattr(conn, "prepared", None)
     if prepared is None or not conn.autocommit:
         return fetch_one(conn, name, **params)
-    prepare, execute, deallocate = _prepared(name)
-    with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        if name not in prepared:
-            cur.execute(prepare)
-            prepared.add(name)
-        try:
-            cur.execute(execute, params)
-        except _STALE as exc:
-            prepared.discard(name)
-            if isinstance(exc, psycopg2.errors.FeatureNotSupported):
-                cur.execute(deallocate)
-            cur.execute(prepare)
-            prepared.add(name)
-            cur.execute(execute, params)
-        return cur.fetchone()
+    with conn.cursor() as cur:
+        _execute_prepared(cur, prepared, name, params)
+        row = cur.fetchone()
+        return None if row is None else dict(zip([column[0] for column in cur.description], row))
+
+
+def execute_prepared(conn, name, /, **params):
+    """``execute`` of a hot statement (or several), as ``fetch_one_prepared``
+    prepares them; the rows the last one touched."""
+    prepared = getattr(conn, "prepared", None)
+    if prepared is None or not conn.autocommit:
+        return execute(conn, name, **params)
+    with conn.cursor() as cur:
+        _execute_prepared(cur, prepared, name, params)
+        return cur.rowcount
+
+
+def _execute_prepared(cur, prepared, name, params):
+    names = (name,) if isinstance(name, str) else name
+    statement = ";".join(_prepared(n)[1] for n in names)
+    _prepare(cur, prepared, names)
+    try:
+        cur.execute(statement, params)
+    except _STALE:
+        cur.execute("DEALLOCATE ALL")
+        prepared.clear()
+        _prepare(cur, prepared, names)
+        cur.execute(statement, params)
+
+
+def _prepare(cur, prepared, names):
+    missing = [n for n in names if n not in prepared]
+    if missing:
+        cur.execute(";".join(_prepared(n)[0] for n in missing))
+        prepared.update(missing)
 
 
 def fetch_all(conn, name, /, **params):
@@ -115,9 +139,9 @@ def fetch_column(conn, name, /, **params):
 
 
 def execute(conn, name, /, **params):
-    """Run the query; the number of rows it touched."""
+    """Run the query (or several, as ``fetch_one``); the number of rows the last touched."""
     with conn.cursor() as cur:
-        cur.execute(QUERIES[name], params)
+        cur.execute(_sql(name), params)
         return cur.rowcount
 
 

@@ -20,15 +20,21 @@ def enqueue_messages(conn, messages):
 def settle_message(conn, message, outcome="done"):
     """Mark a processed dramatiq message ``done`` (acked) or ``rejected``
     (nacked), in ``conn``'s transaction; no NOTIFY (``tasks/broker.py``)."""
-    query = {"done": "ack_message", "rejected": "nack_message"}[outcome]
-    execute(conn, query, **message_params(message))
+    if outcome not in ("done", "rejected"):
+        raise ValueError(f"a message is settled done or rejected, not {outcome!r}")
+    if outcome == "done":
+        execute(conn, "ack_message", **message_key(message))
+    else:
+        # A rejected message keeps its body as dramatiq left it (its options
+        # say why), as upstream's nack writes it.
+        from dramatiq_pg.utils import tidy4json
+
+        execute(conn, "nack_message", message=Json(tidy4json(message)), **message_key(message))
 
 
-def message_params(message):
-    """The parameters of ``ack_message`` and ``nack_message``."""
-    from dramatiq_pg.utils import tidy4json
-
-    return dict(message=Json(tidy4json(message)), message_id=message.message_id, queue_name=message.queue_name)
+def message_key(message):
+    """The parameters that name a message in ``dramatiq.queue``."""
+    return dict(message_id=message.message_id, queue_name=message.queue_name)
 
 
 def unqueued_pending_runs(conn, min_age_s, limit=500):

@@ -14,7 +14,7 @@ from .. import db, lifecycle
 from ..errors import AttemptsExhausted, InvalidTransition, RunNotFound
 from ..metrics import RUNS_TOTAL, timed_write
 from ..settings import get_settings
-from .queue import message_params
+from .queue import message_key
 from .cursor import (execute_values, fetch_all, fetch_column, fetch_one, fetch_one_prepared, fetch_tuples, fetch_value,
                      jsonb)
 
@@ -91,9 +91,9 @@ def transition(conn, run_id, move, *, attempt=None, worker_id=None, result=None,
     if max_attempts is None:
         max_attempts = get_settings().max_attempts
     with timed_write(move.name):
-        row = fetch_one(
+        row = fetch_one_prepared(
             conn, ("ack_message", "transition") if ack is not None else "transition",
-            **(message_params(ack) if ack is not None else {}),
+            **(message_key(ack) if ack is not None else {}),
             run_id=run_id,
             target=move.target.value,
             from_statuses=[s.value for s in move.sources],

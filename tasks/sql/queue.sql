@@ -12,10 +12,23 @@
 SELECT tunix_enqueue(m.queue_name, m.message_id, m.message)
 FROM (VALUES %s) AS m (queue_name, message_id, message);
 
+-- name: take_message
+-- A consumer takes the message a NOTIFY announced (dramatiq-pg's CONSUME_ONE,
+-- prepared: tasks/broker.py): a row only for the one consumer whose
+-- advisory lock on it succeeds.
+UPDATE dramatiq.queue SET "state" = 'consumed', mtime = (NOW() AT TIME ZONE 'UTC')
+WHERE message_id = %(message_id)s AND state IN ('queued', 'consumed') AND pg_try_advisory_lock(%(lock)s);
+
+-- name: unlock_messages
+-- The advisory locks of messages a consumer has acked (tasks/broker.py).
+SELECT pg_advisory_unlock(lock) FROM unnest(%(locks)s::bigint[]) AS lock;
+
 -- name: ack_message
 -- A processed message is done (dramatiq-pg's ACK without its NOTIFY, which
 -- nothing listens to and which would serialise the commit: tasks/broker.py).
-UPDATE dramatiq.queue SET "state" = 'done', message = %(message)s
+-- Upstream also writes the message back; nothing here reads a settled
+-- message's body, and encoding it cost the worker a JSON dump per run.
+UPDATE dramatiq.queue SET "state" = 'done'
 WHERE message_id = %(message_id)s AND queue_name = %(queue_name)s AND state = 'consumed';
 
 -- name: nack_message

@@ -77,6 +77,43 @@ def test_enqueued_messages_are_consumed_then_acked_as_done(conn, broker, queue):
         consumer.close()
 
 
+def test_a_take_is_prepared_once_per_session_and_survives_losing_it(conn, broker, queue):
+    # Given a consumer that took one message (its take prepared on its connection)
+    for i in range(3):
+        broker.enqueue(message(queue, arg=str(i)))
+    consumer = broker.consume(queue, prefetch=5, timeout=0)
+    try:
+        first = next_message(consumer)
+        consumer.ack(first)
+        assert "take_message" in consumer._consume_conn.prepared
+        # When the session loses its prepared statements (a pooler, an operator's DEALLOCATE)
+        consumer._consume_conn.cursor().execute("DEALLOCATE ALL")
+        # Then the next takes (with the acked message's lock release) still work, each once
+        got = [next_message(consumer), next_message(consumer)]
+        assert sorted(m.args[0] for m in [first] + got) == ["0", "1", "2"]
+        assert states(conn, queue) == {"done": 1, "consumed": 2}
+        assert advisory_locks_of(conn, consumer._consume_conn.get_backend_pid()) == 2
+    finally:
+        consumer.close()
+
+
+def test_an_ack_marks_the_message_done_and_leaves_its_body_as_enqueued(conn, broker, queue):
+    # Given a message taken by a consumer
+    sent = broker.enqueue(message(queue, arg="as-sent"))
+    consumer = broker.consume(queue, prefetch=1, timeout=0)
+    try:
+        taken = next_message(consumer)
+        before = scalar(conn, "SELECT message FROM dramatiq.queue WHERE message_id = %s", (sent.message_id,))
+        # When it is acked after processing changed it in memory (as dramatiq's middleware do)
+        taken.options["retries"] = 1
+        consumer.ack(taken)
+        # Then it is done, its body untouched (upstream wrote it back, for nothing here reads it)
+        assert states(conn, queue) == {"done": 1}
+        assert scalar(conn, "SELECT message FROM dramatiq.queue WHERE message_id = %s", (sent.message_id,)) == before
+    finally:
+        consumer.close()
+
+
 def test_a_nacked_message_is_rejected(conn, broker, queue):
     # Given a message taken by a consumer
     broker.enqueue(message(queue))

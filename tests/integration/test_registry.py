@@ -336,6 +336,41 @@ class TestLabels:
         assert registry.update_run_labels(conn, uuid.uuid4(), notes="") is None
 
 
+def test_the_prepared_claim_and_finish_with_its_ack_survive_a_migration_and_a_lost_statement(databases):
+    # Given a worker's connection (pooled, autocommit), whose moves are prepared once per
+    # session, the finish with its message's ack in the same round trip (tasks/registry/runs.py)
+    from types import SimpleNamespace
+
+    from tasks import db
+
+    pool = db.make_pool(databases.create(), 1)
+    try:
+        with db.autocommit(pool) as conn:
+            first, second = new_run(conn), new_run(conn)
+            registry.claim(conn, first["id"], "w1")
+            assert "transition" in conn.prepared
+            with conn.cursor() as cur:
+                cur.execute("UPDATE dramatiq.queue SET state = 'consumed' WHERE message_id = %s RETURNING queue_name",
+                            (first["id"],))
+                taken = SimpleNamespace(message_id=str(first["id"]), queue_name=cur.fetchone()[0])
+                # When a migration adds a column to the row the move returns
+                cur.execute("ALTER TABLE tunix_runs ADD COLUMN tunix_test_extra int")
+            done = registry.transition(conn, first["id"], "finish", attempt=1, ack=taken)
+            # Then the finish is prepared again and made once, its message marked done with it,
+            # the message's body as it was enqueued (an ack writes the state only)
+            assert done["status"] == "completed" and "tunix_test_extra" in done
+            with conn.cursor() as cur:
+                cur.execute("SELECT state::text, message->'args'->>0 FROM dramatiq.queue WHERE message_id = %s",
+                            (first["id"],))
+                assert cur.fetchone() == ("done", str(first["id"]))
+                # And a claim after the session lost its prepared statements is made too
+                cur.execute("DEALLOCATE ALL")
+            assert registry.claim(conn, second["id"], "w1")["status"] == "running"
+            assert registry.get_run(conn, first["id"])["attempts"] == 1
+    finally:
+        pool.closeall()
+
+
 def test_the_prepared_submit_survives_a_migration_that_changes_its_row_and_a_lost_statement(databases):
     # Given the API's connection (pooled, autocommit), whose submit statement is prepared once
     # per session (tasks/registry/cursor.fetch_one_prepared)
