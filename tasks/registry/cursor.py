@@ -17,8 +17,11 @@ from ..sql import QUERIES
 _PARAM = re.compile(r"%\((\w+)\)s")
 
 #: A prepared statement gone stale: a migration changed the row it returns
-#: ("cached plan must not change result type"), or the session lost it.
-_STALE = (psycopg2.errors.FeatureNotSupported, psycopg2.errors.InvalidSqlStatementName)
+#: ("cached plan must not change result type"), the session lost it, or
+#: the session holds one this connection's record does not (a PREPARE of
+#: several that failed part-way: prepared statements outlive a rollback).
+_STALE = (psycopg2.errors.FeatureNotSupported, psycopg2.errors.InvalidSqlStatementName,
+          psycopg2.errors.DuplicatePreparedStatement)
 
 
 def jsonb(value):
@@ -91,15 +94,20 @@ def execute_prepared(conn, name, /, **params):
 
 def _execute_prepared(cur, prepared, name, params):
     names = (name,) if isinstance(name, str) else name
-    statement = ";".join(_prepared(n)[1] for n in names)
-    _prepare(cur, prepared, names)
+    statement = _executes(names)
     try:
+        _prepare(cur, prepared, names)
         cur.execute(statement, params)
     except _STALE:
         cur.execute("DEALLOCATE ALL")
         prepared.clear()
         _prepare(cur, prepared, names)
         cur.execute(statement, params)
+
+
+@functools.cache
+def _executes(names):
+    return ";".join(_prepared(n)[1] for n in names)
 
 
 def _prepare(cur, prepared, names):

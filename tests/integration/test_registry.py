@@ -346,7 +346,7 @@ def test_the_prepared_claim_and_finish_with_its_ack_survive_a_migration_and_a_lo
     pool = db.make_pool(databases.create(), 1)
     try:
         with db.autocommit(pool) as conn:
-            first, second = new_run(conn), new_run(conn)
+            first, second, third = new_run(conn), new_run(conn), new_run(conn)
             registry.claim(conn, first["id"], "w1")
             assert "transition" in conn.prepared
             with conn.cursor() as cur:
@@ -366,6 +366,10 @@ def test_the_prepared_claim_and_finish_with_its_ack_survive_a_migration_and_a_lo
                 # And a claim after the session lost its prepared statements is made too
                 cur.execute("DEALLOCATE ALL")
             assert registry.claim(conn, second["id"], "w1")["status"] == "running"
+            # And one whose session holds a statement this connection's record lost (a PREPARE
+            # of several that failed part-way leaves the ones before it)
+            conn.prepared.clear()
+            assert registry.claim(conn, third["id"], "w1")["status"] == "running"
             assert registry.get_run(conn, first["id"])["attempts"] == 1
     finally:
         pool.closeall()
