@@ -25,8 +25,10 @@ def written(url):
         conn.close()
 
 
-def test_rows_handed_over_together_are_written_together_and_flush_waits_for_them(database_url):
-    # Given a writer, and 250 rows handed over at once (as a burst of requests does)
+def test_rows_handed_over_together_are_written_together_and_flush_waits_for_them(databases):
+    # Given a writer on a database of its own, and 250 rows handed over at once (as a burst
+    # of requests does)
+    database_url = databases.create()
     writer = AuditWriter(database_url)
     for i in range(250):
         writer.put(row(i))
