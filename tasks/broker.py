@@ -82,6 +82,7 @@ from dramatiq_pg.utils import tidy4json
 
 from . import db
 from .errors import DatabaseUnavailable, Overloaded
+from .sql.cursor import execute_prepared
 from .sample_spec import SAMPLES_QUEUE  # noqa: F401  (a queue, as DRY_QUEUE and TRAIN_QUEUE)
 from .settings import get_settings
 
@@ -155,8 +156,6 @@ class TunixConsumer(PostgresConsumer):
                 return locks
 
     def purge_locks(self):
-        from .registry.cursor import execute_prepared  # NOTE: as in _settle
-
         locks = self._unlocks()
         if locks:
             try:
@@ -167,8 +166,6 @@ class TunixConsumer(PostgresConsumer):
 
     @raise_connection_error
     def consume_one(self, message):
-        from .registry.cursor import execute_prepared  # NOTE: as in _settle
-
         if message.message_id in self.in_processing:
             return False
         locks = self._unlocks()

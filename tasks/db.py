@@ -79,7 +79,7 @@ class Connection(psycopg2.extensions.connection):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._after_commit = []
-        #: Names of the queries this session has prepared (``registry.cursor.fetch_one_prepared``).
+        #: Names of the queries this session has prepared (``tasks.sql.cursor.fetch_one_prepared``).
         self.prepared = set()
 
     def after_commit(self, fn):

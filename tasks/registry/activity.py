@@ -2,7 +2,7 @@
 metrics, eval losses and log lines, and the reads of them."""
 
 from ..metrics import timed_write
-from .cursor import execute_values, fetch_all, fetch_column, fetch_tuples, fetch_value, jsonb
+from ..sql.cursor import execute_values, fetch_all, fetch_column, fetch_tuples, fetch_value, jsonb
 
 #: Rows per statement of a progress or log batch (psycopg2's own default).
 PAGE_ROWS = 100

@@ -1,7 +1,7 @@
 """PostgreSQL's own catalog (``tasks/sql/admin.sql``): which advisory locks
 are held, which sessions belong to silent workers, and ending one."""
 
-from .cursor import fetch_column, fetch_tuples, fetch_value
+from ..sql.cursor import fetch_column, fetch_tuples, fetch_value
 
 
 def held_advisory_locks(conn, keys):

@@ -3,7 +3,7 @@ recording fenced by the attempt, the listings, and retention's marks and
 deletes."""
 
 from ..metrics import timed_write
-from .cursor import execute, fetch_all, fetch_column, fetch_one, fetch_tuples
+from ..sql.cursor import execute, fetch_all, fetch_column, fetch_one, fetch_tuples
 
 
 def record_checkpoint(conn, *, run_id, step, attempt, uri, object_key, size_bytes, sha256, loss=None):

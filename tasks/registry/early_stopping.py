@@ -2,7 +2,7 @@
 the inputs of the median rule and of ASHA's rungs, and a promotion; the
 decisions are ``tasks/early_stopping.py``'s."""
 
-from .cursor import execute, fetch_tuples, fetch_value
+from ..sql.cursor import execute, fetch_tuples, fetch_value
 
 
 def sweep_rule(conn, sweep_id):

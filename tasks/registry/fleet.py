@@ -3,7 +3,7 @@ heartbeats, and what the fleet view and the scrape-time gauges show."""
 
 from ..lifecycle import RunStatus
 from ..metrics import timed_write
-from .cursor import execute, fetch_all, fetch_one
+from ..sql.cursor import execute, fetch_all, fetch_one
 
 
 def worker_heartbeat(conn, worker_id, hostname, pid):

@@ -14,7 +14,7 @@ from psycopg2.extras import Json
 
 from ..jobs import JOB_FINAL, JobStatus
 from ..metrics import timed_write
-from .cursor import fetch_all, fetch_column, fetch_one, jsonb
+from ..sql.cursor import fetch_all, fetch_column, fetch_one, jsonb
 
 #: The kinds of job, as their named queries name them.
 JOB_KINDS = ("sample", "export")

@@ -5,7 +5,7 @@ reads and repairs of messages that went missing or unheard."""
 from psycopg2.extras import Json
 
 from ..metrics import timed_write
-from .cursor import execute, execute_values, fetch_all, fetch_column
+from ..sql.cursor import execute, execute_values, fetch_all, fetch_column
 
 
 def enqueue_messages(conn, messages):

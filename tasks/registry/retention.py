@@ -5,7 +5,7 @@ run folder.  The reaper calls these (``workers/reaper.py``, "Retention"),
 each in a transaction of its own."""
 
 from ..jobs import JobStatus
-from .cursor import execute, fetch_all, fetch_column
+from ..sql.cursor import execute, fetch_all, fetch_column
 
 
 def retention_candidates(conn, days, limit):

@@ -15,7 +15,7 @@ from ..errors import AttemptsExhausted, InvalidTransition, RunNotFound
 from ..metrics import RUNS_TOTAL, timed_write
 from ..settings import get_settings
 from .queue import message_key
-from .cursor import (execute_values, fetch_all, fetch_column, fetch_one, fetch_one_prepared, fetch_tuples, fetch_value,
+from ..sql.cursor import (execute_values, fetch_all, fetch_column, fetch_one, fetch_one_prepared, fetch_tuples, fetch_value,
                      jsonb)
 
 

@@ -8,7 +8,7 @@ from psycopg2.extras import Json
 from .. import lifecycle
 from ..metrics import timed_write
 from ..sweep_spec import RANK_LAST_STEPS
-from .cursor import execute_values, fetch_all, fetch_column, fetch_one, jsonb
+from ..sql.cursor import execute_values, fetch_all, fetch_column, fetch_one, jsonb
 from .runs import _count
 
 

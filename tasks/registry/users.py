@@ -8,7 +8,7 @@ import uuid
 
 from psycopg2.extras import Json
 
-from .cursor import execute_values, fetch_all, fetch_one, fetch_value
+from ..sql.cursor import execute_values, fetch_all, fetch_one, fetch_value
 
 #: What every token starts with: a leaked one is recognisable (secret scanners, logs).
 TOKEN_PREFIX = "tnx_"

@@ -10,6 +10,9 @@ is written by its name (``status IN :HELD``) and spelled out here from
 ``tasks.lifecycle.SQL_SETS``, so no query lists statuses by hand and a new
 status reaches every query that means its set.
 
+``cursor.py`` runs a named query in one call (rows as dicts or tuples, a hot
+statement prepared once per session).
+
 The migrations are read by ``migrations()``: one ``Migration`` per file,
 with its checksum and whether it runs in a transaction (``tasks/migrate.py``
 applies them and says why some do not).

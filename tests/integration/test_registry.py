@@ -377,7 +377,7 @@ def test_the_prepared_claim_and_finish_with_its_ack_survive_a_migration_and_a_lo
 
 def test_the_prepared_submit_survives_a_migration_that_changes_its_row_and_a_lost_statement(databases):
     # Given the API's connection (pooled, autocommit), whose submit statement is prepared once
-    # per session (tasks/registry/cursor.fetch_one_prepared)
+    # per session (tasks/sql/cursor.fetch_one_prepared)
     from tasks import db
 
     pool = db.make_pool(databases.create(), 1)

@@ -1,4 +1,5 @@
-"""Run a named query (``tasks/sql``) on a connection, in one call.
+"""Run a named query (``QUERIES``) on a connection, in one call: the
+registry's modules (``tasks/registry/``) and the broker's consumer use these.
 
 Rows come as dicts (``fetch_one``, ``fetch_all``) where callers read columns
 by name, and as tuples where they unpack them or where the read is hot (a
@@ -12,7 +13,7 @@ import psycopg2.errors
 import psycopg2.extras
 from psycopg2.extras import Json
 
-from ..sql import QUERIES
+from . import QUERIES
 
 _PARAM = re.compile(r"%\((\w+)\)s")
 
