@@ -332,10 +332,17 @@ def _postgres_cpu():
     """CPU of every PostgreSQL server process on this machine (its backends, WAL writer, checkpointer)."""
     import psutil
 
+    return _total_cpu(psutil.process_iter(["name"]), lambda p: p.info["name"] == "postgres")
+
+
+def _total_cpu(processes, keep):
+    """The CPU of those of ``processes`` that ``keep`` keeps, less those gone meanwhile."""
+    import psutil
+
     total = 0.0
-    for p in psutil.process_iter(["name"]):
+    for p in processes:
         try:
-            if p.info["name"] == "postgres":
+            if keep(p):
                 total += _cpu(p)
         except psutil.NoSuchProcess:
             pass
@@ -353,14 +360,8 @@ def _others_cpu(api):
     """CPU of this process' other descendants (the workers; not the API's arbiter, not Redis)."""
     import psutil
 
-    total = 0.0
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.pid != api.pid and p.pid != api.ppid() and "redis" not in p.name():
-                total += _cpu(p)
-        except psutil.NoSuchProcess:
-            pass
-    return total
+    return _total_cpu(psutil.Process().children(recursive=True),
+                      lambda p: p.pid != api.pid and p.pid != api.ppid() and "redis" not in p.name())
 
 
 def main(argv=None):

@@ -20,16 +20,16 @@ def enqueue_messages(conn, messages):
 def settle_message(conn, message, outcome="done"):
     """Mark a processed dramatiq message ``done`` (acked) or ``rejected``
     (nacked), in ``conn``'s transaction; no NOTIFY (``tasks/broker.py``)."""
-    if outcome not in ("done", "rejected"):
-        raise ValueError(f"a message is settled done or rejected, not {outcome!r}")
     if outcome == "done":
         execute(conn, "ack_message", **message_key(message))
-    else:
+    elif outcome == "rejected":
         # A rejected message keeps its body as dramatiq left it (its options
         # say why), as upstream's nack writes it.
         from dramatiq_pg.utils import tidy4json
 
         execute(conn, "nack_message", message=Json(tidy4json(message)), **message_key(message))
+    else:
+        raise ValueError(f"a message is settled done or rejected, not {outcome!r}")
 
 
 def message_key(message):

@@ -44,8 +44,13 @@ def fetch_one(conn, name, /, **params):
     end return)."""
     with conn.cursor() as cur:
         cur.execute(_sql(name), params)
-        row = cur.fetchone()
-        return None if row is None else dict(zip([column[0] for column in cur.description], row))
+        return _one(cur)
+
+
+def _one(cur):
+    """The cursor's next row as a dict, or None."""
+    row = cur.fetchone()
+    return None if row is None else dict(zip([column[0] for column in cur.description], row))
 
 
 @functools.cache
@@ -78,8 +83,7 @@ def fetch_one_prepared(conn, name, /, **params):
         return fetch_one(conn, name, **params)
     with conn.cursor() as cur:
         _execute_prepared(cur, prepared, name, params)
-        row = cur.fetchone()
-        return None if row is None else dict(zip([column[0] for column in cur.description], row))
+        return _one(cur)
 
 
 def execute_prepared(conn, name, /, **params):
